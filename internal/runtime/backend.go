@@ -1,0 +1,74 @@
+// Package runtime defines the Backend interface every container backend
+// implements, and the lifecycle rules shared by all backends.
+package runtime
+
+import (
+	"context"
+	"io"
+	"syscall"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nexcage/nexcage/internal/state"
+)
+
+// CreateOptions carries everything a backend needs to create a container.
+type CreateOptions struct {
+	// Bundle is the absolute path of the OCI bundle; empty when the
+	// container is created from Image alone.
+	Bundle string
+	// Spec is the bundle's validated config.json; nil when Bundle is empty.
+	Spec *specs.Spec
+	// Image is the nexcage-style --image argument (template, volume id,
+	// bundle directory ...); empty for runc-style create.
+	Image string
+
+	PidFile       string
+	ConsoleSocket string
+	NoPivot       bool
+	NoNewKeyring  bool
+	PreserveFDs   int
+
+	// Stdio of the caller, handed to the container where the backend can.
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+
+	// Checkpoint persists c as it is now. Backends call it as soon as they
+	// hold a resource that must be cleaned up after a crash (e.g. a VMID),
+	// so that `delete --force` can find and release it.
+	Checkpoint func(c *state.Container) error
+}
+
+// Backend is one way of running containers (runc, crun, Proxmox LXC).
+// The caller holds the container's lock around every call.
+type Backend interface {
+	// Name is the backend's canonical name as stored in state.
+	Name() string
+	// Create sets the container up without running process.args.
+	// c arrives with ID, Bundle, Created, Backend set and status "creating";
+	// Create fills Status, Pid and Data. On error it must leave nothing behind.
+	Create(ctx context.Context, c *state.Container, opts CreateOptions) error
+	// Start runs process.args of a created container.
+	Start(ctx context.Context, c *state.Container) error
+	// Refresh updates Status and Pid of the given containers in place from
+	// the live system, in as few external calls as possible.
+	Refresh(ctx context.Context, cs []*state.Container) error
+	// Kill sends sig to the container's init (all processes when all).
+	Kill(ctx context.Context, c *state.Container, sig syscall.Signal, all bool) error
+	// Delete removes everything the backend created for c. Without force it
+	// fails on a container that is not stopped or created.
+	Delete(ctx context.Context, c *state.Container, force bool) error
+}
+
+// Runner is implemented by backends that run a container in the
+// foreground themselves (create + start + wait), passing stdio through.
+type Runner interface {
+	// Run returns the container process's exit code.
+	Run(ctx context.Context, c *state.Container, opts CreateOptions, detach bool) (int, error)
+}
+
+// Stopper is implemented by backends with a graceful stop (nexcage `stop`).
+type Stopper interface {
+	Stop(ctx context.Context, c *state.Container, timeoutSec int) error
+}
