@@ -11,6 +11,9 @@ const (
 	Running  = "running"
 	Stopped  = "stopped"
 	Paused   = "paused"
+	// Unknown is reported by Store.List for an entry whose state.json
+	// cannot be read; `delete --force` removes such an entry.
+	Unknown = "unknown"
 )
 
 // Container is the persisted record of one container. The first fields are

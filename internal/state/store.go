@@ -1,0 +1,363 @@
+package state
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gofrs/flock"
+	"github.com/google/renameio/v2"
+
+	"github.com/nexcage/nexcage/internal/errs"
+)
+
+// MaxIDLen bounds a container id in bytes. An id is a directory name under
+// the root and, with ".lock" appended, a file name, so it must fit the
+// 255-byte NAME_MAX of Linux file systems.
+const MaxIDLen = 250
+
+// StateFile is the name of the state file inside a container's directory.
+const StateFile = "state.json"
+
+// maxStateSize bounds state.json so a damaged file cannot exhaust memory.
+const maxStateSize = 4 << 20
+
+// lockRetry is how often Lock polls a lock held by someone else.
+const lockRetry = 10 * time.Millisecond
+
+// idPattern is runc's container id syntax; RE2's \w is ASCII only.
+var idPattern = regexp.MustCompile(`^[\w+\-.]+$`)
+
+// ValidateID checks that id is a valid container id: runc's syntax
+// ^[\w+\-.]+$ (ASCII), not "." or "..", and at most MaxIDLen bytes. Every
+// path built from an id is built only after this check, so an id can never
+// name anything outside the store's root.
+func ValidateID(id string) error {
+	bad := func(why string) error {
+		return errs.New(errs.KindUsage, "invalid container ID format: %q: %s", id, why).
+			WithHint("use 1 to %d characters from A-Z a-z 0-9 _ + - .", MaxIDLen)
+	}
+	switch {
+	case id == "":
+		return bad("empty")
+	case len(id) > MaxIDLen:
+		return bad(fmt.Sprintf("longer than %d bytes", MaxIDLen))
+	case id == "." || id == "..":
+		return bad("reserved name")
+	case !idPattern.MatchString(id):
+		return bad("contains characters other than letters, digits, _ + - .")
+	}
+	return nil
+}
+
+// Store is the on-disk record of containers under one root directory:
+//
+//	<root>/<id>/state.json   the container's state (dir 0700, file 0600)
+//	<root>/@locks/<id>.lock  the container's lock file
+//	<root>/@<backend>/       a backend's private directory (BackendRoot)
+//
+// Names starting with "@" cannot be container ids, so they never collide.
+// A Store is safe for concurrent use by goroutines and processes.
+type Store struct {
+	root string
+}
+
+// NewStore opens the store at root, creating root with mode 0700 when it
+// does not exist. An existing root keeps its mode.
+func NewStore(root string) (*Store, error) {
+	if root == "" {
+		return nil, errs.New(errs.KindUsage, "state root is empty").WithHint("pass --root <dir>")
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, errs.Wrap(errs.KindInternal, err, "state root %s", root)
+	}
+	fi, err := os.Stat(abs)
+	switch {
+	case err == nil && !fi.IsDir():
+		return nil, errs.New(errs.KindUsage, "state root %s is not a directory", abs).
+			WithHint("pass a directory with --root")
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(abs, 0o700); err != nil {
+			return nil, errs.Wrap(errs.KindInternal, err, "create state root %s", abs)
+		}
+		// MkdirAll honours the umask; make the mode exact.
+		if err := os.Chmod(abs, 0o700); err != nil {
+			return nil, errs.Wrap(errs.KindInternal, err, "create state root %s", abs)
+		}
+	case err != nil:
+		return nil, errs.Wrap(errs.KindInternal, err, "state root %s", abs)
+	}
+	return &Store{root: abs}, nil
+}
+
+// Root returns the store's absolute root directory.
+func (s *Store) Root() string { return s.root }
+
+// BackendRoot returns <root>/@<name>, the directory a backend may use for
+// its own files (for example as runc's --root). It is not created here.
+func (s *Store) BackendRoot(name string) string {
+	return filepath.Join(s.root, "@"+name)
+}
+
+// Dir returns the container's directory <root>/<id> after validating id.
+func (s *Store) Dir(id string) (string, error) {
+	if err := ValidateID(id); err != nil {
+		return "", err
+	}
+	return filepath.Join(s.root, id), nil
+}
+
+func (s *Store) lockDir() string { return filepath.Join(s.root, "@locks") }
+
+func (s *Store) lockPath(id string) string {
+	return filepath.Join(s.lockDir(), id+".lock")
+}
+
+func (s *Store) statePath(id string) string {
+	return filepath.Join(s.root, id, StateFile)
+}
+
+// Lock is an exclusive lock on one container id, held across processes.
+type Lock struct {
+	store *Store
+	id    string
+	mu    sync.Mutex
+	fl    *flock.Flock
+}
+
+// Lock takes the exclusive lock of id, waiting until it is free or ctx is
+// done. Give ctx a deadline to bound the wait; on expiry the error is
+// KindLocked. The lock file may be removed by Unlock while others wait; Lock notices that it locked a file no longer at the lock
+// path and tries again, so the lock stays exclusive.
+//
+// Lock files live in <root>/@locks; Unlock deletes a container's lock file
+// once the container has no directory, so none remain after delete.
+func (s *Store) Lock(ctx context.Context, id string) (*Lock, error) {
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(s.lockDir(), 0o700); err != nil {
+		return nil, errs.Wrap(errs.KindInternal, err, "lock container %s", id)
+	}
+	path := s.lockPath(id)
+	for {
+		fl := flock.New(path, flock.SetPermissions(0o600))
+		ok, err := fl.TryLockContext(ctx, lockRetry)
+		if err != nil || !ok {
+			_ = fl.Close()
+			if ctxErr := ctx.Err(); ctxErr != nil {
+				return nil, errs.Wrap(errs.KindLocked, ctxErr, "container %s is locked by another nexcage process", id).
+					WithHint("wait for the other operation to finish; if none is running, retry (locks are released when a process exits)")
+			}
+			return nil, errs.Wrap(errs.KindInternal, err, "lock container %s (%s)", id, path)
+		}
+		same, err := sameFile(fl, path)
+		if err != nil {
+			_ = fl.Close()
+			return nil, errs.Wrap(errs.KindInternal, err, "lock container %s (%s)", id, path)
+		}
+		if same {
+			return &Lock{store: s, id: id, fl: fl}, nil
+		}
+		// The file we locked was unlinked by its previous holder.
+		_ = fl.Close()
+	}
+}
+
+// sameFile reports whether the file locked by fl is still the one at path.
+func sameFile(fl *flock.Flock, path string) (bool, error) {
+	held, err := fl.Stat()
+	if err != nil {
+		return false, err
+	}
+	cur, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return os.SameFile(held, cur), nil
+}
+
+// ID returns the locked container id.
+func (l *Lock) ID() string { return l.id }
+
+// Unlock releases the lock. When the container has no directory (it was
+// removed, or never created) the lock file is deleted first, so no lock
+// files pile up for containers that do not exist. Unlock is idempotent.
+func (l *Lock) Unlock() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.fl == nil {
+		return nil
+	}
+	var rmErr error
+	if _, err := os.Lstat(filepath.Join(l.store.root, l.id)); errors.Is(err, fs.ErrNotExist) {
+		if err := os.Remove(l.store.lockPath(l.id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			rmErr = err
+		}
+	}
+	err := l.fl.Close()
+	l.fl = nil
+	if err == nil {
+		err = rmErr
+	}
+	if err != nil {
+		return errs.Wrap(errs.KindInternal, err, "unlock container %s", l.id)
+	}
+	return nil
+}
+
+// Load reads the state of id. A missing container is KindNotFound; an
+// unreadable or damaged state file is KindState naming the file.
+func (s *Store) Load(id string) (*Container, error) {
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(s.root, id)
+	if _, err := os.Lstat(dir); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, notFound(id)
+		}
+		return nil, errs.Wrap(errs.KindInternal, err, "read state of container %s", id)
+	}
+	return s.read(id)
+}
+
+func notFound(id string) error {
+	return errs.New(errs.KindNotFound, "container %s does not exist", id).
+		WithHint("see `nexcage list` for existing containers")
+}
+
+// read parses <root>/<id>/state.json; id is already valid.
+func (s *Store) read(id string) (*Container, error) {
+	path := s.statePath(id)
+	corrupt := func(err error, why string) error {
+		return errs.Wrap(errs.KindState, err, "state of container %s is damaged: %s: %s", id, path, why).
+			WithHint("run `nexcage delete --force %s` to remove it", id)
+	}
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, corrupt(nil, "file missing")
+	}
+	if err != nil {
+		return nil, errs.Wrap(errs.KindInternal, err, "read state of container %s", id)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, errs.Wrap(errs.KindInternal, err, "read state of container %s", id)
+	}
+	if fi.Size() > maxStateSize {
+		return nil, corrupt(nil, fmt.Sprintf("larger than %d bytes", maxStateSize))
+	}
+	data := make([]byte, fi.Size())
+	if _, err := io.ReadFull(f, data); err != nil {
+		return nil, errs.Wrap(errs.KindInternal, err, "read state of container %s", id)
+	}
+	var c Container
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, corrupt(nil, "invalid JSON: "+err.Error())
+	}
+	if c.ID != id {
+		return nil, corrupt(nil, fmt.Sprintf("records id %q", c.ID))
+	}
+	return &c, nil
+}
+
+// Save writes c atomically to <root>/<c.ID>/state.json (dir 0700, file
+// 0600): readers see the old or the new state, never a mix. The caller
+// holds c.ID's lock.
+func (s *Store) Save(c *Container) error {
+	if c == nil {
+		return errs.New(errs.KindInternal, "save state: nil container")
+	}
+	if err := ValidateID(c.ID); err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return errs.Wrap(errs.KindInternal, err, "encode state of container %s", c.ID)
+	}
+	data = append(data, '\n')
+	dir := filepath.Join(s.root, c.ID)
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return errs.Wrap(errs.KindInternal, err, "save state of container %s", c.ID)
+	}
+	if err := renameio.WriteFile(s.statePath(c.ID), data, 0o600, renameio.WithStaticPermissions(0o600)); err != nil {
+		return errs.Wrap(errs.KindInternal, err, "save state of container %s", c.ID)
+	}
+	return nil
+}
+
+// Exists reports whether a container directory for id exists (even one
+// whose state file is damaged).
+func (s *Store) Exists(id string) (bool, error) {
+	if err := ValidateID(id); err != nil {
+		return false, err
+	}
+	_, err := os.Lstat(filepath.Join(s.root, id))
+	if err == nil {
+		return true, nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return false, errs.Wrap(errs.KindInternal, err, "look up container %s", id)
+}
+
+// Remove deletes the container's directory; a missing container is not an
+// error. The caller holds id's lock: its Unlock then deletes the lock file
+// too (see Lock.Unlock). Deleting the lock file only at Unlock keeps the
+// lock exclusive until the very end of the caller's critical section.
+func (s *Store) Remove(id string) error {
+	if err := ValidateID(id); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(filepath.Join(s.root, id)); err != nil {
+		return errs.Wrap(errs.KindInternal, err, "remove state of container %s", id)
+	}
+	return nil
+}
+
+// List returns every container in the store, sorted by id. It takes no
+// locks and runs no commands, only reads files. An entry whose state file
+// is damaged is returned as {ID, Status: Unknown} with no Backend, so that
+// it shows up (and can be removed with `delete --force`) instead of
+// breaking the listing. Entries removed while listing are skipped; names
+// that are not valid ids (such as "@locks") are ignored.
+func (s *Store) List() ([]*Container, error) {
+	entries, err := os.ReadDir(s.root)
+	if err != nil {
+		return nil, errs.Wrap(errs.KindInternal, err, "list containers in %s", s.root)
+	}
+	out := make([]*Container, 0, len(entries))
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, "@") || !e.IsDir() || ValidateID(name) != nil {
+			continue
+		}
+		c, err := s.read(name)
+		if err != nil {
+			if _, statErr := os.Lstat(filepath.Join(s.root, name)); errors.Is(statErr, fs.ErrNotExist) {
+				continue // deleted while we were listing
+			}
+			c = &Container{ID: name, Status: Unknown}
+		}
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
