@@ -1,0 +1,363 @@
+// Package bundle loads an OCI bundle (a directory with config.json and a
+// root filesystem) and validates it against the runtime-spec before any
+// backend sees it. It knows OCI and nothing about Proxmox.
+package bundle
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/jsonerr"
+)
+
+// ConfigFile is the name of the bundle's configuration file.
+const ConfigFile = "config.json"
+
+// MaxConfigSize bounds config.json; real ones are a few KiB, so anything
+// bigger is refused rather than read into memory.
+const MaxConfigSize = 16 << 20
+
+// MaxHostnameLen is the kernel's HOST_NAME_MAX.
+const MaxHostnameLen = 64
+
+// Bundle is a loaded and validated OCI bundle.
+type Bundle struct {
+	// Dir is the bundle's absolute path.
+	Dir string
+	// Spec is the parsed config.json. Relative mount destinations are
+	// already rewritten to absolute ones (see Warnings).
+	Spec *specs.Spec
+	// Rootfs is the absolute path of root.path.
+	Rootfs string
+	// Warnings are accepted oddities worth telling the user about.
+	Warnings []string
+}
+
+// ConfigPath returns the absolute path of the bundle's config.json.
+func (b *Bundle) ConfigPath() string { return filepath.Join(b.Dir, ConfigFile) }
+
+// Check names one validation rule, so callers and tests can tell which
+// check a bundle failed (see Error).
+type Check string
+
+// The checks Load performs, in order.
+const (
+	CheckBundleDir   Check = "bundle-dir"   // the bundle exists and is a directory
+	CheckConfigFile  Check = "config-file"  // config.json exists, is a regular file, is readable
+	CheckConfigSize  Check = "config-size"  // config.json is at most MaxConfigSize bytes
+	CheckJSON        Check = "json"         // config.json is valid JSON of the right shape
+	CheckOCIVersion  Check = "oci-version"  // ociVersion is present and 1.x.y
+	CheckRoot        Check = "root"         // root and root.path are present
+	CheckRootPath    Check = "root-path"    // root.path exists and is a directory
+	CheckProcessArgs Check = "process-args" // process.args has at least one non-empty entry without NUL
+	CheckProcessCwd  Check = "process-cwd"  // process.cwd is absolute
+	CheckProcessEnv  Check = "process-env"  // process.env entries are KEY=VALUE
+	CheckHostname    Check = "hostname"     // hostname has no control characters and fits the kernel
+	CheckMountDest   Check = "mount-dest"   // mounts[i].destination is set and clean of newlines
+	CheckMountSource Check = "mount-source" // mounts[i].source and options have no newline or NUL
+	CheckHookPath    Check = "hook-path"    // hooks.*[i].path is absolute
+)
+
+// Error is a bundle validation failure. It is always wrapped in an
+// *errs.Error of kind KindInvalidBundle; use errors.As to get at it.
+type Error struct {
+	Bundle string // absolute bundle directory
+	File   string // "config.json", or "" when the bundle itself is wrong
+	Field  string // JSON path of the offending field, e.g. "root.path"
+	Check  Check
+	Reason string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "bundle %s", e.Bundle)
+	if e.File != "" {
+		b.WriteString(": " + e.File)
+	}
+	if e.Field != "" {
+		b.WriteString(": " + e.Field)
+	}
+	b.WriteString(": " + e.Reason)
+	return b.String()
+}
+
+// loader carries the bundle being validated so errors can name it.
+type loader struct {
+	dir  string
+	spec *specs.Spec
+	warn []string
+}
+
+func (l *loader) fail(c Check, field, hint, format string, args ...any) error {
+	file := ConfigFile
+	if c == CheckBundleDir {
+		file = ""
+	}
+	e := &Error{Bundle: l.dir, File: file, Field: field, Check: c, Reason: fmt.Sprintf(format, args...)}
+	w := errs.Wrap(errs.KindInvalidBundle, e, "")
+	if hint != "" {
+		w = w.WithHint("%s", hint)
+	}
+	return w
+}
+
+// Load reads and validates the bundle in dir (relative paths are taken
+// from the current working directory). Every failure is an error of kind
+// KindInvalidBundle wrapping an *Error that names the file, the field and
+// the Check that failed.
+func Load(dir string) (*Bundle, error) {
+	if dir == "" {
+		dir = "."
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, errs.Wrap(errs.KindInvalidBundle, err, "bundle %s", dir)
+	}
+	l := &loader{dir: abs}
+
+	fi, err := os.Stat(abs)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, l.fail(CheckBundleDir, "", "pass an existing bundle directory with --bundle", "no such directory")
+	case err != nil:
+		return nil, l.fail(CheckBundleDir, "", "", "%v", unwrapPath(err))
+	case !fi.IsDir():
+		return nil, l.fail(CheckBundleDir, "", "pass the directory holding config.json, not a file", "not a directory")
+	}
+
+	data, err := l.readConfig()
+	if err != nil {
+		return nil, err
+	}
+	if err := l.parse(data); err != nil {
+		return nil, err
+	}
+	rootfs, err := l.validate()
+	if err != nil {
+		return nil, err
+	}
+	return &Bundle{Dir: abs, Spec: l.spec, Rootfs: rootfs, Warnings: l.warn}, nil
+}
+
+// unwrapPath drops the *fs.PathError wrapper whose path we print already.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func (l *loader) readConfig() ([]byte, error) {
+	p := filepath.Join(l.dir, ConfigFile)
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, l.fail(CheckConfigFile, "", "create one with `nexcage spec` or `runc spec`", "no such file")
+	}
+	if err != nil {
+		return nil, l.fail(CheckConfigFile, "", "", "%v", unwrapPath(err))
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, l.fail(CheckConfigFile, "", "", "%v", unwrapPath(err))
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, l.fail(CheckConfigFile, "", "", "not a regular file")
+	}
+	// Read one byte past the limit so a file that grew after Stat is
+	// still caught.
+	data, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
+	if err != nil {
+		return nil, l.fail(CheckConfigFile, "", "", "%v", unwrapPath(err))
+	}
+	if len(data) > MaxConfigSize {
+		return nil, l.fail(CheckConfigSize, "", "", "larger than %d bytes", MaxConfigSize)
+	}
+	return data, nil
+}
+
+func (l *loader) parse(data []byte) error {
+	var spec specs.Spec
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return l.fail(CheckJSON, "", "", "%s", jsonerr.Describe(data, err))
+	}
+	l.spec = &spec
+	return nil
+}
+
+// versionPattern is semantic versioning with major version 1.
+var versionPattern = regexp.MustCompile(`^1\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$`)
+
+// validate runs the runtime-spec checks and returns the absolute rootfs.
+func (l *loader) validate() (string, error) {
+	s := l.spec
+	switch {
+	case s.Version == "":
+		return "", l.fail(CheckOCIVersion, "ociVersion", "set it to the runtime-spec version the file follows, e.g. \"1.0.2\"", "missing")
+	case !versionPattern.MatchString(s.Version):
+		return "", l.fail(CheckOCIVersion, "ociVersion", "nexcage supports runtime-spec 1.x", "%q is not a 1.x semantic version", s.Version)
+	}
+
+	rootfs, err := l.checkRoot()
+	if err != nil {
+		return "", err
+	}
+	if err := l.checkProcess(); err != nil {
+		return "", err
+	}
+	if strings.ContainsFunc(s.Hostname, isControl) {
+		return "", l.fail(CheckHostname, "hostname", "", "%q contains control characters", s.Hostname)
+	}
+	if len(s.Hostname) > MaxHostnameLen {
+		return "", l.fail(CheckHostname, "hostname", "", "longer than %d bytes", MaxHostnameLen)
+	}
+	if err := l.checkMounts(); err != nil {
+		return "", err
+	}
+	if err := l.checkHooks(); err != nil {
+		return "", err
+	}
+	return rootfs, nil
+}
+
+func (l *loader) checkRoot() (string, error) {
+	r := l.spec.Root
+	if r == nil {
+		return "", l.fail(CheckRoot, "root", "add {\"root\": {\"path\": \"rootfs\"}}", "missing")
+	}
+	if r.Path == "" {
+		return "", l.fail(CheckRoot, "root.path", "set it to the root filesystem directory, absolute or relative to the bundle", "missing")
+	}
+	if strings.ContainsFunc(r.Path, isLineBreakOrNUL) {
+		return "", l.fail(CheckRootPath, "root.path", "", "%q contains a newline or NUL", r.Path)
+	}
+	p := r.Path
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(l.dir, p)
+	}
+	p = filepath.Clean(p)
+	fi, err := os.Stat(p)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", l.fail(CheckRootPath, "root.path", "create the root filesystem there or fix root.path", "%q: no such directory", r.Path)
+	case err != nil:
+		return "", l.fail(CheckRootPath, "root.path", "", "%q: %v", r.Path, unwrapPath(err))
+	case !fi.IsDir():
+		return "", l.fail(CheckRootPath, "root.path", "", "%q: not a directory", r.Path)
+	}
+	return p, nil
+}
+
+func (l *loader) checkProcess() error {
+	p := l.spec.Process
+	if p == nil {
+		return nil
+	}
+	if len(p.Args) == 0 {
+		return l.fail(CheckProcessArgs, "process.args", "name the program to run, e.g. [\"sh\"]", "empty; at least one entry is required")
+	}
+	if p.Args[0] == "" {
+		return l.fail(CheckProcessArgs, "process.args[0]", "", "empty program name")
+	}
+	for i, a := range p.Args {
+		if strings.ContainsRune(a, 0) {
+			return l.fail(CheckProcessArgs, fmt.Sprintf("process.args[%d]", i), "", "contains a NUL byte")
+		}
+	}
+	if p.Cwd != "" && !path.IsAbs(p.Cwd) {
+		return l.fail(CheckProcessCwd, "process.cwd", "", "%q is not an absolute path", p.Cwd)
+	}
+	if strings.ContainsFunc(p.Cwd, isLineBreakOrNUL) {
+		return l.fail(CheckProcessCwd, "process.cwd", "", "%q contains a newline or NUL", p.Cwd)
+	}
+	for i, e := range p.Env {
+		field := fmt.Sprintf("process.env[%d]", i)
+		k, v, ok := strings.Cut(e, "=")
+		switch {
+		case !ok:
+			return l.fail(CheckProcessEnv, field, "write it as KEY=VALUE", "%q has no '='", e)
+		case k == "":
+			return l.fail(CheckProcessEnv, field, "", "%q has an empty name", e)
+		case strings.ContainsFunc(k, isControl) || strings.ContainsRune(k, ' '):
+			return l.fail(CheckProcessEnv, field, "", "name %q contains whitespace or control characters", k)
+		case strings.ContainsRune(v, 0):
+			return l.fail(CheckProcessEnv, field, "", "value of %s contains a NUL byte", k)
+		}
+	}
+	return nil
+}
+
+func (l *loader) checkMounts() error {
+	for i := range l.spec.Mounts {
+		m := &l.spec.Mounts[i]
+		field := fmt.Sprintf("mounts[%d]", i)
+		if m.Destination == "" {
+			return l.fail(CheckMountDest, field+".destination", "", "missing")
+		}
+		if strings.ContainsFunc(m.Destination, isLineBreakOrNUL) {
+			return l.fail(CheckMountDest, field+".destination", "", "%q contains a newline or NUL", m.Destination)
+		}
+		if strings.ContainsFunc(m.Source, isLineBreakOrNUL) {
+			return l.fail(CheckMountSource, field+".source", "", "%q contains a newline or NUL", m.Source)
+		}
+		if strings.ContainsFunc(m.Type, isLineBreakOrNUL) {
+			return l.fail(CheckMountSource, field+".type", "", "%q contains a newline or NUL", m.Type)
+		}
+		for j, o := range m.Options {
+			if strings.ContainsFunc(o, isLineBreakOrNUL) {
+				return l.fail(CheckMountSource, fmt.Sprintf("%s.options[%d]", field, j), "", "%q contains a newline or NUL", o)
+			}
+		}
+		if !path.IsAbs(m.Destination) {
+			// Deprecated by the runtime-spec but allowed: relative to "/".
+			abs := path.Clean("/" + m.Destination)
+			l.warn = append(l.warn, fmt.Sprintf("bundle %s: %s: %s.destination %q is relative; using %q (relative destinations are deprecated by the runtime-spec)",
+				l.dir, ConfigFile, field, m.Destination, abs))
+			m.Destination = abs
+		}
+	}
+	return nil
+}
+
+func (l *loader) checkHooks() error {
+	h := l.spec.Hooks
+	if h == nil {
+		return nil
+	}
+	//nolint:staticcheck // Prestart is deprecated but still part of the spec.
+	lists := []struct {
+		name  string
+		hooks []specs.Hook
+	}{
+		{"prestart", h.Prestart}, {"createRuntime", h.CreateRuntime}, {"createContainer", h.CreateContainer},
+		{"startContainer", h.StartContainer}, {"poststart", h.Poststart}, {"poststop", h.Poststop},
+	}
+	for _, list := range lists {
+		for i, hk := range list.hooks {
+			field := fmt.Sprintf("hooks.%s[%d].path", list.name, i)
+			if !filepath.IsAbs(hk.Path) {
+				return l.fail(CheckHookPath, field, "hook paths must be absolute", "%q is not an absolute path", hk.Path)
+			}
+			if strings.ContainsFunc(hk.Path, isLineBreakOrNUL) {
+				return l.fail(CheckHookPath, field, "", "%q contains a newline or NUL", hk.Path)
+			}
+		}
+	}
+	return nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+func isLineBreakOrNUL(r rune) bool { return r == '\n' || r == '\r' || r == 0 }
