@@ -1,0 +1,346 @@
+// Package ocirun is the backend for containers routed to runc or crun: it
+// runs the real binary with the same verb and flags, under its own state
+// root inside nexcage's --root, so that each verb behaves as with the
+// runtime itself.
+package ocirun
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/runtime"
+	"github.com/nexcage/nexcage/internal/state"
+)
+
+// Workaround modes for crun on hybrid cgroup hosts (config
+// runtimes.crun.cgroup_workaround).
+const (
+	WorkaroundAuto   = "auto"
+	WorkaroundAlways = "always"
+	WorkaroundNever  = "never"
+)
+
+// Options configure one backend.
+type Options struct {
+	// Name is "runc" or "crun"; it is also the backend's name in state.
+	Name string
+	// Path of the binary; empty looks Name up on PATH.
+	Path string
+	// Root is the runtime's --root (state.Store.BackendRoot(Name)).
+	Root string
+
+	// Global flags passed through to every call.
+	Log           string
+	LogFormat     string
+	Debug         bool
+	SystemdCgroup bool
+	Rootless      string
+
+	// CgroupWorkaround is auto (default), always or never; crun only.
+	CgroupWorkaround string
+	// SelfExe is the nexcage binary re-executed as the workaround helper;
+	// empty means os.Executable().
+	SelfExe string
+
+	Logger *slog.Logger
+}
+
+// Backend runs containers through runc or crun.
+type Backend struct {
+	o    Options
+	path string
+
+	hybridOnce sync.Once
+	hybrid     bool
+}
+
+var (
+	_ runtime.Backend       = (*Backend)(nil)
+	_ runtime.Runner        = (*Backend)(nil)
+	_ runtime.Passthrougher = (*Backend)(nil)
+	_ runtime.Versioner     = (*Backend)(nil)
+)
+
+// New finds the binary and prepares the state root.
+func New(o Options) (*Backend, error) {
+	if o.Name != "runc" && o.Name != "crun" {
+		return nil, errs.New(errs.KindInternal, "ocirun: unknown runtime %q", o.Name)
+	}
+	bin := o.Path
+	if bin == "" {
+		bin = o.Name
+	}
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return nil, errs.Wrap(errs.KindBackend, err, "%s not found", bin).
+			WithHint("install it (apt-get install %s) or set runtimes.%s.path in the config", o.Name, o.Name)
+	}
+	switch o.CgroupWorkaround {
+	case "":
+		o.CgroupWorkaround = WorkaroundAuto
+	case WorkaroundAuto, WorkaroundAlways, WorkaroundNever:
+	default:
+		return nil, errs.New(errs.KindInvalidConfig, "runtimes.%s.cgroup_workaround: unknown value %q", o.Name, o.CgroupWorkaround).
+			WithHint("use auto, always or never")
+	}
+	if o.Root == "" {
+		return nil, errs.New(errs.KindInternal, "ocirun: empty state root")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Backend{o: o, path: path}, nil
+}
+
+// Name is "runc" or "crun".
+func (b *Backend) Name() string { return b.o.Name }
+
+// Path is the binary that is run.
+func (b *Backend) Path() string { return b.path }
+
+// useWorkaround tells whether create/run must go through the hybrid
+// cgroup helper.
+func (b *Backend) useWorkaround() bool {
+	if b.o.Name != "crun" {
+		return false
+	}
+	switch b.o.CgroupWorkaround {
+	case WorkaroundAlways:
+		return true
+	case WorkaroundNever:
+		return false
+	}
+	b.hybridOnce.Do(func() {
+		b.hybrid = HybridWithV2Controllers(CgroupRoot)
+		if b.hybrid {
+			b.o.Logger.Debug("hybrid cgroup host: crun create/run use a private mount namespace without the cgroup2 mount")
+		}
+	})
+	return b.hybrid
+}
+
+// createArgs turns create options into the runtime's create/run flags.
+func createArgs(opts runtime.CreateOptions) []string {
+	args := []string{"--bundle", opts.Bundle}
+	if opts.PidFile != "" {
+		args = append(args, "--pid-file", opts.PidFile)
+	}
+	if opts.ConsoleSocket != "" {
+		args = append(args, "--console-socket", opts.ConsoleSocket)
+	}
+	if opts.NoPivot {
+		args = append(args, "--no-pivot")
+	}
+	if opts.NoNewKeyring {
+		args = append(args, "--no-new-keyring")
+	}
+	if opts.PreserveFDs > 0 {
+		args = append(args, "--preserve-fds", strconv.Itoa(opts.PreserveFDs))
+	}
+	return args
+}
+
+func stdioOf(opts runtime.CreateOptions) runtime.Stdio {
+	st := runtime.Stdio{Stdin: opts.Stdin, Stdout: opts.Stdout, Stderr: opts.Stderr}
+	for i := 0; i < opts.PreserveFDs; i++ {
+		st.ExtraFiles = append(st.ExtraFiles, os.NewFile(uintptr(3+i), "preserved-fd-"+strconv.Itoa(3+i)))
+	}
+	return st
+}
+
+// Create runs `<runtime> create`, handing the container the caller's
+// stdio and preserved fds, as runc does for containerd.
+func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.CreateOptions) error {
+	if opts.Bundle == "" {
+		return errs.New(errs.KindUsage, "%s create %s: a bundle is required", b.o.Name, c.ID).
+			WithHint("pass --bundle <dir>; templates and images need the proxmox-lxc backend")
+	}
+	args := append(createArgs(opts), c.ID)
+	res, err := b.attached(ctx, "create", args, stdioOf(opts), b.useWorkaround(), nil)
+	if err == nil && res.code != 0 {
+		err = b.failure("create", c, res, opts)
+	}
+	if err != nil {
+		// The runtime cleans up after itself; make sure nothing is left.
+		_, _ = b.captured(ctx, "delete", "--force", c.ID)
+		return err
+	}
+	c.Status = state.Created
+	return b.Refresh(ctx, []*state.Container{c})
+}
+
+// Run runs `<runtime> run [--detach]` in the foreground with the caller's
+// stdio and returns the container's exit code.
+func (b *Backend) Run(ctx context.Context, c *state.Container, opts runtime.CreateOptions, detach bool) (int, error) {
+	if opts.Bundle == "" {
+		return 0, errs.New(errs.KindUsage, "%s run %s: a bundle is required", b.o.Name, c.ID).
+			WithHint("pass --bundle <dir>; templates and images need the proxmox-lxc backend")
+	}
+	args := createArgs(opts)
+	if detach {
+		args = append(args, "--detach")
+	}
+	args = append(args, c.ID)
+	setProc, stop := forwardSignals(b.o.Logger)
+	res, err := b.attached(ctx, "run", args, stdioOf(opts), b.useWorkaround(), setProc)
+	stop()
+	if err != nil {
+		return 0, err
+	}
+	if res.code != 0 && res.logErr != "" {
+		// The runtime itself failed (its error is in the log), as
+		// opposed to the container exiting non-zero.
+		_, _ = b.captured(ctx, "delete", "--force", c.ID)
+		return res.code, b.failure("run", c, res, opts)
+	}
+	if detach && res.code == 0 {
+		c.Status = state.Running
+		return 0, b.Refresh(ctx, []*state.Container{c})
+	}
+	c.Status = state.Stopped
+	return res.code, nil
+}
+
+// failure builds the error for a failed create/run from the runtime's log.
+func (b *Backend) failure(verb string, c *state.Container, res result, opts runtime.CreateOptions) error {
+	msg := res.logErr
+	if msg == "" {
+		msg = fmt.Sprintf("exit status %d", res.code)
+	}
+	e := errs.Wrap(errs.KindBackend, errors.New(msg), "%s %s %s", b.o.Name, verb, c.ID)
+	if strings.Contains(msg, "unknown version specified") && opts.Spec != nil {
+		return e.WithHint("%s on this host only accepts runtime-spec 1.0.x bundles and %s/config.json declares ociVersion %q: set it to \"1.0.2\" or route the container to runc",
+			b.o.Name, opts.Bundle, opts.Spec.Version)
+	}
+	if strings.Contains(msg, "hybrid mode not supported") {
+		return e.WithHint("set runtimes.crun.cgroup_workaround to \"auto\" or \"always\" in the config")
+	}
+	return e
+}
+
+// Start runs `<runtime> start`.
+func (b *Backend) Start(ctx context.Context, c *state.Container) error {
+	if _, err := b.captured(ctx, "start", c.ID); err != nil {
+		return err
+	}
+	c.Status = state.Running
+	return b.Refresh(ctx, []*state.Container{c})
+}
+
+// listEntry is one element of `<runtime> list --format json`.
+type listEntry struct {
+	ID     string `json:"id"`
+	Pid    int    `json:"pid"`
+	Status string `json:"status"`
+}
+
+// Refresh updates cs with one `<runtime> list --format json` call. A
+// container the runtime does not know any more is stopped.
+func (b *Backend) Refresh(ctx context.Context, cs []*state.Container) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	out, err := b.captured(ctx, "list", "--format", "json")
+	if err != nil {
+		return err
+	}
+	var entries []listEntry
+	if s := bytes.TrimSpace(out); len(s) > 0 && !bytes.Equal(s, []byte("null")) {
+		if err := json.Unmarshal(s, &entries); err != nil {
+			return errs.Wrap(errs.KindBackend, err, "cannot parse `%s list --format json` output", b.o.Name)
+		}
+	}
+	byID := make(map[string]listEntry, len(entries))
+	for _, e := range entries {
+		byID[e.ID] = e
+	}
+	for _, c := range cs {
+		e, ok := byID[c.ID]
+		if !ok {
+			c.Status, c.Pid = state.Stopped, 0
+			continue
+		}
+		c.Status, c.Pid = e.Status, e.Pid
+		if c.Status == state.Stopped {
+			c.Pid = 0
+		}
+	}
+	return nil
+}
+
+// Kill runs `<runtime> kill [--all] <id> <signal number>`.
+func (b *Backend) Kill(ctx context.Context, c *state.Container, sig syscall.Signal, all bool) error {
+	args := []string{}
+	if all {
+		args = append(args, "--all")
+	}
+	args = append(args, c.ID, strconv.Itoa(int(sig)))
+	_, err := b.captured(ctx, "kill", args...)
+	if err != nil {
+		return err
+	}
+	return b.Refresh(ctx, []*state.Container{c})
+}
+
+// Delete runs `<runtime> delete [--force]`; a container the runtime does
+// not know any more counts as deleted.
+func (b *Backend) Delete(ctx context.Context, c *state.Container, force bool) error {
+	args := []string{}
+	if force {
+		args = append(args, "--force")
+	}
+	args = append(args, c.ID)
+	_, err := b.captured(ctx, "delete", args...)
+	if err != nil && gone(err) {
+		return nil
+	}
+	return err
+}
+
+// gone tells whether a runtime error says the container does not exist.
+func gone(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "does not exist") || strings.Contains(s, "No such file or directory")
+}
+
+// Passthrough runs verb with the caller's arguments and stdio unchanged.
+func (b *Backend) Passthrough(ctx context.Context, c *state.Container, verb string, args []string, stdio runtime.Stdio) (int, error) {
+	res, err := b.attached(ctx, verb, args, stdio, false, nil)
+	if err != nil {
+		return 0, err
+	}
+	return res.code, nil
+}
+
+// Version returns the first line of `<runtime> --version`.
+func (b *Backend) Version(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, b.path, "--version").Output()
+	if err != nil {
+		return "", errs.Wrap(errs.KindBackend, err, "%s --version", b.path)
+	}
+	line, _, _ := strings.Cut(string(out), "\n")
+	return strings.TrimSpace(line), nil
+}
+
+// BinaryVersion returns the first line of `<bin> --version`, bin being a
+// path or a name looked up on PATH, without building a backend.
+func BinaryVersion(ctx context.Context, bin string) (path, version string, err error) {
+	path, err = exec.LookPath(bin)
+	if err != nil {
+		return "", "", err
+	}
+	b := &Backend{path: path}
+	version, err = b.Version(ctx)
+	return path, version, err
+}

@@ -1,0 +1,480 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/nexcage/nexcage/internal/bundle"
+	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/state"
+)
+
+// Decision is where the router sends a container id, and why.
+type Decision struct {
+	Backend string // canonical backend name
+	Reason  string // e.g. "routing rule 1 (^cilium-.*$)"
+}
+
+// RouteFunc decides which backend an id goes to; override is --runtime.
+type RouteFunc func(id, override string) (Decision, error)
+
+// Manager applies the OCI lifecycle rules shared by all backends: ids are
+// validated first, every change happens under the container's lock, the
+// bundle is validated before any side effect, and a failed create leaves
+// nothing behind.
+type Manager struct {
+	Store    *state.Store
+	Route    RouteFunc
+	Backends *Registry
+	Log      *slog.Logger
+	// LoadBundle loads and validates a bundle; default bundle.Load.
+	LoadBundle func(dir string) (*bundle.Bundle, error)
+	// Now is the clock used for Created; default time.Now.
+	Now func() time.Time
+	// PollInterval is how often Stop polls the status; default 100ms.
+	PollInterval time.Duration
+}
+
+// CreateRequest is one create or run call.
+type CreateRequest struct {
+	ID string
+	// Runtime is the --runtime override ("" routes by config).
+	Runtime string
+	// Options for the backend; Bundle may be relative to the cwd.
+	Options CreateOptions
+}
+
+func (m *Manager) log() *slog.Logger {
+	if m.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return m.Log
+}
+
+func (m *Manager) now() time.Time {
+	if m.Now != nil {
+		return m.Now()
+	}
+	return time.Now()
+}
+
+// Decide routes id without touching any state (for `nexcage route`).
+func (m *Manager) Decide(id, override string) (Decision, error) {
+	if err := state.ValidateID(id); err != nil {
+		return Decision{}, err
+	}
+	return m.Route(id, override)
+}
+
+// prepare validates a create request and builds the record and options
+// without side effects.
+func (m *Manager) prepare(req CreateRequest) (*state.Container, Backend, CreateOptions, error) {
+	opts := req.Options
+	d, err := m.Route(req.ID, req.Runtime)
+	if err != nil {
+		return nil, nil, opts, err
+	}
+	c := &state.Container{ID: req.ID, Status: state.Creating, Backend: d.Backend, Image: opts.Image}
+	if opts.Bundle != "" {
+		abs, err := filepath.Abs(opts.Bundle)
+		if err != nil {
+			return nil, nil, opts, errs.Wrap(errs.KindInvalidBundle, err, "cannot resolve bundle path %s", opts.Bundle)
+		}
+		load := m.LoadBundle
+		if load == nil {
+			load = bundle.Load
+		}
+		b, err := load(abs)
+		if err != nil {
+			return nil, nil, opts, err
+		}
+		for _, w := range b.Warnings {
+			m.log().Warn(w, "id", req.ID, "bundle", b.Dir)
+		}
+		opts.Bundle, opts.Spec = b.Dir, b.Spec
+		c.Bundle, c.Rootfs = b.Dir, b.Rootfs
+		if b.Spec != nil {
+			c.OCIVersion = b.Spec.Version
+			c.Annotations = b.Spec.Annotations
+		}
+	}
+	be, err := m.Backends.Get(d.Backend)
+	if err != nil {
+		return nil, nil, opts, err
+	}
+	if opts.Bundle == "" && opts.Image == "" {
+		return nil, nil, opts, errs.New(errs.KindUsage, "create %s: no bundle or image given", req.ID).
+			WithHint("pass --bundle <dir> or --image <template>")
+	}
+	c.Created = m.now().UTC()
+	m.log().Debug("routed", "id", req.ID, "backend", d.Backend, "reason", d.Reason)
+	return c, be, opts, nil
+}
+
+// lock validates id and takes its lock.
+func (m *Manager) lock(ctx context.Context, id string) (*state.Lock, error) {
+	if err := state.ValidateID(id); err != nil {
+		return nil, err
+	}
+	return m.Store.Lock(ctx, id)
+}
+
+func unlock(l *state.Lock, log *slog.Logger) {
+	if err := l.Unlock(); err != nil {
+		log.Warn("unlock failed", "err", err)
+	}
+}
+
+// Create sets a container up without running its process.
+func (m *Manager) Create(ctx context.Context, req CreateRequest) (*state.Container, error) {
+	l, err := m.lock(ctx, req.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock(l, m.log())
+	c, be, opts, err := m.beginCreate(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := be.Create(ctx, c, opts); err != nil {
+		m.forget(c)
+		return nil, err
+	}
+	if err := m.Store.Save(c); err != nil {
+		if derr := be.Delete(ctx, c, true); derr != nil {
+			m.log().Error("cleanup after failed save", "id", c.ID, "err", derr)
+		}
+		m.forget(c)
+		return nil, err
+	}
+	m.log().Info("created", "id", c.ID, "backend", c.Backend, "pid", c.Pid)
+	return c, nil
+}
+
+// beginCreate refuses an existing id, prepares the record and saves it as
+// "creating" so that a crash leaves something `delete --force` can find.
+// The caller holds the lock.
+func (m *Manager) beginCreate(req CreateRequest) (*state.Container, Backend, CreateOptions, error) {
+	exists, err := m.Store.Exists(req.ID)
+	if err != nil {
+		return nil, nil, req.Options, err
+	}
+	if exists {
+		return nil, nil, req.Options, errs.New(errs.KindAlreadyExists, "container with given ID already exists: %s", req.ID).
+			WithHint("pick another id or run `nexcage delete --force %s`", req.ID)
+	}
+	c, be, opts, err := m.prepare(req)
+	if err != nil {
+		return nil, nil, opts, err
+	}
+	if err := m.Store.Save(c); err != nil {
+		return nil, nil, opts, err
+	}
+	opts.Checkpoint = m.Store.Save
+	return c, be, opts, nil
+}
+
+// forget removes c's record after a failed create.
+func (m *Manager) forget(c *state.Container) {
+	if err := m.Store.Remove(c.ID); err != nil {
+		m.log().Error("cannot remove state after failed create", "id", c.ID, "err", err)
+	}
+}
+
+// Run creates and starts a container. Without detach it waits for the
+// container's process and returns its exit code; the container is deleted
+// when it exits.
+func (m *Manager) Run(ctx context.Context, req CreateRequest, detach bool) (int, error) {
+	l, err := m.lock(ctx, req.ID)
+	if err != nil {
+		return 0, err
+	}
+	c, be, opts, err := m.beginCreate(req)
+	if err != nil {
+		unlock(l, m.log())
+		return 0, err
+	}
+	runner, ok := be.(Runner)
+	if !ok {
+		// Create + Start under the lock; a foreground wait needs a Runner.
+		defer unlock(l, m.log())
+		if err := be.Create(ctx, c, opts); err != nil {
+			m.forget(c)
+			return 0, err
+		}
+		if err := be.Start(ctx, c); err != nil {
+			if derr := be.Delete(ctx, c, true); derr != nil {
+				m.log().Error("cleanup after failed start", "id", c.ID, "err", derr)
+			}
+			m.forget(c)
+			return 0, err
+		}
+		if err := m.Store.Save(c); err != nil {
+			return 0, err
+		}
+		if !detach {
+			m.log().Warn("backend cannot run in the foreground; container left running", "id", c.ID, "backend", c.Backend)
+		}
+		return 0, nil
+	}
+	// The lock is released while the container runs so that state, kill
+	// and delete work from other processes meanwhile.
+	unlock(l, m.log())
+	code, runErr := runner.Run(ctx, c, opts, detach)
+	l, err = m.Store.Lock(context.WithoutCancel(ctx), req.ID)
+	if err != nil {
+		return code, errors.Join(runErr, err)
+	}
+	defer unlock(l, m.log())
+	if runErr != nil || !detach {
+		// Failed, or finished in the foreground: the runtime removed the
+		// container, so remove our record too.
+		m.forget(c)
+		return code, runErr
+	}
+	if err := m.Store.Save(c); err != nil {
+		return code, err
+	}
+	return code, nil
+}
+
+// load reads c and refreshes its live status.
+func (m *Manager) load(ctx context.Context, id string) (*state.Container, Backend, error) {
+	c, err := m.Store.Load(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	be, err := m.Backends.Get(c.Backend)
+	if err != nil {
+		return c, nil, err
+	}
+	if err := be.Refresh(ctx, []*state.Container{c}); err != nil {
+		return c, be, err
+	}
+	return c, be, nil
+}
+
+// State returns the container with its live status.
+func (m *Manager) State(ctx context.Context, id string) (*state.Container, error) {
+	if err := state.ValidateID(id); err != nil {
+		return nil, err
+	}
+	c, _, err := m.load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Start runs the process of a created container.
+func (m *Manager) Start(ctx context.Context, id string) error {
+	l, err := m.lock(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock(l, m.log())
+	c, be, err := m.load(ctx, id)
+	if err != nil {
+		return err
+	}
+	switch c.Status {
+	case state.Created:
+	case state.Stopped:
+		return errs.New(errs.KindState, "cannot start a container that has stopped: %s", id).
+			WithHint("delete it and create it again")
+	case state.Running:
+		return errs.New(errs.KindState, "cannot start an already running container: %s", id)
+	default:
+		return errs.New(errs.KindState, "cannot start a container in the %s state: %s", c.Status, id)
+	}
+	if err := be.Start(ctx, c); err != nil {
+		return err
+	}
+	m.log().Info("started", "id", id, "pid", c.Pid)
+	return m.Store.Save(c)
+}
+
+// Kill sends sig to a created or running container.
+func (m *Manager) Kill(ctx context.Context, id string, sig syscall.Signal, all bool) error {
+	l, err := m.lock(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock(l, m.log())
+	c, be, err := m.load(ctx, id)
+	if err != nil {
+		return err
+	}
+	switch c.Status {
+	case state.Created, state.Running, state.Paused:
+	default:
+		return errs.New(errs.KindState, "container not running: %s is %s", id, c.Status)
+	}
+	if err := be.Kill(ctx, c, sig, all); err != nil {
+		return err
+	}
+	m.log().Info("signalled", "id", id, "signal", int(sig))
+	return m.Store.Save(c)
+}
+
+// Delete removes a stopped (or created) container; force kills it first.
+// Deleting a missing container with force succeeds, as with runc.
+func (m *Manager) Delete(ctx context.Context, id string, force bool) error {
+	l, err := m.lock(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock(l, m.log())
+	c, be, err := m.load(ctx, id)
+	if err != nil {
+		if force && errs.KindOf(err) == errs.KindNotFound && c == nil {
+			return nil
+		}
+		if c == nil || !force {
+			return err
+		}
+		// A backend that cannot be built or refreshed must not keep a
+		// forced delete from removing our record.
+		m.log().Warn("deleting record of a container whose backend failed", "id", id, "err", err)
+		if be != nil {
+			if derr := be.Delete(ctx, c, true); derr != nil {
+				m.log().Warn("backend delete failed", "id", id, "err", derr)
+			}
+		}
+		return m.Store.Remove(id)
+	}
+	if !force {
+		switch c.Status {
+		case state.Stopped, state.Created, state.Creating:
+		default:
+			return errs.New(errs.KindState, "cannot delete container %s that is not stopped: %s", id, c.Status).
+				WithHint("stop or kill it first, or use delete --force")
+		}
+	}
+	if err := be.Delete(ctx, c, force); err != nil {
+		return err
+	}
+	m.log().Info("deleted", "id", id)
+	return m.Store.Remove(id)
+}
+
+// Stop stops a container gracefully: the backend's Stop when it has one,
+// else SIGTERM, then SIGKILL after timeout.
+func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) error {
+	l, err := m.lock(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock(l, m.log())
+	c, be, err := m.load(ctx, id)
+	if err != nil {
+		return err
+	}
+	if c.Status == state.Stopped {
+		return nil
+	}
+	if s, ok := be.(Stopper); ok {
+		if err := s.Stop(ctx, c, int(timeout/time.Second)); err != nil {
+			return err
+		}
+		return m.Store.Save(c)
+	}
+	if err := m.signalAndWait(ctx, be, c, syscall.SIGTERM, timeout); err != nil {
+		return err
+	}
+	if c.Status != state.Stopped {
+		m.log().Warn("container did not stop in time, killing", "id", id, "timeout", timeout)
+		if err := m.signalAndWait(ctx, be, c, syscall.SIGKILL, 10*time.Second); err != nil {
+			return err
+		}
+		if c.Status != state.Stopped {
+			return errs.New(errs.KindTimeout, "container %s did not stop after SIGKILL", id)
+		}
+	}
+	return m.Store.Save(c)
+}
+
+func (m *Manager) signalAndWait(ctx context.Context, be Backend, c *state.Container, sig syscall.Signal, timeout time.Duration) error {
+	if err := be.Kill(ctx, c, sig, true); err != nil {
+		if rerr := be.Refresh(ctx, []*state.Container{c}); rerr == nil && c.Status == state.Stopped {
+			return nil
+		}
+		return err
+	}
+	interval := m.PollInterval
+	if interval <= 0 {
+		interval = 100 * time.Millisecond
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		if err := be.Refresh(ctx, []*state.Container{c}); err != nil {
+			return err
+		}
+		if c.Status == state.Stopped {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errs.Wrap(errs.KindTimeout, ctx.Err(), "stop %s", c.ID)
+		case <-deadline.C:
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// List returns all containers, refreshed with one Refresh call per
+// backend. A backend that cannot be built keeps its containers' stored
+// status (a warning is logged) rather than failing the whole list.
+func (m *Manager) List(ctx context.Context) ([]*state.Container, error) {
+	cs, err := m.Store.List()
+	if err != nil {
+		return nil, err
+	}
+	groups := map[string][]*state.Container{}
+	var order []string
+	for _, c := range cs {
+		if _, ok := groups[c.Backend]; !ok {
+			order = append(order, c.Backend)
+		}
+		groups[c.Backend] = append(groups[c.Backend], c)
+	}
+	for _, name := range order {
+		be, err := m.Backends.Get(name)
+		if err == nil {
+			err = be.Refresh(ctx, groups[name])
+		}
+		if err != nil {
+			m.log().Warn("cannot refresh containers; showing stored status", "backend", name, "err", err)
+		}
+	}
+	return cs, nil
+}
+
+// Passthrough runs a runc verb unchanged for a container whose backend
+// supports it and returns the exit code.
+func (m *Manager) Passthrough(ctx context.Context, id, verb string, args []string, stdio Stdio) (int, error) {
+	if err := state.ValidateID(id); err != nil {
+		return 0, err
+	}
+	c, err := m.Store.Load(id)
+	if err != nil {
+		return 0, err
+	}
+	be, err := m.Backends.Get(c.Backend)
+	if err != nil {
+		return 0, err
+	}
+	p, ok := be.(Passthrougher)
+	if !ok {
+		return 0, errs.New(errs.KindUnsupported, "%s is not supported for container %s on the %s backend", verb, id, c.Backend)
+	}
+	return p.Passthrough(ctx, c, verb, args, stdio)
+}
