@@ -1,0 +1,1057 @@
+// Package proxmox is the Proxmox LXC backend: it translates an OCI bundle
+// into a Proxmox container and drives its lifecycle through pct.
+package proxmox
+
+import (
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/pve"
+)
+
+// Annotations understood by the Proxmox backend (docs/MAPPING.md).
+const (
+	AnnotationPrefix       = "org.nexcage.proxmox."
+	AnnotationStorage      = AnnotationPrefix + "storage"
+	AnnotationRootfsSize   = AnnotationPrefix + "rootfs-size"
+	AnnotationBridge       = AnnotationPrefix + "bridge"
+	AnnotationFeatures     = AnnotationPrefix + "features"
+	AnnotationUnprivileged = AnnotationPrefix + "unprivileged"
+	AnnotationOSType       = AnnotationPrefix + "ostype"
+	AnnotationTemplate     = AnnotationPrefix + "template"
+	AnnotationTags         = AnnotationPrefix + "tags"
+)
+
+// Tag is put on every container nexcage creates, so that people can
+// recognise them in the Proxmox UI.
+const Tag = "nexcage"
+
+// InitScriptPath is where a generated exec script lives inside a packed
+// rootfs when process.args cannot be written as a plain lxc.init.cmd.
+const InitScriptPath = "/.nexcage/init"
+
+// DefaultRootfsSizeGiB is Proxmox's own default root disk size.
+const DefaultRootfsSizeGiB = "4"
+
+// netDeviceIndexBase numbers the raw lxc.net.N blocks of linux.netDevices
+// above Proxmox's net0..net31, whose lxc.net.N blocks Proxmox generates.
+const netDeviceIndexBase = 32
+
+// OSTypes are the ostype values pct accepts.
+var OSTypes = []string{"debian", "devuan", "ubuntu", "centos", "fedora", "opensuse", "archlinux", "alpine", "gentoo", "nixos", "unmanaged"}
+
+// Input is everything translation needs besides the spec itself.
+type Input struct {
+	ID        string
+	Spec      *specs.Spec
+	BundleDir string // absolute bundle directory; relative mount sources are resolved against it
+	// Annotations are the spec's annotations, possibly overlaid by the caller.
+	Annotations map[string]string
+	Storage     string // rootfs storage (config or storage.cfg default)
+	Bridge      string // network.bridge
+	// Unprivileged is the configured default (proxmox.unprivileged).
+	Unprivileged bool
+	// OSType detected from the rootfs ("" = let pct detect it).
+	OSType string
+	// CanInjectScript is true when the rootfs is packed by nexcage and has
+	// /bin/sh, so a generated init script can carry arguments lxc.init.cmd
+	// cannot express.
+	CanInjectScript bool
+	// Stat checks mount sources; nil means os.Stat.
+	Stat func(string) (fs.FileInfo, error)
+}
+
+// Request is the translated container: pct create options in a stable
+// order, and the raw lxc lines appended to <vmid>.conf afterwards.
+type Request struct {
+	Hostname string
+	Options  []pve.Option
+	Raw      []pve.RawLine
+	// InitScript, when not nil, must be placed at InitScriptPath (mode 0755)
+	// in the packed rootfs; lxc.init.cmd then runs it.
+	InitScript []byte
+	// MountDirs are mount destinations (absolute) that a packed rootfs
+	// should contain, so they can be mounted even on a read-only root.
+	MountDirs []string
+	// Template is the template annotation, "" when the rootfs is packed.
+	Template string
+	// Unprivileged is the effective unprivileged setting.
+	Unprivileged bool
+	// Warnings are things ignored because they are safe to ignore.
+	Warnings []string
+}
+
+// Option returns the value of a pct option and whether it is set.
+func (r *Request) Option(name string) (string, bool) {
+	for _, o := range r.Options {
+		if o.Name == name {
+			return o.Value, true
+		}
+	}
+	return "", false
+}
+
+type translator struct {
+	in  Input
+	req *Request
+	// options collected by name, emitted in a fixed order at the end
+	opts map[string]string
+	mps  []string
+	devs []string
+	nets []string
+}
+
+// Translate turns an OCI spec into a Proxmox container request. It is a
+// pure function except for Stat on mount sources.
+func Translate(in Input) (*Request, error) {
+	if in.Spec == nil {
+		return nil, errs.New(errs.KindInvalidBundle, "container %s: the bundle has no spec", in.ID)
+	}
+	if in.Stat == nil {
+		in.Stat = os.Stat
+	}
+	if in.Annotations == nil {
+		in.Annotations = in.Spec.Annotations
+	}
+	t := &translator{in: in, req: &Request{}, opts: map[string]string{}}
+	steps := []func() error{
+		t.annotations, t.hostname, t.resources, t.process, t.root,
+		t.mounts, t.network, t.userns, t.devices, t.sysctl, t.misc,
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return nil, addContainer(in.ID, err)
+		}
+	}
+	t.finish()
+	for _, r := range t.req.Raw {
+		if err := pve.CheckRawKey(r.Key); err != nil {
+			return nil, errs.Wrap(errs.KindUnsupported, err, "container %s: raw key %s is not accepted by Proxmox", in.ID, r.Key)
+		}
+		if err := checkText(r.Key, r.Value); err != nil {
+			return nil, addContainer(in.ID, err)
+		}
+	}
+	for _, o := range t.req.Options {
+		if err := checkText("pct option --"+o.Name, o.Value); err != nil {
+			return nil, addContainer(in.ID, err)
+		}
+	}
+	return t.req, nil
+}
+
+func addContainer(id string, err error) error {
+	if e, ok := err.(*errs.Error); ok {
+		c := *e
+		c.Msg = "container " + id + ": " + c.Msg
+		return &c
+	}
+	return fmt.Errorf("container %s: %w", id, err)
+}
+
+func (t *translator) warn(format string, args ...any) {
+	t.req.Warnings = append(t.req.Warnings, fmt.Sprintf(format, args...))
+}
+
+func (t *translator) raw(key, value string) {
+	t.req.Raw = append(t.req.Raw, pve.RawLine{Key: key, Value: value})
+}
+
+func (t *translator) anno(key string) (string, bool) {
+	v, ok := t.in.Annotations[key]
+	return v, ok
+}
+
+// annotations reads the org.nexcage.proxmox.* knobs.
+func (t *translator) annotations() error {
+	for k := range t.in.Annotations {
+		if strings.HasPrefix(k, AnnotationPrefix) {
+			switch k {
+			case AnnotationStorage, AnnotationRootfsSize, AnnotationBridge, AnnotationFeatures,
+				AnnotationUnprivileged, AnnotationOSType, AnnotationTemplate, AnnotationTags:
+			default:
+				return invalid("annotations["+k+"]", "unknown nexcage Proxmox annotation; known: storage, rootfs-size, bridge, features, unprivileged, ostype, template, tags")
+			}
+		}
+	}
+	t.req.Unprivileged = t.in.Unprivileged
+	if v, ok := t.anno(AnnotationUnprivileged); ok {
+		b, err := parseBool(v)
+		if err != nil {
+			return invalid("annotations["+AnnotationUnprivileged+"]", "%v", err)
+		}
+		t.req.Unprivileged = b
+	}
+	if v, ok := t.anno(AnnotationStorage); ok {
+		if !reStorage.MatchString(v) {
+			return invalid("annotations["+AnnotationStorage+"]", "%q is not a Proxmox storage id", v)
+		}
+		t.in.Storage = v
+	}
+	if v, ok := t.anno(AnnotationBridge); ok {
+		if !reBridge.MatchString(v) {
+			return invalid("annotations["+AnnotationBridge+"]", "%q is not a bridge name", v)
+		}
+		t.in.Bridge = v
+	}
+	if v, ok := t.anno(AnnotationOSType); ok {
+		if !contains(OSTypes, v) {
+			return invalid("annotations["+AnnotationOSType+"]", "%q is not a Proxmox ostype (one of %s)", v, strings.Join(OSTypes, ", "))
+		}
+		t.in.OSType = v
+	}
+	if v, ok := t.anno(AnnotationTemplate); ok {
+		if err := checkProp("annotations["+AnnotationTemplate+"]", v); err != nil {
+			return err
+		}
+		t.req.Template = v
+	}
+	if v, ok := t.anno(AnnotationFeatures); ok {
+		f, err := parseFeatures(v)
+		if err != nil {
+			return invalid("annotations["+AnnotationFeatures+"]", "%v", err)
+		}
+		if f != "" {
+			t.opts["features"] = f
+		}
+	}
+	tags := []string{Tag}
+	if v, ok := t.anno(AnnotationTags); ok {
+		for _, tag := range strings.FieldsFunc(v, func(r rune) bool { return r == ';' || r == ',' || r == ' ' }) {
+			tag = strings.ToLower(tag)
+			if !reTag.MatchString(tag) {
+				return invalid("annotations["+AnnotationTags+"]", "%q is not a valid Proxmox tag (letters, digits, _ + - .)", tag)
+			}
+			if !contains(tags, tag) {
+				tags = append(tags, tag)
+			}
+		}
+	}
+	t.opts["tags"] = strings.Join(tags, ";")
+	return nil
+}
+
+func parseBool(v string) (bool, error) {
+	switch strings.ToLower(v) {
+	case "1", "true", "yes", "on":
+		return true, nil
+	case "0", "false", "no", "off":
+		return false, nil
+	}
+	return false, fmt.Errorf("%q is not a boolean (use 1 or 0)", v)
+}
+
+// parseFeatures validates a features string and returns it canonical.
+func parseFeatures(v string) (string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for _, item := range strings.Split(v, ",") {
+		if item == "" {
+			continue
+		}
+		k, val, ok := strings.Cut(item, "=")
+		if !ok {
+			return "", fmt.Errorf("feature %q needs a value (e.g. nesting=1)", item)
+		}
+		if seen[k] {
+			return "", fmt.Errorf("feature %q given twice", k)
+		}
+		seen[k] = true
+		switch k {
+		case "nesting", "keyctl", "fuse", "mknod", "force_rw_sys":
+			b, err := parseBool(val)
+			if err != nil {
+				return "", fmt.Errorf("feature %s: %v", k, err)
+			}
+			out = append(out, k+"="+map[bool]string{true: "1", false: "0"}[b])
+		case "mount":
+			for _, fs := range strings.Split(val, ";") {
+				if !reDNSLabel.MatchString(fs) {
+					return "", fmt.Errorf("feature mount: %q is not a file system type", fs)
+				}
+			}
+			out = append(out, k+"="+val)
+		default:
+			return "", fmt.Errorf("unknown feature %q (known: nesting, keyctl, fuse, mknod, force_rw_sys, mount)", k)
+		}
+	}
+	return strings.Join(out, ","), nil
+}
+
+// SanitizeHostname makes s a DNS-safe host name: lowercase letters,
+// digits and '-', labels of at most 63 characters, at most 253 in all.
+func SanitizeHostname(s string) string {
+	var labels []string
+	for _, l := range strings.Split(strings.ToLower(s), ".") {
+		var b strings.Builder
+		for _, r := range l {
+			if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '-' {
+				b.WriteRune(r)
+			} else {
+				b.WriteByte('-')
+			}
+		}
+		l = strings.Trim(b.String(), "-")
+		if len(l) > 63 {
+			l = strings.TrimRight(l[:63], "-")
+		}
+		if l != "" {
+			labels = append(labels, l)
+		}
+	}
+	h := strings.Join(labels, ".")
+	for len(h) > 253 {
+		h = strings.TrimRight(h[:253], ".-")
+	}
+	if h == "" {
+		h = "nexcage"
+	}
+	return h
+}
+
+func (t *translator) hostname() error {
+	src := t.in.Spec.Hostname
+	if src == "" {
+		src = t.in.ID
+	}
+	h := SanitizeHostname(src)
+	if t.in.Spec.Hostname != "" && h != t.in.Spec.Hostname {
+		t.warn("hostname %q is not DNS-safe; using %q", t.in.Spec.Hostname, h)
+	}
+	t.req.Hostname = h
+	t.opts["hostname"] = h
+	return nil
+}
+
+const mib = 1 << 20
+
+// resources maps linux.resources (formulas in docs/MAPPING.md).
+func (t *translator) resources() error {
+	if t.in.Spec.Linux == nil || t.in.Spec.Linux.Resources == nil {
+		return nil
+	}
+	r := t.in.Spec.Linux.Resources
+	if m := r.Memory; m != nil {
+		var limit int64
+		if m.Limit != nil && *m.Limit > 0 {
+			limit = *m.Limit
+			mb := (limit + mib - 1) / mib
+			if mb < 16 {
+				t.warn("linux.resources.memory.limit %d bytes is below Proxmox's minimum; using 16 MiB", limit)
+				mb = 16
+			}
+			t.opts["memory"] = strconv.FormatInt(mb, 10)
+			limit = mb * mib
+		}
+		if m.Swap != nil {
+			switch {
+			case *m.Swap == -1:
+				t.warn("linux.resources.memory.swap is unlimited; Proxmox has no unlimited swap, keeping its default")
+			case limit == 0 && *m.Swap > 0:
+				return unsupported("linux.resources.memory.swap", "a swap limit needs linux.resources.memory.limit (OCI swap is memory+swap)")
+			case *m.Swap >= 0:
+				s := *m.Swap - limit
+				if s < 0 {
+					return invalid("linux.resources.memory.swap", "%d is below memory.limit %d (OCI swap counts memory+swap)", *m.Swap, limit)
+				}
+				t.opts["swap"] = strconv.FormatInt(s/mib, 10)
+			}
+		}
+		if m.Reservation != nil && *m.Reservation > 0 {
+			t.raw("lxc.cgroup2.memory.low", strconv.FormatInt(*m.Reservation, 10))
+		}
+		if m.Kernel != nil || m.KernelTCP != nil {
+			t.warn("linux.resources.memory.kernel/kernelTCP are not supported by cgroup v2; ignored")
+		}
+		if m.Swappiness != nil {
+			t.warn("linux.resources.memory.swappiness is not supported by cgroup v2; ignored")
+		}
+		if m.DisableOOMKiller != nil && *m.DisableOOMKiller {
+			return unsupported("linux.resources.memory.disableOOMKiller", "cgroup v2 (used by Proxmox) cannot disable the OOM killer")
+		}
+	}
+	if c := r.CPU; c != nil {
+		if c.Cpus != "" {
+			n, err := countCPUs(c.Cpus)
+			if err != nil {
+				return invalid("linux.resources.cpu.cpus", "%v", err)
+			}
+			t.opts["cores"] = strconv.Itoa(n)
+			t.warn("linux.resources.cpu.cpus %q becomes cores=%d; Proxmox chooses which CPUs", c.Cpus, n)
+		}
+		if c.Quota != nil && *c.Quota > 0 {
+			period := uint64(100000)
+			if c.Period != nil && *c.Period > 0 {
+				period = *c.Period
+			}
+			limit := float64(*c.Quota) / float64(period)
+			limit = math.Ceil(limit*100) / 100
+			if limit > 8192 {
+				return invalid("linux.resources.cpu.quota", "quota/period %.2f exceeds Proxmox's cpulimit maximum 8192", limit)
+			}
+			t.opts["cpulimit"] = strconv.FormatFloat(limit, 'f', -1, 64)
+		}
+		if c.Shares != nil && *c.Shares > 0 {
+			t.opts["cpuunits"] = strconv.FormatUint(SharesToWeight(*c.Shares), 10)
+		}
+		if c.Mems != "" {
+			t.raw("lxc.cgroup2.cpuset.mems", c.Mems)
+			if err := checkProp("linux.resources.cpu.mems", c.Mems); err != nil {
+				return err
+			}
+		}
+		if c.RealtimeRuntime != nil || c.RealtimePeriod != nil {
+			t.warn("linux.resources.cpu.realtime* is not supported by cgroup v2; ignored")
+		}
+		if c.Idle != nil && *c.Idle != 0 {
+			t.raw("lxc.cgroup2.cpu.idle", strconv.FormatInt(*c.Idle, 10))
+		}
+	}
+	if p := r.Pids; p != nil && p.Limit != nil && *p.Limit > 0 {
+		t.raw("lxc.cgroup2.pids.max", strconv.FormatInt(*p.Limit, 10))
+	}
+	for _, h := range r.HugepageLimits {
+		if !reDNSLabel.MatchString(strings.ToLower(h.Pagesize)) {
+			return invalid("linux.resources.hugepageLimits", "page size %q is not valid", h.Pagesize)
+		}
+		t.raw("lxc.cgroup2.hugetlb."+h.Pagesize+".max", strconv.FormatUint(h.Limit, 10))
+	}
+	if r.BlockIO != nil {
+		t.warn("linux.resources.blockIO is not mapped (Proxmox sets I/O limits per disk); ignored")
+	}
+	if r.Network != nil {
+		t.warn("linux.resources.network is not supported by cgroup v2; ignored")
+	}
+	if len(r.Rdma) > 0 {
+		t.warn("linux.resources.rdma is not mapped; ignored")
+	}
+	keys := make([]string, 0, len(r.Unified))
+	for k := range r.Unified {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if !reCgroupKey.MatchString(k) {
+			return invalid("linux.resources.unified["+k+"]", "not a cgroup v2 file name")
+		}
+		if err := checkText("linux.resources.unified["+k+"]", r.Unified[k]); err != nil {
+			return err
+		}
+		t.raw("lxc.cgroup2."+k, r.Unified[k])
+	}
+	// Device cgroup rules are managed by Proxmox (devN entries allow
+	// devices); a default deny-all rule is what Proxmox does anyway.
+	return nil
+}
+
+// SharesToWeight converts cgroup v1 cpu shares to a cgroup v2 cpu.weight
+// (Proxmox cpuunits) with the formula crun and runc >= 1.3 use, which maps
+// the default 1024 shares to the default weight 100:
+// weight = ceil(10^((log2(s)^2 + 125*log2(s)) / 612 - 7/34)), clamped to 1..10000.
+func SharesToWeight(shares uint64) uint64 {
+	if shares < 2 {
+		shares = 2
+	}
+	if shares > 262144 {
+		shares = 262144
+	}
+	l := math.Log2(float64(shares))
+	exp := (l*l+125*l)/612.0 - 7.0/34.0
+	w := uint64(math.Ceil(math.Pow(10, exp)))
+	if w < 1 {
+		w = 1
+	}
+	if w > 10000 {
+		w = 10000
+	}
+	return w
+}
+
+// countCPUs counts the CPUs of a cpuset list such as "0-3,6".
+func countCPUs(s string) (int, error) {
+	n := 0
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil || a < 0 {
+			return 0, fmt.Errorf("%q is not a CPU list", s)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a {
+				return 0, fmt.Errorf("%q is not a CPU list", s)
+			}
+		}
+		n += b - a + 1
+	}
+	if n < 1 || n > 8192 {
+		return 0, fmt.Errorf("%q gives %d CPUs; Proxmox allows 1..8192 cores", s, n)
+	}
+	return n, nil
+}
+
+// process maps process.* to lxc.init.*, environment, limits and caps.
+func (t *translator) process() error {
+	p := t.in.Spec.Process
+	if p == nil {
+		return invalid("process", "the spec has no process; nothing to run")
+	}
+	if len(p.Args) == 0 {
+		return invalid("process.args", "empty; the container needs a command")
+	}
+	if p.Terminal {
+		t.warn("process.terminal is not supported on Proxmox (the container has a console instead); ignored")
+	}
+	if err := t.initCmd(p.Args); err != nil {
+		return err
+	}
+	for i, e := range p.Env {
+		field := fmt.Sprintf("process.env[%d]", i)
+		k, _, ok := strings.Cut(e, "=")
+		if !ok || k == "" || strings.ContainsAny(k, " \t") {
+			return invalid(field, "%q is not NAME=value", e)
+		}
+		if err := checkText(field, e); err != nil {
+			return err
+		}
+		t.raw(pve.EnvKey, e)
+	}
+	if p.Cwd != "" && p.Cwd != "/" {
+		cwd := path.Clean("/" + p.Cwd)
+		if err := checkText("process.cwd", cwd); err != nil {
+			return err
+		}
+		t.raw("lxc.init.cwd", cwd)
+	}
+	if p.User.Username != "" {
+		return unsupported("process.user.username", "only numeric uid/gid can be mapped (lxc.init.uid/gid)")
+	}
+	if p.User.UID != 0 {
+		t.raw("lxc.init.uid", strconv.FormatUint(uint64(p.User.UID), 10))
+	}
+	if p.User.GID != 0 {
+		t.raw("lxc.init.gid", strconv.FormatUint(uint64(p.User.GID), 10))
+	}
+	if len(p.User.AdditionalGids) > 0 {
+		gs := make([]string, len(p.User.AdditionalGids))
+		for i, g := range p.User.AdditionalGids {
+			gs[i] = strconv.FormatUint(uint64(g), 10)
+		}
+		t.raw("lxc.init.groups", strings.Join(gs, ","))
+	}
+	if p.User.Umask != nil {
+		t.warn("process.user.umask cannot be set through LXC; ignored")
+	}
+	for i, rl := range p.Rlimits {
+		field := fmt.Sprintf("process.rlimits[%d]", i)
+		name := strings.ToLower(strings.TrimPrefix(rl.Type, "RLIMIT_"))
+		if !rlimitNames[name] {
+			return invalid(field, "unknown rlimit type %q", rl.Type)
+		}
+		t.raw("lxc.prlimit."+name, rlimitValue(rl.Soft)+":"+rlimitValue(rl.Hard))
+	}
+	if c := p.Capabilities; c != nil {
+		if c.Bounding != nil {
+			keep := make([]string, 0, len(c.Bounding))
+			for i, cp := range c.Bounding {
+				n := strings.ToLower(strings.TrimPrefix(strings.ToUpper(cp), "CAP_"))
+				if !reCapName.MatchString(n) {
+					return invalid(fmt.Sprintf("process.capabilities.bounding[%d]", i), "%q is not a capability", cp)
+				}
+				keep = append(keep, n)
+			}
+			// LXC refuses keep and drop together; Proxmox's common config
+			// sets drop, so clear it first. An empty keep list is "none".
+			t.raw("lxc.cap.drop", "")
+			if len(keep) == 0 {
+				keep = []string{"none"}
+			}
+			t.raw("lxc.cap.keep", strings.Join(keep, " "))
+		}
+	}
+	if p.ApparmorProfile != "" {
+		if err := checkProp("process.apparmorProfile", p.ApparmorProfile); err != nil {
+			return err
+		}
+		t.raw("lxc.apparmor.profile", p.ApparmorProfile)
+	}
+	if p.SelinuxLabel != "" {
+		if err := checkText("process.selinuxLabel", p.SelinuxLabel); err != nil {
+			return err
+		}
+		t.raw("lxc.selinux.context", p.SelinuxLabel)
+	}
+	if p.OOMScoreAdj != nil {
+		t.warn("process.oomScoreAdj cannot be set through Proxmox; ignored")
+	}
+	if p.Scheduler != nil || p.IOPriority != nil || p.ExecCPUAffinity != nil {
+		t.warn("process.scheduler/ioPriority/execCPUAffinity are not supported by Proxmox; ignored")
+	}
+	return nil
+}
+
+var reCapName = regexp.MustCompile(`^[a-z0-9_]+$`)
+
+var rlimitNames = map[string]bool{
+	"as": true, "core": true, "cpu": true, "data": true, "fsize": true, "locks": true,
+	"memlock": true, "msgqueue": true, "nice": true, "nofile": true, "nproc": true,
+	"rss": true, "rtprio": true, "rttime": true, "sigpending": true, "stack": true,
+}
+
+func rlimitValue(v uint64) string {
+	if v == math.MaxUint64 {
+		return "unlimited"
+	}
+	return strconv.FormatUint(v, 10)
+}
+
+// initCmd writes process.args as lxc.init.cmd. LXC splits that value on
+// blanks and only knows whole-word quotes without escapes, so arguments
+// that are not plain words go through a generated script (when nexcage
+// packs the rootfs and it has /bin/sh); otherwise it is an error.
+func (t *translator) initCmd(args []string) error {
+	plain := true
+	for i, a := range args {
+		if strings.ContainsRune(a, 0) {
+			return invalid(fmt.Sprintf("process.args[%d]", i), "contains a NUL byte")
+		}
+		if !plainWord(a) {
+			plain = false
+		}
+	}
+	if plain {
+		t.raw("lxc.init.cmd", strings.Join(args, " "))
+		return nil
+	}
+	if !t.in.CanInjectScript {
+		return unsupported("process.args", "%q has arguments with blanks, quotes, backslashes or control characters, which lxc.init.cmd cannot carry, and the rootfs is not packed by nexcage or has no /bin/sh for a wrapper script", args).
+			WithHint("use a bundle rootfs with /bin/sh, or put the command in a script inside the image")
+	}
+	var b strings.Builder
+	b.WriteString("#!/bin/sh\n# generated by nexcage: runs process.args of the OCI spec\nexec")
+	for _, a := range args {
+		b.WriteString(" " + shellQuote(a))
+	}
+	b.WriteString("\n")
+	t.req.InitScript = []byte(b.String())
+	t.raw("lxc.init.cmd", InitScriptPath)
+	return nil
+}
+
+// root maps root.readonly and decides the rootfs option.
+func (t *translator) root() error {
+	size := DefaultRootfsSizeGiB
+	if v, ok := t.anno(AnnotationRootfsSize); ok {
+		s := strings.TrimSuffix(strings.ToUpper(v), "G")
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || f <= 0 || f > 131072 || strings.ContainsAny(s, "eE+-") {
+			return invalid("annotations["+AnnotationRootfsSize+"]", "%q is not a size in GiB (e.g. 8 or 8G)", v)
+		}
+		size = s
+	}
+	if t.in.Storage == "" {
+		return errs.New(errs.KindInvalidConfig, "no storage for the root filesystem").
+			WithHint("set proxmox.storage to a storage whose content includes rootdir")
+	}
+	if !reStorage.MatchString(t.in.Storage) {
+		return errs.New(errs.KindInvalidConfig, "proxmox.storage %q is not a Proxmox storage id", t.in.Storage)
+	}
+	v := t.in.Storage + ":" + size
+	if t.in.Spec.Root != nil && t.in.Spec.Root.Readonly {
+		v += ",ro=1"
+	}
+	t.opts["rootfs"] = v
+	if t.in.OSType != "" {
+		if !contains(OSTypes, t.in.OSType) {
+			return invalid("ostype", "%q is not a Proxmox ostype", t.in.OSType)
+		}
+		t.opts["ostype"] = t.in.OSType
+	}
+	return nil
+}
+
+// standardMounts are provided by LXC itself in every container.
+var standardMounts = map[string][]string{
+	"/proc":          {"proc"},
+	"/sys":           {"sysfs"},
+	"/dev":           {"tmpfs", "devtmpfs"},
+	"/dev/pts":       {"devpts"},
+	"/dev/shm":       {"tmpfs", "shm"},
+	"/dev/mqueue":    {"mqueue"},
+	"/sys/fs/cgroup": {"cgroup", "cgroup2"},
+}
+
+// Mount options Proxmox accepts in mountoptions=.
+var pveMountOptions = map[string]bool{"discard": true, "lazytime": true, "noatime": true, "nodev": true, "noexec": true, "nosuid": true}
+
+// Bind mount options that only restate defaults or set propagation, which
+// Proxmox handles itself: accepted silently.
+var ignoredBindOptions = map[string]bool{
+	"bind": true, "rbind": true, "rw": true, "private": true, "rprivate": true, "slave": true, "rslave": true,
+	"shared": true, "rshared": true, "unbindable": true, "runbindable": true,
+	"suid": true, "dev": true, "exec": true, "async": true,
+}
+
+// Options that change atime or similar behaviour mildly: warned, ignored.
+var warnedBindOptions = map[string]bool{"relatime": true, "strictatime": true, "nodiratime": true, "diratime": true, "atime": true, "norelatime": true, "nostrictatime": true, "nosymfollow": true}
+
+func (t *translator) mounts() error {
+	for i, m := range t.in.Spec.Mounts {
+		field := fmt.Sprintf("mounts[%d] (%s)", i, m.Destination)
+		if m.Destination == "" {
+			return invalid(fmt.Sprintf("mounts[%d]", i), "no destination")
+		}
+		dest := path.Clean("/" + m.Destination)
+		if types, ok := standardMounts[dest]; ok && (contains(types, m.Type) || (m.Type == "" && contains(types, m.Source))) {
+			continue
+		}
+		isBind := m.Type == "bind" || contains(m.Options, "bind") || contains(m.Options, "rbind")
+		switch {
+		case isBind:
+			if err := t.bindMount(field, m, dest); err != nil {
+				return err
+			}
+		case m.Type == "tmpfs":
+			if err := t.tmpfsMount(field, m, dest); err != nil {
+				return err
+			}
+		default:
+			return unsupported(field, "mount type %q from %q cannot be expressed on Proxmox (only bind mounts, Proxmox volumes and tmpfs)", m.Type, m.Source)
+		}
+	}
+	return nil
+}
+
+func (t *translator) bindMount(field string, m specs.Mount, dest string) error {
+	if dest == "/" {
+		return invalid(field, "cannot bind mount over /")
+	}
+	if err := checkPath(field+" destination", dest); err != nil {
+		return err
+	}
+	src := m.Source
+	if src == "" {
+		return invalid(field, "bind mount without source")
+	}
+	var vol string
+	if isVolumeID(src) {
+		if err := checkProp(field+" source", src); err != nil {
+			return err
+		}
+		vol = src
+	} else {
+		if !filepath.IsAbs(src) {
+			src = filepath.Join(t.in.BundleDir, src)
+		}
+		src = filepath.Clean(src)
+		if err := checkPath(field+" source", src); err != nil {
+			return err
+		}
+		if _, err := t.in.Stat(src); err != nil {
+			return errs.Wrap(errs.KindInvalidBundle, err, "%s: bind source %s does not exist", field, src).
+				WithHint("create it or fix the mount's source in config.json (relative sources are taken from the bundle directory)")
+		}
+		vol = src
+	}
+	v := vol + ",mp=" + dest
+	var ro bool
+	var mopts []string
+	for _, o := range m.Options {
+		switch {
+		case o == "ro":
+			ro = true
+		case pveMountOptions[o]:
+			if !contains(mopts, o) {
+				mopts = append(mopts, o)
+			}
+		case ignoredBindOptions[o]:
+		case warnedBindOptions[o]:
+			t.warn("%s: mount option %q is not supported by Proxmox; ignored", field, o)
+		default:
+			return unsupported(field, "mount option %q is not supported by Proxmox (allowed: ro, discard, lazytime, noatime, nodev, noexec, nosuid)", o)
+		}
+	}
+	if ro {
+		v += ",ro=1"
+	}
+	if len(mopts) > 0 {
+		v += ",mountoptions=" + strings.Join(mopts, ";")
+	}
+	if len(t.mps) >= 256 {
+		return unsupported(field, "more than 256 mount points")
+	}
+	t.mps = append(t.mps, v)
+	t.req.MountDirs = append(t.req.MountDirs, dest)
+	return nil
+}
+
+func (t *translator) tmpfsMount(field string, m specs.Mount, dest string) error {
+	if dest == "/" {
+		return invalid(field, "cannot mount tmpfs over /")
+	}
+	if err := checkPath(field+" destination", dest); err != nil {
+		return err
+	}
+	opts := []string{}
+	for _, o := range m.Options {
+		switch {
+		case o == "ro" || o == "rw" || pveMountOptions[o] || warnedBindOptions[o] || ignoredBindOptions[o] && o != "bind" && o != "rbind":
+			opts = append(opts, o)
+		case reMountOptKV.MatchString(o):
+			opts = append(opts, o)
+		default:
+			return unsupported(field, "tmpfs option %q is not supported", o)
+		}
+	}
+	opts = append(opts, "create=dir")
+	// LXC takes a relative target as relative to the container's rootfs.
+	t.raw("lxc.mount.entry", "tmpfs "+strings.TrimPrefix(dest, "/")+" tmpfs "+strings.Join(opts, ",")+" 0 0")
+	t.req.MountDirs = append(t.req.MountDirs, dest)
+	return nil
+}
+
+// network checks the network namespace and maps linux.netDevices.
+func (t *translator) network() error {
+	var netns *specs.LinuxNamespace
+	if t.in.Spec.Linux != nil {
+		for i := range t.in.Spec.Linux.Namespaces {
+			if t.in.Spec.Linux.Namespaces[i].Type == specs.NetworkNamespace {
+				netns = &t.in.Spec.Linux.Namespaces[i]
+			}
+		}
+	}
+	if netns == nil {
+		return unsupported("linux.namespaces", "no network namespace: the spec asks to share the host's network, which a Proxmox container cannot do").
+			WithHint("add {\"type\": \"network\"} to linux.namespaces, or route this container to runc/crun")
+	}
+	if netns.Path != "" {
+		return unsupported("linux.namespaces (network)", "joining an existing network namespace (%s) is not possible on Proxmox", netns.Path)
+	}
+	if t.in.Bridge == "" {
+		t.in.Bridge = "vmbr0"
+	}
+	if !reBridge.MatchString(t.in.Bridge) {
+		return errs.New(errs.KindInvalidConfig, "network.bridge %q is not a valid bridge name", t.in.Bridge)
+	}
+	t.nets = append(t.nets, "name=eth0,bridge="+t.in.Bridge+",ip=dhcp")
+	if t.in.Spec.Linux == nil {
+		return nil
+	}
+	hosts := make([]string, 0, len(t.in.Spec.Linux.NetDevices))
+	for h := range t.in.Spec.Linux.NetDevices {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	for i, h := range hosts {
+		field := "linux.netDevices[" + h + "]"
+		name := t.in.Spec.Linux.NetDevices[h].Name
+		if name == "" {
+			name = h
+		}
+		if !reIfName.MatchString(h) {
+			return invalid(field, "%q is not a network interface name", h)
+		}
+		if !reIfName.MatchString(name) {
+			return invalid(field+".name", "%q is not a network interface name", name)
+		}
+		if name == "eth0" {
+			return invalid(field+".name", "eth0 is the container's Proxmox network interface (net0)")
+		}
+		p := fmt.Sprintf("lxc.net.%d.", netDeviceIndexBase+i)
+		t.raw(p+"type", "phys")
+		t.raw(p+"link", h)
+		t.raw(p+"name", name)
+		t.raw(p+"flags", "up")
+	}
+	return nil
+}
+
+// Proxmox's idmap for unprivileged containers.
+var defaultIDMap = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+
+func (t *translator) userns() error {
+	l := t.in.Spec.Linux
+	if l == nil {
+		return nil
+	}
+	hasUserNS := false
+	for _, ns := range l.Namespaces {
+		if ns.Type == specs.UserNamespace {
+			hasUserNS = true
+			if ns.Path != "" {
+				return unsupported("linux.namespaces (user)", "joining an existing user namespace (%s) is not possible on Proxmox", ns.Path)
+			}
+		}
+	}
+	if !hasUserNS {
+		if len(l.UIDMappings) > 0 || len(l.GIDMappings) > 0 {
+			t.warn("linux.uidMappings/gidMappings without a user namespace; ignored")
+		}
+		return nil
+	}
+	if len(l.UIDMappings) == 0 && len(l.GIDMappings) == 0 {
+		if !t.req.Unprivileged {
+			return invalid("linux.namespaces (user)", "the spec asks for a user namespace but the container is configured privileged (unprivileged=0)")
+		}
+		return nil
+	}
+	if !t.req.Unprivileged {
+		return invalid("linux.uidMappings", "user namespace mappings need an unprivileged container, but unprivileged=0 is configured or requested")
+	}
+	if sameMap(l.UIDMappings, defaultIDMap) && sameMap(l.GIDMappings, defaultIDMap) {
+		return nil
+	}
+	for _, m := range l.UIDMappings {
+		t.raw("lxc.idmap", fmt.Sprintf("u %d %d %d", m.ContainerID, m.HostID, m.Size))
+	}
+	for _, m := range l.GIDMappings {
+		t.raw("lxc.idmap", fmt.Sprintf("g %d %d %d", m.ContainerID, m.HostID, m.Size))
+	}
+	return nil
+}
+
+func sameMap(a, b []specs.LinuxIDMapping) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (t *translator) devices() error {
+	if t.in.Spec.Linux == nil {
+		return nil
+	}
+	for i, d := range t.in.Spec.Linux.Devices {
+		field := fmt.Sprintf("linux.devices[%d] (%s)", i, d.Path)
+		p := path.Clean(d.Path)
+		if !strings.HasPrefix(p, "/dev/") {
+			return invalid(field, "device path must be under /dev")
+		}
+		if err := checkPath(field, p); err != nil {
+			return err
+		}
+		v := p
+		if d.FileMode != nil {
+			v += fmt.Sprintf(",mode=0%o", d.FileMode.Perm())
+		}
+		if d.UID != nil {
+			v += ",uid=" + strconv.FormatUint(uint64(*d.UID), 10)
+		}
+		if d.GID != nil {
+			v += ",gid=" + strconv.FormatUint(uint64(*d.GID), 10)
+		}
+		if len(t.devs) >= 256 {
+			return unsupported(field, "more than 256 devices")
+		}
+		t.devs = append(t.devs, v)
+	}
+	return nil
+}
+
+// allowedSysctls are the only lxc.sysctl.* keys Proxmox accepts.
+var allowedSysctls = map[string]bool{
+	"fs.mqueue": true, "kernel.msgmax": true, "kernel.msgmnb": true, "kernel.msgmni": true,
+	"kernel.sem": true, "kernel.shmall": true, "kernel.shmmax": true, "kernel.shmmni": true,
+	"kernel.shm_rmid_forced": true,
+}
+
+func (t *translator) sysctl() error {
+	if t.in.Spec.Linux == nil {
+		return nil
+	}
+	keys := make([]string, 0, len(t.in.Spec.Linux.Sysctl))
+	for k := range t.in.Spec.Linux.Sysctl {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		field := "linux.sysctl[" + k + "]"
+		if !allowedSysctls[k] {
+			return unsupported(field, "Proxmox only accepts the IPC sysctls fs.mqueue, kernel.msgmax, kernel.msgmnb, kernel.msgmni, kernel.sem, kernel.shmall, kernel.shmmax, kernel.shmmni, kernel.shm_rmid_forced")
+		}
+		v := t.in.Spec.Linux.Sysctl[k]
+		if err := checkText(field, v); err != nil {
+			return err
+		}
+		t.raw("lxc.sysctl."+k, v)
+	}
+	return nil
+}
+
+// misc handles the spec fields that Proxmox covers itself or cannot do.
+func (t *translator) misc() error {
+	s := t.in.Spec
+	if s.Process != nil && s.Process.NoNewPrivileges {
+		t.warn("process.noNewPrivileges cannot be set on Proxmox (lxc.no_new_privs is not an allowed key); ignored")
+	}
+	if s.Hooks != nil && (len(s.Hooks.Prestart)+len(s.Hooks.CreateRuntime)+len(s.Hooks.CreateContainer)+
+		len(s.Hooks.StartContainer)+len(s.Hooks.Poststart)+len(s.Hooks.Poststop) > 0) {
+		return unsupported("hooks", "OCI hooks are not run by the Proxmox backend")
+	}
+	if s.Linux != nil {
+		if s.Linux.Seccomp != nil {
+			t.warn("linux.seccomp is replaced by Proxmox's own seccomp profile; ignored")
+		}
+		if s.Linux.RootfsPropagation != "" {
+			t.warn("linux.rootfsPropagation is managed by LXC; ignored")
+		}
+		if s.Linux.IntelRdt != nil {
+			return unsupported("linux.intelRdt", "not available on Proxmox")
+		}
+		if s.Linux.Personality != nil {
+			return unsupported("linux.personality", "not available on Proxmox")
+		}
+		// maskedPaths/readonlyPaths: LXC's proc:mixed/sys:mixed mounts and
+		// its AppArmor profile protect the same paths; not mapped.
+	}
+	return nil
+}
+
+// finish emits the pct options in a fixed order.
+func (t *translator) finish() {
+	for _, name := range []string{"hostname", "ostype", "memory", "swap", "cores", "cpulimit", "cpuunits", "rootfs"} {
+		if v, ok := t.opts[name]; ok {
+			t.req.Options = append(t.req.Options, pve.Option{Name: name, Value: v})
+		}
+	}
+	for i, v := range t.mps {
+		t.req.Options = append(t.req.Options, pve.Option{Name: "mp" + strconv.Itoa(i), Value: v})
+	}
+	for i, v := range t.nets {
+		t.req.Options = append(t.req.Options, pve.Option{Name: "net" + strconv.Itoa(i), Value: v})
+	}
+	for i, v := range t.devs {
+		t.req.Options = append(t.req.Options, pve.Option{Name: "dev" + strconv.Itoa(i), Value: v})
+	}
+	if v, ok := t.opts["features"]; ok {
+		t.req.Options = append(t.req.Options, pve.Option{Name: "features", Value: v})
+	}
+	t.req.Options = append(t.req.Options,
+		pve.Option{Name: "unprivileged", Value: map[bool]string{true: "1", false: "0"}[t.req.Unprivileged]},
+		pve.Option{Name: "tags", Value: t.opts["tags"]})
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

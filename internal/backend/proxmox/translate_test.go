@@ -1,0 +1,370 @@
+package proxmox
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nexcage/nexcage/internal/bundle"
+	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/pve"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+// baseInput is a runc-spec bundle with a bundle dir holding "data" and "file".
+func baseInput(t *testing.T) Input {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "file"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := bundle.DefaultSpec()
+	s.Root.Readonly = false
+	s.Process.NoNewPrivileges = false
+	s.Process.Capabilities = nil
+	s.Process.Rlimits = nil
+	s.Hostname = ""
+	return Input{ID: "test-oci", Spec: s, BundleDir: dir, Storage: "local-lvm", Bridge: "vmbr0", Unprivileged: true}
+}
+
+func rawLines(r *Request) []string {
+	out := make([]string, len(r.Raw))
+	for i, l := range r.Raw {
+		out[i] = l.Key + ": " + l.Value
+	}
+	return out
+}
+
+func optMap(r *Request) map[string]string {
+	m := map[string]string{}
+	for _, o := range r.Options {
+		m[o.Name] = o.Value
+	}
+	return m
+}
+
+func TestTranslateDefaults(t *testing.T) {
+	in := baseInput(t)
+	r, err := Translate(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []pve.Option{
+		{Name: "hostname", Value: "test-oci"},
+		{Name: "rootfs", Value: "local-lvm:4"},
+		{Name: "net0", Value: "name=eth0,bridge=vmbr0,ip=dhcp"},
+		{Name: "unprivileged", Value: "1"},
+		{Name: "tags", Value: "nexcage"},
+	}
+	if len(r.Options) != len(want) {
+		t.Fatalf("options = %v, want %v", r.Options, want)
+	}
+	for i := range want {
+		if r.Options[i] != want[i] {
+			t.Errorf("option %d = %v, want %v", i, r.Options[i], want[i])
+		}
+	}
+	wantRaw := []string{
+		"lxc.init.cmd: sh",
+		"lxc.environment.runtime: PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"lxc.environment.runtime: TERM=xterm",
+	}
+	if got := rawLines(r); strings.Join(got, "\n") != strings.Join(wantRaw, "\n") {
+		t.Errorf("raw = %q, want %q", got, wantRaw)
+	}
+	if r.InitScript != nil || r.Template != "" || !r.Unprivileged {
+		t.Errorf("unexpected request %+v", r)
+	}
+}
+
+// TestTranslateRows checks one mapping row each: the options and raw lines
+// a spec change must produce.
+func TestTranslateRows(t *testing.T) {
+	tests := []struct {
+		name     string
+		mutate   func(in *Input)
+		opts     map[string]string // options that must have these values
+		noOpts   []string          // options that must be absent
+		raw      []string          // raw lines that must be present
+		warn     string            // substring of a warning
+		script   string            // substring of InitScript
+		mountDir string
+	}{
+		{name: "hostname from spec", mutate: func(in *Input) { in.Spec.Hostname = "web1" }, opts: map[string]string{"hostname": "web1"}},
+		{name: "hostname sanitized", mutate: func(in *Input) { in.ID = "My_App.01--"; in.Spec.Hostname = "" }, opts: map[string]string{"hostname": "my-app.01"}},
+		{name: "hostname spec sanitized warns", mutate: func(in *Input) { in.Spec.Hostname = "Bad Host" }, opts: map[string]string{"hostname": "bad-host"}, warn: "not DNS-safe"},
+		{name: "memory MiB rounded up", mutate: func(in *Input) { res(in).Memory = &specs.LinuxMemory{Limit: ptr(int64(256*mib + 1))} }, opts: map[string]string{"memory": "257"}},
+		{name: "memory minimum 16", mutate: func(in *Input) { res(in).Memory = &specs.LinuxMemory{Limit: ptr(int64(1 * mib))} }, opts: map[string]string{"memory": "16"}, warn: "minimum"},
+		{name: "swap is total minus memory", mutate: func(in *Input) {
+			res(in).Memory = &specs.LinuxMemory{Limit: ptr(int64(512 * mib)), Swap: ptr(int64(768 * mib))}
+		}, opts: map[string]string{"memory": "512", "swap": "256"}},
+		{name: "swap equal memory is no swap", mutate: func(in *Input) {
+			res(in).Memory = &specs.LinuxMemory{Limit: ptr(int64(512 * mib)), Swap: ptr(int64(512 * mib))}
+		}, opts: map[string]string{"swap": "0"}},
+		{name: "swap unlimited warns", mutate: func(in *Input) {
+			res(in).Memory = &specs.LinuxMemory{Limit: ptr(int64(512 * mib)), Swap: ptr(int64(-1))}
+		}, noOpts: []string{"swap"}, warn: "unlimited"},
+		{name: "memory reservation", mutate: func(in *Input) { res(in).Memory = &specs.LinuxMemory{Reservation: ptr(int64(1000))} }, raw: []string{"lxc.cgroup2.memory.low: 1000"}},
+		{name: "cores from cpuset", mutate: func(in *Input) { res(in).CPU = &specs.LinuxCPU{Cpus: "0-3,6"} }, opts: map[string]string{"cores": "5"}},
+		{name: "cpulimit from quota", mutate: func(in *Input) {
+			res(in).CPU = &specs.LinuxCPU{Quota: ptr(int64(150000)), Period: ptr(uint64(100000))}
+		}, opts: map[string]string{"cpulimit": "1.5"}},
+		{name: "cpulimit default period", mutate: func(in *Input) { res(in).CPU = &specs.LinuxCPU{Quota: ptr(int64(50000))} }, opts: map[string]string{"cpulimit": "0.5"}},
+		{name: "cpuunits from shares", mutate: func(in *Input) { res(in).CPU = &specs.LinuxCPU{Shares: ptr(uint64(1024))} }, opts: map[string]string{"cpuunits": "100"}},
+		{name: "pids", mutate: func(in *Input) { res(in).Pids = &specs.LinuxPids{Limit: ptr(int64(64))} }, raw: []string{"lxc.cgroup2.pids.max: 64"}},
+		{name: "unified", mutate: func(in *Input) { res(in).Unified = map[string]string{"memory.high": "1G"} }, raw: []string{"lxc.cgroup2.memory.high: 1G"}},
+		{name: "args plain", mutate: func(in *Input) { in.Spec.Process.Args = []string{"/bin/sleep", "100"} }, raw: []string{"lxc.init.cmd: /bin/sleep 100"}},
+		{name: "args with blanks use a script", mutate: func(in *Input) {
+			in.CanInjectScript = true
+			in.Spec.Process.Args = []string{"sh", "-c", "echo 'hi there'; sleep 1"}
+		}, raw: []string{"lxc.init.cmd: " + InitScriptPath}, script: `exec 'sh' '-c' 'echo '\''hi there'\''; sleep 1'`},
+		{name: "env all lines", mutate: func(in *Input) { in.Spec.Process.Env = []string{"A=1", "B=two words", "C="} },
+			raw: []string{"lxc.environment.runtime: A=1", "lxc.environment.runtime: B=two words", "lxc.environment.runtime: C="}},
+		{name: "cwd", mutate: func(in *Input) { in.Spec.Process.Cwd = "/srv/app/../www" }, raw: []string{"lxc.init.cwd: /srv/www"}},
+		{name: "user", mutate: func(in *Input) {
+			in.Spec.Process.User = specs.User{UID: 1000, GID: 100, AdditionalGids: []uint32{10, 20}}
+		}, raw: []string{"lxc.init.uid: 1000", "lxc.init.gid: 100", "lxc.init.groups: 10,20"}},
+		{name: "rlimits", mutate: func(in *Input) {
+			in.Spec.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 1024, Hard: 4096}, {Type: "RLIMIT_CORE", Soft: ^uint64(0), Hard: ^uint64(0)}}
+		}, raw: []string{"lxc.prlimit.nofile: 1024:4096", "lxc.prlimit.core: unlimited:unlimited"}},
+		{name: "capabilities", mutate: func(in *Input) {
+			in.Spec.Process.Capabilities = &specs.LinuxCapabilities{Bounding: []string{"CAP_KILL", "CAP_NET_BIND_SERVICE"}}
+		}, raw: []string{"lxc.cap.drop: ", "lxc.cap.keep: kill net_bind_service"}},
+		{name: "apparmor", mutate: func(in *Input) { in.Spec.Process.ApparmorProfile = "lxc-container-default-cgns" },
+			raw: []string{"lxc.apparmor.profile: lxc-container-default-cgns"}},
+		{name: "ipc sysctl", mutate: func(in *Input) { in.Spec.Linux.Sysctl = map[string]string{"kernel.shmmax": "1000000"} },
+			raw: []string{"lxc.sysctl.kernel.shmmax: 1000000"}},
+		{name: "devices", mutate: func(in *Input) {
+			in.Spec.Linux.Devices = []specs.LinuxDevice{{Path: "/dev/fuse", Type: "c", Major: 10, Minor: 229, FileMode: ptr(os.FileMode(0o666)), UID: ptr(uint32(0)), GID: ptr(uint32(0))}}
+		}, opts: map[string]string{"dev0": "/dev/fuse,mode=0666,uid=0,gid=0"}},
+		{name: "root readonly", mutate: func(in *Input) { in.Spec.Root.Readonly = true }, opts: map[string]string{"rootfs": "local-lvm:4,ro=1"}},
+		{name: "ostype detected", mutate: func(in *Input) { in.OSType = "alpine" }, opts: map[string]string{"ostype": "alpine"}},
+		{name: "bind mount absolute", mutate: func(in *Input) {
+			in.Spec.Mounts = append(in.Spec.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: filepath.Join(in.BundleDir, "data"), Options: []string{"rbind", "rw"}})
+		}, opts: map[string]string{"mp0": "DIR/data,mp=/data"}, mountDir: "/data"},
+		{name: "bind mount relative source ro and options", mutate: func(in *Input) {
+			in.Spec.Mounts = append(in.Spec.Mounts, specs.Mount{Destination: "/etc/x.conf", Source: "file", Options: []string{"bind", "ro", "nosuid", "nodev", "noexec", "rprivate"}})
+		}, opts: map[string]string{"mp0": "DIR/file,mp=/etc/x.conf,ro=1,mountoptions=nosuid;nodev;noexec"}},
+		{name: "bind destination cleaned and relative", mutate: func(in *Input) {
+			in.Spec.Mounts = append(in.Spec.Mounts, specs.Mount{Destination: "srv/a/../b/.", Type: "bind", Source: "data"})
+		}, opts: map[string]string{"mp0": "DIR/data,mp=/srv/b"}},
+		{name: "bind relatime warned", mutate: func(in *Input) {
+			in.Spec.Mounts = append(in.Spec.Mounts, specs.Mount{Destination: "/d", Type: "bind", Source: "data", Options: []string{"relatime"}})
+		}, opts: map[string]string{"mp0": "DIR/data,mp=/d"}, warn: "relatime"},
+		{name: "proxmox volume passes through", mutate: func(in *Input) {
+			in.Spec.Mounts = append(in.Spec.Mounts, specs.Mount{Destination: "/vol", Type: "bind", Source: "local-lvm:8"},
+				specs.Mount{Destination: "/vol2", Type: "bind", Source: "local-lvm:vm-100-disk-1"})
+		}, opts: map[string]string{"mp0": "local-lvm:8,mp=/vol", "mp1": "local-lvm:vm-100-disk-1,mp=/vol2"}},
+		{name: "standard mounts skipped", mutate: func(in *Input) {}, noOpts: []string{"mp0"}},
+		{name: "tmpfs becomes mount entry", mutate: func(in *Input) {
+			in.Spec.Mounts = append(in.Spec.Mounts, specs.Mount{Destination: "/run/cache", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "size=64m", "mode=1777"}})
+		}, raw: []string{"lxc.mount.entry: tmpfs run/cache tmpfs nosuid,size=64m,mode=1777,create=dir 0 0"}, mountDir: "/run/cache"},
+		{name: "network bridge from config", mutate: func(in *Input) { in.Bridge = "vmbr1" }, opts: map[string]string{"net0": "name=eth0,bridge=vmbr1,ip=dhcp"}},
+		{name: "network bridge default", mutate: func(in *Input) { in.Bridge = "" }, opts: map[string]string{"net0": "name=eth0,bridge=vmbr0,ip=dhcp"}},
+		{name: "netDevices", mutate: func(in *Input) {
+			in.Spec.Linux.NetDevices = map[string]specs.LinuxNetDevice{"eth5": {Name: "data0"}, "dummy1": {}}
+		}, raw: []string{"lxc.net.32.type: phys", "lxc.net.32.link: dummy1", "lxc.net.32.name: dummy1", "lxc.net.33.link: eth5", "lxc.net.33.name: data0", "lxc.net.33.flags: up"}},
+		{name: "unprivileged from config", mutate: func(in *Input) { in.Unprivileged = false }, opts: map[string]string{"unprivileged": "0"}},
+		{name: "custom idmap", mutate: func(in *Input) {
+			in.Spec.Linux.Namespaces = append(in.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+			in.Spec.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 200000, Size: 65536}}
+			in.Spec.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 200000, Size: 65536}}
+		}, raw: []string{"lxc.idmap: u 0 200000 65536", "lxc.idmap: g 0 200000 65536"}, opts: map[string]string{"unprivileged": "1"}},
+		{name: "default idmap adds nothing", mutate: func(in *Input) {
+			in.Spec.Linux.Namespaces = append(in.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+			in.Spec.Linux.UIDMappings = defaultIDMap
+			in.Spec.Linux.GIDMappings = defaultIDMap
+		}, opts: map[string]string{"unprivileged": "1"}},
+		{name: "annotation storage and size", mutate: func(in *Input) {
+			in.Spec.Annotations = map[string]string{AnnotationStorage: "fast", AnnotationRootfsSize: "8G"}
+		}, opts: map[string]string{"rootfs": "fast:8"}},
+		{name: "annotation bridge", mutate: func(in *Input) { in.Spec.Annotations = map[string]string{AnnotationBridge: "vmbr9"} },
+			opts: map[string]string{"net0": "name=eth0,bridge=vmbr9,ip=dhcp"}},
+		{name: "annotation features", mutate: func(in *Input) {
+			in.Spec.Annotations = map[string]string{AnnotationFeatures: "nesting=1,keyctl=on,mount=nfs;cifs"}
+		}, opts: map[string]string{"features": "nesting=1,keyctl=1,mount=nfs;cifs"}},
+		{name: "annotation unprivileged", mutate: func(in *Input) { in.Spec.Annotations = map[string]string{AnnotationUnprivileged: "0"} },
+			opts: map[string]string{"unprivileged": "0"}},
+		{name: "annotation ostype", mutate: func(in *Input) { in.OSType = "debian"; in.Spec.Annotations = map[string]string{AnnotationOSType: "unmanaged"} },
+			opts: map[string]string{"ostype": "unmanaged"}},
+		{name: "annotation tags", mutate: func(in *Input) { in.Spec.Annotations = map[string]string{AnnotationTags: "web;Prod,nexcage"} },
+			opts: map[string]string{"tags": "nexcage;web;prod"}},
+		{name: "noNewPrivileges warned", mutate: func(in *Input) { in.Spec.Process.NoNewPrivileges = true }, warn: "noNewPrivileges"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := baseInput(t)
+			tc.mutate(&in)
+			r, err := Translate(in)
+			if err != nil {
+				t.Fatalf("Translate: %v", err)
+			}
+			got := optMap(r)
+			for k, v := range tc.opts {
+				v = strings.ReplaceAll(v, "DIR", in.BundleDir)
+				if got[k] != v {
+					t.Errorf("option %s = %q, want %q (all: %v)", k, got[k], v, r.Options)
+				}
+			}
+			for _, k := range tc.noOpts {
+				if _, ok := got[k]; ok {
+					t.Errorf("option %s set to %q, want absent", k, got[k])
+				}
+			}
+			lines := strings.Join(rawLines(r), "\n") + "\n"
+			for _, l := range tc.raw {
+				if !strings.Contains(lines, l+"\n") {
+					t.Errorf("raw line %q missing in:\n%s", l, lines)
+				}
+			}
+			if tc.warn != "" && !strings.Contains(strings.Join(r.Warnings, "\n"), tc.warn) {
+				t.Errorf("warnings %q lack %q", r.Warnings, tc.warn)
+			}
+			if tc.script != "" && !strings.Contains(string(r.InitScript), tc.script) {
+				t.Errorf("init script %q lacks %q", r.InitScript, tc.script)
+			}
+			if tc.mountDir != "" && !contains(r.MountDirs, tc.mountDir) {
+				t.Errorf("MountDirs %v lack %s", r.MountDirs, tc.mountDir)
+			}
+		})
+	}
+}
+
+func res(in *Input) *specs.LinuxResources {
+	if in.Spec.Linux.Resources == nil {
+		in.Spec.Linux.Resources = &specs.LinuxResources{}
+	}
+	return in.Spec.Linux.Resources
+}
+
+// TestTranslateErrors checks refusals, including injection attempts: the
+// error must have the right kind and name the field.
+func TestTranslateErrors(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(in *Input)
+		kind   errs.Kind
+		field  string
+	}{
+		{"env newline injection", func(in *Input) { in.Spec.Process.Env = []string{"A=1\nlxc.hook.pre-start: /bin/evil"} }, errs.KindInvalidBundle, "process.env[0]"},
+		{"env not NAME=value", func(in *Input) { in.Spec.Process.Env = []string{"JUSTNAME"} }, errs.KindInvalidBundle, "process.env[0]"},
+		{"env trailing blank", func(in *Input) { in.Spec.Process.Env = []string{"A=1 "} }, errs.KindInvalidBundle, "process.env[0]"},
+		{"cwd newline", func(in *Input) { in.Spec.Process.Cwd = "/x\nlxc.init.uid: 0" }, errs.KindInvalidBundle, "process.cwd"},
+		{"args newline", func(in *Input) { in.Spec.Process.Args = []string{"sh", "-c", "x\ny"} }, errs.KindUnsupported, "process.args"},
+		{"args need script but cannot", func(in *Input) { in.Spec.Process.Args = []string{"echo", "a b"} }, errs.KindUnsupported, "process.args"},
+		{"no args", func(in *Input) { in.Spec.Process.Args = nil }, errs.KindInvalidBundle, "process.args"},
+		{"username", func(in *Input) { in.Spec.Process.User.Username = "nobody" }, errs.KindUnsupported, "process.user.username"},
+		{"bad rlimit", func(in *Input) { in.Spec.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_BOGUS"}} }, errs.KindInvalidBundle, "process.rlimits[0]"},
+		{"bad capability", func(in *Input) {
+			in.Spec.Process.Capabilities = &specs.LinuxCapabilities{Bounding: []string{"CAP_X\nlxc.x"}}
+		}, errs.KindInvalidBundle, "process.capabilities.bounding[0]"},
+		{"apparmor injection", func(in *Input) { in.Spec.Process.ApparmorProfile = "unconfined\nlxc.hook.mount: /x" }, errs.KindInvalidBundle, "process.apparmorProfile"},
+		{"sysctl not allowed", func(in *Input) { in.Spec.Linux.Sysctl = map[string]string{"net.ipv4.ip_forward": "1"} }, errs.KindUnsupported, "linux.sysctl[net.ipv4.ip_forward]"},
+		{"sysctl value newline", func(in *Input) { in.Spec.Linux.Sysctl = map[string]string{"kernel.sem": "1\nlxc.x: y"} }, errs.KindInvalidBundle, "linux.sysctl[kernel.sem]"},
+		{"unified key injection", func(in *Input) { res(in).Unified = map[string]string{"memory.max: 1\nlxc.hook": "1"} }, errs.KindInvalidBundle, "linux.resources.unified"},
+		{"unified value newline", func(in *Input) { res(in).Unified = map[string]string{"memory.max": "1\nlxc.hook.start: /x"} }, errs.KindInvalidBundle, "linux.resources.unified[memory.max]"},
+		{"swap below memory", func(in *Input) {
+			res(in).Memory = &specs.LinuxMemory{Limit: ptr(int64(512 * mib)), Swap: ptr(int64(256 * mib))}
+		}, errs.KindInvalidBundle, "linux.resources.memory.swap"},
+		{"bad cpuset", func(in *Input) { res(in).CPU = &specs.LinuxCPU{Cpus: "a-b"} }, errs.KindInvalidBundle, "linux.resources.cpu.cpus"},
+		{"bind source missing", func(in *Input) {
+			in.Spec.Mounts = append(in.Spec.Mounts, specs.Mount{Destination: "/d", Type: "bind", Source: "nope"})
+		}, errs.KindInvalidBundle, "mounts[7] (/d)"},
+		{"bind source comma smuggling", func(in *Input) {
+			in.Spec.Mounts = append(in.Spec.Mounts, specs.Mount{Destination: "/d", Type: "bind", Source: "/tmp,mp=/etc"})
+		}, errs.KindInvalidBundle, "mounts[7] (/d) source"},
+		{"bind destination smuggling", func(in *Input) {
+			in.Spec.Mounts = append(in.Spec.Mounts, specs.Mount{Destination: "/d,ro=0", Type: "bind", Source: "data"})
+		}, errs.KindInvalidBundle, "destination"},
+		{"bind destination newline", func(in *Input) {
+			in.Spec.Mounts = append(in.Spec.Mounts, specs.Mount{Destination: "/d\nlxc.hook.start: /x", Type: "bind", Source: "data"})
+		}, errs.KindInvalidBundle, "destination"},
+		{"bind over root", func(in *Input) {
+			in.Spec.Mounts = append(in.Spec.Mounts, specs.Mount{Destination: "/x/..", Type: "bind", Source: "data"})
+		}, errs.KindInvalidBundle, "mounts[7]"},
+		{"bind option not allowed", func(in *Input) {
+			in.Spec.Mounts = append(in.Spec.Mounts, specs.Mount{Destination: "/d", Type: "bind", Source: "data", Options: []string{"uid=5"}})
+		}, errs.KindUnsupported, "mounts[7] (/d)"},
+		{"unknown mount type", func(in *Input) {
+			in.Spec.Mounts = append(in.Spec.Mounts, specs.Mount{Destination: "/nfs", Type: "nfs", Source: "srv:/x"})
+		}, errs.KindUnsupported, "mounts[7] (/nfs)"},
+		{"proc elsewhere", func(in *Input) {
+			in.Spec.Mounts = append(in.Spec.Mounts, specs.Mount{Destination: "/proc2", Type: "proc", Source: "proc"})
+		}, errs.KindUnsupported, "mounts[7] (/proc2)"},
+		{"tmpfs bad option", func(in *Input) {
+			in.Spec.Mounts = append(in.Spec.Mounts, specs.Mount{Destination: "/t", Type: "tmpfs", Options: []string{"size=1m 0 0\nlxc.x"}})
+		}, errs.KindUnsupported, "mounts[7] (/t)"},
+		{"no network namespace", func(in *Input) { in.Spec.Linux.Namespaces = in.Spec.Linux.Namespaces[:1] }, errs.KindUnsupported, "linux.namespaces"},
+		{"netns path", func(in *Input) {
+			in.Spec.Linux.Namespaces = []specs.LinuxNamespace{{Type: specs.NetworkNamespace, Path: "/proc/1/ns/net"}}
+		}, errs.KindUnsupported, "linux.namespaces (network)"},
+		{"netDevice name injection", func(in *Input) {
+			in.Spec.Linux.NetDevices = map[string]specs.LinuxNetDevice{"eth5": {Name: "x\nlxc.hook"}}
+		}, errs.KindInvalidBundle, "linux.netDevices[eth5].name"},
+		{"bridge injection", func(in *Input) { in.Bridge = "vmbr0,firewall=0" }, errs.KindInvalidConfig, "network.bridge"},
+		{"idmap with privileged", func(in *Input) {
+			in.Unprivileged = false
+			in.Spec.Linux.Namespaces = append(in.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+			in.Spec.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 200000, Size: 65536}}
+		}, errs.KindInvalidBundle, "linux.uidMappings"},
+		{"device outside /dev", func(in *Input) { in.Spec.Linux.Devices = []specs.LinuxDevice{{Path: "/etc/shadow"}} }, errs.KindInvalidBundle, "linux.devices[0]"},
+		{"device smuggling", func(in *Input) { in.Spec.Linux.Devices = []specs.LinuxDevice{{Path: "/dev/x,mode=0777"}} }, errs.KindInvalidBundle, "linux.devices[0]"},
+		{"hooks", func(in *Input) { in.Spec.Hooks = &specs.Hooks{Prestart: []specs.Hook{{Path: "/bin/true"}}} }, errs.KindUnsupported, "hooks"},
+		{"annotation unknown", func(in *Input) { in.Spec.Annotations = map[string]string{AnnotationPrefix + "nope": "1"} }, errs.KindInvalidBundle, "nope"},
+		{"annotation storage injection", func(in *Input) { in.Spec.Annotations = map[string]string{AnnotationStorage: "local,size=1"} }, errs.KindInvalidBundle, AnnotationStorage},
+		{"annotation size bad", func(in *Input) { in.Spec.Annotations = map[string]string{AnnotationRootfsSize: "8,ro=1"} }, errs.KindInvalidBundle, AnnotationRootfsSize},
+		{"annotation features injection", func(in *Input) {
+			in.Spec.Annotations = map[string]string{AnnotationFeatures: "nesting=1\nlxc.hook.start: /x"}
+		}, errs.KindInvalidBundle, AnnotationFeatures},
+		{"annotation features unknown", func(in *Input) { in.Spec.Annotations = map[string]string{AnnotationFeatures: "evil=1"} }, errs.KindInvalidBundle, AnnotationFeatures},
+		{"annotation ostype", func(in *Input) { in.Spec.Annotations = map[string]string{AnnotationOSType: "windows"} }, errs.KindInvalidBundle, AnnotationOSType},
+		{"annotation tags injection", func(in *Input) { in.Spec.Annotations = map[string]string{AnnotationTags: "a\nb"} }, errs.KindInvalidBundle, AnnotationTags},
+		{"annotation template injection", func(in *Input) {
+			in.Spec.Annotations = map[string]string{AnnotationTemplate: "local:vztmpl/x.tar.zst\n--force"}
+		}, errs.KindInvalidBundle, AnnotationTemplate},
+		{"annotation unprivileged", func(in *Input) { in.Spec.Annotations = map[string]string{AnnotationUnprivileged: "maybe"} }, errs.KindInvalidBundle, AnnotationUnprivileged},
+		{"no storage", func(in *Input) { in.Storage = "" }, errs.KindInvalidConfig, "storage"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := baseInput(t)
+			tc.mutate(&in)
+			_, err := Translate(in)
+			if err == nil {
+				t.Fatal("Translate succeeded, want an error")
+			}
+			if k := errs.KindOf(err); k != tc.kind {
+				t.Errorf("kind = %v, want %v (%v)", k, tc.kind, err)
+			}
+			if !strings.Contains(err.Error(), tc.field) || !strings.Contains(err.Error(), "test-oci") {
+				t.Errorf("error %q does not name field %q and the container", err, tc.field)
+			}
+		})
+	}
+}
+
+func TestSharesToWeight(t *testing.T) {
+	for shares, want := range map[uint64]uint64{2: 1, 1024: 100, 262144: 10000, 0: 1, 1 << 30: 10000} {
+		if got := SharesToWeight(shares); got != want {
+			t.Errorf("SharesToWeight(%d) = %d, want %d", shares, got, want)
+		}
+	}
+}
+
+func TestSanitizeHostname(t *testing.T) {
+	for in, want := range map[string]string{
+		"web1": "web1", "My_App": "my-app", "--x--": "x", "a..b": "a.b", "": "nexcage", "___": "nexcage",
+		strings.Repeat("a", 70): strings.Repeat("a", 63),
+	} {
+		if got := SanitizeHostname(in); got != want {
+			t.Errorf("SanitizeHostname(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,169 @@
+package pve
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nexcage/nexcage/internal/errs"
+)
+
+// fakePct writes an executable script standing in for pct; the test
+// controls what it prints and how it exits.
+func fakePct(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "pct")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestCreateArgs(t *testing.T) {
+	args, err := CreateArgs(101, "local:vztmpl/x.tar.zst", []Option{{"hostname", "a"}, {"mp0", "/src,mp=/dst"}, {"tags", "-x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "create 101 local:vztmpl/x.tar.zst --hostname a --mp0 /src,mp=/dst --tags -x"
+	if got := strings.Join(args, " "); got != want {
+		t.Errorf("args = %q, want %q", got, want)
+	}
+	bad := []struct {
+		vmid int
+		tmpl string
+		opts []Option
+	}{
+		{99, "local:vztmpl/x.tar.zst", nil},
+		{1000000000, "local:vztmpl/x.tar.zst", nil},
+		{100, "--force", nil},
+		{100, "", nil},
+		{100, "a\nb", nil},
+		{100, "t", []Option{{"Hostname x", "a"}}},
+		{100, "t", []Option{{"hostname", "a\nb"}}},
+	}
+	for _, b := range bad {
+		if _, err := CreateArgs(b.vmid, b.tmpl, b.opts); err == nil {
+			t.Errorf("CreateArgs(%d, %q, %v) accepted", b.vmid, b.tmpl, b.opts)
+		}
+	}
+}
+
+func TestPctPassesArgvAndParsesErrors(t *testing.T) {
+	dir := t.TempDir()
+	argsFile := filepath.Join(dir, "args")
+	p := &Pct{Path: fakePct(t, `for a in "$@"; do printf '%s\n' "$a"; done > `+argsFile+`
+echo "unable to create CT 100 - can't find file 'local:vztmpl/x.tar.zst'" >&2
+exit 255`)}
+	err := p.Create(context.Background(), 100, "local:vztmpl/x.tar.zst", []Option{{"hostname", "a b; rm -rf /"}})
+	if errs.KindOf(err) != errs.KindTemplate {
+		t.Fatalf("err = %v (kind %v), want template", err, errs.KindOf(err))
+	}
+	data, _ := os.ReadFile(argsFile)
+	if got := string(data); got != "create\n100\nlocal:vztmpl/x.tar.zst\n--hostname\na b; rm -rf /\n" {
+		t.Errorf("pct got argv %q", got)
+	}
+	var pe *PctError
+	if !asPctError(err, &pe) || pe.ExitCode != 255 || pe.Verb != "create" || pe.VMID != 100 {
+		t.Errorf("PctError = %+v", pe)
+	}
+}
+
+func asPctError(err error, pe **PctError) bool {
+	e, ok := err.(*errs.Error)
+	if !ok {
+		return false
+	}
+	*pe, ok = e.Err.(*PctError)
+	return ok
+}
+
+func TestPctRetriesLocks(t *testing.T) {
+	dir := t.TempDir()
+	count := filepath.Join(dir, "count")
+	// Fails twice with a lock error, then succeeds.
+	p := &Pct{Path: fakePct(t, `n=$(cat `+count+` 2>/dev/null || echo 0); n=$((n+1)); echo $n > `+count+`
+if [ $n -le 2 ]; then echo "CT is locked (create)" >&2; exit 255; fi
+exit 0`), Retries: 3, RetryDelay: time.Millisecond}
+	if err := p.Start(context.Background(), 100); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	data, _ := os.ReadFile(count)
+	if strings.TrimSpace(string(data)) != "3" {
+		t.Errorf("pct ran %s times, want 3", data)
+	}
+	// Bounded: with one retry, it fails with KindLocked after two runs.
+	os.Remove(count)
+	p.Retries = 1
+	if err := p.Start(context.Background(), 100); errs.KindOf(err) != errs.KindLocked {
+		t.Fatalf("err = %v, want locked", err)
+	}
+	data, _ = os.ReadFile(count)
+	if strings.TrimSpace(string(data)) != "2" {
+		t.Errorf("pct ran %s times, want 2", data)
+	}
+}
+
+func TestPctTimeoutKillsProcessGroup(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "child")
+	// pct starts a child that would outlive it; the timeout must kill both.
+	p := &Pct{Path: fakePct(t, `sleep 300 & echo $! > `+pidFile+`
+wait`), Timeout: 300 * time.Millisecond}
+	err := p.Destroy(context.Background(), 100, true, false)
+	if errs.KindOf(err) != errs.KindTimeout {
+		t.Fatalf("err = %v (kind %v), want timeout", err, errs.KindOf(err))
+	}
+	data, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	for _, c := range strings.TrimSpace(string(data)) {
+		pid = pid*10 + int(c-'0')
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		// The child may linger as a zombie of the killed shell briefly;
+		// it is gone once reparented and reaped.
+		if st, _ := os.ReadFile("/proc/" + strings.TrimSpace(string(data)) + "/stat"); strings.Contains(string(st), ") Z ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("child %d of pct still alive after timeout", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestPctMissingBinary(t *testing.T) {
+	p := &Pct{Path: filepath.Join(t.TempDir(), "nope")}
+	err := p.Start(context.Background(), 100)
+	if errs.KindOf(err) != errs.KindBackend || !strings.Contains(err.Error(), "proxmox.pct_path") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestParseList(t *testing.T) {
+	out := "VMID       Status     Lock         Name                \n" +
+		"100        running                 web1                \n" +
+		"101        stopped    snapshot-delete db                  \n"
+	got := ParseList(out)
+	if len(got) != 2 || got[0] != (ListEntry{100, "running", "", "web1"}) || got[1] != (ListEntry{101, "stopped", "snapshot-delete", "db"}) {
+		t.Errorf("ParseList = %+v", got)
+	}
+	if len(ParseList("")) != 0 {
+		t.Error("empty output must give no rows")
+	}
+}
+
+func TestPctStatus(t *testing.T) {
+	p := &Pct{Path: fakePct(t, `echo "status: running"`)}
+	st, err := p.Status(context.Background(), 100)
+	if err != nil || st != "running" {
+		t.Fatalf("Status = %q, %v", st, err)
+	}
+}
