@@ -192,7 +192,10 @@ func TestTranslateRows(t *testing.T) {
 		}, opts: map[string]string{"features": "nesting=1,keyctl=1,mount=nfs;cifs"}},
 		{name: "annotation unprivileged", mutate: func(in *Input) { in.Spec.Annotations = map[string]string{AnnotationUnprivileged: "0"} },
 			opts: map[string]string{"unprivileged": "0"}},
-		{name: "annotation ostype", mutate: func(in *Input) { in.OSType = "debian"; in.Spec.Annotations = map[string]string{AnnotationOSType: "unmanaged"} },
+		{name: "annotation ostype", mutate: func(in *Input) {
+			in.OSType = "debian"
+			in.Spec.Annotations = map[string]string{AnnotationOSType: "unmanaged"}
+		},
 			opts: map[string]string{"ostype": "unmanaged"}},
 		{name: "annotation tags", mutate: func(in *Input) { in.Spec.Annotations = map[string]string{AnnotationTags: "web;Prod,nexcage"} },
 			opts: map[string]string{"tags": "nexcage;web;prod"}},
