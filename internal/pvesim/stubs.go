@@ -13,16 +13,11 @@ func (n *Node) stopCT(vmid int) error                    { panic("not implemente
 func (n *Node) shutdownCT(vmid int, timeout time.Duration, forceStop bool) error {
 	panic("not implemented")
 }
-func (n *Node) ctStatus(vmid int) (running bool, pid int, err error)      { panic("not implemented") }
-func (n *Node) execCT(vmid int, argv []string) (int, error)               { panic("not implemented") }
-func (n *Node) extractTemplate(archive, rootfs string, unpriv bool) error { panic("not implemented") }
-func (n *Node) detectOSType(rootfs string) (string, error)                { panic("not implemented") }
+func (n *Node) ctStatus(vmid int) (running bool, pid int, err error) { panic("not implemented") }
+func (n *Node) execCT(vmid int, argv []string) (int, error)          { panic("not implemented") }
 
 // Pveam runs the pveam command line.
 func (n *Node) Pveam(args []string) int { panic("not implemented") }
 
 // Pvesh runs the pvesh command line.
 func (n *Node) Pvesh(args []string) int { panic("not implemented") }
-
-// Init prepares a node.
-func Init(n *Node, withTemplates bool) error { panic("not implemented") }
