@@ -187,7 +187,7 @@ func TestExtractTemplateUnprivilegedRefusesUnmappableIDs(t *testing.T) {
 
 func TestExtractTemplateRefusesEscapes(t *testing.T) {
 	cases := map[string][]member{
-		"dotdot": {{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "../evil", Mode: 0o644}, data: "x"}},
+		"dotdot":        {{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "../evil", Mode: 0o644}, data: "x"}},
 		"nested dotdot": {{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "./a/../../evil", Mode: 0o644}, data: "x"}},
 		"through symlink": {
 			{hdr: tar.Header{Typeflag: tar.TypeSymlink, Name: "./up", Linkname: "../.."}},
