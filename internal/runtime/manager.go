@@ -67,7 +67,11 @@ func (m *Manager) Decide(id, override string) (Decision, error) {
 	if err := state.ValidateID(id); err != nil {
 		return Decision{}, err
 	}
-	return m.Route(id, override)
+	d, err := m.Route(id, override)
+	if err == nil {
+		m.log().Debug("routed", "id", id, "backend", d.Backend, "reason", d.Reason)
+	}
+	return d, err
 }
 
 // prepare validates a create request and builds the record and options
