@@ -1,0 +1,384 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+
+	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/jsonerr"
+)
+
+// EnvConfig names the environment variable holding a config file path.
+const EnvConfig = "NEXCAGE_CONFIG"
+
+// MaxFileSize bounds a config file; real ones are a few KiB.
+const MaxFileSize = 1 << 20
+
+// VMID bounds accepted by Proxmox.
+const (
+	MinVMID = 100
+	MaxVMID = 999999999
+)
+
+// DefaultSearchPaths is where Load looks when neither --config nor
+// NEXCAGE_CONFIG names a file; the first that exists wins. Relative
+// entries are taken from the working directory and are only used when
+// the file looks like a nexcage config (see Loader.Load).
+var DefaultSearchPaths = []string{"./config.json", "/etc/nexcage/config.json", "/etc/nexcage/nexcage.json"}
+
+// sections are the top-level keys of a nexcage config file.
+var sections = []string{"proxmox", "runtime", "container_config", "storage", "network", "templates", "runtimes"}
+
+// Default returns the configuration used when no file is found; a file
+// only overrides the keys it sets.
+func Default() *Config {
+	yes := func() *bool { b := true; return &b }
+	return &Config{
+		Proxmox: Proxmox{
+			PctPath:         "pct",
+			PveamPath:       "pveam",
+			PveshPath:       "pvesh",
+			EtcPve:          "/etc/pve",
+			LxcPath:         "/var/lib/lxc",
+			Node:            hostNode(),
+			TemplateStorage: "local",
+			VMIDRange:       [2]int{MinVMID, MaxVMID},
+			Timeout:         300,
+			Unprivileged:    yes(),
+		},
+		Runtime: Runtime{
+			LogLevel: "info",
+			RootPath: "/run/nexcage",
+		},
+		ContainerConfig: ContainerConfig{DefaultContainerType: "lxc"},
+		Storage:         Storage{ImagePath: "/var/lib/nexcage/images"},
+		Network:         Network{Bridge: "vmbr0"},
+		Templates:       Templates{AutoDownload: yes()},
+		Runtimes: Runtimes{
+			Runc: OCIRuntime{Path: "runc", CgroupWorkaround: "never"},
+			Crun: OCIRuntime{Path: "crun", CgroupWorkaround: "auto"},
+		},
+	}
+}
+
+// hostNode is the Proxmox node name of this host: its host name up to the
+// first dot, as Proxmox names nodes.
+func hostNode() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	h, _, _ = strings.Cut(h, ".")
+	return h
+}
+
+// Loader finds and reads the config file. The zero value uses
+// DefaultSearchPaths and the process environment; tests set both.
+type Loader struct {
+	SearchPaths []string
+	Getenv      func(string) string
+}
+
+// Load is Loader{}.Load: the config named by explicit (--config), else
+// by NEXCAGE_CONFIG, else the first file of DefaultSearchPaths, else the
+// defaults. It returns the config and warnings to show the user.
+func Load(explicit string) (*Config, []string, error) {
+	return Loader{}.Load(explicit)
+}
+
+// LoadFrom reads the config file at path (which must exist) over the
+// defaults and validates it.
+func LoadFrom(path string) (*Config, []string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, nil, errs.Wrap(errs.KindInvalidConfig, err, "config %s", path)
+	}
+	data, err := readFile(abs)
+	if err != nil {
+		return nil, nil, err
+	}
+	return parse(abs, data)
+}
+
+// Load resolves the config file: explicit (from --config; must exist),
+// else $NEXCAGE_CONFIG (must exist), else the first existing file among
+// the search paths, else defaults.
+//
+// A relative search path such as ./config.json shares its name with an
+// OCI bundle's config.json, and runc users run commands inside bundle
+// directories. Such a file is only used when it is a JSON object with at
+// least one nexcage section and no "ociVersion"; otherwise it is skipped.
+func (l Loader) Load(explicit string) (*Config, []string, error) {
+	if explicit != "" {
+		return LoadFrom(explicit)
+	}
+	getenv := l.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	if p := getenv(EnvConfig); p != "" {
+		c, w, err := LoadFrom(p)
+		if err != nil {
+			return nil, nil, errs.Wrap(errs.KindInvalidConfig, err, "%s", EnvConfig).
+				WithHint("fix or unset %s", EnvConfig)
+		}
+		return c, w, nil
+	}
+	paths := l.SearchPaths
+	if paths == nil {
+		paths = DefaultSearchPaths
+	}
+	var warnings []string
+	for _, p := range paths {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return nil, nil, errs.Wrap(errs.KindInvalidConfig, err, "config %s", p)
+		}
+		fi, err := os.Stat(abs)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, errs.Wrap(errs.KindInvalidConfig, err, "config %s", abs)
+		}
+		if fi.IsDir() {
+			continue
+		}
+		data, err := readFile(abs)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !filepath.IsAbs(p) {
+			ours, why := looksLikeNexcage(data)
+			if !ours {
+				slog.Debug("ignoring config file candidate", "path", abs, "reason", why)
+				if strings.HasPrefix(why, "not valid JSON") {
+					warnings = append(warnings, fmt.Sprintf("ignoring %s: %s (use --config to load it anyway)", abs, why))
+				}
+				continue
+			}
+		}
+		c, w, err := parse(abs, data)
+		if err != nil {
+			return nil, nil, err
+		}
+		return c, append(warnings, w...), nil
+	}
+	return Default(), warnings, nil
+}
+
+// looksLikeNexcage reports whether data is a nexcage config rather than,
+// for instance, an OCI bundle's config.json; why explains a "no".
+func looksLikeNexcage(data []byte) (bool, string) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(data, &top); err != nil {
+		return false, "not valid JSON: " + jsonerr.Describe(data, err)
+	}
+	if _, ok := top["ociVersion"]; ok {
+		return false, "an OCI bundle config (has ociVersion)"
+	}
+	for _, s := range sections {
+		if _, ok := top[s]; ok {
+			return true, ""
+		}
+	}
+	return false, "no nexcage section (" + strings.Join(sections, ", ") + ")"
+}
+
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, errs.New(errs.KindInvalidConfig, "config %s: no such file", path).
+			WithHint("check the path given with --config or %s", EnvConfig)
+	}
+	if err != nil {
+		return nil, errs.Wrap(errs.KindInvalidConfig, err, "config %s", path)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, errs.Wrap(errs.KindInvalidConfig, err, "config %s", path)
+	}
+	if len(data) > MaxFileSize {
+		return nil, errs.New(errs.KindInvalidConfig, "config %s: larger than %d bytes", path, MaxFileSize)
+	}
+	return data, nil
+}
+
+// parse decodes data (the file at path) over the defaults and validates.
+func parse(path string, data []byte) (*Config, []string, error) {
+	fail := func(format string, args ...any) *errs.Error {
+		return errs.New(errs.KindInvalidConfig, "config %s: %s", path, fmt.Sprintf(format, args...)).
+			WithHint("see docs/CONFIG.md and config.example.json")
+	}
+	// json.Unmarshal reports syntax errors (including trailing data and a
+	// truncated file) with offsets; the Decoder is only for UseNumber.
+	var probe any
+	if err := json.Unmarshal(data, &probe); err != nil {
+		return nil, nil, fail("%s", jsonerr.Describe(data, err))
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var tree any
+	if err := dec.Decode(&tree); err != nil {
+		return nil, nil, fail("%s", jsonerr.Describe(data, err))
+	}
+
+	var unknown []string
+	if err := checkTree("", tree, reflect.TypeOf(Config{}), &unknown); err != nil {
+		return nil, nil, fail("%s", err)
+	}
+	c := Default()
+	// tree now holds only known keys with the right types, so this cannot
+	// fail on content; re-encoding keeps key matching exact (encoding/json
+	// alone would match keys case-insensitively).
+	clean, err := json.Marshal(tree)
+	if err == nil {
+		err = json.Unmarshal(clean, c)
+	}
+	if err != nil {
+		return nil, nil, errs.Wrap(errs.KindInternal, err, "config %s", path)
+	}
+	fillEmptyStrings(reflect.ValueOf(c).Elem(), reflect.ValueOf(Default()).Elem())
+	c.Path = path
+
+	var warnings []string
+	if len(unknown) > 0 {
+		quoted := make([]string, len(unknown))
+		for i, k := range unknown {
+			quoted[i] = fmt.Sprintf("%q", k)
+		}
+		noun := "key"
+		if len(unknown) > 1 {
+			noun = "keys"
+		}
+		warnings = append(warnings, fmt.Sprintf("config %s: unknown %s %s (ignored; see docs/CONFIG.md)", path, noun, strings.Join(quoted, ", ")))
+	}
+	w, err := c.validate()
+	if err != nil {
+		var e *errs.Error
+		if errors.As(err, &e) && e.Hint != "" {
+			return nil, nil, errs.Wrap(errs.KindInvalidConfig, err, "config %s", path)
+		}
+		return nil, nil, fail("%s", err)
+	}
+	for _, s := range w {
+		warnings = append(warnings, fmt.Sprintf("config %s: %s", path, s))
+	}
+	return c, warnings, nil
+}
+
+// checkTree checks the decoded JSON value v against Go type t, naming the
+// key path p in errors, appends unknown keys to unknown and deletes them
+// from the tree. null is accepted anywhere and means "use the default".
+func checkTree(p string, v any, t reflect.Type, unknown *[]string) error {
+	if v == nil {
+		return nil
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	name := p
+	if name == "" {
+		name = "(top level)"
+	}
+	mismatch := func() error {
+		return fmt.Errorf("%s: expected %s, got %s", name, jsonerr.KindOf(t), jsonerr.KindOfValue(v))
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := v.(map[string]any)
+		if !ok {
+			return mismatch()
+		}
+		fields := map[string]reflect.Type{}
+		for i := range t.NumField() {
+			f := t.Field(i)
+			tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if tag != "" && tag != "-" {
+				fields[tag] = f.Type
+			}
+		}
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			kp := k
+			if p != "" {
+				kp = p + "." + k
+			}
+			ft, ok := fields[k]
+			if !ok {
+				*unknown = append(*unknown, kp)
+				delete(m, k)
+				continue
+			}
+			if err := checkTree(kp, m[k], ft, unknown); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		a, ok := v.([]any)
+		if !ok {
+			return mismatch()
+		}
+		if t.Kind() == reflect.Array && len(a) != t.Len() {
+			return fmt.Errorf("%s: expected an array of %d elements, got %d", name, t.Len(), len(a))
+		}
+		for i, e := range a {
+			if e == nil {
+				return fmt.Errorf("%s[%d]: expected %s, got null", name, i, jsonerr.KindOf(t.Elem()))
+			}
+			if err := checkTree(fmt.Sprintf("%s[%d]", p, i), e, t.Elem(), unknown); err != nil {
+				return err
+			}
+		}
+	case reflect.String:
+		if _, ok := v.(string); !ok {
+			return mismatch()
+		}
+	case reflect.Bool:
+		if _, ok := v.(bool); !ok {
+			return mismatch()
+		}
+	case reflect.Int:
+		n, ok := v.(json.Number)
+		if !ok {
+			return mismatch()
+		}
+		if _, err := n.Int64(); err != nil {
+			return fmt.Errorf("%s: expected integer, got %s", name, n)
+		}
+	default:
+		return fmt.Errorf("%s: unsupported field type %s", name, t)
+	}
+	return nil
+}
+
+// fillEmptyStrings sets every empty string field of v (a struct) to its
+// value in def, so "" in a file means "default" like an absent key.
+func fillEmptyStrings(v, def reflect.Value) {
+	for i := range v.NumField() {
+		f, d := v.Field(i), def.Field(i)
+		switch f.Kind() {
+		case reflect.Struct:
+			fillEmptyStrings(f, d)
+		case reflect.String:
+			if f.String() == "" && f.CanSet() {
+				f.SetString(d.String())
+			}
+		}
+	}
+}

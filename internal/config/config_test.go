@@ -1,0 +1,395 @@
+package config
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/nexcage/nexcage/internal/errs"
+)
+
+func write(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// noEnv is a Getenv that sees no NEXCAGE_CONFIG.
+func noEnv(string) string { return "" }
+
+func TestDefault(t *testing.T) {
+	c := Default()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("defaults invalid: %v", err)
+	}
+	want := map[string]any{
+		"root_path":  c.Runtime.RootPath == "/run/nexcage",
+		"bridge":     c.Network.Bridge == "vmbr0",
+		"tstorage":   c.Proxmox.TemplateStorage == "local",
+		"vmid_range": c.Proxmox.VMIDRange == [2]int{100, 999999999},
+		"timeout":    c.Proxmox.Timeout == 300,
+		"unpriv":     c.Proxmox.Unprivileged != nil && *c.Proxmox.Unprivileged,
+		"autodl":     c.Templates.AutoDownload != nil && *c.Templates.AutoDownload,
+		"default":    c.ContainerConfig.DefaultContainerType == "lxc",
+		"etc_pve":    c.Proxmox.EtcPve == "/etc/pve",
+		"lxc_path":   c.Proxmox.LxcPath == "/var/lib/lxc",
+		"image_path": c.Storage.ImagePath == "/var/lib/nexcage/images",
+		"crun cg":    c.Runtimes.Crun.CgroupWorkaround == "auto",
+		"log_level":  c.Runtime.LogLevel == "info",
+		"pct":        c.Proxmox.PctPath == "pct",
+		"path":       c.Path == "",
+	}
+	for k, ok := range want {
+		if ok != true {
+			t.Errorf("default %s wrong: %+v", k, c)
+		}
+	}
+	// Each call returns fresh pointers.
+	*Default().Proxmox.Unprivileged = false
+	if !*Default().Proxmox.Unprivileged {
+		t.Error("Default shares its *bool values")
+	}
+}
+
+func TestSearchOrder(t *testing.T) {
+	dir := t.TempDir()
+	etc1 := filepath.Join(dir, "etc", "config.json")
+	etc2 := filepath.Join(dir, "etc", "nexcage.json")
+	cwd := filepath.Join(dir, "cwd")
+	if err := os.Mkdir(cwd, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(cwd)
+	l := Loader{SearchPaths: []string{"./config.json", etc1, etc2}, Getenv: noEnv}
+
+	// Nothing: defaults.
+	c, w, err := l.Load("")
+	if err != nil || c.Path != "" || len(w) != 0 {
+		t.Fatalf("no files: %v %q %v", c.Path, w, err)
+	}
+	write(t, dir, "etc/nexcage.json", `{"network":{"bridge":"vmbr2"}}`)
+	c, _, err = l.Load("")
+	if err != nil || c.Path != etc2 || c.Network.Bridge != "vmbr2" {
+		t.Fatalf("etc2: %v %v %v", c.Path, c.Network.Bridge, err)
+	}
+	write(t, dir, "etc/config.json", `{"network":{"bridge":"vmbr1"}}`)
+	c, _, err = l.Load("")
+	if err != nil || c.Path != etc1 {
+		t.Fatalf("etc1: %v %v", c.Path, err)
+	}
+	// ./config.json that is an OCI bundle config is skipped.
+	write(t, cwd, "config.json", `{"ociVersion":"1.0.2","process":{"args":["sh"]},"root":{"path":"rootfs"}}`)
+	c, w, err = l.Load("")
+	if err != nil || c.Path != etc1 || len(w) != 0 {
+		t.Fatalf("bundle config.json not skipped: %v %q %v", c.Path, w, err)
+	}
+	// ... also one that has a nexcage-like section name next to ociVersion.
+	write(t, cwd, "config.json", `{"ociVersion":"1.0.2","runtime":{}}`)
+	if c, _, err = l.Load(""); err != nil || c.Path != etc1 {
+		t.Fatalf("ociVersion file not skipped: %v %v", c.Path, err)
+	}
+	// ... and one without any of our sections.
+	write(t, cwd, "config.json", `{"foo":1}`)
+	if c, _, err = l.Load(""); err != nil || c.Path != etc1 {
+		t.Fatalf("foreign file not skipped: %v %v", c.Path, err)
+	}
+	// Broken JSON in ./config.json: skipped with a warning.
+	write(t, cwd, "config.json", `{"proxmox":`)
+	c, w, err = l.Load("")
+	if err != nil || c.Path != etc1 || len(w) != 1 || !strings.Contains(w[0], "not valid JSON") {
+		t.Fatalf("broken cwd config: %v %q %v", c.Path, w, err)
+	}
+	// A nexcage ./config.json wins over /etc.
+	write(t, cwd, "config.json", `{"network":{"bridge":"vmbr3"}}`)
+	c, _, err = l.Load("")
+	if err != nil || c.Path != filepath.Join(cwd, "config.json") || c.Network.Bridge != "vmbr3" {
+		t.Fatalf("cwd: %v %v", c.Path, err)
+	}
+	// NEXCAGE_CONFIG wins over the search path, and is taken even when it
+	// has an odd shape (the user named it explicitly).
+	envFile := write(t, dir, "env.json", `{"network":{"bridge":"vmbr4"}}`)
+	l.Getenv = func(k string) string {
+		if k == EnvConfig {
+			return envFile
+		}
+		return ""
+	}
+	c, _, err = l.Load("")
+	if err != nil || c.Path != envFile || c.Network.Bridge != "vmbr4" {
+		t.Fatalf("env: %v %v", c.Path, err)
+	}
+	// --config wins over everything.
+	explicit := write(t, dir, "explicit.json", `{"network":{"bridge":"vmbr5"}}`)
+	c, _, err = l.Load(explicit)
+	if err != nil || c.Path != explicit || c.Network.Bridge != "vmbr5" {
+		t.Fatalf("explicit: %v %v", c.Path, err)
+	}
+	// A relative --config is resolved against the working directory.
+	c, _, err = l.Load("../explicit.json")
+	if err != nil || c.Path != explicit {
+		t.Fatalf("relative explicit: %v %v", c.Path, err)
+	}
+	// Missing explicit or env file is an error, not a fallback.
+	_, _, err = l.Load(filepath.Join(dir, "missing.json"))
+	if errs.KindOf(err) != errs.KindInvalidConfig || !strings.Contains(err.Error(), "missing.json: no such file") {
+		t.Errorf("missing --config: %v", err)
+	}
+	l.Getenv = func(string) string { return filepath.Join(dir, "missing-env.json") }
+	_, _, err = l.Load("")
+	if errs.KindOf(err) != errs.KindInvalidConfig || !strings.Contains(err.Error(), "missing-env.json: no such file") ||
+		!strings.Contains(err.Error(), EnvConfig) {
+		t.Errorf("missing NEXCAGE_CONFIG: %v", err)
+	}
+}
+
+func TestDefaultsFillUnset(t *testing.T) {
+	p := write(t, t.TempDir(), "c.json", `{"proxmox":{"timeout":30,"node":"","unprivileged":false},"runtime":{"log_level":null}}`)
+	c, w, err := LoadFrom(p)
+	if err != nil || len(w) != 0 {
+		t.Fatal(err, w)
+	}
+	d := Default()
+	if c.Proxmox.Timeout != 30 || *c.Proxmox.Unprivileged || c.Proxmox.Node != d.Proxmox.Node ||
+		c.Runtime.LogLevel != "info" || c.Network.Bridge != "vmbr0" || c.Proxmox.VMIDRange != d.Proxmox.VMIDRange ||
+		!*c.Templates.AutoDownload || c.Runtimes.Crun.Path != "crun" {
+		t.Errorf("merged config wrong: %+v", c)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, content string
+		want          []string
+	}{
+		{"syntax", "{\n  \"proxmox\": {\n    \"timeout\": 30,,\n  }\n}", []string{"line 3, column 19"}},
+		{"eof", "{\n  \"proxmox\": {", []string{"line 2, column 15", "unexpected end"}},
+		{"empty", "", []string{"line 1, column 1"}},
+		{"trailing", "{}\n{}", []string{"line 2, column 1", "after top-level value"}},
+		{"top array", `[]`, []string{"(top level): expected object, got array"}},
+		{"section type", `{"proxmox": []}`, []string{"proxmox: expected object, got array"}},
+		{"timeout string", `{"proxmox": {"timeout": "30"}}`, []string{"proxmox.timeout: expected integer, got string"}},
+		{"timeout float", `{"proxmox": {"timeout": 1.5}}`, []string{"proxmox.timeout: expected integer, got 1.5"}},
+		{"bool string", `{"templates": {"auto_download": "yes"}}`, []string{"templates.auto_download: expected boolean, got string"}},
+		{"routing object", `{"runtime": {"routing": {"pattern": "x"}}}`, []string{"runtime.routing: expected array, got object"}},
+		{"routing elem", `{"runtime": {"routing": [{"pattern": 5, "runtime": "runc"}]}}`, []string{"runtime.routing[0].pattern: expected string, got number"}},
+		{"vmid short", `{"proxmox": {"vmid_range": [100]}}`, []string{"proxmox.vmid_range: expected an array of 2 elements, got 1"}},
+		{"vmid null elem", `{"proxmox": {"vmid_range": [100, null]}}`, []string{"proxmox.vmid_range[1]: expected integer, got null"}},
+		{"dns type", `{"network": {"dns_servers": "9.9.9.9"}}`, []string{"network.dns_servers: expected array, got string"}},
+		{"vmid low", `{"proxmox": {"vmid_range": [50, 200]}}`, []string{"proxmox.vmid_range", "[50, 200]"}},
+		{"vmid high", `{"proxmox": {"vmid_range": [100, 1000000000]}}`, []string{"proxmox.vmid_range"}},
+		{"vmid order", `{"proxmox": {"vmid_range": [500, 200]}}`, []string{"proxmox.vmid_range"}},
+		{"timeout zero", `{"proxmox": {"timeout": 0}}`, []string{"proxmox.timeout: 0 must be > 0"}},
+		{"timeout negative", `{"proxmox": {"timeout": -5}}`, []string{"proxmox.timeout"}},
+		{"bridge comma", `{"network": {"bridge": "vmbr0,tag=5"}}`, []string{"network.bridge", "vmbr0,tag=5"}},
+		{"bridge long", `{"network": {"bridge": "abcdefghijklmnop"}}`, []string{"network.bridge"}},
+		{"bridge newline", `{"network": {"bridge": "vmbr0\nx"}}`, []string{"network.bridge"}},
+		{"node equals", `{"proxmox": {"node": "a=b"}}`, []string{"proxmox.node"}},
+		{"storage bad", `{"proxmox": {"storage": "local lvm"}}`, []string{"proxmox.storage"}},
+		{"tstorage bad", `{"proxmox": {"template_storage": "x:y"}}`, []string{"proxmox.template_storage"}},
+		{"log level", `{"runtime": {"log_level": "verbose"}}`, []string{"runtime.log_level", "verbose"}},
+		{"root relative", `{"runtime": {"root_path": "run/nexcage"}}`, []string{"runtime.root_path", "absolute"}},
+		{"log path relative", `{"runtime": {"log_path": "x.log"}}`, []string{"runtime.log_path"}},
+		{"etc_pve relative", `{"proxmox": {"etc_pve": "etc/pve"}}`, []string{"proxmox.etc_pve"}},
+		{"pct newline", `{"proxmox": {"pct_path": "/usr/sbin/pct\n"}}`, []string{"proxmox.pct_path"}},
+		{"dns bad", `{"network": {"dns_servers": ["9.9.9.9", "dns.quad9.net"]}}`, []string{"network.dns_servers[1]"}},
+		{"bad regex", `{"runtime": {"routing": [{"pattern": ".*", "runtime": "lxc"}, {"pattern": "(", "runtime": "crun"}]}}`, []string{"runtime.routing[1].pattern", "not a valid regular expression"}},
+		{"empty pattern", `{"runtime": {"routing": [{"pattern": "", "runtime": "crun"}]}}`, []string{"runtime.routing[0].pattern: empty"}},
+		{"bad runtime", `{"runtime": {"routing": [{"pattern": "x", "runtime": "docker"}]}}`, []string{"runtime.routing[0].runtime", `unknown runtime "docker"`, "lxc, proxmox-lxc, runc, crun"}},
+		{"bad default", `{"container_config": {"default_container_type": "kvm"}}`, []string{"container_config.default_container_type", `"kvm"`}},
+		{"bad wildcard", `{"container_config": {"crun_name_patterns": ["["]}}`, []string{"container_config.crun_name_patterns[0]"}},
+		{"bad workaround", `{"runtimes": {"crun": {"cgroup_workaround": "sometimes"}}}`, []string{"runtimes.crun.cgroup_workaround"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := write(t, t.TempDir(), "c.json", tc.content)
+			c, _, err := LoadFrom(p)
+			if err == nil {
+				t.Fatalf("loaded: %+v", c)
+			}
+			if errs.KindOf(err) != errs.KindInvalidConfig {
+				t.Errorf("kind %v, want invalid-config: %v", errs.KindOf(err), err)
+			}
+			for _, s := range append(tc.want, "config "+p) {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("error %q lacks %q", err, s)
+				}
+			}
+		})
+	}
+}
+
+func TestUnknownKeys(t *testing.T) {
+	p := write(t, t.TempDir(), "c.json", `{
+	  "proxmox": {"pct_pth": "/x", "timeout": 10, "Node": "pve2"},
+	  "runtime": {"routing": [{"pattern": "^a$", "runtime": "runc", "patern": "x"}]},
+	  "extra": {"a": 1}
+	}`)
+	c, w, err := LoadFrom(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(w) != 1 {
+		t.Fatalf("warnings = %q, want one", w)
+	}
+	for _, k := range []string{`"extra"`, `"proxmox.pct_pth"`, `"proxmox.Node"`, `"runtime.routing[0].patern"`, "unknown keys"} {
+		if !strings.Contains(w[0], k) {
+			t.Errorf("warning %q lacks %s", w[0], k)
+		}
+	}
+	// Known keys next to unknown ones still apply; a wrongly cased key is
+	// not silently used.
+	if c.Proxmox.Timeout != 10 || c.Proxmox.PctPath != "pct" || c.Proxmox.Node == "pve2" || c.Runtime.Routing[0].Runtime != "runc" {
+		t.Errorf("config = %+v", c.Proxmox)
+	}
+}
+
+func TestVMRouteWarns(t *testing.T) {
+	p := write(t, t.TempDir(), "c.json", `{"runtime": {"routing": [{"pattern": "vm-.*", "runtime": "vm"}]}}`)
+	c, w, err := LoadFrom(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(w) != 1 || !strings.Contains(w[0], "runtime.routing[0]") || !strings.Contains(w[0], "not support") {
+		t.Errorf("warnings = %q", w)
+	}
+	r, err := c.Router()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.Route("vm-1", "")
+	if errs.KindOf(err) != errs.KindUnsupported || !strings.Contains(err.Error(), "not supported") || !strings.Contains(err.Error(), "vm-1") {
+		t.Errorf("Route(vm-1) = %v", err)
+	}
+}
+
+// repoFile returns the path of a file at the repository root.
+func repoFile(name string) string { return filepath.Join("..", "..", name) }
+
+// exampleKeys flattens a JSON document into key paths: objects nest with
+// ".", arrays of objects add "[]", scalar arrays are leaves.
+func exampleKeys(prefix string, v any, out map[string]bool) {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			p := k
+			if prefix != "" {
+				p = prefix + "." + k
+			}
+			exampleKeys(p, e, out)
+		}
+	case []any:
+		objects := false
+		for _, e := range x {
+			if _, ok := e.(map[string]any); ok {
+				objects = true
+				exampleKeys(prefix+"[]", e, out)
+			}
+		}
+		if !objects {
+			out[prefix] = true
+		}
+	default:
+		out[prefix] = true
+	}
+}
+
+// structKeys lists the key paths of every field of t, like exampleKeys.
+func structKeys(prefix string, t reflect.Type, out map[string]bool) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t.Kind() == reflect.Struct:
+		for i := range t.NumField() {
+			tag, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+			if tag == "" || tag == "-" {
+				continue
+			}
+			p := tag
+			if prefix != "" {
+				p = prefix + "." + tag
+			}
+			structKeys(p, t.Field(i).Type, out)
+		}
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
+		structKeys(prefix+"[]", t.Elem(), out)
+	default:
+		out[prefix] = true
+	}
+}
+
+func TestExampleConfig(t *testing.T) {
+	c, w, err := LoadFrom(repoFile("config.example.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(w) != 0 {
+		t.Errorf("config.example.json gives warnings: %q", w)
+	}
+	// The example exercises routing as the docs say.
+	r, err := c.Router()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]string{"cilium-agent": BackendCrun, "ci-42": BackendRunc, "calico-node": BackendCrun, "web1": BackendProxmox} {
+		d, err := r.Route(id, "")
+		if err != nil || d.Backend != want {
+			t.Errorf("example routes %s to %v (%v), want %s", id, d, err, want)
+		}
+	}
+
+	data, err := os.ReadFile(repoFile("config.example.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tree any
+	if err := json.Unmarshal(data, &tree); err != nil {
+		t.Fatal(err)
+	}
+	inExample := map[string]bool{}
+	exampleKeys("", tree, inExample)
+	inStruct := map[string]bool{}
+	structKeys("", reflect.TypeOf(Config{}), inStruct)
+	if !reflect.DeepEqual(inExample, inStruct) {
+		t.Errorf("config.example.json keys differ from the schema:\nexample: %v\nschema:  %v", sorted(inExample), sorted(inStruct))
+	}
+
+	doc, err := os.ReadFile(repoFile("docs/CONFIG.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range inStruct {
+		if !strings.Contains(string(doc), "`"+k+"`") {
+			t.Errorf("docs/CONFIG.md does not document `%s`", k)
+		}
+	}
+}
+
+func sorted(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestParseLogLevel(t *testing.T) {
+	for _, s := range []string{"debug", "INFO", "warn", "warning", "error", ""} {
+		if _, err := ParseLogLevel(s); err != nil {
+			t.Errorf("ParseLogLevel(%q): %v", s, err)
+		}
+	}
+	if _, err := ParseLogLevel("trace"); err == nil {
+		t.Error("ParseLogLevel(trace) succeeded")
+	}
+}

@@ -1,0 +1,164 @@
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/nexcage/nexcage/internal/errs"
+)
+
+// Name syntaxes from Proxmox VE (pve-storage-id, pve-node, pve-bridge-id);
+// Linux interface names are at most 15 bytes.
+var (
+	storageIDPattern = regexp.MustCompile(`(?i)^[a-z][a-z0-9\-_.]*[a-z0-9]$`)
+	nodePattern      = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$`)
+	bridgePattern    = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,15}$`)
+)
+
+// Validate checks every value of c and returns the first problem, naming
+// its key (e.g. "proxmox.timeout: must be > 0").
+func (c *Config) Validate() error {
+	_, err := c.validate()
+	return err
+}
+
+// validate returns warnings for accepted but doubtful values, or the first
+// invalid value as an error naming its key.
+func (c *Config) validate() ([]string, error) {
+	var warnings []string
+	p := &c.Proxmox
+
+	for key, v := range map[string]string{
+		"proxmox.pct_path": p.PctPath, "proxmox.pveam_path": p.PveamPath, "proxmox.pvesh_path": p.PveshPath,
+		"runtimes.runc.path": c.Runtimes.Runc.Path, "runtimes.crun.path": c.Runtimes.Crun.Path,
+	} {
+		if err := checkCommand(key, v); err != nil {
+			return nil, err
+		}
+	}
+	for key, v := range map[string]string{
+		"proxmox.etc_pve": p.EtcPve, "proxmox.lxc_path": p.LxcPath,
+		"runtime.root_path": c.Runtime.RootPath, "storage.image_path": c.Storage.ImagePath,
+	} {
+		if err := checkAbsPath(key, v); err != nil {
+			return nil, err
+		}
+	}
+	if c.Runtime.LogPath != "" {
+		if err := checkAbsPath("runtime.log_path", c.Runtime.LogPath); err != nil {
+			return nil, err
+		}
+	}
+	if p.Node != "" && (!nodePattern.MatchString(p.Node) || len(p.Node) > 63) {
+		return nil, fmt.Errorf("proxmox.node: %q is not a valid node name (letters, digits and '-', at most 63)", p.Node)
+	}
+	if p.Storage != "" && !storageIDPattern.MatchString(p.Storage) {
+		return nil, fmt.Errorf("proxmox.storage: %q is not a valid Proxmox storage id", p.Storage)
+	}
+	if !storageIDPattern.MatchString(p.TemplateStorage) {
+		return nil, fmt.Errorf("proxmox.template_storage: %q is not a valid Proxmox storage id", p.TemplateStorage)
+	}
+	lo, hi := p.VMIDRange[0], p.VMIDRange[1]
+	if lo < MinVMID || hi > MaxVMID || lo > hi {
+		return nil, fmt.Errorf("proxmox.vmid_range: [%d, %d] must be ordered and within [%d, %d]", lo, hi, MinVMID, MaxVMID)
+	}
+	if p.Timeout <= 0 {
+		return nil, fmt.Errorf("proxmox.timeout: %d must be > 0 (seconds)", p.Timeout)
+	}
+
+	if _, err := ParseLogLevel(c.Runtime.LogLevel); err != nil {
+		return nil, fmt.Errorf("runtime.log_level: %w", err)
+	}
+	rules, err := compileRules(c.Runtime.Routing)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rules {
+		if r.backend == backendVM {
+			warnings = append(warnings, fmt.Sprintf("runtime.routing[%d] sends ids matching %q to %q, which nexcage does not support; such containers will fail to create", r.index, r.pattern, r.runtime))
+		}
+	}
+	for i, pat := range c.ContainerConfig.CrunNamePatterns {
+		if _, err := path.Match(pat, ""); err != nil || pat == "" {
+			return nil, fmt.Errorf("container_config.crun_name_patterns[%d]: %q is not a valid shell wildcard pattern", i, pat)
+		}
+	}
+	def, err := normalize(c.ContainerConfig.DefaultContainerType, true)
+	if err != nil {
+		return nil, fmt.Errorf("container_config.default_container_type: %w", err)
+	}
+	if def == backendVM {
+		warnings = append(warnings, fmt.Sprintf("container_config.default_container_type %q is not supported by nexcage; containers without a routing rule will fail to create", c.ContainerConfig.DefaultContainerType))
+	}
+
+	if err := checkText("storage.zfs_dataset", c.Storage.ZFSDataset); err != nil {
+		return nil, err
+	}
+	if !bridgePattern.MatchString(c.Network.Bridge) {
+		return nil, fmt.Errorf("network.bridge: %q is not a valid bridge name (1-15 of A-Z a-z 0-9 _ . -)", c.Network.Bridge)
+	}
+	for i, s := range c.Network.DNSServers {
+		if _, err := netip.ParseAddr(s); err != nil {
+			return nil, fmt.Errorf("network.dns_servers[%d]: %q is not an IP address", i, s)
+		}
+	}
+	for key, v := range map[string]string{
+		"runtimes.runc.cgroup_workaround": c.Runtimes.Runc.CgroupWorkaround,
+		"runtimes.crun.cgroup_workaround": c.Runtimes.Crun.CgroupWorkaround,
+	} {
+		switch v {
+		case "auto", "always", "never":
+		default:
+			return nil, fmt.Errorf("%s: %q must be one of auto, always, never", key, v)
+		}
+	}
+	return warnings, nil
+}
+
+// checkText refuses characters that would break a command line or a
+// Proxmox config line.
+func checkText(key, v string) error {
+	if strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return fmt.Errorf("%s: %q contains control characters", key, v)
+	}
+	return nil
+}
+
+// checkCommand accepts a program name looked up on PATH or a path.
+func checkCommand(key, v string) error {
+	if v == "" {
+		return fmt.Errorf("%s: empty", key)
+	}
+	return checkText(key, v)
+}
+
+func checkAbsPath(key, v string) error {
+	if err := checkText(key, v); err != nil {
+		return err
+	}
+	if !filepath.IsAbs(v) {
+		return fmt.Errorf("%s: %q must be an absolute path", key, v)
+	}
+	return nil
+}
+
+// ParseLogLevel maps runtime.log_level (debug, info, warn/warning, error;
+// any case) to a slog level.
+func ParseLogLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info", "":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, errs.New(errs.KindInvalidConfig, "unknown log level %q (use debug, info, warn or error)", s)
+}
