@@ -134,9 +134,12 @@ func (f PropFormat) Canonical(p Props) string {
 // Proxmox's message, or "" when the value is fine. Format messages come
 // back as Proxmox prints them, ending in "\n" (which is what produces the
 // blank line after such errors in pct's output).
-func (s *Schema) Check(v string) string { return s.check(v) }
+// path names the value in nested messages (`net0` -> `net0.name`).
+func (s *Schema) Check(path, v string) string { return s.checkPath(path, v) }
 
-func (s *Schema) check(v string) string {
+func (s *Schema) check(v string) string { return s.checkPath("", v) }
+
+func (s *Schema) checkPath(path, v string) string {
 	switch s.Type {
 	case TInteger:
 		if !reInteger.MatchString(v) {
@@ -152,7 +155,7 @@ func (s *Schema) check(v string) string {
 		}
 	}
 	if s.Props != nil {
-		if _, err := s.Props.Parse("", v); err != nil {
+		if _, err := s.Props.Parse(path, v); err != nil {
 			return "invalid format - " + errText(err)
 		}
 	}

@@ -1,0 +1,70 @@
+package pvesim
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+
+	"github.com/google/renameio/v2"
+
+	"github.com/nexcage/nexcage/internal/pve"
+)
+
+// loadConf reads this node's <vmid>.conf as PVE::LXC::Config::load_config
+// does: a missing file is an error, parse problems are warnings on stderr
+// (lines Proxmox refuses, such as lxc keys outside its allow-list, are
+// dropped).
+func (n *Node) loadConf(vmid int) (*pve.Config, error) { return n.loadConfWarn(vmid, true) }
+
+func (n *Node) loadConfWarn(vmid int, warn bool) (*pve.Config, error) {
+	data, err := os.ReadFile(n.ConfPath(vmid))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, dief("Configuration file 'nodes/%s/lxc/%d.conf' does not exist", n.Name, vmid)
+	}
+	if err != nil {
+		return nil, err
+	}
+	conf, warns, err := pve.ParseConfig(data)
+	if err != nil {
+		return nil, dief("vm %d - %v", vmid, err)
+	}
+	for _, w := range warns {
+		if !warn {
+			break
+		}
+		fmt.Fprintf(n.Stderr, "vm %d - %s\n", vmid, w)
+	}
+	return conf, nil
+}
+
+// writeConf stores conf atomically.
+func (n *Node) writeConf(vmid int, conf *pve.Config) error {
+	data, err := conf.Marshal()
+	if err != nil {
+		return dief("%v", err)
+	}
+	if err := os.MkdirAll(n.NodeLxcDir(), 0o755); err != nil {
+		return err
+	}
+	return renameio.WriteFile(n.ConfPath(vmid), data, 0o640)
+}
+
+// checkLock is AbstractConfig::check_lock.
+func checkLock(conf *pve.Config) error {
+	if l, ok := conf.Get("lock"); ok && l != "" {
+		return dief("CT is locked (%s)", l)
+	}
+	return nil
+}
+
+// confNode returns the node whose folder holds <vmid>.conf, or "".
+func (n *Node) confNode(vmid int) string {
+	nodes, _ := os.ReadDir(n.EtcPve() + "/nodes")
+	for _, d := range nodes {
+		if _, err := os.Stat(fmt.Sprintf("%s/%d.conf", n.NodeLxcDirOf(d.Name()), vmid)); err == nil {
+			return d.Name()
+		}
+	}
+	return ""
+}

@@ -1,0 +1,467 @@
+package pvesim
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/nexcage/nexcage/internal/pve"
+)
+
+// createOnly are the create parameters that are not config options.
+var createOnly = map[string]bool{
+	"vmid": true, "ostemplate": true, "storage": true, "password": true, "ssh-public-keys": true,
+	"start": true, "force": true, "unique": true, "restore": true, "pool": true,
+	"ignore-unpack-errors": true, "bwlimit": true, "ha-managed": true,
+}
+
+var reBareSize = regexp.MustCompile(`^\d+(\.\d+)?$`)
+
+// pctCreate is `pct create <vmid> <ostemplate> [OPTIONS]`, following
+// pve-container's create_vm: checks that die before the task, then the
+// task (volumes, extraction, config) that undoes itself on failure and
+// reports `unable to create CT <vmid> - <reason>`.
+func (n *Node) pctCreate(c *call) error {
+	vmid := c.vmid
+	ostemplate := c.args["ostemplate"]
+	if c.flag("restore") {
+		return dief("pvesim: --restore is not supported by the simulator")
+	}
+	if s, ok := c.opts["ssh-public-keys"]; ok {
+		// The CLI maps this option to the content of the named file.
+		if _, err := os.ReadFile(s); err != nil {
+			return dief("unable to open file '%s' - %v", s, unwrapPathErr(err))
+		}
+	}
+
+	storages, err := n.readStorages()
+	if err != nil {
+		return err
+	}
+
+	// ostemplate: a volume id, or a path (root only; we always run as root).
+	var tmplVolid, tmplStorage, tmplFile string
+	if sid, volname, err := pve.ParseVolumeID(ostemplate); err == nil {
+		scfg, ok := pve.FindStorage(storages, sid)
+		if !ok {
+			return dief("storage '%s' does not exist", sid)
+		}
+		ct := pve.ContentType(volname)
+		if ct == "" {
+			return dief("unable to parse directory volume name '%s'", volname)
+		}
+		if ct != "vztmpl" {
+			return dief("unable to use volume %s - content type needs to be 'vztmpl'", ostemplate)
+		}
+		f, err := pve.TemplateVolume(volname)
+		if err != nil {
+			return dief("unable to parse directory volume name '%s'", volname)
+		}
+		tmplVolid, tmplStorage, tmplFile = ostemplate, scfg.Name, f
+	}
+
+	storage := "local"
+	if s, ok := c.opts["storage"]; ok {
+		storage = s
+	}
+	checkStorage := func(sid string) error {
+		scfg, ok := pve.FindStorage(storages, sid)
+		if !ok {
+			return dief("storage '%s' does not exist", sid)
+		}
+		if !scfg.HasContent("rootdir") {
+			return &paramError{errors: map[string]string{
+				"storage": fmt.Sprintf("storage '%s' does not support container directories", sid)}}
+		}
+		return nil
+	}
+
+	// Split disk parameters from the rest (bare sizes use --storage).
+	mpParam := map[string]string{}
+	conf := pve.NewConfig()
+	for k, v := range c.opts {
+		switch {
+		case createOnly[k]:
+		case k == "rootfs" || strings.HasPrefix(k, "mp"):
+			if reBareSize.MatchString(v) {
+				v = storage + ":" + v
+			}
+			mpParam[k] = v
+		case strings.HasPrefix(k, "unused"):
+			fmt.Fprintf(n.Stderr, "ignoring '%s', cannot create/restore with unused volume\n", k)
+		default:
+			conf.Set(k, v)
+		}
+	}
+	if len(mpParam) > 0 {
+		if _, ok := mpParam["rootfs"]; !ok {
+			return dief("mount points configured, but 'rootfs' not set - aborting")
+		}
+	}
+	for k, v := range mpParam {
+		mp, _ := pve.MountFormat.Parse(k, v)
+		if k == "rootfs" {
+			mp, _ = pve.RootfsFormat.Parse(k, v)
+		}
+		vol, _ := mp.Get("volume")
+		if strings.HasPrefix(vol, "/") {
+			continue // bind or device mount: root only, and we are root
+		}
+		sid, _, err := pve.ParseVolumeID(vol)
+		if err != nil {
+			return dief("unable to parse volume ID '%s'", vol)
+		}
+		if err := checkStorage(sid); err != nil {
+			return err
+		}
+	}
+	if _, ok := mpParam["rootfs"]; !ok {
+		if err := checkStorage(storage); err != nil {
+			return err
+		}
+		mpParam["rootfs"] = storage + ":4"
+	}
+	if err := prepareConfigOptions(conf); err != nil {
+		return err
+	}
+	unpriv := true
+	if v, ok := c.opts["unprivileged"]; ok {
+		unpriv = v == "1"
+	}
+	conf.Options["unprivileged"] = "1"
+	if !unpriv {
+		delete(conf.Options, "unprivileged")
+	}
+
+	err = n.lockConfig(vmid, func() error {
+		if err := n.registerVMID(vmid); err != nil {
+			return err
+		}
+		err := n.createTask(vmid, conf, mpParam, storages, tmplVolid, tmplStorage, tmplFile, ostemplate, unpriv)
+		if err != nil {
+			n.unregisterVMID(vmid)
+			return dief("unable to create CT %d - %s", vmid, strings.TrimSuffix(errorText(err), "\n"))
+		}
+		return nil
+	})
+	if err == nil && c.flag("start") {
+		err = n.doStart(vmid, false)
+	}
+	return err
+}
+
+// prepareConfigOptions puts config options into their canonical form,
+// as update_pct_config/vmconfig_apply_pending do: netN gets type=veth and
+// a generated hwaddr, property strings are printed canonically, env is
+// split into its NUL-separated variables.
+func prepareConfigOptions(conf *pve.Config) error {
+	for k, v := range conf.Options {
+		sc := pve.ConfigSchema[k]
+		switch {
+		case strings.HasPrefix(k, "net"):
+			p, err := pve.NetFormat.Parse(k, v)
+			if err != nil {
+				return err
+			}
+			p.Set("type", "veth")
+			if _, ok := p.Get("hwaddr"); !ok {
+				p.Set("hwaddr", randomMAC())
+			}
+			conf.Options[k] = pve.NetFormat.Canonical(p)
+		case k == "env":
+			delete(conf.Options, k)
+			conf.Env = nil
+			for _, e := range strings.Split(v, "\x00") {
+				if e != "" {
+					conf.Env = append(conf.Env, e)
+				}
+			}
+		case sc != nil && sc.Props != nil:
+			p, err := sc.Props.Parse(k, v)
+			if err != nil {
+				return err
+			}
+			conf.Options[k] = sc.Props.Canonical(p)
+		}
+	}
+	return nil
+}
+
+// randomMAC is PVE::Tools::random_ether_addr with Proxmox's default
+// prefix BC:24:11.
+func randomMAC() string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("BC:24:11:%02X:%02X:%02X", b[0], b[1], b[2])
+}
+
+// registerVMID is create_and_lock_config: under the cluster lock, refuse a
+// vmid any node uses, then write `lock: create` and add it to .vmlist.
+func (n *Node) registerVMID(vmid int) error {
+	return n.lockCluster(func() error {
+		list, err := pve.ReadVMList(n.VMListPath())
+		if err != nil {
+			return err
+		}
+		if e, ok := list.Lookup(vmid); ok {
+			kind := "CT"
+			if e.Type == "qemu" {
+				kind = "VM"
+			}
+			return dief("%s %d already exists on node '%s'", kind, vmid, e.Node)
+		}
+		if node := n.confNode(vmid); node != "" {
+			return dief("CT %d already exists on node '%s'", vmid, node)
+		}
+		lockConf := pve.NewConfig()
+		lockConf.Set("lock", "create")
+		if err := n.writeConf(vmid, lockConf); err != nil {
+			return err
+		}
+		list.Add(vmid, pve.VMListEntry{Node: n.Name, Type: "lxc", Version: 1})
+		if err := list.Write(n.VMListPath()); err != nil {
+			os.Remove(n.ConfPath(vmid))
+			return err
+		}
+		return nil
+	})
+}
+
+// unregisterVMID removes the config and the .vmlist entry.
+func (n *Node) unregisterVMID(vmid int) {
+	_ = n.lockCluster(func() error {
+		os.Remove(n.ConfPath(vmid))
+		list, err := pve.ReadVMList(n.VMListPath())
+		if err != nil {
+			return err
+		}
+		if _, ok := list.Lookup(vmid); ok {
+			list.Remove(vmid)
+			return list.Write(n.VMListPath())
+		}
+		return nil
+	})
+}
+
+// createTask is the worker part of create: allocate volumes, extract the
+// template, detect ostype/arch, fill defaults, write the config. On error
+// it removes every volume it allocated.
+func (n *Node) createTask(vmid int, conf *pve.Config, mpParam map[string]string, storages []pve.Storage,
+	tmplVolid, tmplStorage, tmplFile, ostemplate string, unpriv bool) (err error) {
+	var created []string
+	defer func() {
+		if err != nil {
+			for _, p := range created {
+				os.RemoveAll(p)
+			}
+			os.Remove(filepath.Dir(n.imagesDirHint(storages, vmid)))
+		}
+	}()
+	// Resolve the archive first: a missing template is the common failure.
+	var archive string
+	if tmplVolid != "" {
+		scfg, _ := pve.FindStorage(storages, tmplStorage)
+		archive = filepath.Join(scfg.Path, "template/cache", tmplFile)
+		if st, e := os.Stat(archive); e != nil || !st.Mode().IsRegular() {
+			return fmt.Errorf("can't find file '%s'", tmplVolid)
+		}
+	} else {
+		archive = ostemplate
+		if st, e := os.Stat(archive); e != nil || !st.Mode().IsRegular() {
+			return fmt.Errorf("can't find file '%s'", ostemplate)
+		}
+	}
+
+	// Allocate disks: rootfs first, then mount points in index order.
+	keys := sortedMPKeys(mpParam)
+	disk := 0
+	var rootfsPath string
+	for _, k := range keys {
+		format := pve.MountFormat
+		if k == "rootfs" {
+			format = pve.RootfsFormat
+		}
+		p, perr := format.Parse(k, mpParam[k])
+		if perr != nil {
+			return perr
+		}
+		vol, _ := p.Get("volume")
+		var path string
+		if strings.HasPrefix(vol, "/") {
+			path = vol
+			if k != "rootfs" {
+				if _, e := os.Stat(vol); e != nil && !strings.HasPrefix(vol, "/dev/") {
+					return fmt.Errorf("mount point '%s' does not exist", vol)
+				}
+			} else if e := os.MkdirAll(vol, 0o755); e != nil {
+				return e
+			}
+		} else {
+			sid, volname, _ := pve.ParseVolumeID(vol)
+			scfg, _ := pve.FindStorage(storages, sid)
+			if scfg.Path == "" {
+				return fmt.Errorf("storage '%s' (type %s) is not supported by the simulator", sid, scfg.Type)
+			}
+			if reBareSize.MatchString(volname) {
+				// New volume STORAGE:SIZE_IN_GiB -> a directory standing in
+				// for the raw image Proxmox would create.
+				sizeGiB, _ := strconv.ParseFloat(volname, 64)
+				name, dir, e := n.allocVolume(scfg, vmid, &disk)
+				if e != nil {
+					return e
+				}
+				created = append(created, dir)
+				p.Set("volume", sid+":"+name)
+				p.Set("size", pve.FormatSize(int64(sizeGiB*(1<<30))))
+				path = dir
+			} else {
+				path = filepath.Join(scfg.Path, "images", volname)
+				if _, e := os.Stat(path); e != nil {
+					return fmt.Errorf("volume '%s' does not exist", vol)
+				}
+			}
+		}
+		if k == "rootfs" {
+			rootfsPath = path
+			conf.Options[k] = format.Canonical(p)
+		} else {
+			conf.Options[k] = format.Canonical(p)
+		}
+	}
+	if unpriv {
+		if e := os.Chown(rootfsPath, 100000, 100000); e != nil {
+			return e
+		}
+	}
+
+	fmt.Fprintf(n.Stdout, "extracting archive '%s'\n", archive)
+	if e := n.extractTemplate(archive, rootfsPath, unpriv); e != nil {
+		return e
+	}
+	if _, ok := conf.Get("arch"); !ok {
+		conf.Set("arch", "amd64")
+	}
+	fmt.Fprintf(n.Stdout, "Detected container architecture: %s\n", conf.Options["arch"])
+	if _, ok := conf.Get("ostype"); !ok {
+		ostype, e := n.detectOSType(rootfsPath)
+		if e != nil {
+			return e
+		}
+		conf.Set("ostype", ostype)
+	}
+	if _, ok := conf.Get("hostname"); !ok {
+		conf.Set("hostname", "CT"+strconv.Itoa(vmid))
+	}
+	if _, ok := conf.Get("memory"); !ok {
+		conf.Set("memory", "512")
+	}
+	if _, ok := conf.Get("swap"); !ok {
+		conf.Set("swap", "512")
+	}
+	return n.writeConf(vmid, conf)
+}
+
+// allocVolume creates the next free vm-<vmid>-disk-<N>.raw under the
+// storage's images/<vmid>/ as a directory and returns its volname.
+func (n *Node) allocVolume(scfg *pve.Storage, vmid int, next *int) (string, string, error) {
+	dir := filepath.Join(scfg.Path, "images", strconv.Itoa(vmid))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", err
+	}
+	for ; ; *next++ {
+		name := fmt.Sprintf("vm-%d-disk-%d.raw", vmid, *next)
+		p := filepath.Join(dir, name)
+		if err := os.Mkdir(p, 0o755); err == nil {
+			*next++
+			return fmt.Sprintf("%d/%s", vmid, name), p, nil
+		} else if !errors.Is(err, fs.ErrExist) {
+			return "", "", err
+		}
+	}
+}
+
+// imagesDirHint is <local path>/images/<vmid>/x, used to remove an empty
+// per-vmid image directory after a failed create.
+func (n *Node) imagesDirHint(storages []pve.Storage, vmid int) string {
+	if s, ok := pve.FindStorage(storages, "local"); ok && s.Path != "" {
+		return filepath.Join(s.Path, "images", strconv.Itoa(vmid), "x")
+	}
+	return filepath.Join(n.Root, "var/lib/vz/images", strconv.Itoa(vmid), "x")
+}
+
+// sortedMPKeys orders rootfs first, then mp0, mp1, ... numerically.
+func sortedMPKeys(m map[string]string) []string {
+	var keys []string
+	if _, ok := m["rootfs"]; ok {
+		keys = append(keys, "rootfs")
+	}
+	for i := 0; i < pve.MaxMountPoints; i++ {
+		if _, ok := m["mp"+strconv.Itoa(i)]; ok {
+			keys = append(keys, "mp"+strconv.Itoa(i))
+		}
+	}
+	return keys
+}
+
+// readStorages reads /etc/pve/storage.cfg.
+func (n *Node) readStorages() ([]pve.Storage, error) {
+	data, err := os.ReadFile(n.StorageCfgPath())
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, dief("pvesim: %s missing (run 'pvesim init')", n.StorageCfgPath())
+		}
+		return nil, err
+	}
+	list, err := pve.ParseStorageConfig(data)
+	if err != nil {
+		return nil, dief("%v", err)
+	}
+	return list, nil
+}
+
+// VolumePath resolves a volume of a container config (`local:100/vm-100-disk-0.raw`
+// or a host path) to its directory on the host.
+func (n *Node) VolumePath(volume string) (string, error) {
+	if strings.HasPrefix(volume, "/") {
+		return volume, nil
+	}
+	sid, volname, err := pve.ParseVolumeID(volume)
+	if err != nil {
+		return "", err
+	}
+	storages, err := n.readStorages()
+	if err != nil {
+		return "", err
+	}
+	scfg, ok := pve.FindStorage(storages, sid)
+	if !ok {
+		return "", fmt.Errorf("storage '%s' does not exist", sid)
+	}
+	return filepath.Join(scfg.Path, "images", volname), nil
+}
+
+// errorText is an error's message as Perl would print it.
+func errorText(err error) string {
+	var ce *cliError
+	if errors.As(err, &ce) {
+		return ce.text
+	}
+	if pe, ok := err.(*paramError); ok {
+		return render400(pe, "")
+	}
+	return err.Error()
+}
+
+func unwrapPathErr(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}

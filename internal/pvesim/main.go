@@ -1,0 +1,137 @@
+package pvesim
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// Exit statuses of pvesim itself (not of the simulated tools).
+const (
+	exitUsage = 2
+)
+
+const mainUsage = `usage: pvesim <pct|pveam|pvesh> [ARGS...]
+       pvesim init [--with-templates]
+Installed as pct, pveam or pvesh (symlinks) it acts as that tool.
+Environment: PVESIM_ROOT (required), PVESIM_NODE, PVESIM_LOG, PVESIM_LATENCY_MS,
+PVESIM_FAIL, PVESIM_LOCK_TIMEOUT_MS; see docs/PVESIM.md.
+`
+
+// Main is the multi-call entry point: args[0]'s base name selects pct,
+// pveam or pvesh; as `pvesim` the first argument does. It reads the
+// PVESIM_* environment, logs the invocation to PVESIM_LOG and returns the
+// exit status.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	start := time.Now()
+	tool := filepath.Base(args[0])
+	rest := args[1:]
+	if tool != "pct" && tool != "pveam" && tool != "pvesh" {
+		if len(rest) == 0 {
+			fmt.Fprint(stderr, mainUsage)
+			return exitUsage
+		}
+		tool, rest = rest[0], rest[1:]
+	}
+	switch tool {
+	case "pct", "pveam", "pvesh", "init":
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, mainUsage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "pvesim: unknown tool '%s'\n%s", tool, mainUsage)
+		return exitUsage
+	}
+	root := os.Getenv("PVESIM_ROOT")
+	if err := checkRoot(root); err != nil {
+		fmt.Fprintf(stderr, "pvesim: %v\n", err)
+		return exitUsage
+	}
+	root, _ = filepath.Abs(root)
+	nodeName := os.Getenv("PVESIM_NODE")
+	if nodeName == "" {
+		nodeName = "pve"
+	}
+	n := &Node{Root: root, Name: nodeName, Stdin: stdin, Stdout: stdout, Stderr: stderr}
+	if ms, err := strconv.Atoi(os.Getenv("PVESIM_LATENCY_MS")); err == nil && ms > 0 {
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+	}
+	var code int
+	switch tool {
+	case "pct":
+		code = n.Pct(rest)
+	case "pveam", "pvesh":
+		code = n.runOther(tool, rest)
+	case "init":
+		code = runInit(n, rest)
+	}
+	if logPath := os.Getenv("PVESIM_LOG"); logPath != "" {
+		logInvocation(logPath, tool, rest, code, time.Since(start), stderr)
+	}
+	return code
+}
+
+// runOther runs pveam or pvesh with the fault injection and root check
+// that pct has.
+func (n *Node) runOther(tool string, args []string) int {
+	if os.Geteuid() != 0 {
+		fmt.Fprint(n.Stderr, "please run as root\n")
+		return exitFailure
+	}
+	verb := ""
+	if len(args) > 0 {
+		verb = args[0]
+	}
+	if err := n.injectedFault(tool, verb, ""); err != nil {
+		return n.report(err, "")
+	}
+	if tool == "pveam" {
+		return n.Pveam(args)
+	}
+	return n.Pvesh(args)
+}
+
+func runInit(n *Node, args []string) int {
+	with := false
+	for _, a := range args {
+		switch a {
+		case "--with-templates", "-with-templates":
+			with = true
+		default:
+			fmt.Fprintf(n.Stderr, "pvesim init: unknown argument '%s'\n%s", a, mainUsage)
+			return exitUsage
+		}
+	}
+	if err := Init(n, with); err != nil {
+		fmt.Fprintf(n.Stderr, "pvesim init: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// logInvocation appends one JSON line to path with a single O_APPEND
+// write, so parallel invocations never interleave.
+func logInvocation(path, tool string, args []string, code int, d time.Duration, stderr io.Writer) {
+	if args == nil {
+		args = []string{}
+	}
+	line, _ := json.Marshal(struct {
+		Tool string   `json:"tool"`
+		Argv []string `json:"argv"`
+		Exit int      `json:"exit"`
+		Ms   int64    `json:"ms"`
+	}{tool, args, code, d.Milliseconds()})
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		fmt.Fprintf(stderr, "pvesim: PVESIM_LOG: %v\n", err)
+		return
+	}
+	defer f.Close()
+	if _, err := f.Write(append(line, '\n')); err != nil {
+		fmt.Fprintf(stderr, "pvesim: PVESIM_LOG: %v\n", err)
+	}
+}
