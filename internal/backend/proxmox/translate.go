@@ -68,6 +68,10 @@ type Input struct {
 	// /bin/sh, so a generated init script can carry arguments lxc.init.cmd
 	// cannot express.
 	CanInjectScript bool
+	// KeepTemplateInit is set when the container comes from a template
+	// alone (no bundle): a spec without process then keeps the template's
+	// own init instead of being an error.
+	KeepTemplateInit bool
 	// Stat checks mount sources; nil means os.Stat.
 	Stat func(string) (fs.FileInfo, error)
 }
@@ -81,15 +85,21 @@ type Request struct {
 	// InitScript, when not nil, must be placed at InitScriptPath (mode 0755)
 	// in the packed rootfs; lxc.init.cmd then runs it.
 	InitScript []byte
-	// MountDirs are mount destinations (absolute) that a packed rootfs
-	// should contain, so they can be mounted even on a read-only root.
-	MountDirs []string
+	// MountTargets are mount destinations that a packed rootfs should
+	// contain, so they can be mounted even on a read-only root.
+	MountTargets []MountTarget
 	// Template is the template annotation, "" when the rootfs is packed.
 	Template string
 	// Unprivileged is the effective unprivileged setting.
 	Unprivileged bool
 	// Warnings are things ignored because they are safe to ignore.
 	Warnings []string
+}
+
+// MountTarget is a mount destination inside the container.
+type MountTarget struct {
+	Path string
+	File bool // the source is a file, so the target must be a file
 }
 
 // Option returns the value of a pct option and whether it is set.
@@ -504,6 +514,9 @@ func countCPUs(s string) (int, error) {
 // process maps process.* to lxc.init.*, environment, limits and caps.
 func (t *translator) process() error {
 	p := t.in.Spec.Process
+	if p == nil && t.in.KeepTemplateInit {
+		return nil
+	}
 	if p == nil {
 		return invalid("process", "the spec has no process; nothing to run")
 	}
@@ -745,6 +758,7 @@ func (t *translator) bindMount(field string, m specs.Mount, dest string) error {
 		return invalid(field, "bind mount without source")
 	}
 	var vol string
+	var isFile bool
 	if isVolumeID(src) {
 		if err := checkProp(field+" source", src); err != nil {
 			return err
@@ -758,10 +772,12 @@ func (t *translator) bindMount(field string, m specs.Mount, dest string) error {
 		if err := checkPath(field+" source", src); err != nil {
 			return err
 		}
-		if _, err := t.in.Stat(src); err != nil {
+		fi, err := t.in.Stat(src)
+		if err != nil {
 			return errs.Wrap(errs.KindInvalidBundle, err, "%s: bind source %s does not exist", field, src).
 				WithHint("create it or fix the mount's source in config.json (relative sources are taken from the bundle directory)")
 		}
+		isFile = !fi.IsDir()
 		vol = src
 	}
 	v := vol + ",mp=" + dest
@@ -792,7 +808,7 @@ func (t *translator) bindMount(field string, m specs.Mount, dest string) error {
 		return unsupported(field, "more than 256 mount points")
 	}
 	t.mps = append(t.mps, v)
-	t.req.MountDirs = append(t.req.MountDirs, dest)
+	t.req.MountTargets = append(t.req.MountTargets, MountTarget{Path: dest, File: isFile})
 	return nil
 }
 
@@ -817,7 +833,7 @@ func (t *translator) tmpfsMount(field string, m specs.Mount, dest string) error 
 	opts = append(opts, "create=dir")
 	// LXC takes a relative target as relative to the container's rootfs.
 	t.raw("lxc.mount.entry", "tmpfs "+strings.TrimPrefix(dest, "/")+" tmpfs "+strings.Join(opts, ",")+" 0 0")
-	t.req.MountDirs = append(t.req.MountDirs, dest)
+	t.req.MountTargets = append(t.req.MountTargets, MountTarget{Path: dest})
 	return nil
 }
 

@@ -233,8 +233,14 @@ func TestTranslateRows(t *testing.T) {
 			if tc.script != "" && !strings.Contains(string(r.InitScript), tc.script) {
 				t.Errorf("init script %q lacks %q", r.InitScript, tc.script)
 			}
-			if tc.mountDir != "" && !contains(r.MountDirs, tc.mountDir) {
-				t.Errorf("MountDirs %v lack %s", r.MountDirs, tc.mountDir)
+			if tc.mountDir != "" {
+				found := false
+				for _, m := range r.MountTargets {
+					found = found || m.Path == tc.mountDir
+				}
+				if !found {
+					t.Errorf("MountTargets %v lack %s", r.MountTargets, tc.mountDir)
+				}
 			}
 		})
 	}

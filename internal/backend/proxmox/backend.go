@@ -1,0 +1,671 @@
+package proxmox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/renameio/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nexcage/nexcage/internal/backend/proxmox/rootfspack"
+	"github.com/nexcage/nexcage/internal/config"
+	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/pve"
+	"github.com/nexcage/nexcage/internal/runtime"
+	"github.com/nexcage/nexcage/internal/state"
+)
+
+// Keys of state.Container.Data used by this backend.
+const (
+	DataVMID        = "vmid"         // the Proxmox VMID
+	DataNode        = "node"         // node the container was created on
+	DataOSTemplate  = "ostemplate"   // volume id given to pct create
+	DataPacked      = "packed"       // file name of the template nexcage packed for it
+	DataTemplateRef = "template_ref" // this container's reference on the packed template
+	DataStartTime   = "pid_start"    // start time (clock ticks) of the init pid, against pid reuse
+	DataVanished    = "vanished"     // "1" when the Proxmox side no longer exists
+)
+
+// maxVMIDAttempts bounds retries of pct create on "already exists".
+const maxVMIDAttempts = 5
+
+// Backend runs OCI containers as Proxmox LXC containers through pct.
+type Backend struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	pct     *pve.Pct
+	etcPve  string
+	lxcPath string
+	node    string
+	lxcInfo string
+	// PidTimeout bounds the wait for the init pid after pct start.
+	PidTimeout time.Duration
+}
+
+var (
+	_ runtime.Backend = (*Backend)(nil)
+	_ runtime.Stopper = (*Backend)(nil)
+)
+
+// New builds the backend from the configuration. It does not call pct.
+func New(cfg *config.Config, log *slog.Logger) (*Backend, error) {
+	if cfg == nil {
+		cfg = config.Default()
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := cfg.Proxmox
+	if p.Node == "" {
+		return nil, errs.New(errs.KindInvalidConfig, "proxmox.node is not set and the host name is unknown").
+			WithHint("set proxmox.node to this Proxmox node's name")
+	}
+	if strings.ContainsAny(p.Node, "/\x00") || p.Node == "." || p.Node == ".." {
+		return nil, errs.New(errs.KindInvalidConfig, "proxmox.node %q is not a node name", p.Node)
+	}
+	pct := p.PctPath
+	if pct == "" {
+		pct = "pct"
+	}
+	timeout := time.Duration(p.Timeout) * time.Second
+	b := &Backend{
+		cfg:    cfg,
+		log:    log,
+		pct:    &pve.Pct{Path: pct, Timeout: timeout, Retries: 3, RetryDelay: time.Second, Log: log},
+		etcPve: orDefault(p.EtcPve, "/etc/pve"), lxcPath: orDefault(p.LxcPath, "/var/lib/lxc"),
+		node: p.Node, lxcInfo: "lxc-info", PidTimeout: 30 * time.Second,
+	}
+	return b, nil
+}
+
+func orDefault(v, d string) string {
+	if v == "" {
+		return d
+	}
+	return v
+}
+
+// Name is the backend's name in state records.
+func (b *Backend) Name() string { return config.BackendProxmox }
+
+func (b *Backend) confPath(node string, vmid int) string {
+	return filepath.Join(b.etcPve, "nodes", node, "lxc", strconv.Itoa(vmid)+".conf")
+}
+
+func (b *Backend) storages() ([]pve.Storage, error) {
+	p := filepath.Join(b.etcPve, "storage.cfg")
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return nil, errs.Wrap(errs.KindInvalidConfig, err, "cannot read Proxmox storage configuration %s", p).
+			WithHint("is this a Proxmox VE host? set proxmox.etc_pve if /etc/pve lives elsewhere")
+	}
+	s, err := pve.ParseStorageConfig(data)
+	if err != nil {
+		return nil, errs.Wrap(errs.KindInvalidConfig, err, "cannot parse %s", p)
+	}
+	return s, nil
+}
+
+// rootStorage is proxmox.storage or the first storage with rootdir content.
+func (b *Backend) rootStorage(storages []pve.Storage) (string, error) {
+	if s := b.cfg.Proxmox.Storage; s != "" {
+		return s, nil
+	}
+	for _, s := range storages {
+		if s.HasContent("rootdir") && s.Props["disable"] == "" {
+			return s.Name, nil
+		}
+	}
+	return "", errs.New(errs.KindInvalidConfig, "no storage in %s can hold container root filesystems", filepath.Join(b.etcPve, "storage.cfg")).
+		WithHint("add content rootdir to a storage, or set proxmox.storage")
+}
+
+func vmidOf(c *state.Container) (int, bool) {
+	v, ok := c.Data[DataVMID]
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(v)
+	return n, err == nil && n > 0
+}
+
+func (b *Backend) nodeOf(c *state.Container) string {
+	if n := c.Data[DataNode]; n != "" {
+		return n
+	}
+	return b.node
+}
+
+// Create makes the Proxmox container with one pct create, then adds the
+// raw lxc lines to its .conf. It does not start it (OCI created !=
+// running). Any failure undoes everything done so far.
+func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.CreateOptions) (err error) {
+	if c.Data == nil {
+		c.Data = map[string]string{}
+	}
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+
+	storages, err := b.storages()
+	if err != nil {
+		return err
+	}
+	rootStorage, err := b.rootStorage(storages)
+	if err != nil {
+		return err
+	}
+	in := Input{
+		ID: c.ID, Spec: opts.Spec, BundleDir: opts.Bundle, Storage: rootStorage,
+		Bridge: b.cfg.Network.Bridge, Unprivileged: b.cfg.Proxmox.Unprivileged == nil || *b.cfg.Proxmox.Unprivileged,
+	}
+	if in.Spec == nil {
+		// A container from a template alone keeps the template's init.
+		in.Spec = &specs.Spec{Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.NetworkNamespace}}}}
+		in.KeepTemplateInit = true
+	}
+	image := opts.Image
+	if t, ok := in.Spec.Annotations[AnnotationTemplate]; ok {
+		image = t
+	}
+	rootfs := ""
+	if image == "" {
+		if in.Spec.Root == nil || opts.Bundle == "" {
+			return errs.New(errs.KindInvalidBundle, "container %s: no rootfs and no template", c.ID)
+		}
+		rootfs = in.Spec.Root.Path
+		if !filepath.IsAbs(rootfs) {
+			rootfs = filepath.Join(opts.Bundle, rootfs)
+		}
+		in.OSType = rootfspack.DetectOSType(rootfs)
+		if _, err := os.Lstat(filepath.Join(rootfs, "bin/sh")); err == nil {
+			in.CanInjectScript = true
+		}
+	}
+	req, err := Translate(in)
+	if err != nil {
+		return err
+	}
+	for _, w := range req.Warnings {
+		b.log.Warn(w, "id", c.ID)
+	}
+
+	ostemplate, err := b.resolveImage(storages, image)
+	if err != nil {
+		return addContainer(c.ID, err)
+	}
+	if rootfs != "" {
+		p, err := b.pack(ctx, c, storages, rootfs, req)
+		if err != nil {
+			return err
+		}
+		ostemplate = p.VolID
+		cache, _ := rootfspack.CacheFor(storages, b.templateStorage())
+		undo = append(undo, func() { b.releaseTemplate(cache, p.Name, c.Data[DataTemplateRef], c.ID) })
+		c.Data[DataPacked] = p.Name
+	}
+	c.Data[DataOSTemplate] = ostemplate
+	c.Data[DataNode] = b.node
+
+	vmid, err := b.createCT(ctx, c, ostemplate, req, opts.Checkpoint)
+	if err != nil {
+		return err
+	}
+	undo = append(undo, func() { b.destroyQuietly(c.ID, vmid) })
+
+	if err := b.appendRaw(b.confPath(b.node, vmid), req.Raw); err != nil {
+		return errs.Wrap(errs.KindBackend, err, "container %s: cannot add raw lxc settings to CT %d", c.ID, vmid)
+	}
+	c.Status = state.Created
+	c.Pid = 0
+	b.log.Info("proxmox container created", "id", c.ID, "vmid", vmid, "ostemplate", ostemplate)
+	return nil
+}
+
+func (b *Backend) templateStorage() string { return orDefault(b.cfg.Proxmox.TemplateStorage, "local") }
+
+// resolveImage turns --image (or the template annotation) into a volume
+// id: `storage:vztmpl/<file>` is checked, a bare template file name is
+// looked up in proxmox.template_storage. Other forms arrive with the
+// template resolver (issue 5).
+func (b *Backend) resolveImage(storages []pve.Storage, image string) (string, error) {
+	if image == "" {
+		return "", nil
+	}
+	volid := image
+	if !strings.Contains(image, ":") && !strings.Contains(image, "/") && pve.HasTemplateExtension(image) {
+		volid = pve.TemplateVolumeID(b.templateStorage(), image)
+	}
+	if err := rootfspack.CheckVolID(storages, volid); err != nil {
+		return "", err
+	}
+	return volid, nil
+}
+
+func (b *Backend) pack(ctx context.Context, c *state.Container, storages []pve.Storage, rootfs string, req *Request) (*rootfspack.Packed, error) {
+	cache, err := rootfspack.CacheFor(storages, b.templateStorage())
+	if err != nil {
+		return nil, err
+	}
+	ref := make([]byte, 6)
+	_, _ = rand.Read(ref)
+	c.Data[DataTemplateRef] = SanitizeHostname(c.ID) + "-" + hex.EncodeToString(ref)
+	popts := rootfspack.PackOptions{Rootfs: rootfs}
+	for _, t := range req.MountTargets {
+		popts.Targets = append(popts.Targets, rootfspack.Target{Path: t.Path, File: t.File})
+	}
+	if req.InitScript != nil {
+		popts.Extra = append(popts.Extra, rootfspack.ExtraFile{Path: InitScriptPath, Mode: 0o755, Data: req.InitScript})
+	}
+	p, err := cache.PackAndAcquire(ctx, popts, c.Data[DataTemplateRef])
+	if err != nil {
+		return nil, addContainer(c.ID, err)
+	}
+	b.log.Debug("rootfs packed", "id", c.ID, "template", p.VolID, "new", p.Created)
+	return p, nil
+}
+
+// createCT allocates a VMID and runs pct create, retrying with another
+// VMID when a concurrent creator took it first.
+func (b *Backend) createCT(ctx context.Context, c *state.Container, ostemplate string, req *Request, checkpoint func(*state.Container) error) (int, error) {
+	save := func(c *state.Container) error {
+		if checkpoint == nil {
+			return nil
+		}
+		return checkpoint(c)
+	}
+	lo, hi := b.cfg.Proxmox.VMIDRange[0], b.cfg.Proxmox.VMIDRange[1]
+	if lo == 0 && hi == 0 {
+		lo, hi = 100, 999999999
+	}
+	tried := map[int]bool{}
+	for attempt := 0; ; attempt++ {
+		vmid, err := b.allocateVMID(lo, hi, tried)
+		if err != nil {
+			return 0, addContainer(c.ID, err)
+		}
+		tried[vmid] = true
+		// Persist the VMID before pct creates anything, so that a crash
+		// leaves a record `delete --force` can clean up.
+		c.Data[DataVMID] = strconv.Itoa(vmid)
+		if err := save(c); err != nil {
+			delete(c.Data, DataVMID)
+			return 0, err
+		}
+		err = b.pct.Create(ctx, vmid, ostemplate, req.Options)
+		if err == nil {
+			return vmid, nil
+		}
+		delete(c.Data, DataVMID)
+		var pe *pve.PctError
+		if errors.As(err, &pe) {
+			switch pe.Reason {
+			case pve.ReasonAlreadyExists:
+				if attempt+1 < maxVMIDAttempts {
+					b.log.Debug("vmid taken, trying another", "id", c.ID, "vmid", vmid)
+					continue
+				}
+			case pve.ReasonTimeout:
+				// pct was killed mid-create: remove what it left, but
+				// only if the config is recognisably ours.
+				b.destroyIfOurs(c.ID, vmid, req.Hostname)
+			case pve.ReasonTemplateMissing:
+				return 0, errs.Wrap(errs.KindTemplate, err, "container %s: template %s", c.ID, ostemplate)
+			}
+		}
+		_ = save(c)
+		return 0, fmt.Errorf("container %s: %w", c.ID, err)
+	}
+}
+
+func (b *Backend) allocateVMID(lo, hi int, tried map[int]bool) (int, error) {
+	p := filepath.Join(b.etcPve, ".vmlist")
+	l, err := pve.ReadVMList(p)
+	if err != nil {
+		return 0, errs.Wrap(errs.KindBackend, err, "cannot read the cluster's VMID list %s", p)
+	}
+	for id := lo; id <= hi; id++ {
+		if _, used := l.Lookup(id); !used && !tried[id] {
+			return id, nil
+		}
+	}
+	return 0, errs.New(errs.KindAlreadyExists, "no free VMID in proxmox.vmid_range [%d, %d]", lo, hi).
+		WithHint("widen proxmox.vmid_range or delete unused containers")
+}
+
+// appendRaw adds the raw lxc lines to the .conf, rewriting it atomically.
+func (b *Backend) appendRaw(path string, raw []pve.RawLine) error {
+	if len(raw) == 0 {
+		return nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	conf, _, err := pve.ParseConfig(data)
+	if err != nil {
+		return err
+	}
+	for _, r := range raw {
+		if err := pve.CheckRawKey(r.Key); err != nil {
+			return err
+		}
+		if r.Key == pve.EnvKey {
+			conf.Env = append(conf.Env, r.Value)
+		} else {
+			conf.Raw = append(conf.Raw, r)
+		}
+	}
+	out, err := conf.Marshal()
+	if err != nil {
+		return err
+	}
+	return renameio.WriteFile(path, out, 0o640)
+}
+
+// destroyQuietly removes a container during rollback.
+func (b *Backend) destroyQuietly(id string, vmid int) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.pct.Timeout+time.Minute)
+	defer cancel()
+	if err := b.pct.Destroy(ctx, vmid, true, true); err != nil && !isReason(err, pve.ReasonNoConfig) {
+		b.log.Error("rollback: cannot destroy Proxmox container", "id", id, "vmid", vmid, "err", err)
+	}
+}
+
+// destroyIfOurs destroys vmid only when its config carries our tag and
+// hostname: after a timeout nobody knows whose container that VMID is.
+func (b *Backend) destroyIfOurs(id string, vmid int, hostname string) {
+	data, err := os.ReadFile(b.confPath(b.node, vmid))
+	if err != nil {
+		return
+	}
+	conf, _, err := pve.ParseConfig(data)
+	if err != nil {
+		return
+	}
+	tags, _ := conf.Get("tags")
+	h, _ := conf.Get("hostname")
+	if h == hostname && strings.Contains(";"+tags+";", ";"+Tag+";") {
+		b.destroyQuietly(id, vmid)
+	}
+}
+
+func (b *Backend) releaseTemplate(cache *rootfspack.Cache, name, ref, id string) {
+	if cache == nil || name == "" || ref == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	removed, err := cache.Release(ctx, name, ref)
+	if err != nil {
+		b.log.Warn("cannot release packed template", "id", id, "template", name, "err", err)
+		return
+	}
+	if removed {
+		b.log.Debug("removed unused packed template", "id", id, "template", name)
+	}
+}
+
+func isReason(err error, r pve.Reason) bool {
+	var pe *pve.PctError
+	return errors.As(err, &pe) && pe.Reason == r
+}
+
+// Start runs pct start and records the host pid of the container's init.
+func (b *Backend) Start(ctx context.Context, c *state.Container) error {
+	vmid, ok := vmidOf(c)
+	if !ok {
+		return errs.New(errs.KindState, "container %s has no Proxmox VMID (create did not finish)", c.ID).
+			WithHint("delete it with `nexcage delete --force %s` and create it again", c.ID)
+	}
+	if err := b.pct.Start(ctx, vmid); err != nil {
+		return fmt.Errorf("container %s: %w", c.ID, err)
+	}
+	pid, err := b.initPid(ctx, vmid)
+	if err != nil {
+		return addContainer(c.ID, err)
+	}
+	c.Status, c.Pid = state.Running, pid
+	if st, ok := procStartTime(pid); ok {
+		c.Data[DataStartTime] = st
+	}
+	return nil
+}
+
+// initPid asks LXC (not pct) for the host pid of the container's init,
+// waiting until it is known.
+func (b *Backend) initPid(ctx context.Context, vmid int) (int, error) {
+	deadline := time.Now().Add(b.PidTimeout)
+	var last string
+	for {
+		out, err := execOutput(ctx, b.lxcInfo, "-P", b.lxcPath, "-n", strconv.Itoa(vmid), "-p", "-H")
+		s := strings.TrimSpace(out)
+		if err == nil {
+			if pid, perr := strconv.Atoi(s); perr == nil && pid > 0 {
+				return pid, nil
+			}
+		}
+		last = strings.TrimSpace(s + " " + errText(err))
+		if time.Now().After(deadline) {
+			return 0, errs.New(errs.KindBackend, "CT %d was started but its init pid is unknown (lxc-info: %s)", vmid, last).
+				WithHint("check `lxc-info -P %s -n %d` and the container's log /run/pve/ct-%d.stderr", b.lxcPath, vmid, vmid)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// Refresh updates status and pid from /proc and .vmlist only: no pct and
+// no LXC calls. A container whose init died is stopped; one whose VMID
+// is gone from the cluster is stopped and marked vanished.
+func (b *Backend) Refresh(ctx context.Context, cs []*state.Container) error {
+	var vml *pve.VMList
+	for _, c := range cs {
+		vmid, ok := vmidOf(c)
+		if !ok || c.Status == state.Creating {
+			continue
+		}
+		if vml == nil {
+			l, err := pve.ReadVMList(filepath.Join(b.etcPve, ".vmlist"))
+			if err != nil {
+				return errs.Wrap(errs.KindBackend, err, "cannot read the cluster's VMID list")
+			}
+			vml = l
+		}
+		if _, exists := vml.Lookup(vmid); !exists {
+			c.Status, c.Pid = state.Stopped, 0
+			c.Data[DataVanished] = "1"
+			continue
+		}
+		if c.Status == state.Running || c.Pid > 0 {
+			if b.alive(c) {
+				c.Status = state.Running
+			} else {
+				c.Status, c.Pid = state.Stopped, 0
+				delete(c.Data, DataStartTime)
+			}
+		}
+	}
+	return nil
+}
+
+// alive reports whether c's recorded init pid is still that process.
+func (b *Backend) alive(c *state.Container) bool {
+	if c.Pid <= 0 {
+		return false
+	}
+	st, ok := procStartTime(c.Pid)
+	if !ok {
+		return false
+	}
+	if want := c.Data[DataStartTime]; want != "" && want != st {
+		return false // pid reused by another process
+	}
+	return true
+}
+
+// Kill signals the container's init directly by its host pid; with all,
+// every process in the container's pid namespace.
+func (b *Backend) Kill(ctx context.Context, c *state.Container, sig syscall.Signal, all bool) error {
+	if err := b.Refresh(ctx, []*state.Container{c}); err != nil {
+		return err
+	}
+	if c.Status != state.Running {
+		return errs.New(errs.KindState, "container %s: container not running", c.ID)
+	}
+	if all {
+		pids, err := pidsInNamespace(c.Pid)
+		if err != nil {
+			return errs.Wrap(errs.KindBackend, err, "container %s: cannot list its processes", c.ID)
+		}
+		for _, p := range pids {
+			if p != c.Pid {
+				_ = syscall.Kill(p, sig)
+			}
+		}
+	}
+	if err := syscall.Kill(c.Pid, sig); err != nil {
+		if errors.Is(err, syscall.ESRCH) {
+			return errs.New(errs.KindState, "container %s: container not running", c.ID)
+		}
+		return errs.Wrap(errs.KindBackend, err, "container %s: cannot signal init (pid %d)", c.ID, c.Pid)
+	}
+	return nil
+}
+
+// Stop shuts the container down gracefully with pct shutdown, killing it
+// after timeoutSec.
+func (b *Backend) Stop(ctx context.Context, c *state.Container, timeoutSec int) error {
+	vmid, ok := vmidOf(c)
+	if !ok {
+		return errs.New(errs.KindState, "container %s: container not running", c.ID)
+	}
+	if err := b.pct.Shutdown(ctx, vmid, timeoutSec, true); err != nil && !isReason(err, pve.ReasonNotRunning) {
+		return fmt.Errorf("container %s: %w", c.ID, err)
+	}
+	c.Status, c.Pid = state.Stopped, 0
+	delete(c.Data, DataStartTime)
+	return nil
+}
+
+// Delete destroys the Proxmox container (pct destroy --purge 1; a running
+// one only with force, after pct stop) and releases the packed template.
+// A container already gone from Proxmox is not an error.
+func (b *Backend) Delete(ctx context.Context, c *state.Container, force bool) error {
+	vmid, ok := vmidOf(c)
+	if ok {
+		if err := b.Refresh(ctx, []*state.Container{c}); err != nil {
+			return err
+		}
+		if c.Data[DataVanished] == "" {
+			if c.Status == state.Running {
+				if !force {
+					return errs.New(errs.KindState, "container %s is running; cannot delete it", c.ID).
+						WithHint("stop it first (`nexcage stop %s`) or use `nexcage delete --force %s`", c.ID, c.ID)
+				}
+				if err := b.pct.Stop(ctx, vmid); err != nil && !isReason(err, pve.ReasonNotRunning) && !isReason(err, pve.ReasonNoConfig) {
+					return fmt.Errorf("container %s: %w", c.ID, err)
+				}
+			}
+			err := b.pct.Destroy(ctx, vmid, true, false)
+			if isReason(err, pve.ReasonDestroyRunning) && force {
+				if err = b.pct.Stop(ctx, vmid); err == nil || isReason(err, pve.ReasonNotRunning) {
+					err = b.pct.Destroy(ctx, vmid, true, false)
+				}
+			}
+			if err != nil && !isReason(err, pve.ReasonNoConfig) {
+				return fmt.Errorf("container %s: %w", c.ID, err)
+			}
+		}
+	}
+	if name := c.Data[DataPacked]; name != "" {
+		if storages, err := b.storages(); err == nil {
+			if cache, err := rootfspack.CacheFor(storages, b.templateStorage()); err == nil {
+				b.releaseTemplate(cache, name, c.Data[DataTemplateRef], c.ID)
+			}
+		}
+	}
+	c.Status, c.Pid = state.Stopped, 0
+	return nil
+}
+
+// procStartTime returns field 22 of /proc/<pid>/stat (start time in
+// clock ticks), which tells a pid's process apart from a later reuse.
+func procStartTime(pid int) (string, bool) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return "", false
+	}
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return "", false
+	}
+	f := strings.Fields(s[i+1:])
+	// f[0] is field 3 (state); field 22 is f[19].
+	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
+		return "", false
+	}
+	return f[19], true
+}
+
+// pidsInNamespace lists the host pids sharing init's pid namespace.
+func pidsInNamespace(initPid int) ([]int, error) {
+	ns, err := os.Readlink("/proc/" + strconv.Itoa(initPid) + "/ns/pid")
+	if err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if l, err := os.Readlink("/proc/" + e.Name() + "/ns/pid"); err == nil && l == ns {
+			out = append(out, pid)
+		}
+	}
+	return out, nil
+}
+
+// execOutput runs name with args (argv, no shell) and returns its stdout.
+func execOutput(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil && stderr.Len() > 0 {
+		err = fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), err
+}
