@@ -2,8 +2,8 @@ package cli
 
 import (
 	"github.com/nexcage/nexcage/internal/backend/ocirun"
+	"github.com/nexcage/nexcage/internal/backend/proxmox"
 	"github.com/nexcage/nexcage/internal/config"
-	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/runtime"
 	"github.com/nexcage/nexcage/internal/state"
 )
@@ -20,10 +20,7 @@ func (a *App) backends(store *state.Store) *runtime.Registry {
 			return ocirun.New(a.ociOptions(name, rc, store.BackendRoot(name)))
 		})
 	}
-	r.Register(config.BackendProxmox, func() (runtime.Backend, error) {
-		return nil, errs.New(errs.KindUnsupported, "the %s backend is not available in this build", config.BackendProxmox).
-			WithHint("route the container to runc or crun with --runtime or a routing rule")
-	})
+	r.Register(config.BackendProxmox, func() (runtime.Backend, error) { return proxmox.New(a.cfg, a.log.Logger) })
 	return r
 }
 
