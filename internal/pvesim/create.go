@@ -174,6 +174,9 @@ func prepareConfigOptions(conf *pve.Config) error {
 				p.Set("hwaddr", randomMAC())
 			}
 			conf.Options[k] = pve.NetFormat.Canonical(p)
+		case k == "description":
+			delete(conf.Options, k)
+			conf.Description = v
 		case k == "env":
 			delete(conf.Options, k)
 			conf.Env = nil
