@@ -18,6 +18,10 @@ deps:
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@# Unprivileged LXC containers: like a Proxmox host, root owns the
+	@# 100000-165535 id range (LXC as root maps through newuidmap when
+	@# the uidmap package is installed, which checks these files).
+	@for f in /etc/subuid /etc/subgid; do grep -qs '^root:100000:65536$$' $$f || echo 'root:100000:65536' >> $$f; done
 	$(GO) mod download
 
 build:
