@@ -242,15 +242,18 @@ func compareVersions(a, b string) int {
 }
 
 // closest returns up to max of the candidates ordered by edit distance to
-// want (closest first), for "did you mean" lists.
+// want (closest first), for "did you mean" lists. Names are compared
+// without their archive extension first, so the same template with
+// another compression comes before a different template.
 func closest(want string, candidates []string, max int) []string {
 	type scored struct {
 		s string
 		d int
 	}
+	stem := func(s string) string { return strings.TrimSuffix(s, TemplateExt(s)) }
 	sc := make([]scored, 0, len(candidates))
 	for _, c := range candidates {
-		sc = append(sc, scored{c, levenshtein(want, c)})
+		sc = append(sc, scored{c, levenshtein(stem(want), stem(c))*1000 + levenshtein(want, c)})
 	}
 	slices.SortStableFunc(sc, func(a, b scored) int {
 		return cmp.Or(cmp.Compare(a.d, b.d), cmp.Compare(a.s, b.s))
