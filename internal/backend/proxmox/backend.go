@@ -82,7 +82,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Backend, error) {
 	b := &Backend{
 		cfg:    cfg,
 		log:    log,
-		pct:    &pve.Pct{Path: pct, Timeout: timeout, Retries: 3, RetryDelay: time.Second, Log: log},
+		pct:    &pve.Pct{Path: pct, Timeout: timeout, Retries: 3, RetryDelay: 500 * time.Millisecond, Log: log},
 		etcPve: orDefault(p.EtcPve, "/etc/pve"), lxcPath: orDefault(p.LxcPath, "/var/lib/lxc"),
 		node: p.Node, lxcInfo: "lxc-info", PidTimeout: 30 * time.Second,
 	}

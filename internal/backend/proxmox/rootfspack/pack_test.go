@@ -210,7 +210,7 @@ func TestCheckVolIDAndCacheFor(t *testing.T) {
 		t.Errorf("existing template: %v", err)
 	}
 	err = CheckVolID(storages, "local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst")
-	if errs.KindOf(err) != errs.KindNotFound || !strings.Contains(err.Error(), "available: local:vztmpl/ubuntu-22.04") {
+	if errs.KindOf(err) != errs.KindTemplate || !strings.Contains(err.Error(), "available: local:vztmpl/ubuntu-22.04") {
 		t.Errorf("missing template: %v", err)
 	}
 	for _, bad := range []string{"nostorage:vztmpl/x.tar.zst", "local:iso/x.iso", "local-lvm:vztmpl/x.tar.zst", "garbage"} {

@@ -63,7 +63,7 @@ func CheckVolID(storages []pve.Storage, volid string) error {
 		return errs.Wrap(errs.KindTemplate, err, "template %s", volid)
 	}
 	avail := List(dir)
-	e := errs.New(errs.KindNotFound, "template %s not found in %s", volid, dir)
+	e := errs.New(errs.KindTemplate, "template %s not found in %s", volid, dir)
 	if len(avail) == 0 {
 		return e.WithHint("storage '%s' has no templates; download one with `pveam download %s <template>` (see `pveam available`)", storage, storage)
 	}
