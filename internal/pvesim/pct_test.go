@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/nexcage/nexcage/internal/pve"
@@ -272,4 +273,11 @@ func assertNoTrace(t *testing.T, n *Node, root string, vmid int) {
 	if _, err := os.Stat(filepath.Join(root, "var/lib/vz/images", strconv.Itoa(vmid))); err == nil {
 		t.Errorf("volume directory of %d left behind", vmid)
 	}
+}
+
+func statUID(fi os.FileInfo) int {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int(st.Uid)
+	}
+	return -1
 }

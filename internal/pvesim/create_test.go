@@ -1,0 +1,369 @@
+package pvesim
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/nexcage/nexcage/internal/pve"
+)
+
+func TestPctCreateValidations(t *testing.T) {
+	n, root := initNode(t)
+	// A CT 300 on another node of the cluster, and a QEMU guest 301.
+	other, _, _ := newPctNode(root, "pve2")
+	if _, stderr, code := pct(t, other, "create", "300", debianTmpl); code != 0 {
+		t.Fatalf("setup: %s", stderr)
+	}
+	list, _ := pve.ReadVMList(n.VMListPath())
+	list.Add(301, pve.VMListEntry{Node: "pve2", Type: "qemu", Version: 1})
+	if err := list.Write(n.VMListPath()); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"exists on other node", []string{"create", "300", debianTmpl}, "CT 300 already exists on node 'pve2'\n"},
+		{"vm exists", []string{"create", "301", debianTmpl}, "VM 301 already exists on node 'pve2'\n"},
+		{"missing template", []string{"create", "100", "local:vztmpl/nope.tar.zst"},
+			"unable to create CT 100 - can't find file 'local:vztmpl/nope.tar.zst'\n"},
+		{"missing path template", []string{"create", "100", "/nonexistent/x.tar"},
+			"unable to create CT 100 - can't find file '/nonexistent/x.tar'\n"},
+		{"content type", []string{"create", "100", "local:iso/x.iso"},
+			"unable to use volume local:iso/x.iso - content type needs to be 'vztmpl'\n"},
+		{"bad template name", []string{"create", "100", "local:vztmpl/x.zip"},
+			"unable to parse directory volume name 'vztmpl/x.zip'\n"},
+		{"unknown storage of template", []string{"create", "100", "nosuch:vztmpl/x.tar"},
+			"storage 'nosuch' does not exist\n"},
+		{"mount points without rootfs", []string{"create", "100", debianTmpl, "--mp0", "/tmp,mp=/data"},
+			"mount points configured, but 'rootfs' not set - aborting\n"},
+		{"storage without rootdir", []string{"create", "100", debianTmpl, "--storage", "tmplonly"},
+			"400 Parameter verification failed.\nstorage: storage 'tmplonly' does not support container directories\n" + usageCreate},
+		{"rootfs storage without rootdir", []string{"create", "100", debianTmpl, "--rootfs", "tmplonly:1"},
+			"400 Parameter verification failed.\nstorage: storage 'tmplonly' does not support container directories\n" + usageCreate},
+		{"unknown storage", []string{"create", "100", debianTmpl, "--storage", "nosuch"},
+			"storage 'nosuch' does not exist\n"},
+		{"bad rootfs volume", []string{"create", "100", debianTmpl, "--rootfs", "x"},
+			"unable to parse volume ID 'x'\n"},
+		{"unknown distro", []string{"create", "100", weirdTmpl},
+			"unable to create CT 100 - unable to detect OS distribution\n"},
+		{"missing bind source", []string{"create", "100", debianTmpl, "--rootfs", "local:1", "--mp0", "/nonexistent/src,mp=/data"},
+			"unable to create CT 100 - mount point '/nonexistent/src' does not exist\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, code := pct(t, n, tc.args...)
+			if code != 255 || !strings.HasSuffix(stderr, tc.want) {
+				t.Errorf("exit %d, stderr:\n%s\nwant:\n%s", code, stderr, tc.want)
+			}
+			if tc.args[1] == "100" {
+				assertNoTrace(t, n, root, 100)
+			}
+		})
+	}
+	// The failed creates left the other node's CT alone.
+	if _, err := os.Stat(other.ConfPath(300)); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestPctCreateWritesProxmoxConfig(t *testing.T) {
+	n, root := initNode(t)
+	data := t.TempDir()
+	stdout, stderr, code := pct(t, n, "create", "100", debianTmpl,
+		"--memory", "64", "--rootfs", "local:1", "--mp0", data+",mp=/data,ro=1", "--mp1", "local:2,mp=/vol",
+		"--net0", "ip=dhcp,bridge=vmbr0,name=eth0,hwaddr=BC:24:11:00:00:01", "--net1", "name=eth1",
+		"--entrypoint", "/bin/sh -c 'sleep 100'", "--env", "A=1", "--features", "nesting=yes",
+		"--description", "web: front\nend", "--tags", "nexcage", "--cores", "2")
+	if code != 0 {
+		t.Fatalf("create: %s", stderr)
+	}
+	if !strings.Contains(stdout, "extracting archive '"+filepath.Join(root, "var/lib/vz/template/cache/debian-test.tar")+"'") {
+		t.Errorf("stdout: %q", stdout)
+	}
+	raw, err := os.ReadFile(n.ConfPath(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := regexp.MustCompile(`hwaddr=BC:24:11:[0-9A-F]{2}:[0-9A-F]{2}:[0-9A-F]{2},ip`).ReplaceAllString(string(raw), "hwaddr=GEN,ip")
+	got = strings.Replace(got, "name=eth1,hwaddr=BC:24:11:", "name=eth1,hwaddr=GEN:", 1)
+	got = regexp.MustCompile(`hwaddr=GEN:[0-9A-F:]{8},type`).ReplaceAllString(got, "hwaddr=GEN,type")
+	want := "#web%3A front\n#end\n" +
+		"arch: amd64\ncores: 2\nentrypoint: /bin/sh -c 'sleep 100'\nfeatures: nesting=1\nhostname: CT100\nmemory: 64\n" +
+		"mp0: " + data + ",mp=/data,ro=1\n" +
+		"mp1: local:100/vm-100-disk-1.raw,mp=/vol,size=2G\n" +
+		"net0: name=eth0,bridge=vmbr0,hwaddr=GEN,ip=dhcp,type=veth\n" +
+		"net1: name=eth1,hwaddr=GEN,type=veth\n" +
+		"ostype: debian\nrootfs: local:100/vm-100-disk-0.raw,size=1G\nswap: 512\ntags: nexcage\nunprivileged: 1\n" +
+		"lxc.environment.runtime: A=1\n"
+	if got != want {
+		t.Errorf("config:\n%s\nwant:\n%s", got, want)
+	}
+	if !strings.Contains(string(raw), "hwaddr=BC:24:11:00:00:01") {
+		t.Error("given hwaddr not kept")
+	}
+	// Round trip: what pvesim wrote parses back and re-marshals identically.
+	conf, warns, err := pve.ParseConfig(raw)
+	if err != nil || len(warns) > 0 {
+		t.Fatalf("%v %q", err, warns)
+	}
+	again, err := conf.Marshal()
+	if err != nil || string(again) != string(raw) {
+		t.Errorf("round trip differs:\n%s", again)
+	}
+	// Volumes are directories; the rootfs holds the template, shifted.
+	rootfs := filepath.Join(root, "var/lib/vz/images/100/vm-100-disk-0.raw")
+	fi, err := os.Stat(filepath.Join(rootfs, "bin/busybox"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uid := statUID(fi); uid != 100000 {
+		t.Errorf("unprivileged rootfs owned by %d", uid)
+	}
+	if _, err := os.Stat(filepath.Join(root, "var/lib/vz/images/100/vm-100-disk-1.raw")); err != nil {
+		t.Error(err)
+	}
+	// pct config: sorted keys, description and env as single keys, then raw lines.
+	stdout, _, code = pct(t, n, "config", "100")
+	if code != 0 || !strings.Contains(stdout, "cores: 2\ndescription: web%3A front%0Aend%0A\nentrypoint:") ||
+		!strings.Contains(stdout, "\nenv: A=1\nfeatures: nesting=1\n") || strings.Contains(stdout, "lxc.environment") {
+		t.Errorf("pct config:\n%s", stdout)
+	}
+	// Privileged container: no unprivileged key, root-owned files.
+	if _, stderr, code := pct(t, n, "create", "101", alpineTmpl, "--unprivileged", "0", "--hostname", "web"); code != 0 {
+		t.Fatal(stderr)
+	}
+	raw, _ = os.ReadFile(n.ConfPath(101))
+	if string(raw) != "arch: amd64\nhostname: web\nmemory: 512\nostype: alpine\nrootfs: local:101/vm-101-disk-0.raw,size=4G\nswap: 512\n" {
+		t.Errorf("privileged config:\n%s", raw)
+	}
+	fi, _ = os.Stat(filepath.Join(root, "var/lib/vz/images/101/vm-101-disk-0.raw/bin/busybox"))
+	if statUID(fi) != 0 {
+		t.Error("privileged rootfs shifted")
+	}
+	list, _ := pve.ReadVMList(n.VMListPath())
+	if e, ok := list.Lookup(101); !ok || e.Node != "pve" || e.Type != "lxc" {
+		t.Errorf(".vmlist entry: %+v %v", e, ok)
+	}
+	// --ostype unmanaged skips detection of an unknown distro.
+	if _, stderr, code := pct(t, n, "create", "102", weirdTmpl, "--ostype", "unmanaged"); code != 0 {
+		t.Fatal(stderr)
+	}
+}
+
+func TestPctConfigListAndSet(t *testing.T) {
+	n, _ := initNode(t)
+	if stdout, stderr, code := pct(t, n, "list"); code != 0 || stdout != "" || stderr != "" {
+		t.Fatalf("empty list printed %q %q", stdout, stderr)
+	}
+	conf := "#note\narch: amd64\nhostname: a-very-long-hostname-for-layout\nlock: snapshot-delete\nmemory: 128\n" +
+		"ostype: debian\nrootfs: local:105/vm-105-disk-0.raw,size=4G\n" +
+		"lxc.environment.runtime: X=1\nlxc.environment.runtime: Y=2\nlxc.init.cwd: /srv\nlxc.rootfs.path: /evil\nlxc.mount.entry: tmpfs tmp tmpfs rw 0 0\n"
+	if err := os.WriteFile(n.ConfPath(105), []byte(conf), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(n.ConfPath(104), []byte("memory: 64\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	stdout, _, code := pct(t, n, "list")
+	want := "VMID       Status     Lock         Name                \n" +
+		"104        stopped                 CT104               \n" +
+		"105        stopped    snapshot-delete a-very-long-hostname-for-layout\n"
+	if code != 0 || stdout != want {
+		t.Errorf("list:\n%q\nwant:\n%q", stdout, want)
+	}
+	stdout, stderr, code := pct(t, n, "config", "105")
+	wantConf := "arch: amd64\ndescription: note%0A\nenv: X=1\x00Y=2\nhostname: a-very-long-hostname-for-layout\nlock: snapshot-delete\n" +
+		"memory: 128\nostype: debian\nrootfs: local:105/vm-105-disk-0.raw,size=4G\nlxc.init.cwd: /srv\nlxc.mount.entry: tmpfs tmp tmpfs rw 0 0\n"
+	if code != 0 || stdout != wantConf {
+		t.Errorf("config:\n%q\nwant:\n%q", stdout, wantConf)
+	}
+	if stderr != "vm 105 - lxc.rootfs.path: lxc.rootfs.path is auto generated from rootfs\n" {
+		t.Errorf("warnings: %q", stderr)
+	}
+	stdout, _, _ = pct(t, n, "status", "104")
+	if stdout != "status: stopped\n" {
+		t.Errorf("status: %q", stdout)
+	}
+	stdout, _, _ = pct(t, n, "status", "104", "--verbose")
+	if !strings.Contains(stdout, "maxmem: 67108864\n") || !strings.Contains(stdout, "name: CT104\n") ||
+		!strings.Contains(stdout, "status: stopped\n") || strings.Contains(stdout, "pid:") {
+		t.Errorf("status --verbose:\n%s", stdout)
+	}
+	// Locked: verbs refuse; unlock clears.
+	for _, verb := range []string{"start", "destroy"} {
+		if _, stderr, code := pct(t, n, verb, "105"); code != 255 || !strings.HasSuffix(stderr, "\nCT is locked (snapshot-delete)\n") {
+			t.Errorf("%s on locked: %d %q", verb, code, stderr)
+		}
+	}
+	if _, stderr, code := pct(t, n, "set", "105", "--memory", "256"); code != 255 || !strings.HasSuffix(stderr, "CT is locked (snapshot-delete)\n") {
+		t.Errorf("set on locked: %d %q", code, stderr)
+	}
+	if _, stderr, code := pct(t, n, "unlock", "105"); code != 0 {
+		t.Fatal(stderr)
+	}
+	// set: read-only and required options, delete, canonical net.
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"set", "104", "--unprivileged", "1"}, "unable to modify read-only option: 'unprivileged'\n"},
+		{[]string{"set", "104", "--delete", "memory"}, "unable to delete required option 'memory'\n"},
+		{[]string{"set", "104"}, "no options specified\n"},
+		{[]string{"set", "104", "--memory", "8"}, "400 Parameter verification failed.\nmemory: value must have a minimum value of 16\npct set <vmid> [OPTIONS]\n"},
+		{[]string{"set", "199", "--memory", "64"}, "Configuration file 'nodes/pve/lxc/199.conf' does not exist\n"},
+	}
+	for _, tc := range cases {
+		if _, stderr, code := pct(t, n, tc.args...); code != 255 || stderr != tc.want {
+			t.Errorf("%v: %d %q want %q", tc.args, code, stderr, tc.want)
+		}
+	}
+	if _, stderr, code := pct(t, n, "set", "104", "--net0", "name=eth0,bridge=vmbr1", "--cores", "3", "--delete", "swap"); code != 0 ||
+		stderr != "cannot delete 'swap' - not set in current configuration!\n" {
+		t.Fatalf("set: %d %q", code, stderr)
+	}
+	raw, _ := os.ReadFile(n.ConfPath(104))
+	if !regexp.MustCompile(`^cores: 3\nmemory: 64\nnet0: name=eth0,bridge=vmbr1,hwaddr=BC:24:11:[0-9A-F:]{8},type=veth\n$`).Match(raw) {
+		t.Errorf("after set:\n%s", raw)
+	}
+	// Raw lines written by hand survive a pct set untouched, in order.
+	if _, stderr, code := pct(t, n, "set", "105", "--memory", "256"); code != 0 {
+		t.Fatal(stderr)
+	}
+	raw, _ = os.ReadFile(n.ConfPath(105))
+	if !strings.HasSuffix(string(raw), "memory: 256\nostype: debian\nrootfs: local:105/vm-105-disk-0.raw,size=4G\n"+
+		"lxc.environment.runtime: X=1\nlxc.environment.runtime: Y=2\nlxc.init.cwd: /srv\nlxc.mount.entry: tmpfs tmp tmpfs rw 0 0\n") {
+		t.Errorf("after set:\n%s", raw)
+	}
+	// Errors on unknown containers.
+	for _, verb := range []string{"start", "stop", "status", "config", "destroy", "shutdown", "unlock"} {
+		if _, stderr, code := pct(t, n, verb, "999"); code != 255 || stderr != "Configuration file 'nodes/pve/lxc/999.conf' does not exist\n" {
+			t.Errorf("%s 999: %d %q", verb, code, stderr)
+		}
+	}
+	for _, verb := range []string{"stop", "shutdown"} {
+		if _, stderr, code := pct(t, n, verb, "104"); code != 255 || stderr != "CT 104 not running\n" {
+			t.Errorf("%s stopped: %d %q", verb, code, stderr)
+		}
+	}
+	if _, stderr, code := pct(t, n, "exec", "104", "--", "true"); code != 255 || stderr != "container '104' not running!\n" {
+		t.Errorf("exec stopped: %d %q", code, stderr)
+	}
+	// destroy removes config, volume and .vmlist entry.
+	if _, stderr, code := pct(t, n, "create", "110", debianTmpl, "--rootfs", "local:1"); code != 0 {
+		t.Fatal(stderr)
+	}
+	if stdout, stderr, code := pct(t, n, "destroy", "110", "--purge"); code != 0 || stdout != "purging CT 110 from related configurations..\n" {
+		t.Fatalf("destroy: %d %q %q", code, stdout, stderr)
+	}
+	assertNoTrace(t, n, n.Root, 110)
+}
+
+func TestPctLockTimeout(t *testing.T) {
+	n, _ := initNode(t)
+	if err := os.WriteFile(n.ConfPath(120), []byte("memory: 64\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PVESIM_LOCK_TIMEOUT_MS", "100")
+	held, err := flockWithin(n.LockPath(120), lockTimeout())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Unlock()
+	for _, args := range [][]string{{"set", "120", "--memory", "128"}, {"unlock", "120"}, {"create", "120", debianTmpl}} {
+		_, stderr, code := pct(t, n, args...)
+		if code != 255 || stderr != "can't lock file '/run/lock/lxc/pve-config-120.lock' - got timeout\n" {
+			t.Errorf("%v: %d %q", args, code, stderr)
+		}
+	}
+}
+
+// Two nodes on one root, 20 parallel creates: every vmid handed out once.
+func TestPctParallelCreatesTwoNodes(t *testing.T) {
+	n, root := initNode(t)
+	nodes := []*Node{n, {Root: root, Name: "pve2"}}
+	const workers = 20
+	var wg sync.WaitGroup
+	got := make([]int, workers)
+	errs := make([]string, workers)
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			node := nodes[i%2]
+			// Allocate like nexcage does: lowest free id, retry on "already exists".
+			for attempt := 0; attempt < 50; attempt++ {
+				list, err := pve.ReadVMList(node.VMListPath())
+				if err != nil {
+					errs[i] = err.Error()
+					return
+				}
+				id := list.NextID(100, 1000000)
+				_, stderr, code := pct(t, node, "create", fmt.Sprint(id), debianTmpl, "--rootfs", "local:1")
+				if code == 0 {
+					got[i] = id
+					return
+				}
+				if !strings.Contains(stderr, "already exists on node") {
+					errs[i] = stderr
+					return
+				}
+			}
+			errs[i] = "gave up"
+		}(i)
+	}
+	wg.Wait()
+	seen := map[int]bool{}
+	for i, id := range got {
+		if errs[i] != "" {
+			t.Fatalf("worker %d: %s", i, errs[i])
+		}
+		if seen[id] {
+			t.Fatalf("vmid %d handed out twice: %v", id, got)
+		}
+		seen[id] = true
+	}
+	list, _ := pve.ReadVMList(n.VMListPath())
+	if len(list.IDs) != workers {
+		t.Fatalf(".vmlist has %d ids", len(list.IDs))
+	}
+	for _, id := range got {
+		e, _ := list.Lookup(id)
+		owner := &Node{Root: root, Name: e.Node}
+		if _, err := os.Stat(owner.ConfPath(id)); err != nil {
+			t.Errorf("vmid %d: %v", id, err)
+		}
+		if node := n.confNode(id); node != e.Node {
+			t.Errorf("vmid %d config on %q, .vmlist says %q", id, node, e.Node)
+		}
+	}
+	// The same vmid from both nodes at once: exactly one wins.
+	var wins, lost int
+	var mu sync.Mutex
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			_, stderr, code := pct(t, nodes[i%2], "create", "500", debianTmpl, "--rootfs", "local:1")
+			mu.Lock()
+			defer mu.Unlock()
+			if code == 0 {
+				wins++
+			} else if regexp.MustCompile(`^CT 500 already exists on node 'pve2?'\n$|^can't lock file`).MatchString(stderr) {
+				lost++
+			} else {
+				t.Errorf("unexpected: %q", stderr)
+			}
+		}(i)
+	}
+	wg.Wait()
+	if wins != 1 || lost != workers-1 {
+		t.Errorf("wins %d lost %d", wins, lost)
+	}
+}
