@@ -191,6 +191,10 @@ func (n *Node) apiLxcStatus(m []string, c *call) (any, error) {
 // the simulator has no network, so it refuses clearly after the checks
 // the real handler makes first.
 func (n *Node) apiOCIPull(m []string, c *call) (any, error) {
+	ref, ok := c.opts["reference"]
+	if !ok {
+		return nil, &paramError{errors: map[string]string{"reference": "property is missing and it is not optional"}}
+	}
 	if err := n.checkNode(m[1]); err != nil {
 		return nil, err
 	}
@@ -205,7 +209,7 @@ func (n *Node) apiOCIPull(m []string, c *call) (any, error) {
 		return nil, dief("storage '%s' does not support templates", st.Name)
 	}
 	return nil, dief("pvesim: registry pulls are not available in the simulator (no network) - cannot pull '%s'; place an OCI archive in %s instead",
-		c.args["reference"]+c.opts["reference"], filepath.Join(st.Path, "template", "cache"))
+		ref, filepath.Join(st.Path, "template", "cache"))
 }
 
 // typedStatus gives vmstatus values their JSON types: numbers stay
