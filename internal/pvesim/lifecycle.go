@@ -15,7 +15,7 @@ import (
 func (n *Node) pctStart(c *call) error { return n.doStart(c.vmid, c.flag("skiplock")) }
 
 func (n *Node) doStart(vmid int, skiplock bool) error {
-	if _, err := n.loadConfQuiet(vmid); err != nil {
+	if _, err := n.loadConf(vmid); err != nil {
 		return err
 	}
 	if running, _, err := n.ctStatus(vmid); err != nil {
@@ -24,7 +24,7 @@ func (n *Node) doStart(vmid int, skiplock bool) error {
 		return dief("CT %d already running", vmid)
 	}
 	return n.lockConfig(vmid, func() error {
-		conf, err := n.loadConf(vmid)
+		conf, err := n.loadConfQuiet(vmid)
 		if err != nil {
 			return err
 		}
@@ -40,14 +40,14 @@ func (n *Node) doStart(vmid int, skiplock bool) error {
 // pctStop is `pct stop <vmid>`: an immediate kill.
 func (n *Node) pctStop(c *call) error {
 	vmid := c.vmid
-	if _, err := n.loadConfQuiet(vmid); err != nil {
+	if _, err := n.loadConf(vmid); err != nil {
 		return err
 	}
 	if err := n.requireRunning(vmid); err != nil {
 		return err
 	}
 	return n.lockConfig(vmid, func() error {
-		conf, err := n.loadConf(vmid)
+		conf, err := n.loadConfQuiet(vmid)
 		if err != nil {
 			return err
 		}
@@ -68,14 +68,14 @@ func (n *Node) pctShutdown(c *call) error {
 		t, _ := strconv.Atoi(s)
 		timeout = time.Duration(t) * time.Second
 	}
-	if _, err := n.loadConfQuiet(vmid); err != nil {
+	if _, err := n.loadConf(vmid); err != nil {
 		return err
 	}
 	if err := n.requireRunning(vmid); err != nil {
 		return err
 	}
 	return n.lockConfig(vmid, func() error {
-		conf, err := n.loadConf(vmid)
+		conf, err := n.loadConfQuiet(vmid)
 		if err != nil {
 			return err
 		}
@@ -107,7 +107,7 @@ func (n *Node) pctDestroy(c *call) error {
 		}
 		return checkLock(conf)
 	}
-	conf, err := n.loadConfQuiet(vmid)
+	conf, err := n.loadConf(vmid)
 	if err != nil {
 		return err
 	}
@@ -122,7 +122,7 @@ func (n *Node) pctDestroy(c *call) error {
 		return dief("unable to destroy CT %d - container is running", vmid)
 	}
 	return n.lockConfig(vmid, func() error {
-		conf, err := n.loadConf(vmid)
+		conf, err := n.loadConfQuiet(vmid)
 		if err != nil {
 			return err
 		}
@@ -324,6 +324,7 @@ func (n *Node) pctUnlock(c *call) error {
 	})
 }
 
-// loadConfQuiet loads the config without printing parse warnings (the
-// verb loads it again under the lock, and warns then).
+// loadConfQuiet loads the config without printing parse warnings: the
+// verb already loaded it once before taking the lock, and Proxmox warns
+// once per process.
 func (n *Node) loadConfQuiet(vmid int) (*pve.Config, error) { return n.loadConfWarn(vmid, false) }
