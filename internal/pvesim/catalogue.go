@@ -280,13 +280,17 @@ func debianVersion(e catalogueEntry) string {
 	return "12.7"
 }
 
-// writeCatalogue writes every catalogue template into dir (atomically,
-// skipping files that already have the right content).
+// writeCatalogue writes every catalogue template into dir atomically.
+// Templates already there are kept: building them (xz above all) is the
+// slow part of `pvesim init`, and they are reproducible anyway.
 func writeCatalogue(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	for _, e := range catalogue {
+		if st, err := os.Stat(filepath.Join(dir, e.Name)); err == nil && st.Size() > 0 {
+			continue
+		}
 		data, err := buildTemplate(e)
 		if err != nil {
 			return err
