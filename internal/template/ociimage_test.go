@@ -139,7 +139,7 @@ func templateFiles(t *testing.T, p string) map[string]string {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	zr, err := zstd.NewReader(f)
+	zr, err := zstd.NewReader(f, zstd.WithDecoderConcurrency(1))
 	if err != nil {
 		t.Fatal(err)
 	}
