@@ -136,8 +136,8 @@ func TestResolveVolIDErrors(t *testing.T) {
 		{"isos:vztmpl/" + ubuntu22, errs.KindTemplate, []string{"storage 'isos' does not hold container templates"}},
 		{"local:iso/ubuntu.iso", errs.KindTemplate, []string{"content type 'iso'", "vztmpl"}},
 		{"local:vztmpl/ubuntu.iso", errs.KindTemplate, []string{"does not name a template file", ".tar.zst"}},
-		{"local:vztmpl/ubuntu-22.04-standard_22.04-1_amd64.tar.gz", errs.KindNotFound,
-			[]string{"not found on storage 'local'", "templates there: " + ubuntu22 + ", " + ubuntu20}},
+		{"local:vztmpl/ubuntu-22.04-standard_22.04-1_amd64.tar.gz", errs.KindTemplate,
+			[]string{"template local:vztmpl/ubuntu-22.04-standard_22.04-1_amd64.tar.gz not found", "available: local:vztmpl/" + ubuntu22 + ", local:vztmpl/" + ubuntu20}},
 	}
 	for _, c := range cases {
 		_, err := e.r.Resolve(ctx, c.image)
@@ -184,7 +184,7 @@ func TestResolveFileNoAutoDownload(t *testing.T) {
 	e := newEnv(t, func(o *Options) { o.AutoDownload = false })
 	e.catalog[debian12] = tmplData(t, debian12, "debian")
 	_, err := e.r.Resolve(context.Background(), debian12)
-	wantErr(t, err, errs.KindNotFound, "pveam download local "+debian12, "auto_download")
+	wantErr(t, err, errs.KindTemplate, "pveam download local "+debian12, "auto_download")
 	if n := e.run.count("pveam download"); n != 0 {
 		t.Errorf("downloaded although auto_download is off")
 	}
@@ -194,7 +194,7 @@ func TestResolveFileNotOffered(t *testing.T) {
 	e := newEnv(t, nil)
 	e.catalog[debian12] = tmplData(t, debian12, "debian")
 	_, err := e.r.Resolve(context.Background(), "debian-12-standard_12.7-2_amd64.tar.zst")
-	wantErr(t, err, errs.KindNotFound, "not found on storage 'local'", "closest names: "+debian12)
+	wantErr(t, err, errs.KindTemplate, "not found; storage 'local' holds no templates", "closest names: "+debian12)
 }
 
 func TestResolveDownloadFails(t *testing.T) {
@@ -222,7 +222,7 @@ func TestResolveNonDirStorage(t *testing.T) {
 		t.Errorf("got %+v", res)
 	}
 	_, err = e.r.Resolve(context.Background(), "remote:vztmpl/"+ubuntu22)
-	wantErr(t, err, errs.KindNotFound, "templates there: "+debian12)
+	wantErr(t, err, errs.KindTemplate, "available: remote:vztmpl/"+debian12)
 }
 
 func TestResolveShortName(t *testing.T) {
@@ -259,12 +259,12 @@ func TestResolveShortName(t *testing.T) {
 	_, err = e.r.Resolve(ctx, "debian-12-turnkey")
 	wantErr(t, err, errs.KindTemplate, "matches several", "debian-12-turnkey-core", "debian-12-turnkey-nginx")
 	_, err = e.r.Resolve(ctx, "fedora-40")
-	wantErr(t, err, errs.KindNotFound, "no template matches the short name 'fedora-40'", "closest:")
+	wantErr(t, err, errs.KindTemplate, "no template matches the short name 'fedora-40'", "closest:")
 }
 
 func TestResolveShortNameNoAutoDownload(t *testing.T) {
 	e := newEnv(t, func(o *Options) { o.AutoDownload = false })
 	e.catalog[alpine] = tmplData(t, alpine, "alpine")
 	_, err := e.r.Resolve(context.Background(), "alpine-3.22")
-	wantErr(t, err, errs.KindNotFound, "pveam download local "+alpine)
+	wantErr(t, err, errs.KindTemplate, "pveam download local "+alpine)
 }

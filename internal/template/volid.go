@@ -2,6 +2,7 @@ package template
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -68,11 +69,16 @@ func (r *Resolver) fetchOfficial(ctx context.Context, st *pve.Storage, file stri
 		for _, a := range avail {
 			names = append(names, a.file)
 		}
-		e := errs.New(errs.KindNotFound, "template %s not found on storage '%s'", file, st.Name)
+		vol := pve.TemplateVolumeID(st.Name, file)
+		e := errs.New(errs.KindTemplate, "template %s not found", vol)
 		if len(local) > 0 {
-			e.Msg += "; templates there: " + strings.Join(closest(file, local, 8), ", ")
+			var vols []string
+			for _, f := range closest(file, local, 8) {
+				vols = append(vols, pve.TemplateVolumeID(st.Name, f))
+			}
+			e.Msg += "; available: " + strings.Join(vols, ", ")
 		} else {
-			e.Msg += " (it holds no templates)"
+			e.Msg += fmt.Sprintf("; storage '%s' holds no templates", st.Name)
 		}
 		switch {
 		case availErr != nil:
@@ -83,7 +89,7 @@ func (r *Resolver) fetchOfficial(ctx context.Context, st *pve.Storage, file stri
 		return nil, e.WithHint("run `pveam update` and `pveam available` to see downloadable templates")
 	}
 	if !r.o.AutoDownload {
-		return nil, errs.New(errs.KindNotFound, "template %s is not on storage '%s' (it can be downloaded)", file, st.Name).
+		return nil, errs.New(errs.KindTemplate, "template %s is not on storage '%s' (it can be downloaded)", pve.TemplateVolumeID(st.Name, file), st.Name).
 			WithHint("run `%s`, or turn templates.auto_download on", dl)
 	}
 	unlock, err := r.lock(ctx, "template:"+st.Name+":"+file)
@@ -143,7 +149,7 @@ func (r *Resolver) resolveShort(ctx context.Context, name string) (*Resolved, er
 		r.log.Debug("short name resolved from pveam available", "name", name, "template", best.File)
 		return r.fetchOfficial(ctx, st, best.File, local)
 	}
-	e := errs.New(errs.KindNotFound, "no template matches the short name '%s' on storage '%s' or in `pveam available`", name, st.Name)
+	e := errs.New(errs.KindTemplate, "no template matches the short name '%s' on storage '%s' or in `pveam available`", name, st.Name)
 	all := append(slices.Clone(local), availNames...)
 	if availErr != nil {
 		return nil, e.WithHint("`pveam available` failed (%v); templates on '%s': %s", availErr, st.Name, strings.Join(closest(name, local, 8), ", "))
