@@ -367,3 +367,59 @@ func TestPctParallelCreatesTwoNodes(t *testing.T) {
 		t.Errorf("wins %d lost %d", wins, lost)
 	}
 }
+
+// create --start 1 through stop/shutdown/destroy with real LXC.
+func TestPctCreateStartLifecycle(t *testing.T) {
+	n, root := initNode(t)
+	t.Cleanup(func() {
+		pct(t, n, "stop", "130")
+		pct(t, n, "destroy", "130", "--force")
+	})
+	if _, stderr, code := pct(t, n, "create", "130", debianTmpl, "--unprivileged", "0", "--rootfs", "local:1",
+		"--memory", "64", "--entrypoint", "/bin/sleep 1000", "--start", "1"); code != 0 {
+		t.Fatalf("create --start: %s", stderr)
+	}
+	stdout, _, _ := pct(t, n, "status", "130", "--verbose")
+	m := regexp.MustCompile(`(?m)^pid: (\d+)$`).FindStringSubmatch(stdout)
+	if m == nil || !strings.Contains(stdout, "status: running\n") {
+		t.Fatalf("status --verbose:\n%s", stdout)
+	}
+	if cmdline, _ := os.ReadFile("/proc/" + m[1] + "/cmdline"); string(cmdline) != "/bin/sleep\x001000\x00" {
+		t.Errorf("init cmdline %q", cmdline)
+	}
+	if stdout, _, _ := pct(t, n, "list"); !strings.Contains(stdout, "130        running                 CT130") {
+		t.Errorf("list:\n%s", stdout)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"start", "130"}, "CT 130 already running\n"},
+		{[]string{"destroy", "130"}, "unable to destroy CT 130 - container is running\n"},
+		{[]string{"set", "130", "--lock", "backup"}, ""},
+		{[]string{"stop", "130"}, "CT is locked (backup)\n"},
+		{[]string{"unlock", "130"}, ""},
+	} {
+		_, stderr, code := pct(t, n, tc.args...)
+		if stderr != tc.want || (code == 0) != (tc.want == "") {
+			t.Errorf("%v: %d %q want %q", tc.args, code, stderr, tc.want)
+		}
+	}
+	if _, stderr, code := pct(t, n, "exec", "130", "--", "sh", "-c", "exit 4"); code != 4 || stderr != "" {
+		t.Errorf("exec status %d %q", code, stderr)
+	}
+	// sleep ignores the halt signal: shutdown times out, then --forceStop kills.
+	if _, stderr, code := pct(t, n, "shutdown", "130", "--timeout", "1"); code != 255 || stderr != "container did not stop\n" {
+		t.Errorf("shutdown: %d %q", code, stderr)
+	}
+	if _, stderr, code := pct(t, n, "shutdown", "130", "--timeout", "1", "--forceStop", "1"); code != 0 {
+		t.Errorf("shutdown --forceStop: %d %q", code, stderr)
+	}
+	if stdout, _, _ := pct(t, n, "status", "130"); stdout != "status: stopped\n" {
+		t.Errorf("after shutdown: %q", stdout)
+	}
+	if _, stderr, code := pct(t, n, "destroy", "130"); code != 0 {
+		t.Fatal(stderr)
+	}
+	assertNoTrace(t, n, root, 130)
+}
