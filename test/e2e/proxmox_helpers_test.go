@@ -63,11 +63,14 @@ func newPveEnv(t *testing.T, withTemplates bool, extraProxmox string) *pveEnv {
 	e.config = WriteConfig(t, `{
   "proxmox": {
     "pct_path": "`+e.pct+`",
+    "pveam_path": "`+filepath.Join(bin, "pveam")+`",
+    "pvesh_path": "`+filepath.Join(bin, "pvesh")+`",
     "etc_pve": "`+filepath.Join(e.root, "etc/pve")+`",
     "lxc_path": "`+filepath.Join(e.root, "var/lib/lxc")+`",
     "node": "pve",
     "timeout": 120`+extraProxmox+`
   },
+  "storage": {"image_path": "`+filepath.Join(e.root, "nexcage-images")+`"},
   "runtime": {"routing": [{"pattern": "^runc-.*$", "runtime": "runc"}, {"pattern": ".*", "runtime": "proxmox-lxc"}]}
 }`)
 	e.n = NewNexcage(t, e.config)

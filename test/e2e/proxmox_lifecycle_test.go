@@ -291,16 +291,30 @@ func TestProxmoxSeedTemplate(t *testing.T) {
 	wantCalls(t, "delete --force", e.countCalls(func() { n.Must("delete", "--force", id) }), map[string]int{"stop": 1, "destroy": 1})
 
 	// A missing template names the problem and lists what exists, without
-	// calling pct.
+	// calling pct (the template resolver's error, see docs/IMAGES.md).
 	calls = e.countCalls(func() {
-		r := n.Fails(7, "local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst not found", "create", "--name", "t2", "--image", "local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst")
-		if !strings.Contains(r.Stderr, "available: local:vztmpl/ubuntu-22.04-standard_22.04-1_amd64.tar.zst") {
-			t.Errorf("error does not list the available templates: %s", r.Stderr)
+		r := n.Run("create", "--name", "t2", "--image", "local:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst")
+		if r.Code != 3 && r.Code != 7 {
+			t.Errorf("missing template: exit %d, want 3 (not found) or 7 (template): %s", r.Code, r)
+		}
+		for _, want := range []string{"t2", "ubuntu-24.04-standard_24.04-2_amd64.tar.zst not found", "ubuntu-22.04-standard_22.04-1_amd64.tar.zst"} {
+			if !strings.Contains(r.Stderr, want) {
+				t.Errorf("missing template: stderr lacks %q: %s", want, r.Stderr)
+			}
 		}
 	})
 	wantCalls(t, "create with a missing template", calls, nil)
 	// A bare file name is looked up in the template storage.
 	n.Must("create", "--name", "t3", "--image", "debian-12-standard_12.7-1_amd64.tar.zst")
 	n.Must("delete", "t3")
+	// A template only offered by `pveam available` is downloaded first
+	// (templates.auto_download defaults to on), still with one pct call.
+	wantCalls(t, "create from a downloaded template", e.countCalls(func() {
+		n.Must("create", "--name", "t4", "--image", "debian-11-standard_11.7-1_amd64.tar.zst")
+	}), map[string]int{"create": 1})
+	if _, err := os.Stat(filepath.Join(e.cacheDir(), "debian-11-standard_11.7-1_amd64.tar.zst")); err != nil {
+		t.Errorf("template not downloaded into the cache: %v", err)
+	}
+	n.Must("delete", "t4")
 	e.assertNothingLeft("end")
 }

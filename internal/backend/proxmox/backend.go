@@ -24,6 +24,7 @@ import (
 	"github.com/nexcage/nexcage/internal/pve"
 	"github.com/nexcage/nexcage/internal/runtime"
 	"github.com/nexcage/nexcage/internal/state"
+	"github.com/nexcage/nexcage/internal/template"
 )
 
 // Keys of state.Container.Data used by this backend.
@@ -49,6 +50,8 @@ type Backend struct {
 	lxcPath string
 	node    string
 	lxcInfo string
+	// tmpl resolves --image and the template annotation (internal/template).
+	tmpl *template.Resolver
 	// PidTimeout bounds the wait for the init pid after pct start.
 	PidTimeout time.Duration
 }
@@ -86,6 +89,15 @@ func New(cfg *config.Config, log *slog.Logger) (*Backend, error) {
 		etcPve: orDefault(p.EtcPve, "/etc/pve"), lxcPath: orDefault(p.LxcPath, "/var/lib/lxc"),
 		node: p.Node, lxcInfo: "lxc-info", PidTimeout: 30 * time.Second,
 	}
+	b.tmpl = template.NewResolver(template.Options{
+		EtcPve:       b.etcPve,
+		Storage:      b.templateStorage(),
+		AutoDownload: cfg.Templates.AutoDownload == nil || *cfg.Templates.AutoDownload,
+		PveamPath:    p.PveamPath,
+		WorkDir:      cfg.Storage.ImagePath,
+		Logger:       log,
+		Progress:     os.Stderr,
+	})
 	return b, nil
 }
 
@@ -184,7 +196,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	if t, ok := in.Spec.Annotations[AnnotationTemplate]; ok {
 		image = t
 	}
-	rootfs := ""
+	rootfs, ostemplate := "", ""
 	if image == "" {
 		if in.Spec.Root == nil || opts.Bundle == "" {
 			return errs.New(errs.KindInvalidBundle, "container %s: no rootfs and no template", c.ID)
@@ -197,6 +209,28 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 		if _, err := os.Lstat(filepath.Join(rootfs, "bin/sh")); err == nil {
 			in.CanInjectScript = true
 		}
+	} else {
+		// A template (volume id, file or short name, path, URL, OCI
+		// image ...) resolved and validated by internal/template.
+		r, err := b.tmpl.Resolve(ctx, image)
+		if err != nil {
+			return addContainer(c.ID, err)
+		}
+		ostemplate = r.VolID
+		if r.OSType != "" {
+			in.OSType = r.OSType
+		}
+		if in.KeepTemplateInit && r.Image != nil {
+			if err := applyImageConfig(in.Spec, r.Image); err != nil {
+				return addContainer(c.ID, err)
+			}
+		}
+		ref := newRef(c.ID)
+		if err := b.tmpl.Use(ctx, ostemplate, ref); err != nil {
+			return addContainer(c.ID, err)
+		}
+		c.Data[DataTemplateRef] = ref
+		undo = append(undo, func() { b.releaseResolved(ostemplate, ref, c.ID) })
 	}
 	req, err := Translate(in)
 	if err != nil {
@@ -204,11 +238,6 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	}
 	for _, w := range req.Warnings {
 		b.log.Warn(w, "id", c.ID)
-	}
-
-	ostemplate, err := b.resolveImage(storages, image)
-	if err != nil {
-		return addContainer(c.ID, err)
 	}
 	if rootfs != "" {
 		p, err := b.pack(ctx, c, storages, rootfs, req)
@@ -240,32 +269,12 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 
 func (b *Backend) templateStorage() string { return orDefault(b.cfg.Proxmox.TemplateStorage, "local") }
 
-// resolveImage turns --image (or the template annotation) into a volume
-// id: `storage:vztmpl/<file>` is checked, a bare template file name is
-// looked up in proxmox.template_storage. Other forms arrive with the
-// template resolver (issue 5).
-func (b *Backend) resolveImage(storages []pve.Storage, image string) (string, error) {
-	if image == "" {
-		return "", nil
-	}
-	volid := image
-	if !strings.Contains(image, ":") && !strings.Contains(image, "/") && pve.HasTemplateExtension(image) {
-		volid = pve.TemplateVolumeID(b.templateStorage(), image)
-	}
-	if err := rootfspack.CheckVolID(storages, volid); err != nil {
-		return "", err
-	}
-	return volid, nil
-}
-
 func (b *Backend) pack(ctx context.Context, c *state.Container, storages []pve.Storage, rootfs string, req *Request) (*rootfspack.Packed, error) {
 	cache, err := rootfspack.CacheFor(storages, b.templateStorage())
 	if err != nil {
 		return nil, err
 	}
-	ref := make([]byte, 6)
-	_, _ = rand.Read(ref)
-	c.Data[DataTemplateRef] = SanitizeHostname(c.ID) + "-" + hex.EncodeToString(ref)
+	c.Data[DataTemplateRef] = newRef(c.ID)
 	popts := rootfspack.PackOptions{Rootfs: rootfs}
 	for _, t := range req.MountTargets {
 		popts.Targets = append(popts.Targets, rootfspack.Target{Path: t.Path, File: t.File})
@@ -420,6 +429,54 @@ func (b *Backend) releaseTemplate(cache *rootfspack.Cache, name, ref, id string)
 	if removed {
 		b.log.Debug("removed unused packed template", "id", id, "template", name)
 	}
+}
+
+// newRef is a container's reference on a template: unique even across
+// nexcage state roots that reuse container ids.
+func newRef(id string) string {
+	r := make([]byte, 6)
+	_, _ = rand.Read(r)
+	return SanitizeHostname(id) + "-" + hex.EncodeToString(r)
+}
+
+// releaseResolved drops the container's use of a resolved template.
+func (b *Backend) releaseResolved(volid, ref, id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := b.tmpl.Release(ctx, volid, ref); err != nil {
+		b.log.Warn("cannot release template", "id", id, "template", volid, "err", err)
+	}
+}
+
+// applyImageConfig gives a template-only container the process of the
+// OCI image it was built from (Entrypoint+Cmd, Env, WorkingDir, numeric
+// User), as Proxmox 9.1 does for OCI images.
+func applyImageConfig(s *specs.Spec, ic *template.ImageConfig) error {
+	args := append(append([]string{}, ic.Entrypoint...), ic.Cmd...)
+	if len(args) == 0 {
+		return nil
+	}
+	p := &specs.Process{Args: args, Env: ic.Env, Cwd: ic.WorkingDir}
+	if p.Cwd == "" {
+		p.Cwd = "/"
+	}
+	if ic.User != "" {
+		u, g, hasGroup := strings.Cut(ic.User, ":")
+		uid, err := strconv.ParseUint(u, 10, 32)
+		if err != nil {
+			return unsupported("image config User", "%q is not numeric; only uid[:gid] can be mapped to lxc.init.uid/gid", ic.User)
+		}
+		p.User.UID = uint32(uid)
+		if hasGroup {
+			gid, err := strconv.ParseUint(g, 10, 32)
+			if err != nil {
+				return unsupported("image config User", "%q: group is not numeric", ic.User)
+			}
+			p.User.GID = uint32(gid)
+		}
+	}
+	s.Process = p
+	return nil
 }
 
 func isReason(err error, r pve.Reason) bool {
@@ -610,6 +667,8 @@ func (b *Backend) Delete(ctx context.Context, c *state.Container, force bool) er
 				b.releaseTemplate(cache, name, c.Data[DataTemplateRef], c.ID)
 			}
 		}
+	} else if ref, volid := c.Data[DataTemplateRef], c.Data[DataOSTemplate]; ref != "" && volid != "" {
+		b.releaseResolved(volid, ref, c.ID)
 	}
 	c.Status, c.Pid = state.Stopped, 0
 	return nil
