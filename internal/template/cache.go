@@ -133,10 +133,11 @@ func (r *Resolver) place(tmp, dir string, meta Meta, nameHint string) (string, *
 			WithHint("use a tar archive (plain, gzip, xz, zstd or bzip2) of a root filesystem with /bin, /etc or /usr at its top")
 	}
 	final := filepath.Join(dir, placedName(info.Digest, info.Compression))
+	src := meta.current()
 	if old := readMeta(final); old != nil && old.Digest == info.Digest {
-		// The same content is already there (another source, or a race we
-		// lost); keep the file and its users, take the new source.
-		meta.Created = old.Created
+		// The same content is already there (from another source, or a
+		// race we lost): keep the file, add the source.
+		meta.Created, meta.Sources, meta.LastUsed = old.Created, old.Sources, old.LastUsed
 	} else if err := os.Rename(tmp, final); err != nil {
 		return "", nil, errs.Wrap(errs.KindTemplate, err, "cannot place the template in %s", dir)
 	}
@@ -145,6 +146,7 @@ func (r *Resolver) place(tmp, dir string, meta Meta, nameHint string) (string, *
 		return "", nil, errs.Wrap(errs.KindTemplate, err, "template %s vanished", final)
 	}
 	meta.File, meta.Info, meta.ModTime, meta.Placed = filepath.Base(final), *info, fi.ModTime(), true
+	meta.upsertSource(src)
 	if meta.Created.IsZero() {
 		meta.Created = r.o.Now().UTC()
 	}
@@ -249,7 +251,7 @@ func (r *Resolver) Release(ctx context.Context, volid, id string) (removed bool,
 	tmpl := filepath.Join(c.Dir, file)
 	// Packed by the backend's bundle packer (no metadata of ours) or a
 	// bundle: content only this container had.
-	if m := readMeta(tmpl); m == nil || m.Form == FormBundle {
+	if m := readMeta(tmpl); m == nil || !slices.ContainsFunc(m.Sources, func(s SourceRef) bool { return s.Form != FormBundle }) {
 		if err := removeTemplate(tmpl); err != nil {
 			return false, errs.Wrap(errs.KindTemplate, err, "cannot remove unused template %s", file)
 		}
@@ -299,7 +301,14 @@ func (r *Resolver) List(ctx context.Context) ([]Entry, error) {
 		}
 		ent := Entry{VolID: c.VolID(name), File: name, Path: filepath.Join(c.Dir, name), Placed: placed, Users: users}
 		if m != nil {
-			ent.Source, ent.Form, ent.Arch, ent.OSType = m.Source, m.Form, m.Arch, m.OSType
+			var srcs []string
+			for _, s := range m.Sources {
+				srcs = append(srcs, s.Source)
+			}
+			if len(m.Sources) > 0 {
+				ent.Form = m.Sources[0].Form
+			}
+			ent.Source, ent.Arch, ent.OSType = strings.Join(srcs, ", "), m.Arch, m.OSType
 			ent.Created, ent.LastUsed = m.Created, m.LastUsed
 		} else if placed {
 			ent.Form = FormBundle // packed by PackAndAcquire

@@ -22,19 +22,52 @@ type Meta struct {
 	Info
 	// ModTime with Size identifies the file version the Info belongs to.
 	ModTime time.Time `json:"mtime"`
-	// Source is what the user asked for when nexcage placed the file (a
-	// path, URL, image reference or bundle); empty for templates nexcage
-	// only inspected.
-	Source string `json:"source,omitempty"`
-	Form   Form   `json:"form,omitempty"`
-	// SourceSize/SourceModTime identify the version of a local source file,
-	// so an unchanged path resolves from the cache without reading it.
-	SourceSize    int64        `json:"source_size,omitempty"`
-	SourceModTime time.Time    `json:"source_mtime,omitzero"`
-	Placed        bool         `json:"placed"` // nexcage created the template file
-	Image         *ImageConfig `json:"image,omitempty"`
-	Created       time.Time    `json:"created,omitzero"`
-	LastUsed      time.Time    `json:"last_used,omitzero"`
+	// Sources are what users asked for when nexcage placed this file (a
+	// path, URL, image or bundle); several sources may have the same
+	// content. Empty for templates nexcage only inspected.
+	Sources  []SourceRef `json:"sources,omitempty"`
+	Placed   bool        `json:"placed"` // nexcage created the template file
+	Created  time.Time   `json:"created,omitzero"`
+	LastUsed time.Time   `json:"last_used,omitzero"`
+
+	// The source this resolution came from (not stored as such: it is one
+	// of Sources).
+	Source        string       `json:"-"`
+	Form          Form         `json:"-"`
+	SourceSize    int64        `json:"-"`
+	SourceModTime time.Time    `json:"-"`
+	Image         *ImageConfig `json:"-"`
+}
+
+// SourceRef is one source of a placed template.
+type SourceRef struct {
+	Source string `json:"source"`
+	Form   Form   `json:"form"`
+	// Size/ModTime identify the version of a local source file, so an
+	// unchanged path resolves from the cache without reading it.
+	Size    int64        `json:"size,omitempty"`
+	ModTime time.Time    `json:"mtime,omitzero"`
+	Image   *ImageConfig `json:"image,omitempty"`
+}
+
+func (m *Meta) current() SourceRef {
+	return SourceRef{Source: m.Source, Form: m.Form, Size: m.SourceSize, ModTime: m.SourceModTime, Image: m.Image}
+}
+
+func (m *Meta) setCurrent(s SourceRef) {
+	m.Source, m.Form, m.SourceSize, m.SourceModTime, m.Image = s.Source, s.Form, s.Size, s.ModTime, s.Image
+}
+
+// upsertSource records s among the sources (replacing an older entry of
+// the same source).
+func (m *Meta) upsertSource(s SourceRef) {
+	for i := range m.Sources {
+		if m.Sources[i].Source == s.Source {
+			m.Sources[i] = s
+			return
+		}
+	}
+	m.Sources = append(m.Sources, s)
 }
 
 func metaPath(tmpl string) string { return tmpl + MetaSuffix }
@@ -67,7 +100,8 @@ func writeMeta(tmpl string, m *Meta) error {
 }
 
 // findBySource returns the template in dir that nexcage placed for source
-// (and, when match is given, that satisfies it).
+// (and, when match is given, that satisfies it), with the matching source
+// made current.
 func findBySource(dir, source string, match func(*Meta) bool) (string, *Meta) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -79,14 +113,23 @@ func findBySource(dir, source string, match func(*Meta) bool) (string, *Meta) {
 		}
 		tmpl := filepath.Join(dir, strings.TrimSuffix(e.Name(), MetaSuffix))
 		m := readMeta(tmpl)
-		if m == nil || m.Source != source || (match != nil && !match(m)) {
+		if m == nil {
 			continue
 		}
-		fi, err := os.Stat(tmpl)
-		if err != nil || !m.fresh(fi) {
-			continue
+		for _, s := range m.Sources {
+			if s.Source != source {
+				continue
+			}
+			m.setCurrent(s)
+			if match != nil && !match(m) {
+				continue
+			}
+			fi, err := os.Stat(tmpl)
+			if err != nil || !m.fresh(fi) {
+				continue
+			}
+			return tmpl, m
 		}
-		return tmpl, m
 	}
 	return "", nil
 }

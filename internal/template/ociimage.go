@@ -17,10 +17,12 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
 )
 
 // sniffImageArchive tells an image archive from a template archive by its
@@ -361,7 +363,11 @@ func writeRootFile(root *os.Root, name string, r io.Reader, perm fs.FileMode) er
 // with OCI whiteout semantics, confined to the rootfs: entries cannot
 // climb out with "..", and symlinks leading outside are refused by os.Root.
 // Device nodes and fifos are skipped (LXC provides /dev).
-func applyLayer(rootfs *os.Root, r io.Reader) error {
+func applyLayer(rootfs *os.Root, r io.Reader) error { return applyLayerTimes(rootfs, r, nil) }
+
+// applyLayerTimes is applyLayer recording directory times in dirTimes
+// (when not nil), to be set once all layers are applied.
+func applyLayerTimes(rootfs *os.Root, r io.Reader, dirTimes map[string]time.Time) error {
 	dr, _, done, err := openCompressed(bufio.NewReaderSize(r, 1<<16))
 	if err != nil {
 		return err
@@ -412,6 +418,9 @@ func applyLayer(rootfs *os.Root, r io.Reader) error {
 		case tar.TypeDir:
 			if err := rootfs.Mkdir(name, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 				return fmt.Errorf("%s: %w", name, err)
+			}
+			if dirTimes != nil {
+				dirTimes[name] = h.ModTime
 			}
 		case tar.TypeReg:
 			if err := writeRootFile(rootfs, name, tr, 0o600); err != nil {
@@ -477,11 +486,12 @@ func unpackImage(ctx context.Context, src *os.Root, img *image, rootfsDir string
 		return err
 	}
 	defer rootfs.Close()
+	dirTimes := map[string]time.Time{}
 	for i, l := range img.layers {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := applyOne(src, rootfs, l); err != nil {
+		if err := applyOne(src, rootfs, l, dirTimes); err != nil {
 			return fmt.Errorf("layer %d (%s): %w", i+1, l.path, err)
 		}
 	}
@@ -491,10 +501,31 @@ func unpackImage(ctx context.Context, src *os.Root, img *image, rootfsDir string
 			return fmt.Errorf("creating /%s: %w", d, err)
 		}
 	}
-	return nil
+	// Directory times as the layers say (epoch for implied ones), so the
+	// same image always packs to the same template.
+	return filepath.WalkDir(rootfsDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			// WalkDir does not follow links, so p's parents are real
+			// directories: changing the link itself is safe.
+			epoch := unix.NsecToTimespec(0)
+			return unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{epoch, epoch}, unix.AT_SYMLINK_NOFOLLOW)
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		rel, _ := filepath.Rel(rootfsDir, p)
+		ts, ok := dirTimes[filepath.ToSlash(rel)]
+		if !ok {
+			ts = time.Unix(0, 0)
+		}
+		return rootfs.Chtimes(filepath.ToSlash(rel), ts, ts)
+	})
 }
 
-func applyOne(src, rootfs *os.Root, l layerRef) error {
+func applyOne(src, rootfs *os.Root, l layerRef, dirTimes map[string]time.Time) error {
 	f, err := src.Open(l.path)
 	if err != nil {
 		return err
@@ -508,7 +539,7 @@ func applyOne(src, rootfs *os.Root, l layerRef) error {
 			return err
 		}
 	}
-	if err := applyLayer(rootfs, r); err != nil {
+	if err := applyLayerTimes(rootfs, r, dirTimes); err != nil {
 		return err
 	}
 	if l.digest != "" && l.digest.Algorithm() == digest.SHA256 {

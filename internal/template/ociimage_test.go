@@ -398,3 +398,33 @@ func TestResolveRegistryErrors(t *testing.T) {
 		wantErr(t, err, errs.KindTemplate, "pulling alpine:3.99 with skopeo failed: manifest unknown", "skopeo inspect")
 	})
 }
+
+// TestImagePacksDeterministically: the same image as a layout and as an
+// archive becomes one template file.
+func TestImagePacksDeterministically(t *testing.T) {
+	e := newEnv(t, nil)
+	layout := filepath.Join(t.TempDir(), "img")
+	writeLayout(t, layout, "amd64")
+	archive := writeFile(t, filepath.Join(t.TempDir(), "img.tar"), tarDir(t, layout))
+	a, err := e.r.Resolve(context.Background(), layout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := e.r.Resolve(context.Background(), archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.File != b.File || len(placedFiles(t, e.cache)) != 1 {
+		t.Errorf("layout gave %s, archive %s; placed %v", a.File, b.File, placedFiles(t, e.cache))
+	}
+	// Both sources are remembered, so neither is unpacked again.
+	m := readMeta(filepath.Join(e.cache, a.File))
+	if m == nil || len(m.Sources) != 2 {
+		t.Fatalf("sources %+v", m)
+	}
+	for _, src := range []string{string(FormOCILayout) + ":" + layout, string(FormOCIArchive) + ":" + archive} {
+		if tmpl, got := findBySource(e.cache, src, nil); got == nil || filepath.Base(tmpl) != a.File || got.Image == nil {
+			t.Errorf("source %s not found in the cache", src)
+		}
+	}
+}
