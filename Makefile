@@ -7,7 +7,7 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X github.com/nexcage/nexcage/internal/version.Version=$(VERSION) -X github.com/nexcage/nexcage/internal/version.Commit=$(COMMIT)
 APT_PACKAGES := runc crun lxc busybox-static zstd xz-utils bzip2 skopeo tar iproute2 ca-certificates git
 
-.PHONY: all deps build test unit e2e lint demo clean
+.PHONY: all deps build test unit e2e lint demo clean gendocs deb
 
 all: build
 
@@ -41,6 +41,15 @@ e2e: build
 	NEXCAGE_BIN=$(BIN)/nexcage PVESIM_BIN=$(BIN)/pvesim $(GO) test -count=1 -timeout 30m ./test/...
 
 test: deps lint build unit e2e
+
+# gendocs writes man pages (section 8) and bash/zsh/fish completions.
+gendocs:
+	$(GO) run ./cmd/nexcage-gendocs -out $(BIN)/docs -version $(VERSION)
+
+# deb builds bin/nexcage_<version>_<arch>.deb with nfpm (packaging/nfpm.yaml):
+# a static nexcage, the config as a conffile, man pages, completions, docs.
+deb:
+	$(GO) run ./cmd/nexcage-deb -src $(CURDIR) -out $(BIN)
 
 demo: deps build
 	./scripts/demo.sh
