@@ -1,0 +1,173 @@
+package ocirun
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/runtime"
+	"github.com/nexcage/nexcage/internal/state"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestCreateArgs(t *testing.T) {
+	got := createArgs(runtime.CreateOptions{Bundle: "/b", PidFile: "/p", ConsoleSocket: "/s", NoPivot: true, NoNewKeyring: true, PreserveFDs: 2})
+	want := []string{"--bundle", "/b", "--pid-file", "/p", "--console-socket", "/s", "--no-pivot", "--no-new-keyring", "--preserve-fds", "2"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %q want %q", got, want)
+	}
+	if got := createArgs(runtime.CreateOptions{Bundle: "/b"}); !reflect.DeepEqual(got, []string{"--bundle", "/b"}) {
+		t.Fatalf("minimal: %q", got)
+	}
+}
+
+func TestGlobals(t *testing.T) {
+	b := &Backend{o: Options{Root: "/r/@runc", Log: "/l.json", LogFormat: "json", Debug: true, SystemdCgroup: true, Rootless: "false"}}
+	got := b.globals(b.o.Log, b.o.LogFormat)
+	want := []string{"--root", "/r/@runc", "--log", "/l.json", "--log-format", "json", "--debug", "--systemd-cgroup", "--rootless=false"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %q want %q", got, want)
+	}
+	b = &Backend{o: Options{Root: "/r/@crun"}}
+	if got := b.globals("", ""); !reflect.DeepEqual(got, []string{"--root", "/r/@crun"}) {
+		t.Fatalf("no log: %q", got)
+	}
+}
+
+func TestLastMessage(t *testing.T) {
+	cases := map[string]string{
+		"container does not exist": "container does not exist",
+		`time="2026-01-01T00:00:00Z" level=error msg="container \"x\" does not exist"` + "\n": `container "x" does not exist`,
+		"warning: a\nerror opening file `/r/x/status`: No such file or directory\n":           "error opening file `/r/x/status`: No such file or directory",
+		"": "",
+	}
+	for in, want := range cases {
+		if got := lastMessage(in); got != want {
+			t.Errorf("lastMessage(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestLastLogError(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "log.json")
+	old := `{"level":"error","msg":"old failure","time":"t"}` + "\n"
+	newer := `{"level":"info","msg":"x","time":"t"}` + "\n" +
+		`{"msg":"cgroups in hybrid mode not supported","level":"error","time":"t"}` + "\n" +
+		`time="t" level=error msg="text \"line\""` + "\n" +
+		`{"level":"warning","msg":"later warning","time":"t"}` + "\n"
+	if err := os.WriteFile(p, []byte(old+newer), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := lastLogError(p, int64(len(old))); got != `text "line"` {
+		t.Fatalf("got %q", got)
+	}
+	if err := os.WriteFile(p, []byte(old+`{"level":"info","msg":"fine"}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := lastLogError(p, int64(len(old))); got != "" {
+		t.Fatalf("an error before offset was reported: %q", got)
+	}
+}
+
+func TestNewErrors(t *testing.T) {
+	_, err := New(Options{Name: "runc", Path: "/nonexistent/runc", Root: t.TempDir()})
+	if errs.KindOf(err) != errs.KindBackend || !strings.Contains(err.Error(), "runtimes.runc.path") {
+		t.Fatalf("missing binary: %v", err)
+	}
+	_, err = New(Options{Name: "crun", Path: "/bin/true", Root: t.TempDir(), CgroupWorkaround: "sometimes"})
+	if errs.KindOf(err) != errs.KindInvalidConfig {
+		t.Fatalf("bad workaround: %v", err)
+	}
+}
+
+func TestHybridDetectionOnPlainDir(t *testing.T) {
+	if HybridWithV2Controllers(t.TempDir()) {
+		t.Fatal("a plain directory is not a hybrid cgroup root")
+	}
+}
+
+func TestWorkaroundModes(t *testing.T) {
+	for _, tc := range []struct {
+		name, mode string
+		want       bool
+	}{{"runc", WorkaroundAlways, false}, {"crun", WorkaroundAlways, true}, {"crun", WorkaroundNever, false}} {
+		b, err := New(Options{Name: tc.name, Path: "/bin/true", Root: t.TempDir(), CgroupWorkaround: tc.mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := b.useWorkaround(); got != tc.want {
+			t.Errorf("%s/%s: %v", tc.name, tc.mode, got)
+		}
+	}
+}
+
+// fakeRuntime writes a test double for runc: a /bin/sh script.
+func fakeRuntime(t *testing.T, script string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "fakerunc")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestRefreshParsesList(t *testing.T) {
+	bin := fakeRuntime(t, `echo '[{"id":"a","pid":42,"status":"running"},{"id":"b","pid":7,"status":"stopped"}]'`)
+	b, err := New(Options{Name: "runc", Path: bin, Root: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := []*state.Container{{ID: "a"}, {ID: "b", Pid: 7}, {ID: "gone", Status: state.Running, Pid: 9}}
+	if err := b.Refresh(context.Background(), cs); err != nil {
+		t.Fatal(err)
+	}
+	if cs[0].Status != state.Running || cs[0].Pid != 42 || cs[1].Status != state.Stopped || cs[1].Pid != 0 ||
+		cs[2].Status != state.Stopped || cs[2].Pid != 0 {
+		t.Fatalf("refresh: %+v %+v %+v", cs[0], cs[1], cs[2])
+	}
+	null := fakeRuntime(t, `echo null`)
+	b, _ = New(Options{Name: "runc", Path: null, Root: t.TempDir()})
+	if err := b.Refresh(context.Background(), cs[:1]); err != nil || cs[0].Status != state.Stopped {
+		t.Fatalf("runc's null list: %v %+v", err, cs[0])
+	}
+}
+
+func TestCapturedErrorKeepsRuntimeWords(t *testing.T) {
+	bin := fakeRuntime(t, `printf 'container not running' >&2; exit 1`)
+	b, _ := New(Options{Name: "runc", Path: bin, Root: t.TempDir()})
+	err := b.Kill(context.Background(), &state.Container{ID: "c1"}, syscall.SIGKILL, false)
+	if errs.KindOf(err) != errs.KindBackend || err.Error() != "runc kill c1: container not running" {
+		t.Fatalf("got %v", err)
+	}
+	// delete of a container the runtime lost counts as done.
+	gone := fakeRuntime(t, `echo 'container does not exist' >&2; exit 1`)
+	b, _ = New(Options{Name: "runc", Path: gone, Root: t.TempDir()})
+	if err := b.Delete(context.Background(), &state.Container{ID: "c1"}, true); err != nil {
+		t.Fatalf("delete of a gone container: %v", err)
+	}
+}
+
+func TestRunDistinguishesRuntimeFailureFromExitCode(t *testing.T) {
+	// The fake logs an error to --log (argv: --root R --log L --log-format json run ...).
+	failing := fakeRuntime(t, `echo '{"level":"error","msg":"unknown version specified","time":"t"}' >> "$4"; exit 1`)
+	b, _ := New(Options{Name: "crun", Path: failing, Root: t.TempDir(), CgroupWorkaround: WorkaroundNever})
+	c := &state.Container{ID: "c1"}
+	_, err := b.Run(context.Background(), c, runtime.CreateOptions{Bundle: "/b"}, false)
+	if errs.KindOf(err) != errs.KindBackend || !strings.Contains(err.Error(), "unknown version specified") {
+		t.Fatalf("runtime failure: %v", err)
+	}
+	exit7 := fakeRuntime(t, `exit 7`)
+	b, _ = New(Options{Name: "crun", Path: exit7, Root: t.TempDir(), CgroupWorkaround: WorkaroundNever})
+	code, err := b.Run(context.Background(), c, runtime.CreateOptions{Bundle: "/b"}, false)
+	if err != nil || code != 7 {
+		t.Fatalf("container exit code: %d %v", code, err)
+	}
+}
