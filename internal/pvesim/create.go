@@ -324,10 +324,14 @@ func (n *Node) createTask(vmid int, conf *pve.Config, mpParam map[string]string,
 				p.Set("size", pve.FormatSize(int64(sizeGiB*(1<<30))))
 				path = dir
 			} else {
-				path = filepath.Join(scfg.Path, "images", volname)
-				if _, e := os.Stat(path); e != nil {
+				p2, e := n.volumePath(vol)
+				if e != nil {
+					return e
+				}
+				if _, e := os.Stat(p2); e != nil {
 					return fmt.Errorf("volume '%s' does not exist", vol)
 				}
+				path = p2
 			}
 		}
 		if k == "rootfs" {
@@ -426,27 +430,6 @@ func (n *Node) readStorages() ([]pve.Storage, error) {
 		return nil, dief("%v", err)
 	}
 	return list, nil
-}
-
-// VolumePath resolves a volume of a container config (`local:100/vm-100-disk-0.raw`
-// or a host path) to its directory on the host.
-func (n *Node) VolumePath(volume string) (string, error) {
-	if strings.HasPrefix(volume, "/") {
-		return volume, nil
-	}
-	sid, volname, err := pve.ParseVolumeID(volume)
-	if err != nil {
-		return "", err
-	}
-	storages, err := n.readStorages()
-	if err != nil {
-		return "", err
-	}
-	scfg, ok := pve.FindStorage(storages, sid)
-	if !ok {
-		return "", fmt.Errorf("storage '%s' does not exist", sid)
-	}
-	return filepath.Join(scfg.Path, "images", volname), nil
 }
 
 // errorText is an error's message as Perl would print it.

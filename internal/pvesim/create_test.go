@@ -423,3 +423,29 @@ func TestPctCreateStartLifecycle(t *testing.T) {
 	}
 	assertNoTrace(t, n, root, 130)
 }
+
+// destroy removes only the container's own volumes: never bind mount
+// sources, templates, or paths a hand-edited volume id points outside to.
+func TestPctDestroyKeepsForeignPaths(t *testing.T) {
+	n, root := initNode(t)
+	victim := filepath.Join(root, "var/lib/vz/victim")
+	if err := os.MkdirAll(victim, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	conf := "memory: 64\nrootfs: local:../victim,size=1G\nmp0: " + victim + ",mp=/x\nmp1: " + debianTmpl + ",mp=/y\n"
+	if err := os.WriteFile(n.ConfPath(140), []byte(conf), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := pct(t, n, "destroy", "140"); code != 0 {
+		t.Fatal(stderr)
+	}
+	if _, err := os.Stat(victim); err != nil {
+		t.Errorf("destroy removed a foreign path: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "var/lib/vz/template/cache/debian-test.tar")); err != nil {
+		t.Errorf("destroy removed a template: %v", err)
+	}
+	if _, err := os.Stat(n.ConfPath(140)); err == nil {
+		t.Error("config left")
+	}
+}

@@ -156,7 +156,7 @@ func (n *Node) pctDestroy(c *call) error {
 			if vol == "" || strings.HasPrefix(vol, "/") {
 				continue // bind and device mounts are not ours to delete
 			}
-			if path, err := n.VolumePath(vol); err == nil {
+			if path, err := n.volumePath(vol); err == nil && pve.ContentType(strings.SplitN(vol, ":", 2)[1]) != "vztmpl" {
 				if err := os.RemoveAll(path); err != nil {
 					return err
 				}
