@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -538,28 +539,21 @@ func errText(err error) string {
 	return err.Error()
 }
 
-// Refresh updates status and pid from /proc and .vmlist only: no pct and
-// no LXC calls. A container whose init died is stopped; one whose VMID
-// is gone from the cluster is stopped and marked vanished.
+// Refresh updates status and pid from /proc and the cluster file system
+// only: no pct and no LXC calls. A container whose init died is stopped;
+// one whose Proxmox config is gone is stopped and marked vanished.
 func (b *Backend) Refresh(ctx context.Context, cs []*state.Container) error {
-	var vml *pve.VMList
 	for _, c := range cs {
 		vmid, ok := vmidOf(c)
 		if !ok || c.Status == state.Creating {
 			continue
 		}
-		if vml == nil {
-			l, err := pve.ReadVMList(filepath.Join(b.etcPve, ".vmlist"))
-			if err != nil {
-				return errs.Wrap(errs.KindBackend, err, "cannot read the cluster's VMID list")
-			}
-			vml = l
-		}
-		if _, exists := vml.Lookup(vmid); !exists {
+		if !b.exists(c, vmid) {
 			c.Status, c.Pid = state.Stopped, 0
 			c.Data[DataVanished] = "1"
 			continue
 		}
+		delete(c.Data, DataVanished)
 		if c.Status == state.Running || c.Pid > 0 {
 			if b.alive(c) {
 				c.Status = state.Running
@@ -570,6 +564,13 @@ func (b *Backend) Refresh(ctx context.Context, cs []*state.Container) error {
 		}
 	}
 	return nil
+}
+
+// exists reports whether the container's config is still in the cluster
+// file system (pmxcfs keeps /etc/pve identical on every node).
+func (b *Backend) exists(c *state.Container, vmid int) bool {
+	_, err := os.Stat(b.confPath(b.nodeOf(c), vmid))
+	return err == nil || !errors.Is(err, fs.ErrNotExist)
 }
 
 // alive reports whether c's recorded init pid is still that process.

@@ -1,0 +1,248 @@
+package proxmox
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nexcage/nexcage/internal/bundle"
+	"github.com/nexcage/nexcage/internal/config"
+	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/runtime"
+	"github.com/nexcage/nexcage/internal/state"
+	"github.com/nexcage/nexcage/internal/template"
+	"github.com/nexcage/nexcage/internal/testutil"
+)
+
+// fakeNode is a minimal /etc/pve plus a scripted pct that logs its argv.
+// Its create refuses VMIDs listed in taken (as if another node had them)
+// and writes a .conf for the others; a VMID listed in badconf gets a
+// directory instead of a .conf file, so appending raw lines fails.
+type fakeNode struct {
+	dir, etc, log string
+	backend       *Backend
+}
+
+func newFakeNode(t *testing.T, taken, badconf string) *fakeNode {
+	t.Helper()
+	dir := t.TempDir()
+	f := &fakeNode{dir: dir, etc: filepath.Join(dir, "etc/pve"), log: filepath.Join(dir, "pct.log")}
+	vz := filepath.Join(dir, "vz")
+	for _, d := range []string{filepath.Join(f.etc, "nodes/pve/lxc"), filepath.Join(vz, "template/cache")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	storage := "dir: local\n\tpath " + vz + "\n\tcontent vztmpl,rootdir\n"
+	if err := os.WriteFile(filepath.Join(f.etc, "storage.cfg"), []byte(storage), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := `#!/bin/sh
+echo "$*" >> ` + f.log + `
+conf=` + f.etc + `/nodes/pve/lxc/$2.conf
+case "$1" in
+create)
+	for id in ` + taken + `; do
+		if [ "$2" = "$id" ]; then echo "CT $2 already exists on node 'pve2'" >&2; exit 255; fi
+	done
+	for id in ` + badconf + `; do
+		if [ "$2" = "$id" ]; then mkdir "$conf"; exit 0; fi
+	done
+	printf 'hostname: x\ntags: nexcage\n' > "$conf"; exit 0;;
+destroy)
+	if [ -d "$conf" ]; then rmdir "$conf"; else rm "$conf"; fi; exit 0;;
+esac
+exit 0
+`
+	pct := filepath.Join(dir, "pct")
+	if err := os.WriteFile(pct, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Proxmox.PctPath, cfg.Proxmox.EtcPve, cfg.Proxmox.Node = pct, f.etc, "pve"
+	cfg.Proxmox.VMIDRange = [2]int{100, 105}
+	cfg.Storage.ImagePath = filepath.Join(dir, "images")
+	b, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.backend = b
+	return f
+}
+
+func (f *fakeNode) calls(t *testing.T) []string {
+	data, err := os.ReadFile(f.log)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSpace(string(data)), "\n")
+}
+
+func createOpts(t *testing.T, checkpoints *[]string) (*state.Container, runtime.CreateOptions) {
+	bundle := testutil.BusyboxBundle(t, "", []string{"sleep", "1"}, nil)
+	spec := mustLoadSpec(t, bundle)
+	c := &state.Container{ID: "ct1", Status: state.Creating, Backend: config.BackendProxmox, Created: time.Now()}
+	return c, runtime.CreateOptions{Bundle: bundle, Spec: spec, Checkpoint: func(c *state.Container) error {
+		*checkpoints = append(*checkpoints, c.Data[DataVMID])
+		return nil
+	}}
+}
+
+func TestCreateRetriesTakenVMIDAndCheckpointsFirst(t *testing.T) {
+	f := newFakeNode(t, "100 101", "")
+	var cps []string
+	c, opts := createOpts(t, &cps)
+	if err := f.backend.Create(context.Background(), c, opts); err != nil {
+		t.Fatal(err)
+	}
+	if c.Data[DataVMID] != "102" || c.Status != state.Created {
+		t.Errorf("container = %+v", c)
+	}
+	// The VMID is checkpointed before each pct create, and dropped again
+	// after a VMID turned out to be taken.
+	if strings.Join(cps, ",") != "100,101,102" {
+		t.Errorf("checkpoints = %q", cps)
+	}
+	calls := f.calls(t)
+	if len(calls) != 3 || !strings.HasPrefix(calls[2], "create 102 local:vztmpl/nexcage-") {
+		t.Errorf("pct calls = %q", calls)
+	}
+	conf, _ := os.ReadFile(filepath.Join(f.etc, "nodes/pve/lxc/102.conf"))
+	if !strings.Contains(string(conf), "lxc.init.cmd: sleep 1\n") || !strings.Contains(string(conf), "lxc.environment.runtime: TERM=xterm\n") {
+		t.Errorf("raw lines not appended:\n%s", conf)
+	}
+	// Delete destroys it and removes the packed template.
+	if err := f.backend.Delete(context.Background(), c, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.calls(t); got[len(got)-1] != "destroy 102 --purge 1" {
+		t.Errorf("last pct call = %q", got[len(got)-1])
+	}
+	if ents, _ := filepath.Glob(filepath.Join(f.dir, "vz/template/cache/nexcage-*")); len(ents) != 0 {
+		t.Errorf("packed template left: %v", ents)
+	}
+}
+
+func TestCreateRollsBackWhenRawLinesFail(t *testing.T) {
+	f := newFakeNode(t, "", "100")
+	var cps []string
+	c, opts := createOpts(t, &cps)
+	err := f.backend.Create(context.Background(), c, opts)
+	if errs.KindOf(err) != errs.KindBackend || !strings.Contains(err.Error(), "ct1") {
+		t.Fatalf("err = %v", err)
+	}
+	calls := f.calls(t)
+	if len(calls) != 2 || calls[1] != "destroy 100 --purge 1 --force 1" {
+		t.Errorf("pct calls = %q, want create then destroy", calls)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(f.dir, "vz/template/cache/nexcage-*")); len(ents) != 0 {
+		t.Errorf("packed template left after rollback: %v", ents)
+	}
+}
+
+func TestCreateNoFreeVMID(t *testing.T) {
+	f := newFakeNode(t, "", "")
+	if err := os.WriteFile(filepath.Join(f.etc, ".vmlist"),
+		[]byte(`{"version":1,"ids":{"100":{},"101":{},"102":{},"103":{},"104":{},"105":{}}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var cps []string
+	c, opts := createOpts(t, &cps)
+	err := f.backend.Create(context.Background(), c, opts)
+	if errs.KindOf(err) != errs.KindAlreadyExists || !strings.Contains(err.Error(), "vmid_range") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(f.log); !os.IsNotExist(err) {
+		t.Error("pct was called although no VMID was free")
+	}
+}
+
+func TestRefreshAndKill(t *testing.T) {
+	f := newFakeNode(t, "", "")
+	os.WriteFile(filepath.Join(f.etc, "nodes/pve/lxc/100.conf"), []byte("hostname: x\n"), 0o644)
+	self := os.Getpid()
+	st, ok := procStartTime(self)
+	if !ok {
+		t.Fatal("no start time for self")
+	}
+	running := &state.Container{ID: "a", Status: state.Running, Pid: self, Data: map[string]string{DataVMID: "100", DataStartTime: st}}
+	reused := &state.Container{ID: "b", Status: state.Running, Pid: self, Data: map[string]string{DataVMID: "100", DataStartTime: "1"}}
+	vanished := &state.Container{ID: "c", Status: state.Created, Data: map[string]string{DataVMID: "101"}}
+	created := &state.Container{ID: "d", Status: state.Created, Data: map[string]string{DataVMID: "100"}}
+	if err := f.backend.Refresh(context.Background(), []*state.Container{running, reused, vanished, created}); err != nil {
+		t.Fatal(err)
+	}
+	if running.Status != state.Running || reused.Status != state.Stopped || reused.Pid != 0 ||
+		vanished.Status != state.Stopped || vanished.Data[DataVanished] != "1" || created.Status != state.Created {
+		t.Errorf("refresh: %+v %+v %+v %+v", running, reused, vanished, created)
+	}
+	// Kill on a stopped container is an OCI state error; pct is never used.
+	if err := f.backend.Kill(context.Background(), reused, syscall.SIGTERM, false); errs.KindOf(err) != errs.KindState {
+		t.Errorf("kill stopped: %v", err)
+	}
+	if err := f.backend.Kill(context.Background(), running, 0, false); err != nil {
+		t.Errorf("kill 0 to a live pid: %v", err)
+	}
+	if _, err := os.Stat(f.log); !os.IsNotExist(err) {
+		t.Error("refresh/kill called pct")
+	}
+	pids, err := pidsInNamespace(self)
+	if err != nil || !containsInt(pids, self) {
+		t.Errorf("pidsInNamespace = %v, %v", pids, err)
+	}
+}
+
+func containsInt(l []int, v int) bool {
+	for _, x := range l {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func TestApplyImageConfig(t *testing.T) {
+	in := baseInput(t)
+	in.Spec.Process = nil
+	ic := &template.ImageConfig{Entrypoint: []string{"/entry"}, Cmd: []string{"run"}, Env: []string{"A=1"}, WorkingDir: "/app", User: "1000:100"}
+	if err := applyImageConfig(in.Spec, ic); err != nil {
+		t.Fatal(err)
+	}
+	in.KeepTemplateInit = true
+	r, err := Translate(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(rawLines(r), "\n")
+	for _, want := range []string{"lxc.init.cmd: /entry run", "lxc.environment.runtime: A=1", "lxc.init.cwd: /app", "lxc.init.uid: 1000", "lxc.init.gid: 100"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("raw lines lack %q:\n%s", want, got)
+		}
+	}
+	if err := applyImageConfig(in.Spec, &template.ImageConfig{Cmd: []string{"x"}, User: "nginx"}); errs.KindOf(err) != errs.KindUnsupported {
+		t.Errorf("named user: %v", err)
+	}
+	// Without a process, a template keeps its own init.
+	in2 := baseInput(t)
+	in2.Spec.Process = nil
+	in2.KeepTemplateInit = true
+	r2, err := Translate(in2)
+	if err != nil || strings.Contains(strings.Join(rawLines(r2), "\n"), "lxc.init.cmd") {
+		t.Errorf("template init: %v %v", rawLines(r2), err)
+	}
+}
+
+func mustLoadSpec(t *testing.T, dir string) *specs.Spec {
+	t.Helper()
+	b, err := bundle.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.Spec
+}
