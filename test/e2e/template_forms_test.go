@@ -1,0 +1,263 @@
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nexcage/nexcage/internal/testutil"
+)
+
+// templateRootfs is a busybox root filesystem whose /sbin/init (busybox
+// init with an empty inittab) idles like a distribution's init.
+func templateRootfs(t *testing.T) string {
+	dir := filepath.Join(t.TempDir(), "rootfs")
+	testutil.BusyboxRootfs(t, dir)
+	if err := os.Symlink("../bin/busybox", filepath.Join(dir, "sbin/init")); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"etc/inittab":     "::sysinit:/etc/init.d/rcS\n::shutdown:/bin/true\n",
+		"etc/init.d/rcS":  "#!/bin/sh\nexit 0\n",
+		"etc/os-release":  "ID=alpine\nVERSION_ID=3.22.0\n",
+		"etc/marker-base": "base\n",
+	}
+	for name, body := range files {
+		p := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// tarTree archives dir (files, dirs, symlinks) with names relative to it,
+// plus extra raw entries, gzip-compressed when gz.
+func tarTree(t *testing.T, dir string, gz bool, extra ...*tar.Header) []byte {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if dir != "" {
+		err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || p == dir {
+				return err
+			}
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			link := ""
+			if fi.Mode()&fs.ModeSymlink != 0 {
+				link, _ = os.Readlink(p)
+			}
+			h, err := tar.FileInfoHeader(fi, link)
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(dir, p)
+			h.Name = rel
+			if err := tw.WriteHeader(h); err != nil {
+				return err
+			}
+			if fi.Mode().IsRegular() {
+				data, _ := os.ReadFile(p)
+				tw.Write(data)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, h := range extra {
+		tw.WriteHeader(h)
+		if h.Size > 0 {
+			tw.Write(bytes.Repeat([]byte("x"), int(h.Size)))
+		}
+	}
+	tw.Close()
+	if !gz {
+		return buf.Bytes()
+	}
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write(buf.Bytes())
+	zw.Close()
+	return z.Bytes()
+}
+
+func digestOf(b []byte) string {
+	s := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(s[:])
+}
+
+// writeOCILayout writes an image layout: layer 1 the template rootfs,
+// layer 2 a whiteout of /etc/marker-base and a new file; the image runs
+// `sleep 1000` with an env variable, tagged tag.
+func writeOCILayout(t *testing.T, rootfs, dir, tag string) {
+	blob := func(b []byte) string {
+		d := digestOf(b)
+		p := filepath.Join(dir, "blobs/sha256", strings.TrimPrefix(d, "sha256:"))
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	l1 := tarTree(t, rootfs, true)
+	l2 := tarTree(t, "", true,
+		&tar.Header{Name: "etc/.wh.marker-base", Typeflag: tar.TypeReg, Mode: 0o644},
+		&tar.Header{Name: "etc/marker-image", Typeflag: tar.TypeReg, Mode: 0o644, Size: 3})
+	cfg, _ := json.Marshal(map[string]any{
+		"architecture": "amd64", "os": "linux",
+		"config": map[string]any{"Entrypoint": []string{"/bin/sleep"}, "Cmd": []string{"1000"},
+			"Env": []string{"PATH=/bin:/sbin", "FROM_IMAGE=yes"}, "WorkingDir": "/etc"},
+		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{}},
+	})
+	man, _ := json.Marshal(map[string]any{
+		"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+		"config": map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blob(cfg), "size": len(cfg)},
+		"layers": []map[string]any{
+			{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": blob(l1), "size": len(l1)},
+			{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": blob(l2), "size": len(l2)},
+		},
+	})
+	idx, _ := json.Marshal(map[string]any{
+		"schemaVersion": 2,
+		"manifests": []map[string]any{{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+			"digest": blob(man), "size": len(man), "annotations": map[string]string{"org.opencontainers.image.ref.name": tag}}},
+	})
+	os.WriteFile(filepath.Join(dir, "index.json"), idx, 0o644)
+	os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644)
+}
+
+// TestTemplateForms creates and starts a container from every --image
+// form against pvesim, then checks that invalid forms fail with errors
+// that name the problem, without calling pct.
+func TestTemplateForms(t *testing.T) {
+	e := newPveEnv(t, true, "")
+	n := e.n
+	// pveam is pvesim too; nexcage finds it on PATH.
+	n.Env = append(append([]string{}, e.env...), "PATH="+filepath.Dir(e.pct)+":"+os.Getenv("PATH"))
+
+	rootfs := templateRootfs(t)
+	work := t.TempDir()
+	archive := filepath.Join(work, "rootfs.tar.gz")
+	data := tarTree(t, rootfs, true)
+	if err := os.WriteFile(archive, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/rootfs.tar.gz" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(data)
+	}))
+	defer srv.Close()
+	layout := filepath.Join(work, "layout")
+	writeOCILayout(t, rootfs, layout, "v1")
+	ociArchive := filepath.Join(work, "image.tar")
+	if err := os.WriteFile(ociArchive, tarTree(t, layout, false), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bundle := testutil.BusyboxBundle(t, "", []string{"sleep", "1000"}, nil)
+
+	cases := []struct {
+		name, image string
+		imageInit   bool // the image config's sleep runs as init
+	}{
+		{"volid", "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst", false},
+		{"file-download", "ubuntu-20.04-standard_20.04-1_amd64.tar.gz", false},
+		{"short-local", "alpine", false},
+		{"short-download", "debian-11", false},
+		{"path", archive, false},
+		{"url", srv.URL + "/rootfs.tar.gz#sha256=" + strings.TrimPrefix(digestOf(data), "sha256:"), false},
+		{"bundle", bundle, true},
+		{"oci-layout", layout + ":v1", true},
+		{"oci-archive", ociArchive, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			id := "tf-" + c.name
+			calls := e.countCalls(func() { n.Must("create", "--name", id, "--image", c.image) })
+			wantCalls(t, "create", calls, map[string]int{"create": 1})
+			n.CleanupContainer(id)
+			n.Must("start", id)
+			s := waitStatus(t, n, id, "running")
+			if s.Pid <= 1 {
+				t.Fatalf("state: %+v", s)
+			}
+			if c.imageInit {
+				if cmd := strings.Join(readProc(t, s.Pid, "cmdline"), " "); !strings.HasSuffix(cmd, "sleep 1000") {
+					t.Errorf("init runs %q, want the image's sleep 1000", cmd)
+				}
+			}
+			if strings.HasPrefix(c.name, "oci") {
+				env := strings.Join(readProc(t, s.Pid, "environ"), "\n")
+				if !strings.Contains(env, "FROM_IMAGE=yes") {
+					t.Errorf("image env missing: %q", env)
+				}
+				if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/etc/marker-image", s.Pid)); err != nil {
+					t.Errorf("file of layer 2 missing: %v", err)
+				}
+				if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/etc/marker-base", s.Pid)); err == nil {
+					t.Error("file whited out by layer 2 is present")
+				}
+			}
+			n.Must("delete", "--force", id)
+		})
+	}
+	// The downloaded official templates are now in the cache.
+	for _, f := range []string{"ubuntu-20.04-standard_20.04-1_amd64.tar.gz", "debian-11-standard_11.7-1_amd64.tar.zst"} {
+		if _, err := os.Stat(filepath.Join(e.cacheDir(), f)); err != nil {
+			t.Errorf("%s not downloaded into the cache: %v", f, err)
+		}
+	}
+
+	// Invalid forms: exit 7 (template), a message naming the problem, no pct call.
+	bad := filepath.Join(work, "notes.tar")
+	os.WriteFile(bad, tarTree(t, "", false, &tar.Header{Name: "notes.txt", Typeflag: tar.TypeReg, Mode: 0o644, Size: 5}), 0o644)
+	errCases := []struct{ image, want string }{
+		{"local:vztmpl/nosuch-1_amd64.tar.zst", "template local:vztmpl/nosuch-1_amd64.tar.zst not found"},
+		{"fedora-40", "no template matches the short name 'fedora-40'"},
+		{"local:iso/x.iso", "content type 'iso'"},
+		{bad, "holds no root filesystem"},
+		{srv.URL + "/rootfs.tar.gz#sha256=" + strings.Repeat("0", 64), "not the expected"},
+		{srv.URL + "/missing.tar.gz", "404"},
+		{layout + ":v2", `no image tagged "v2"`},
+	}
+	for _, c := range errCases {
+		calls := e.countCalls(func() { n.Fails(7, c.want, "create", "--name", "tf-bad", "--image", c.image) })
+		wantCalls(t, "create "+c.image, calls, nil)
+	}
+	// What stays: the templates built from the path/URL (same content) and
+	// from the OCI layout/archive (same image), cached for the next create,
+	// with no container recorded as using them.
+	placed := map[string]bool{}
+	for _, f := range e.packedTemplates() {
+		placed[strings.TrimSuffix(f, ".nexcage.json")] = true
+	}
+	if len(placed) != 2 {
+		t.Errorf("cached templates: %v, want 2 (path/URL and image)", e.packedTemplates())
+	}
+	if refs, _ := filepath.Glob(filepath.Join(e.cacheDir(), ".nexcage", "*.refs")); len(refs) > 0 {
+		t.Errorf("template users left after every container was deleted: %v", refs)
+	}
+	for f := range placed { // what `templates prune` would remove
+		os.Remove(filepath.Join(e.cacheDir(), f))
+		os.Remove(filepath.Join(e.cacheDir(), f+".nexcage.json"))
+	}
+	e.assertNothingLeft("end")
+}
