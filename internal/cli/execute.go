@@ -30,6 +30,8 @@ func (a *App) execute(ctx context.Context) (int, error) {
 		return 0, a.features()
 	case "version":
 		return 0, a.version(ctx)
+	case "health":
+		return a.health(ctx)
 	}
 	m, err := a.manager()
 	if err != nil {

@@ -65,7 +65,8 @@ func (a *App) Main(ctx context.Context, argv []string) int {
 }
 
 // setup loads the config and opens the log. spec and features work
-// without a config; version tolerates a broken one.
+// without a config; version and health tolerate a broken one (health
+// reports it as a failed check).
 func (a *App) setup() error {
 	g := &a.inv.Globals
 	var cfgErr error
@@ -100,7 +101,7 @@ func (a *App) setup() error {
 		return err
 	}
 	a.log = l
-	if cfgErr != nil && a.inv.Verb != "version" {
+	if cfgErr != nil && a.inv.Verb != "version" && a.inv.Verb != "health" {
 		return cfgErr
 	}
 	if !g.RootSet && a.cfg.Runtime.RootPath != "" {

@@ -112,7 +112,7 @@ It speaks runc's command line (for containerd) and the original nexcage's.`,
 	}
 	for _, c := range []*cobra.Command{
 		createCmd(inv), runCmd(inv), startCmd(inv), stateCmd(inv), killCmd(inv), deleteCmd(inv),
-		listCmd(inv), stopCmd(inv), routeCmd(inv), specCmd(inv), featuresCmd(inv), versionCmd(inv),
+		listCmd(inv), stopCmd(inv), routeCmd(inv), specCmd(inv), featuresCmd(inv), versionCmd(inv), healthCmd(inv),
 	} {
 		root.AddCommand(c)
 	}
