@@ -102,9 +102,41 @@ func digestOf(b []byte) string {
 	return "sha256:" + hex.EncodeToString(s[:])
 }
 
-// writeOCILayout writes an image layout: layer 1 the template rootfs,
-// layer 2 a whiteout of /etc/marker-base and a new file; the image runs
-// `sleep 1000` with an env variable, tagged tag.
+// imageLayers are the test image's layers (uncompressed): layer 1 the
+// template rootfs, layer 2 a whiteout of /etc/marker-base and a new file.
+func imageLayers(t *testing.T, rootfs string) [][]byte {
+	return [][]byte{
+		tarTree(t, rootfs, false),
+		tarTree(t, "", false,
+			&tar.Header{Name: "etc/.wh.marker-base", Typeflag: tar.TypeReg, Mode: 0o644},
+			&tar.Header{Name: "etc/marker-image", Typeflag: tar.TypeReg, Mode: 0o644, Size: 3}),
+	}
+}
+
+// imageConfigJSON runs `sleep 1000` with an env variable.
+func imageConfigJSON(layers [][]byte) []byte {
+	var diffIDs []string
+	for _, l := range layers {
+		diffIDs = append(diffIDs, digestOf(l))
+	}
+	cfg, _ := json.Marshal(map[string]any{
+		"architecture": "amd64", "os": "linux",
+		"config": map[string]any{"Entrypoint": []string{"/bin/sleep"}, "Cmd": []string{"1000"},
+			"Env": []string{"PATH=/bin:/sbin", "FROM_IMAGE=yes"}, "WorkingDir": "/etc"},
+		"rootfs": map[string]any{"type": "layers", "diff_ids": diffIDs},
+	})
+	return cfg
+}
+
+func gzipBytes(b []byte) []byte {
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write(b)
+	zw.Close()
+	return z.Bytes()
+}
+
+// writeOCILayout writes the test image as an OCI layout tagged tag.
 func writeOCILayout(t *testing.T, rootfs, dir, tag string) {
 	blob := func(b []byte) string {
 		d := digestOf(b)
@@ -115,16 +147,9 @@ func writeOCILayout(t *testing.T, rootfs, dir, tag string) {
 		}
 		return d
 	}
-	l1 := tarTree(t, rootfs, true)
-	l2 := tarTree(t, "", true,
-		&tar.Header{Name: "etc/.wh.marker-base", Typeflag: tar.TypeReg, Mode: 0o644},
-		&tar.Header{Name: "etc/marker-image", Typeflag: tar.TypeReg, Mode: 0o644, Size: 3})
-	cfg, _ := json.Marshal(map[string]any{
-		"architecture": "amd64", "os": "linux",
-		"config": map[string]any{"Entrypoint": []string{"/bin/sleep"}, "Cmd": []string{"1000"},
-			"Env": []string{"PATH=/bin:/sbin", "FROM_IMAGE=yes"}, "WorkingDir": "/etc"},
-		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{}},
-	})
+	layers := imageLayers(t, rootfs)
+	cfg := imageConfigJSON(layers)
+	l1, l2 := gzipBytes(layers[0]), gzipBytes(layers[1])
 	man, _ := json.Marshal(map[string]any{
 		"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
 		"config": map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blob(cfg), "size": len(cfg)},
@@ -140,6 +165,27 @@ func writeOCILayout(t *testing.T, rootfs, dir, tag string) {
 	})
 	os.WriteFile(filepath.Join(dir, "index.json"), idx, 0o644)
 	os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644)
+}
+
+// writeDockerArchive writes the test image as `docker save` would.
+func writeDockerArchive(t *testing.T, rootfs, p, repoTag string) {
+	dir := t.TempDir()
+	layers := imageLayers(t, rootfs)
+	cfg := imageConfigJSON(layers)
+	cfgName := strings.TrimPrefix(digestOf(cfg), "sha256:") + ".json"
+	os.WriteFile(filepath.Join(dir, cfgName), cfg, 0o644)
+	var names []string
+	for i, l := range layers {
+		name := fmt.Sprintf("l%d/layer.tar", i+1)
+		os.MkdirAll(filepath.Join(dir, filepath.Dir(name)), 0o755)
+		os.WriteFile(filepath.Join(dir, name), l, 0o644)
+		names = append(names, name)
+	}
+	man, _ := json.Marshal([]map[string]any{{"Config": cfgName, "RepoTags": []string{repoTag}, "Layers": names}})
+	os.WriteFile(filepath.Join(dir, "manifest.json"), man, 0o644)
+	if err := os.WriteFile(p, tarTree(t, dir, false), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestTemplateForms creates and starts a container from every --image
@@ -172,6 +218,8 @@ func TestTemplateForms(t *testing.T) {
 	if err := os.WriteFile(ociArchive, tarTree(t, layout, false), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	dockerArchive := filepath.Join(work, "saved.tar")
+	writeDockerArchive(t, rootfs, dockerArchive, "app:v1")
 	bundle := testutil.BusyboxBundle(t, "", []string{"sleep", "1000"}, nil)
 
 	cases := []struct {
@@ -187,6 +235,7 @@ func TestTemplateForms(t *testing.T) {
 		{"bundle", bundle, true},
 		{"oci-layout", layout + ":v1", true},
 		{"oci-archive", ociArchive, true},
+		{"docker-archive", dockerArchive + ":app:v1", true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -204,7 +253,7 @@ func TestTemplateForms(t *testing.T) {
 					t.Errorf("init runs %q, want the image's sleep 1000", cmd)
 				}
 			}
-			if strings.HasPrefix(c.name, "oci") {
+			if strings.HasPrefix(c.name, "oci") || strings.HasPrefix(c.name, "docker") {
 				env := strings.Join(readProc(t, s.Pid, "environ"), "\n")
 				if !strings.Contains(env, "FROM_IMAGE=yes") {
 					t.Errorf("image env missing: %q", env)
