@@ -112,14 +112,14 @@ func (b *Backend) Path() string { return b.path }
 // useWorkaround tells whether create/run must go through the hybrid
 // cgroup helper.
 func (b *Backend) useWorkaround() bool {
-	if b.o.Name != "crun" {
-		return false
-	}
 	switch b.o.CgroupWorkaround {
 	case WorkaroundAlways:
 		return true
 	case WorkaroundNever:
 		return false
+	}
+	if b.o.Name != "crun" {
+		return false // runc handles hybrid hosts; "auto" means never
 	}
 	b.hybridOnce.Do(func() {
 		b.hybrid = HybridWithV2Controllers(CgroupRoot)

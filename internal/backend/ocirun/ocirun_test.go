@@ -98,7 +98,7 @@ func TestWorkaroundModes(t *testing.T) {
 	for _, tc := range []struct {
 		name, mode string
 		want       bool
-	}{{"runc", WorkaroundAlways, false}, {"crun", WorkaroundAlways, true}, {"crun", WorkaroundNever, false}} {
+	}{{"runc", WorkaroundAlways, true}, {"runc", WorkaroundAuto, false}, {"crun", WorkaroundAlways, true}, {"crun", WorkaroundNever, false}} {
 		b, err := New(Options{Name: tc.name, Path: "/bin/true", Root: t.TempDir(), CgroupWorkaround: tc.mode})
 		if err != nil {
 			t.Fatal(err)
