@@ -5,9 +5,12 @@ BIN := $(CURDIR)/bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X github.com/nexcage/nexcage/internal/version.Version=$(VERSION) -X github.com/nexcage/nexcage/internal/version.Commit=$(COMMIT)
+STATICCHECK_VERSION := v0.8.2
+# FUZZTIME is how long `make fuzz` runs each fuzz target.
+FUZZTIME ?= 30s
 APT_PACKAGES := runc crun lxc busybox-static zstd xz-utils bzip2 skopeo docker-registry tar iproute2 ca-certificates git
 
-.PHONY: all deps build test unit e2e lint demo clean gendocs deb
+.PHONY: all deps build test unit e2e lint fuzz demo clean gendocs deb
 
 all: build
 
@@ -33,6 +36,19 @@ build:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@test -x $(BIN)/staticcheck || GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(BIN)/staticcheck ./...
+
+# fuzz runs every Fuzz* target for FUZZTIME each (`go test` alone runs
+# them on their seed corpora only, see docs/RELIABILITY.md).
+fuzz:
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' internal cmd 2>/dev/null | sort); do \
+		pkg=./$$(dirname $$f); \
+		for t in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | cut -d' ' -f2); do \
+			echo "== $$pkg $$t ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
 
 unit:
 	$(GO) test -race -count=1 ./internal/... ./cmd/...
