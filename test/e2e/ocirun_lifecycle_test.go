@@ -261,6 +261,14 @@ func TestOCIRunContainerdArgv(t *testing.T) {
 			if r := n.Run("exec", id, "sh", "-c", "exit 5"); r.Code != 5 {
 				t.Fatalf("exec exit code: %s", r)
 			}
+			n.Must("pause", id)
+			if s := stateOf(t, n, id); s.Status != "paused" {
+				t.Fatalf("after pause: %+v", s)
+			}
+			n.Must("resume", id)
+			if s := stateOf(t, n, id); s.Status != "running" {
+				t.Fatalf("after resume: %+v", s)
+			}
 			n.Must("kill", id, "9")
 			Eventually(t, 10*time.Second, "the container to stop", func() bool { return stateOf(t, n, id).Status == "stopped" })
 			n.Must("delete", id)
