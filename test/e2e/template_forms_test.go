@@ -9,12 +9,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nexcage/nexcage/internal/testutil"
 )
@@ -307,6 +310,94 @@ func TestTemplateForms(t *testing.T) {
 	for f := range placed { // what `templates prune` would remove
 		os.Remove(filepath.Join(e.cacheDir(), f))
 		os.Remove(filepath.Join(e.cacheDir(), f+".nexcage.json"))
+	}
+	e.assertNothingLeft("end")
+}
+
+// startRegistry runs Debian's docker-registry on a loopback port and
+// returns its host:port and a function stopping it (also run when the
+// test ends).
+func startRegistry(t *testing.T) (string, func()) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yml")
+	body := "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: " + filepath.Join(dir, "data") +
+		"\nhttp:\n  addr: " + addr + "\n"
+	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("docker-registry", "serve", cfg)
+	var logBuf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("docker-registry (apt package docker-registry): %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	stop := func() {
+		cmd.Process.Kill()
+		<-exited
+	}
+	t.Cleanup(stop)
+	Eventually(t, 30*time.Second, "registry on "+addr, func() bool {
+		select {
+		case <-exited:
+			t.Fatalf("docker-registry exited: %s", logBuf.String())
+		default:
+		}
+		resp, err := http.Get("http://" + addr + "/v2/")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return addr, stop
+}
+
+// TestTemplateRegistryPull pushes an image to a loopback registry with
+// skopeo, then creates and starts a container from its reference; the
+// second create uses the cached template (the registry is gone by then).
+func TestTemplateRegistryPull(t *testing.T) {
+	e := newPveEnv(t, false, "")
+	n := e.n
+	addr, stopRegistry := startRegistry(t)
+	layout := filepath.Join(t.TempDir(), "layout")
+	writeOCILayout(t, templateRootfs(t), layout, "v1")
+	ref := addr + "/nexcage/app:v1"
+	push := exec.Command("skopeo", "copy", "--quiet", "--dest-tls-verify=false", "oci:"+layout+":v1", "docker://"+ref)
+	if out, err := push.CombinedOutput(); err != nil {
+		t.Fatalf("skopeo copy to the registry: %v\n%s", err, out)
+	}
+	n.Fails(7, "pulling "+addr+"/nexcage/app:v9 with skopeo failed", "create", "--name", "reg-bad", "--image", addr+"/nexcage/app:v9")
+
+	for i, image := range []string{ref, "docker://" + ref} {
+		id := fmt.Sprintf("reg-%d", i)
+		calls := e.countCalls(func() { n.Must("create", "--name", id, "--image", image) })
+		wantCalls(t, "create", calls, map[string]int{"create": 1})
+		n.CleanupContainer(id)
+		n.Must("start", id)
+		s := waitStatus(t, n, id, "running")
+		if cmd := strings.Join(readProc(t, s.Pid, "cmdline"), " "); !strings.HasSuffix(cmd, "sleep 1000") {
+			t.Errorf("init runs %q, want the image's sleep 1000", cmd)
+		}
+		n.Must("delete", "--force", id)
+		if i == 0 {
+			stopRegistry() // the next create must not need it
+		}
+	}
+	placed := e.packedTemplates()
+	if len(placed) != 2 { // the template and its .nexcage.json
+		t.Errorf("cached: %v", placed)
+	}
+	for _, f := range placed {
+		os.Remove(filepath.Join(e.cacheDir(), f))
 	}
 	e.assertNothingLeft("end")
 }
