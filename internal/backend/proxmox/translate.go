@@ -381,6 +381,7 @@ func (t *translator) resources() error {
 		if m.Reservation != nil && *m.Reservation > 0 {
 			t.raw("lxc.cgroup2.memory.low", strconv.FormatInt(*m.Reservation, 10))
 		}
+		//lint:ignore SA1019 a bundle may still set the deprecated field; we warn about it
 		if m.Kernel != nil || m.KernelTCP != nil {
 			t.warn("linux.resources.memory.kernel/kernelTCP are not supported by cgroup v2; ignored")
 		}
@@ -1016,6 +1017,7 @@ func (t *translator) misc() error {
 	if s.Process != nil && s.Process.NoNewPrivileges {
 		t.warn("process.noNewPrivileges cannot be set on Proxmox (lxc.no_new_privs is not an allowed key); ignored")
 	}
+	//lint:ignore SA1019 deprecated prestart hooks must be refused like the others
 	if s.Hooks != nil && (len(s.Hooks.Prestart)+len(s.Hooks.CreateRuntime)+len(s.Hooks.CreateContainer)+
 		len(s.Hooks.StartContainer)+len(s.Hooks.Poststart)+len(s.Hooks.Poststop) > 0) {
 		return unsupported("hooks", "OCI hooks are not run by the Proxmox backend")
