@@ -16,8 +16,7 @@ import (
 	"strings"
 
 	"github.com/nexcage/nexcage/internal/errs"
-	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
+	"github.com/nexcage/nexcage/internal/progress"
 )
 
 var sha256Re = regexp.MustCompile(`^[0-9a-f]{64}$`)
@@ -104,20 +103,12 @@ func (r *Resolver) download(ctx context.Context, source, sum, dir string) (tmpPa
 		}
 	}()
 	h := sha256.New()
-	var w io.Writer = io.MultiWriter(f, h)
-	bar := r.progressBar(resp.ContentLength, source)
-	if bar != nil {
-		w = io.MultiWriter(w, bar)
-	} else {
-		r.log.Info("downloading template", "url", source, "bytes", resp.ContentLength)
-	}
-	n, err := io.Copy(w, resp.Body)
-	if bar != nil {
-		_ = bar.Finish()
-	}
+	bar := progress.Start(r.o.Progress, r.log, "downloading "+source, resp.ContentLength)
+	n, err := io.Copy(io.MultiWriter(f, h, bar), resp.Body)
 	if err == nil && resp.ContentLength >= 0 && n != resp.ContentLength {
 		err = fmt.Errorf("got %d of %d bytes", n, resp.ContentLength)
 	}
+	bar.Finish(err)
 	if err != nil {
 		return "", errs.Wrap(errs.KindTemplate, err, "downloading %s was interrupted", source).
 			WithHint("retry; the partial download was removed")
@@ -133,22 +124,6 @@ func (r *Resolver) download(ctx context.Context, source, sum, dir string) (tmpPa
 	}
 	r.log.Info("downloaded template", "url", source, "bytes", n, "sha256", got)
 	return f.Name(), nil
-}
-
-// progressBar returns a byte progress bar on the progress writer when that
-// is a terminal, else nil.
-func (r *Resolver) progressBar(size int64, source string) *progressbar.ProgressBar {
-	f, ok := r.o.Progress.(*os.File)
-	if !ok || !term.IsTerminal(int(f.Fd())) {
-		return nil
-	}
-	return progressbar.NewOptions64(size,
-		progressbar.OptionSetWriter(f),
-		progressbar.OptionSetDescription("downloading "+filepath.Base(source)),
-		progressbar.OptionShowBytes(true),
-		progressbar.OptionThrottle(100_000_000), // 100ms
-		progressbar.OptionOnCompletion(func() { fmt.Fprintln(f) }),
-	)
 }
 
 // resolvePath copies a local archive into the cache under its content
