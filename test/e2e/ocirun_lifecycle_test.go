@@ -205,6 +205,12 @@ func TestOCIRunListBothBackends(t *testing.T) {
 	if q := n.Must("--runtime", "crun", "list", "-q").Stdout; q != "crun-l1\n" {
 		t.Fatalf("list --runtime crun: %q", q)
 	}
+	// stop: sleep as pid 1 ignores SIGTERM, so this takes the SIGKILL path.
+	n.Must("stop", "-t", "1", "crun-l1")
+	if s := stateOf(t, n, "crun-l1"); s.Status != "stopped" {
+		t.Fatalf("after stop: %+v", s)
+	}
+	n.Must("stop", "crun-l1") // stopping a stopped container succeeds
 }
 
 func TestOCIRunErrors(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/runtime"
@@ -169,5 +170,25 @@ func TestRunDistinguishesRuntimeFailureFromExitCode(t *testing.T) {
 	code, err := b.Run(context.Background(), c, runtime.CreateOptions{Bundle: "/b"}, false)
 	if err != nil || code != 7 {
 		t.Fatalf("container exit code: %d %v", code, err)
+	}
+}
+
+func TestHelperRefusesHostNamespace(t *testing.T) {
+	// Called in the test process, which shares its parent's mount
+	// namespace: the helper must refuse before touching any mount.
+	if code := HelperMain([]string{"/bin/true"}); code != 1 {
+		t.Fatalf("helper in the host namespace returned %d", code)
+	}
+	if code := HelperMain([]string{"relative/crun"}); code != 2 {
+		t.Fatalf("helper with a relative path returned %d", code)
+	}
+	if !HybridWithV2Controllers(CgroupRoot) {
+		// Nothing to check on non-hybrid hosts; the mount is still there
+		// on hybrid ones.
+		return
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(filepath.Join(CgroupRoot, "unified"), &st); err != nil || st.Type != unix.CGROUP2_SUPER_MAGIC {
+		t.Fatal("the host's cgroup2 mount was touched")
 	}
 }
