@@ -72,7 +72,7 @@ func (r *Resolver) inspect(tmpl string) (*Meta, error) {
 
 // finish checks the template's arch against the host, records its use and
 // builds the result.
-func (r *Resolver) finish(storage, tmpl string, m *Meta) (*Resolved, error) {
+func (r *Resolver) finish(ctx context.Context, storage, tmpl string, m *Meta) (*Resolved, error) {
 	file := filepath.Base(tmpl)
 	if m.Arch != "" && !slices.Contains(CompatibleArches(r.o.HostArch), m.Arch) {
 		return nil, errs.New(errs.KindTemplate, "template %s is built for %s, but this host runs %s", file, m.Arch, r.o.HostArch).
@@ -81,15 +81,32 @@ func (r *Resolver) finish(storage, tmpl string, m *Meta) (*Resolved, error) {
 	if m.Arch == "" {
 		r.log.Warn("cannot tell the template's architecture; assuming the host's", "template", file)
 	}
-	m.LastUsed = r.o.Now().UTC()
-	if err := writeMeta(tmpl, m); err != nil {
-		r.log.Warn("cannot record template use", "template", tmpl, "err", err)
-	}
+	r.touch(ctx, tmpl)
 	return &Resolved{
 		VolID: pve.TemplateVolumeID(storage, file), Path: tmpl, File: file,
 		OSType: m.OSType, Arch: m.Arch, Size: m.Size, Digest: m.Digest,
 		Image: m.Image, Packed: m.Placed,
 	}, nil
+}
+
+// touch records the template's last use, re-reading its metadata under
+// the template's lock so that no concurrent update is lost. Failing to
+// record it is not worth failing a create for.
+func (r *Resolver) touch(ctx context.Context, tmpl string) {
+	unlock, err := r.lock(ctx, "meta:"+tmpl)
+	if err != nil {
+		r.log.Warn("cannot record template use", "template", tmpl, "err", err)
+		return
+	}
+	defer unlock()
+	m := readMeta(tmpl)
+	if m == nil {
+		return
+	}
+	m.LastUsed = r.o.Now().UTC()
+	if err := writeMeta(tmpl, m); err != nil {
+		r.log.Warn("cannot record template use", "template", tmpl, "err", err)
+	}
 }
 
 // placeDir is the template cache of the configured template storage, where
@@ -120,7 +137,7 @@ func placedName(digest, compression string) string {
 // place validates the finished temporary archive tmp (in dir), renames it
 // to its content-addressed name and writes its metadata. The temporary
 // file is gone afterwards in every case.
-func (r *Resolver) place(tmp, dir string, meta Meta, nameHint string) (string, *Meta, error) {
+func (r *Resolver) place(ctx context.Context, tmp, dir string, meta Meta, nameHint string) (string, *Meta, error) {
 	defer os.Remove(tmp)
 	f, err := os.Open(tmp)
 	if err != nil {
@@ -133,6 +150,11 @@ func (r *Resolver) place(tmp, dir string, meta Meta, nameHint string) (string, *
 			WithHint("use a tar archive (plain, gzip, xz, zstd or bzip2) of a root filesystem with /bin, /etc or /usr at its top")
 	}
 	final := filepath.Join(dir, placedName(info.Digest, info.Compression))
+	unlock, err := r.lock(ctx, "meta:"+final)
+	if err != nil {
+		return "", nil, err
+	}
+	defer unlock()
 	src := meta.current()
 	if old := readMeta(final); old != nil && old.Digest == info.Digest {
 		// The same content is already there (from another source, or a

@@ -54,7 +54,7 @@ func (r *Resolver) resolveURL(ctx context.Context, raw string) (*Resolved, error
 	}
 	match := func(m *Meta) bool { return sum == "" || m.Digest == "sha256:"+sum }
 	if tmpl, m := findBySource(dir, source, match); m != nil {
-		return r.finish(r.o.Storage, tmpl, m)
+		return r.finish(ctx, r.o.Storage, tmpl, m)
 	}
 	unlock, err := r.lock(ctx, "url:"+source)
 	if err != nil {
@@ -62,17 +62,17 @@ func (r *Resolver) resolveURL(ctx context.Context, raw string) (*Resolved, error
 	}
 	defer unlock()
 	if tmpl, m := findBySource(dir, source, match); m != nil {
-		return r.finish(r.o.Storage, tmpl, m)
+		return r.finish(ctx, r.o.Storage, tmpl, m)
 	}
 	tmp, err := r.download(ctx, source, sum, dir)
 	if err != nil {
 		return nil, err
 	}
-	tmpl, m, err := r.place(tmp, dir, Meta{Source: source, Form: FormURL}, path.Base(strings.SplitN(source, "?", 2)[0]))
+	tmpl, m, err := r.place(ctx, tmp, dir, Meta{Source: source, Form: FormURL}, path.Base(strings.SplitN(source, "?", 2)[0]))
 	if err != nil {
 		return nil, err
 	}
-	return r.finish(r.o.Storage, tmpl, m)
+	return r.finish(ctx, r.o.Storage, tmpl, m)
 }
 
 // download fetches source into a temporary file in dir and checks its
@@ -143,7 +143,7 @@ func (r *Resolver) resolvePath(ctx context.Context, p string) (*Resolved, error)
 	}
 	match := func(m *Meta) bool { return m.SourceSize == fi.Size() && m.SourceModTime.Equal(fi.ModTime()) }
 	if tmpl, m := findBySource(dir, p, match); m != nil {
-		return r.finish(r.o.Storage, tmpl, m)
+		return r.finish(ctx, r.o.Storage, tmpl, m)
 	}
 	unlock, err := r.lock(ctx, "path:"+p)
 	if err != nil {
@@ -151,7 +151,7 @@ func (r *Resolver) resolvePath(ctx context.Context, p string) (*Resolved, error)
 	}
 	defer unlock()
 	if tmpl, m := findBySource(dir, p, match); m != nil {
-		return r.finish(r.o.Storage, tmpl, m)
+		return r.finish(ctx, r.o.Storage, tmpl, m)
 	}
 	src, err := os.Open(p)
 	if err != nil {
@@ -172,9 +172,9 @@ func (r *Resolver) resolvePath(ctx context.Context, p string) (*Resolved, error)
 		os.Remove(f.Name())
 		return nil, errs.Wrap(errs.KindTemplate, err, "copying %s into the template cache %s", p, dir)
 	}
-	tmpl, m, err := r.place(f.Name(), dir, Meta{Source: p, Form: FormPath, SourceSize: fi.Size(), SourceModTime: fi.ModTime()}, filepath.Base(p))
+	tmpl, m, err := r.place(ctx, f.Name(), dir, Meta{Source: p, Form: FormPath, SourceSize: fi.Size(), SourceModTime: fi.ModTime()}, filepath.Base(p))
 	if err != nil {
 		return nil, err
 	}
-	return r.finish(r.o.Storage, tmpl, m)
+	return r.finish(ctx, r.o.Storage, tmpl, m)
 }

@@ -612,7 +612,7 @@ func (r *Resolver) resolveImage(ctx context.Context, form Form, p, tag, source s
 		match = func(m *Meta) bool { return m.SourceSize == fi.Size() && m.SourceModTime.Equal(fi.ModTime()) }
 	}
 	if tmpl, m := findBySource(dir, source, match); m != nil {
-		return r.finish(r.o.Storage, tmpl, m)
+		return r.finish(ctx, r.o.Storage, tmpl, m)
 	}
 	unlock, err := r.lock(ctx, "image:"+source)
 	if err != nil {
@@ -620,7 +620,7 @@ func (r *Resolver) resolveImage(ctx context.Context, form Form, p, tag, source s
 	}
 	defer unlock()
 	if tmpl, m := findBySource(dir, source, match); m != nil {
-		return r.finish(r.o.Storage, tmpl, m)
+		return r.finish(ctx, r.o.Storage, tmpl, m)
 	}
 	fail := func(err error) error {
 		return errs.Wrap(errs.KindTemplate, err, "cannot use %s %s as an image", form, label).
@@ -688,12 +688,12 @@ func (r *Resolver) resolveImage(ctx context.Context, form Form, p, tag, source s
 	if fi != nil {
 		meta.SourceSize, meta.SourceModTime = fi.Size(), fi.ModTime()
 	}
-	tmpl, m, err := r.place(tmp, dir, meta, "")
+	tmpl, m, err := r.place(ctx, tmp, dir, meta, "")
 	if err != nil {
 		return nil, err
 	}
 	if m.Arch == "" && img.config.Architecture != "" {
 		m.Arch = proxmoxArch(img.config.Architecture)
 	}
-	return r.finish(r.o.Storage, tmpl, m)
+	return r.finish(ctx, r.o.Storage, tmpl, m)
 }

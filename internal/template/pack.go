@@ -170,11 +170,11 @@ func (r *Resolver) resolveBundle(ctx context.Context, bundle string) (*Resolved,
 	if err != nil {
 		return nil, err
 	}
-	tmpl, m, err := r.place(tmp, dir, Meta{Source: bundle, Form: FormBundle}, "")
+	tmpl, m, err := r.place(ctx, tmp, dir, Meta{Source: bundle, Form: FormBundle}, "")
 	if err != nil {
 		return nil, err
 	}
-	res, err := r.finish(r.o.Storage, tmpl, m)
+	res, err := r.finish(ctx, r.o.Storage, tmpl, m)
 	if err != nil {
 		return nil, err
 	}

@@ -63,7 +63,7 @@ func (r *Resolver) resolveRegistry(ctx context.Context, ref string) (*Resolved, 
 		return nil, err
 	}
 	if tmpl, m := findBySource(dir, source, nil); m != nil {
-		return r.finish(r.o.Storage, tmpl, m)
+		return r.finish(ctx, r.o.Storage, tmpl, m)
 	}
 	skopeo, err := r.skopeo()
 	if err != nil {
@@ -75,7 +75,7 @@ func (r *Resolver) resolveRegistry(ctx context.Context, ref string) (*Resolved, 
 	}
 	defer unlock()
 	if tmpl, m := findBySource(dir, source, nil); m != nil {
-		return r.finish(r.o.Storage, tmpl, m)
+		return r.finish(ctx, r.o.Storage, tmpl, m)
 	}
 	if err := os.MkdirAll(r.o.WorkDir, 0o700); err != nil {
 		return nil, errs.Wrap(errs.KindTemplate, err, "cannot create %s", r.o.WorkDir).WithHint("check storage.image_path")

@@ -38,14 +38,14 @@ func (r *Resolver) resolveVolID(ctx context.Context, storage, volume string, for
 		return nil, err
 	}
 	if slices.Contains(local, file) {
-		return r.useLocal(st, file)
+		return r.useLocal(ctx, st, file)
 	}
 	return r.fetchOfficial(ctx, st, file, local)
 }
 
 // useLocal returns template file of storage st, inspected when the
 // storage is a directory (else pct inspects it).
-func (r *Resolver) useLocal(st *pve.Storage, file string) (*Resolved, error) {
+func (r *Resolver) useLocal(ctx context.Context, st *pve.Storage, file string) (*Resolved, error) {
 	dir := cacheDir(st)
 	if dir == "" {
 		return &Resolved{VolID: pve.TemplateVolumeID(st.Name, file), File: file, Arch: ArchFromFileName(file)}, nil
@@ -55,7 +55,7 @@ func (r *Resolver) useLocal(st *pve.Storage, file string) (*Resolved, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r.finish(st.Name, tmpl, m)
+	return r.finish(ctx, st.Name, tmpl, m)
 }
 
 // fetchOfficial handles a template that storage st lacks: download it with
@@ -99,7 +99,7 @@ func (r *Resolver) fetchOfficial(ctx context.Context, st *pve.Storage, file stri
 	defer unlock()
 	// Another create may have downloaded it while we waited for the lock.
 	if now, err := r.localTemplates(ctx, st); err == nil && slices.Contains(now, file) {
-		return r.useLocal(st, file)
+		return r.useLocal(ctx, st, file)
 	}
 	r.log.Info("downloading template with pveam", "template", file, "storage", st.Name)
 	_, stderr, err := r.o.Exec.Run(ctx, []string{r.o.PveamPath, "download", st.Name, file})
@@ -112,7 +112,7 @@ func (r *Resolver) fetchOfficial(ctx context.Context, st *pve.Storage, file stri
 			return nil, errs.New(errs.KindTemplate, "`%s` succeeded but %s is not in %s", dl, file, dir)
 		}
 	}
-	return r.useLocal(st, file)
+	return r.useLocal(ctx, st, file)
 }
 
 // resolveShort picks the newest template matching a short name: locally
@@ -134,7 +134,7 @@ func (r *Resolver) resolveShort(ctx context.Context, name string) (*Resolved, er
 	}
 	if best != nil {
 		r.log.Debug("short name resolved locally", "name", name, "template", best.File)
-		return r.useLocal(st, best.File)
+		return r.useLocal(ctx, st, best.File)
 	}
 	avail, availErr := r.available(ctx)
 	var availNames []string
