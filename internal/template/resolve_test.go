@@ -268,3 +268,27 @@ func TestResolveShortNameNoAutoDownload(t *testing.T) {
 	_, err := e.r.Resolve(context.Background(), "alpine-3.22")
 	wantErr(t, err, errs.KindTemplate, "pveam download local "+alpine)
 }
+
+func TestResolveFileInCurrentDirHint(t *testing.T) {
+	e := newEnv(t, nil)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "mine.tar.gz"), tmplData(t, "mine.tar.gz", "debian"))
+	t.Chdir(dir)
+	_, err := e.r.Resolve(context.Background(), "mine.tar.gz")
+	wantErr(t, err, errs.KindTemplate, "local:vztmpl/mine.tar.gz not found", "write ./mine.tar.gz")
+	res, err := e.r.Resolve(context.Background(), "./mine.tar.gz")
+	if err != nil || res.Form != FormPath {
+		t.Errorf("./mine.tar.gz: %+v %v", res, err)
+	}
+}
+
+func TestResolveNonDirStorageArch(t *testing.T) {
+	e := newEnv(t, nil)
+	e.run.handlers = map[string]func([]string) ([]byte, []byte, error){
+		"pveam": func(argv []string) ([]byte, []byte, error) {
+			return []byte("NAME SIZE\nremote:vztmpl/debian-12-standard_12.7-1_arm64.tar.zst 1.00MB\n"), nil, nil
+		},
+	}
+	_, err := e.r.Resolve(context.Background(), "remote:vztmpl/debian-12-standard_12.7-1_arm64.tar.zst")
+	wantErr(t, err, errs.KindTemplate, "built for arm64")
+}

@@ -48,7 +48,14 @@ func (r *Resolver) resolveVolID(ctx context.Context, storage, volume string, for
 func (r *Resolver) useLocal(ctx context.Context, st *pve.Storage, file string) (*Resolved, error) {
 	dir := cacheDir(st)
 	if dir == "" {
-		return &Resolved{VolID: pve.TemplateVolumeID(st.Name, file), File: file, Arch: ArchFromFileName(file)}, nil
+		// Not readable here: pct inspects it; the name may still tell
+		// the arch.
+		arch := ArchFromFileName(file)
+		if arch != "" && !slices.Contains(CompatibleArches(r.o.HostArch), arch) {
+			return nil, errs.New(errs.KindTemplate, "template %s is built for %s, but this host runs %s", file, arch, r.o.HostArch).
+				WithHint("use a template for %s", r.o.HostArch)
+		}
+		return &Resolved{VolID: pve.TemplateVolumeID(st.Name, file), File: file, Arch: arch}, nil
 	}
 	tmpl := filepath.Join(dir, file)
 	m, err := r.inspect(tmpl)
@@ -79,6 +86,9 @@ func (r *Resolver) fetchOfficial(ctx context.Context, st *pve.Storage, file stri
 			e.Msg += "; available: " + strings.Join(vols, ", ")
 		} else {
 			e.Msg += fmt.Sprintf("; storage '%s' holds no templates", st.Name)
+		}
+		if fi, err := os.Stat(file); err == nil && fi.Mode().IsRegular() {
+			return nil, e.WithHint("a file name is looked up in the template storage; for the file %s in the current directory write ./%s", file, file)
 		}
 		switch {
 		case availErr != nil:
