@@ -158,7 +158,7 @@ func TestCapturedErrorKeepsRuntimeWords(t *testing.T) {
 
 func TestRunDistinguishesRuntimeFailureFromExitCode(t *testing.T) {
 	// The fake logs an error to --log (argv: --root R --log L --log-format json run ...).
-	failing := fakeRuntime(t, `echo '{"level":"error","msg":"unknown version specified","time":"t"}' >> "$4"; exit 1`)
+	failing := fakeRuntime(t, `[ "$3" = --log ] && echo '{"level":"error","msg":"unknown version specified","time":"t"}' >> "$4"; exit 1`)
 	b, _ := New(Options{Name: "crun", Path: failing, Root: t.TempDir(), CgroupWorkaround: WorkaroundNever})
 	c := &state.Container{ID: "c1"}
 	_, err := b.Run(context.Background(), c, runtime.CreateOptions{Bundle: "/b"}, false)
