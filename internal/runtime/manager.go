@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"syscall"
@@ -338,6 +339,9 @@ func (m *Manager) Delete(ctx context.Context, id string, force bool) error {
 		if force && errs.KindOf(err) == errs.KindNotFound && c == nil {
 			return nil
 		}
+		if force && errs.KindOf(err) == errs.KindState && c == nil {
+			return m.removeDamaged(id, err)
+		}
 		if c == nil || !force {
 			return err
 		}
@@ -364,6 +368,22 @@ func (m *Manager) Delete(ctx context.Context, id string, force bool) error {
 	}
 	m.log().Info("deleted", "id", id)
 	return m.Store.Remove(id)
+}
+
+// removeDamaged removes the record of id whose state file cannot be read
+// (delete --force). Without the record we cannot tell which backend owns
+// the container, so the warning names where leftovers could be. The caller
+// holds id's lock.
+func (m *Manager) removeDamaged(id string, loadErr error) error {
+	m.log().Warn("removing damaged container record; backend resources may remain",
+		"id", id, "err", loadErr,
+		"check", fmt.Sprintf("runc --root %s list; crun --root %s list; pct list (a container tagged nexcage whose hostname starts with %s)",
+			m.Store.BackendRoot("runc"), m.Store.BackendRoot("crun"), id))
+	if err := m.Store.Remove(id); err != nil {
+		return err
+	}
+	m.log().Info("deleted", "id", id)
+	return nil
 }
 
 // Stop stops a container gracefully: the backend's Stop when it has one,

@@ -413,3 +413,46 @@ func TestPassthroughUnsupported(t *testing.T) {
 	_, err := e.m.Passthrough(context.Background(), "c1", "pause", []string{"c1"}, runtime.Stdio{})
 	wantKind(t, err, errs.KindUnsupported, 11)
 }
+
+func TestDeleteForceDamagedRecord(t *testing.T) {
+	ctx := context.Background()
+	for name, content := range map[string]string{
+		"invalid JSON": "{not json",
+		"wrong id":     `{"id":"other","status":"running","backend":"runc"}`,
+		"empty":        "",
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t)
+			e.create(t, "c1")
+			if err := os.WriteFile(filepath.Join(e.root, "c1", "state.json"), []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			err := e.m.Delete(ctx, "c1", false)
+			wantKind(t, err, errs.KindState, 10)
+			if !strings.Contains(err.Error(), "delete --force") {
+				t.Fatalf("hint of %v does not suggest --force", err)
+			}
+			if ok, _ := e.m.Store.Exists("c1"); !ok {
+				t.Fatal("delete without --force removed the damaged record")
+			}
+			if err := e.m.Delete(ctx, "c1", true); err != nil {
+				t.Fatalf("delete --force of a damaged record: %v", err)
+			}
+			e.assertNoRecord(t, "c1")
+			// The id is free again.
+			e.create(t, "c1")
+		})
+	}
+}
+
+func TestDeleteForceMissingStateFile(t *testing.T) {
+	e := newEnv(t)
+	e.create(t, "c1")
+	if err := os.Remove(filepath.Join(e.root, "c1", "state.json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.m.Delete(context.Background(), "c1", true); err != nil {
+		t.Fatalf("delete --force with state.json missing: %v", err)
+	}
+	e.assertNoRecord(t, "c1")
+}
