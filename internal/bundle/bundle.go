@@ -336,12 +336,12 @@ func (l *loader) checkHooks() error {
 	if h == nil {
 		return nil
 	}
-	//nolint:staticcheck // Prestart is deprecated but still part of the spec.
 	lists := []struct {
 		name  string
 		hooks []specs.Hook
 	}{
-		{"prestart", h.Prestart}, {"createRuntime", h.CreateRuntime}, {"createContainer", h.CreateContainer},
+		{"prestart", h.Prestart}, //lint:ignore SA1019 deprecated but still part of the spec; validate it too
+		{"createRuntime", h.CreateRuntime}, {"createContainer", h.CreateContainer},
 		{"startContainer", h.StartContainer}, {"poststart", h.Poststart}, {"poststop", h.Poststop},
 	}
 	for _, list := range lists {

@@ -247,10 +247,6 @@ func pat(s string) *regexp.Regexp { return regexp.MustCompile(`^(?:` + s + `)$`)
 
 // ---- named formats (PVE::JSONSchema and pve-container) ----
 
-func formatErr(msg string) func(string) error {
-	return func(string) error { return fmt.Errorf("%s", msg) }
-}
-
 var reDNSName = regexp.MustCompile(`^(([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)\.)*([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)$`)
 
 // VerifyDNSName is the dns-name format.

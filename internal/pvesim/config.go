@@ -65,9 +65,7 @@ func (n *Node) pctSet(c *call) error {
 	}
 	var deletes []string
 	if d, ok := c.opts["delete"]; ok {
-		for _, k := range strings.FieldsFunc(d, func(r rune) bool { return r == ',' || r == ';' || r == ' ' }) {
-			deletes = append(deletes, k)
-		}
+		deletes = strings.FieldsFunc(d, func(r rune) bool { return r == ',' || r == ';' || r == ' ' })
 	}
 	if len(params) == 0 && len(deletes) == 0 && !c.has("revert") {
 		return dief("no options specified")

@@ -190,7 +190,7 @@ func (x *extractor) entry(name string, hdr *tar.Header, r io.Reader) error {
 			return err
 		}
 		return x.applyMeta(name, hdr, true)
-	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
+	case tar.TypeReg, tar.TypeGNUSparse: // archive/tar reports old-style \x00 regular files as TypeReg
 		out, err := x.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			return err

@@ -191,7 +191,7 @@ func TestPctAbbreviationsAndForms(t *testing.T) {
 	if err == nil {
 		t.Fatalf("swap -5 accepted: %+v", c)
 	}
-	c, err = parseArgs(v, []string{"--MEM=64", "100", "-hostname", "web", "tmpl", "--unpriv", "--swap", "0", "--start", "--", "x"}, func(string) {})
+	_, err = parseArgs(v, []string{"--MEM=64", "100", "-hostname", "web", "tmpl", "--unpriv", "--swap", "0", "--start", "--", "x"}, func(string) {})
 	if err == nil {
 		t.Fatal("extra positional after -- accepted")
 	}
