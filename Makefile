@@ -8,7 +8,7 @@ LDFLAGS := -X github.com/nexcage/nexcage/internal/version.Version=$(VERSION) -X 
 STATICCHECK_VERSION := v0.8.2
 # FUZZTIME is how long `make fuzz` runs each fuzz target.
 FUZZTIME ?= 30s
-APT_PACKAGES := runc crun lxc busybox-static zstd xz-utils bzip2 skopeo docker-registry tar iproute2 ca-certificates git
+APT_PACKAGES := runc crun lxc busybox-static zstd xz-utils bzip2 skopeo docker-registry tar iproute2 ca-certificates git containerd
 
 .PHONY: all deps build test unit e2e lint fuzz demo clean gendocs deb
 
@@ -29,7 +29,9 @@ deps:
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/nexcage ./cmd/nexcage
+	@# Static (CGO_ENABLED=0): the Proxmox backend bind-mounts nexcage into
+	@# containers as their init helper, where no host libc exists.
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/nexcage ./cmd/nexcage
 	$(GO) build -trimpath -o $(BIN)/pvesim ./cmd/pvesim
 	@for t in pct pveam pvesh; do ln -sf pvesim $(BIN)/$$t; done
 

@@ -61,6 +61,9 @@ func binary(t testing.TB, envVar, pkg, name string) string {
 		b.path = filepath.Join(dir, name)
 		cmd := exec.Command("go", "build", "-o", b.path, pkg)
 		cmd.Dir = moduleRoot()
+		// Static, as `make build` builds it: the Proxmox backend mounts
+		// nexcage into containers as their init helper.
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 		}
