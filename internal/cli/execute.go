@@ -32,6 +32,8 @@ func (a *App) execute(ctx context.Context) (int, error) {
 		return 0, a.version(ctx)
 	case "health":
 		return a.health(ctx)
+	case "templates":
+		return 0, a.templatesVerb(ctx)
 	}
 	m, err := a.manager()
 	if err != nil {
@@ -104,6 +106,8 @@ type ociState struct {
 	Annotations map[string]string `json:"annotations,omitempty"`
 	Backend     string            `json:"backend"`
 	Image       string            `json:"image,omitempty"`
+	// Data is the backend's own record, e.g. the Proxmox "vmid".
+	Data map[string]string `json:"data,omitempty"`
 }
 
 func toOCIState(c *state.Container) ociState {
@@ -116,7 +120,7 @@ func toOCIState(c *state.Container) ociState {
 		pid = 0
 	}
 	return ociState{OCIVersion: v, ID: c.ID, Pid: pid, Status: c.Status, Bundle: c.Bundle, Rootfs: c.Rootfs,
-		Created: c.Created, Owner: c.Owner, Annotations: c.Annotations, Backend: c.Backend, Image: c.Image}
+		Created: c.Created, Owner: c.Owner, Annotations: c.Annotations, Backend: c.Backend, Image: c.Image, Data: c.Data}
 }
 
 func (a *App) list(ctx context.Context, m *runtime.Manager) error {

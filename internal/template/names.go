@@ -252,7 +252,12 @@ func closest(want string, candidates []string, max int) []string {
 	}
 	stem := func(s string) string { return strings.TrimSuffix(s, TemplateExt(s)) }
 	sc := make([]scored, 0, len(candidates))
+	seen := make(map[string]bool, len(candidates))
 	for _, c := range candidates {
+		if seen[c] { // local and available lists overlap
+			continue
+		}
+		seen[c] = true
 		sc = append(sc, scored{c, levenshtein(stem(want), stem(c))*1000 + levenshtein(want, c)})
 	}
 	slices.SortStableFunc(sc, func(a, b scored) int {

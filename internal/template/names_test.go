@@ -123,6 +123,7 @@ func TestClosest(t *testing.T) {
 		"alpine-3.22-default_20250617_amd64.tar.xz",
 		"ubuntu-22.04-standard_22.04-1_amd64.tar.gz",
 		"ubuntu-20.04-standard_20.04-1_amd64.tar.gz",
+		"ubuntu-22.04-standard_22.04-1_amd64.tar.gz", // also offered by pveam available
 	}, 2)
 	want := []string{"ubuntu-22.04-standard_22.04-1_amd64.tar.gz", "ubuntu-20.04-standard_20.04-1_amd64.tar.gz"}
 	if !slices.Equal(got, want) {
