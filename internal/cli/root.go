@@ -62,6 +62,11 @@ type Invocation struct {
 	// spec
 	Bundle string
 
+	// templates: Sub is "list" or "prune"
+	Sub       string
+	OlderThan time.Duration
+	DryRun    bool
+
 	// ps, exec, pause, resume, update: the arguments after the verb,
 	// passed to the backend unchanged.
 	PassArgs []string
@@ -113,6 +118,7 @@ It speaks runc's command line (for containerd) and the original nexcage's.`,
 	for _, c := range []*cobra.Command{
 		createCmd(inv), runCmd(inv), startCmd(inv), stateCmd(inv), killCmd(inv), deleteCmd(inv),
 		listCmd(inv), stopCmd(inv), routeCmd(inv), specCmd(inv), featuresCmd(inv), versionCmd(inv), healthCmd(inv),
+		templatesCmd(inv),
 	} {
 		root.AddCommand(c)
 	}

@@ -103,7 +103,7 @@ func (r *Resolver) download(ctx context.Context, source, sum, dir string) (tmpPa
 		}
 	}()
 	h := sha256.New()
-	bar := progress.Start(r.o.Progress, r.log, "downloading "+source, resp.ContentLength)
+	bar := progress.Start(r.o.Progress, r.o.ProgressLog, "downloading "+source, resp.ContentLength)
 	n, err := io.Copy(io.MultiWriter(f, h, bar), resp.Body)
 	if err == nil && resp.ContentLength >= 0 && n != resp.ContentLength {
 		err = fmt.Errorf("got %d of %d bytes", n, resp.ContentLength)

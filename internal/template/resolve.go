@@ -68,13 +68,17 @@ type Options struct {
 	SkopeoPath   string // default: "skopeo" found on PATH when a pull needs it
 	// WorkDir holds locks and scratch space for unpacking images
 	// (storage.image_path); default /var/lib/nexcage/images.
-	WorkDir    string
-	Exec       Runner       // default ExecRunner
-	Logger     *slog.Logger // default: discard
-	Progress   io.Writer    // download progress (a bar when it is a terminal); nil: log lines only
-	HostArch   string       // default HostArch()
-	HTTPClient *http.Client // default http.DefaultClient
-	Now        func() time.Time
+	WorkDir string
+	Exec    Runner       // default ExecRunner
+	Logger  *slog.Logger // default: discard
+	// Progress receives a progress bar of long work (packing, downloads,
+	// pulls) when it is a terminal; otherwise (or nil) ProgressLog gets
+	// one line when the work starts and one when it ends.
+	Progress    io.Writer
+	ProgressLog *slog.Logger // default Logger
+	HostArch    string       // default HostArch()
+	HTTPClient  *http.Client // default http.DefaultClient
+	Now         func() time.Time
 	// LockTimeout bounds waiting for another nexcage preparing the same
 	// template; default 30 minutes.
 	LockTimeout time.Duration
@@ -106,6 +110,9 @@ func NewResolver(o Options) *Resolver {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.ProgressLog == nil {
+		o.ProgressLog = o.Logger
 	}
 	if o.HostArch == "" {
 		o.HostArch = HostArch()

@@ -90,15 +90,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Backend, error) {
 		etcPve: orDefault(p.EtcPve, "/etc/pve"), lxcPath: orDefault(p.LxcPath, "/var/lib/lxc"),
 		node: p.Node, lxcInfo: "lxc-info", PidTimeout: 30 * time.Second,
 	}
-	b.tmpl = template.NewResolver(template.Options{
-		EtcPve:       b.etcPve,
-		Storage:      b.templateStorage(),
-		AutoDownload: cfg.Templates.AutoDownload == nil || *cfg.Templates.AutoDownload,
-		PveamPath:    p.PveamPath,
-		WorkDir:      cfg.Storage.ImagePath,
-		Logger:       log,
-		Progress:     os.Stderr,
-	})
+	b.tmpl = TemplateResolver(cfg, log, os.Stderr, nil)
 	return b, nil
 }
 
