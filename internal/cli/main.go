@@ -10,9 +10,11 @@ import (
 	"github.com/nexcage/nexcage/internal/backend/ocirun"
 	"github.com/nexcage/nexcage/internal/config"
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/inithelper"
 	"github.com/nexcage/nexcage/internal/logging"
 	"github.com/nexcage/nexcage/internal/runtime"
 	"github.com/nexcage/nexcage/internal/state"
+	"github.com/nexcage/nexcage/internal/supervisor"
 )
 
 // App runs nexcage with the given standard streams.
@@ -38,8 +40,18 @@ func Main(argv []string) int {
 // container's status for run and passthrough verbs, or the error kind's
 // code (docs/CLI.md).
 func (a *App) Main(ctx context.Context, argv []string) int {
-	if len(argv) > 0 && argv[0] == ocirun.HelperVerb {
-		return ocirun.HelperMain(argv[1:])
+	if len(argv) > 0 {
+		// Hidden helper verbs: no config, no logging setup.
+		switch argv[0] {
+		case ocirun.HelperVerb:
+			return ocirun.HelperMain(argv[1:])
+		case inithelper.InitVerb:
+			return inithelper.InitMain(argv[1:])
+		case inithelper.ExecVerb:
+			return inithelper.ExecMain(argv[1:])
+		case supervisor.Verb:
+			return supervisor.Main(argv[1:])
+		}
 	}
 	inv, err := Parse(argv, a.Stdout, a.Stderr)
 	if err != nil {

@@ -19,7 +19,6 @@ import (
 	"github.com/google/renameio/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/nexcage/nexcage/internal/backend/proxmox/rootfspack"
 	"github.com/nexcage/nexcage/internal/config"
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/pve"
@@ -55,6 +54,13 @@ type Backend struct {
 	tmpl *template.Resolver
 	// PidTimeout bounds the wait for the init pid after pct start.
 	PidTimeout time.Duration
+	// SelfExe is the nexcage binary used as init helper and supervisor;
+	// empty means os.Executable().
+	SelfExe string
+	// NoInitHelper makes create leave bundle containers stopped (start
+	// is then a pct start) instead of running them through the init
+	// helper; for tests of the pct sequence without LXC.
+	NoInitHelper bool
 }
 
 var (
@@ -198,7 +204,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 		if !filepath.IsAbs(rootfs) {
 			rootfs = filepath.Join(opts.Bundle, rootfs)
 		}
-		in.OSType = rootfspack.DetectOSType(rootfs)
+		in.OSType = template.DetectOSType(rootfs)
 		if _, err := os.Lstat(filepath.Join(rootfs, "bin/sh")); err == nil {
 			in.CanInjectScript = true
 		}
@@ -225,6 +231,15 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 		c.Data[DataTemplateRef] = ref
 		undo = append(undo, func() { b.releaseResolved(ostemplate, ref, c.ID) })
 	}
+	helper := wantsHelper(opts) && image == "" && !b.NoInitHelper
+	if helper {
+		dir, err := b.prepareHelper(c)
+		if err != nil {
+			return err
+		}
+		in.InitHelperDir = dir
+		undo = append(undo, func() { b.cleanupHelper(c) })
+	}
 	req, err := Translate(in)
 	if err != nil {
 		return err
@@ -233,13 +248,12 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 		b.log.Warn(w, "id", c.ID)
 	}
 	if rootfs != "" {
-		p, err := b.pack(ctx, c, storages, rootfs, req)
+		p, err := b.pack(ctx, c, rootfs, req)
 		if err != nil {
 			return err
 		}
 		ostemplate = p.VolID
-		cache, _ := rootfspack.CacheFor(storages, b.templateStorage())
-		undo = append(undo, func() { b.releaseTemplate(cache, p.Name, c.Data[DataTemplateRef], c.ID) })
+		undo = append(undo, func() { b.releaseResolved(p.VolID, c.Data[DataTemplateRef], c.ID) })
 		c.Data[DataPacked] = p.Name
 	}
 	c.Data[DataOSTemplate] = ostemplate
@@ -256,26 +270,28 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	}
 	c.Status = state.Created
 	c.Pid = 0
-	b.log.Info("proxmox container created", "id", c.ID, "vmid", vmid, "ostemplate", ostemplate)
+	if helper {
+		// pct start now: the init helper holds process.args until start.
+		if err := b.startSupervised(ctx, c, vmid, opts); err != nil {
+			return err
+		}
+	}
+	b.log.Info("proxmox container created", "id", c.ID, "vmid", vmid, "ostemplate", ostemplate, "pid", c.Pid)
 	return nil
 }
 
-func (b *Backend) templateStorage() string { return orDefault(b.cfg.Proxmox.TemplateStorage, "local") }
-
-func (b *Backend) pack(ctx context.Context, c *state.Container, storages []pve.Storage, rootfs string, req *Request) (*rootfspack.Packed, error) {
-	cache, err := rootfspack.CacheFor(storages, b.templateStorage())
-	if err != nil {
-		return nil, err
-	}
+// pack packs the bundle's rootfs, with the mount targets and init script
+// the translation needs, into a template (internal/template's packer).
+func (b *Backend) pack(ctx context.Context, c *state.Container, rootfs string, req *Request) (*template.Packed, error) {
 	c.Data[DataTemplateRef] = newRef(c.ID)
-	popts := rootfspack.PackOptions{Rootfs: rootfs}
+	popts := template.PackOptions{Rootfs: rootfs, Source: c.Bundle, What: "packing the rootfs of " + c.ID}
 	for _, t := range req.MountTargets {
-		popts.Targets = append(popts.Targets, rootfspack.Target{Path: t.Path, File: t.File})
+		popts.Targets = append(popts.Targets, template.Target{Path: t.Path, File: t.File})
 	}
 	if req.InitScript != nil {
-		popts.Extra = append(popts.Extra, rootfspack.ExtraFile{Path: InitScriptPath, Mode: 0o755, Data: req.InitScript})
+		popts.Extra = append(popts.Extra, template.ExtraFile{Path: InitScriptPath, Mode: 0o755, Data: req.InitScript})
 	}
-	p, err := cache.PackAndAcquire(ctx, popts, c.Data[DataTemplateRef])
+	p, err := b.tmpl.PackAndAcquire(ctx, popts, c.Data[DataTemplateRef])
 	if err != nil {
 		return nil, addContainer(c.ID, err)
 	}
@@ -408,22 +424,6 @@ func (b *Backend) destroyIfOurs(id string, vmid int, hostname string) {
 	}
 }
 
-func (b *Backend) releaseTemplate(cache *rootfspack.Cache, name, ref, id string) {
-	if cache == nil || name == "" || ref == "" {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	removed, err := cache.Release(ctx, name, ref)
-	if err != nil {
-		b.log.Warn("cannot release packed template", "id", id, "template", name, "err", err)
-		return
-	}
-	if removed {
-		b.log.Debug("removed unused packed template", "id", id, "template", name)
-	}
-}
-
 // newRef is a container's reference on a template: unique even across
 // nexcage state roots that reuse container ids.
 func newRef(id string) string {
@@ -483,6 +483,9 @@ func (b *Backend) Start(ctx context.Context, c *state.Container) error {
 	if !ok {
 		return errs.New(errs.KindState, "container %s has no Proxmox VMID (create did not finish)", c.ID).
 			WithHint("delete it with `nexcage delete --force %s` and create it again", c.ID)
+	}
+	if supervised(c) {
+		return b.startSupervisedProcess(c)
 	}
 	if err := b.pct.Start(ctx, vmid); err != nil {
 		return fmt.Errorf("container %s: %w", c.ID, err)
@@ -549,6 +552,9 @@ func (b *Backend) Refresh(ctx context.Context, cs []*state.Container) error {
 		if c.Status == state.Running || c.Pid > 0 {
 			if b.alive(c) {
 				c.Status = state.Running
+				if supervised(c) && c.Data[DataStarted] == "" {
+					c.Status = state.Created // the init helper waits for start
+				}
 			} else {
 				c.Status, c.Pid = state.Stopped, 0
 				delete(c.Data, DataStartTime)
@@ -586,9 +592,10 @@ func (b *Backend) Kill(ctx context.Context, c *state.Container, sig syscall.Sign
 	if err := b.Refresh(ctx, []*state.Container{c}); err != nil {
 		return err
 	}
-	if c.Status != state.Running {
+	if c.Status != state.Running && !(c.Status == state.Created && c.Pid > 0) {
 		return errs.New(errs.KindState, "container %s: container not running", c.ID)
 	}
+	b.recordSignal(c, sig)
 	if all {
 		pids, err := pidsInNamespace(c.Pid)
 		if err != nil {
@@ -634,6 +641,14 @@ func (b *Backend) Delete(ctx context.Context, c *state.Container, force bool) er
 			return err
 		}
 		if c.Data[DataVanished] == "" {
+			if c.Status == state.Created && supervised(c) && c.Pid > 0 {
+				// Its init helper runs (waiting for start): stop it.
+				if err := b.pct.Stop(ctx, vmid); err != nil && !isReason(err, pve.ReasonNotRunning) && !isReason(err, pve.ReasonNoConfig) {
+					return fmt.Errorf("container %s: %w", c.ID, err)
+				}
+			} else if c.Status == state.Stopped && supervised(c) {
+				b.waitLxcStopped(ctx, vmid)
+			}
 			if c.Status == state.Running {
 				if !force {
 					return errs.New(errs.KindState, "container %s is running; cannot delete it", c.ID).
@@ -654,15 +669,11 @@ func (b *Backend) Delete(ctx context.Context, c *state.Container, force bool) er
 			}
 		}
 	}
-	if name := c.Data[DataPacked]; name != "" {
-		if storages, err := b.storages(); err == nil {
-			if cache, err := rootfspack.CacheFor(storages, b.templateStorage()); err == nil {
-				b.releaseTemplate(cache, name, c.Data[DataTemplateRef], c.ID)
-			}
-		}
-	} else if ref, volid := c.Data[DataTemplateRef], c.Data[DataOSTemplate]; ref != "" && volid != "" {
+	// A template packed from the bundle goes with its last user.
+	if ref, volid := c.Data[DataTemplateRef], c.Data[DataOSTemplate]; ref != "" && volid != "" {
 		b.releaseResolved(volid, ref, c.ID)
 	}
+	b.cleanupHelper(c)
 	c.Status, c.Pid = state.Stopped, 0
 	return nil
 }

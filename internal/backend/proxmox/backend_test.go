@@ -72,6 +72,9 @@ exit 0
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The scripted pct runs no LXC container for an init helper to live
+	// in; the supervised create is covered by the e2e tests.
+	b.NoInitHelper = true
 	f.backend = b
 	return f
 }

@@ -17,6 +17,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/inithelper"
 	"github.com/nexcage/nexcage/internal/pve"
 )
 
@@ -74,6 +75,11 @@ type Input struct {
 	KeepTemplateInit bool
 	// Stat checks mount sources; nil means os.Stat.
 	Stat func(string) (fs.FileInfo, error)
+	// InitHelperDir, when set, is the host directory holding the init
+	// helper and its supervisor's socket: it is bind-mounted read-only at
+	// inithelper.MountPoint and the helper becomes the container's init,
+	// which runs process.args only on `start` (a real OCI created state).
+	InitHelperDir string
 }
 
 // Request is the translated container: pct create options in a stable
@@ -527,7 +533,11 @@ func (t *translator) process() error {
 	if p.Terminal {
 		t.warn("process.terminal is not supported on Proxmox (the container has a console instead); ignored")
 	}
-	if err := t.initCmd(p.Args); err != nil {
+	if t.in.InitHelperDir != "" {
+		if err := t.initHelper(p.Args); err != nil {
+			return err
+		}
+	} else if err := t.initCmd(p.Args); err != nil {
 		return err
 	}
 	for i, e := range p.Env {
@@ -660,6 +670,26 @@ func (t *translator) initCmd(args []string) error {
 	b.WriteString("\n")
 	t.req.InitScript = []byte(b.String())
 	t.raw("lxc.init.cmd", InitScriptPath)
+	return nil
+}
+
+// initHelper makes nexcage's init helper the container's init. It gets
+// process.args from its supervisor over a socket, so the arguments need
+// no quoting at all.
+func (t *translator) initHelper(args []string) error {
+	for i, a := range args {
+		if strings.ContainsRune(a, 0) {
+			return invalid(fmt.Sprintf("process.args[%d]", i), "contains a NUL byte")
+		}
+	}
+	dir := t.in.InitHelperDir
+	if !filepath.IsAbs(dir) || strings.ContainsAny(dir, " \t\n\r\\\x00") {
+		return errs.New(errs.KindInvalidConfig, "init helper directory %q must be an absolute path without blanks or backslashes", dir).
+			WithHint("set proxmox.lxc_path to such a path")
+	}
+	t.raw("lxc.init.cmd", inithelper.Binary+" "+inithelper.InitVerb+" "+inithelper.Socket)
+	t.raw("lxc.mount.entry", dir+" "+strings.TrimPrefix(inithelper.MountPoint, "/")+" none bind,ro,create=dir 0 0")
+	t.req.MountTargets = append(t.req.MountTargets, MountTarget{Path: inithelper.MountPoint})
 	return nil
 }
 

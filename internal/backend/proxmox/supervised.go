@@ -1,0 +1,584 @@
+package proxmox
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/renameio/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/inithelper"
+	"github.com/nexcage/nexcage/internal/runtime"
+	"github.com/nexcage/nexcage/internal/state"
+	"github.com/nexcage/nexcage/internal/supervisor"
+)
+
+// A container created from a bundle with a process runs nexcage's init
+// helper as its init (internal/inithelper): `create` does pct create and
+// pct start, the helper connects to a supervisor process (internal/
+// supervisor) left behind by `create`, and waits; `start` asks the
+// supervisor to release it (no pct call), and the helper execs
+// process.args with the stdio `create` was given. The supervisor's pid is
+// what --pid-file gets: it lives as long as the container and exits with
+// its status, which is what containerd's shim waits for.
+
+// Keys of state.Container.Data for supervised containers.
+const (
+	DataHelperDir      = "helper_dir"       // host directory mounted at /.nexcage
+	DataSupervisor     = "supervisor"       // pid of the supervisor
+	DataSupervisorTime = "supervisor_start" // its start time, against pid reuse
+	DataStarted        = "started"          // "1" once start released the process
+)
+
+// helperBase is where the helper directories live. It is under the LXC
+// path because an unprivileged container's setup (running as the mapped
+// root) must be able to traverse to the bind mount's source, and
+// /var/lib/lxc is world-traversable on Proxmox hosts.
+func (b *Backend) helperBase() string { return filepath.Join(b.lxcPath, ".nexcage") }
+
+// helperPaths are the files of one supervised container.
+type helperPaths struct {
+	dir, ctl, process, signal string
+}
+
+func (b *Backend) helperPaths(dir string) helperPaths {
+	return helperPaths{dir: dir, ctl: dir + ".ctl", process: dir + ".json", signal: dir + ".signal"}
+}
+
+func supervised(c *state.Container) bool { return c.Data[DataHelperDir] != "" }
+
+// wantsHelper tells whether create runs the container through the init
+// helper: a bundle with a process to run.
+func wantsHelper(opts runtime.CreateOptions) bool {
+	return opts.Bundle != "" && opts.Spec != nil && opts.Spec.Process != nil && len(opts.Spec.Process.Args) > 0
+}
+
+// prepareHelper makes the helper directory of c (with a copy of the
+// static nexcage binary as the helper) and records it in c.Data.
+func (b *Backend) prepareHelper(c *state.Container) (string, error) {
+	base := b.helperBase()
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return "", errs.Wrap(errs.KindBackend, err, "container %s: cannot create %s", c.ID, base)
+	}
+	_ = os.Chmod(base, 0o755)
+	bin, err := b.helperBinary(base)
+	if err != nil {
+		return "", addContainer(c.ID, err)
+	}
+	r := make([]byte, 6)
+	_, _ = rand.Read(r)
+	dir := filepath.Join(base, SanitizeHostname(c.ID)+"-"+hex.EncodeToString(r))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return "", errs.Wrap(errs.KindBackend, err, "container %s: cannot create the helper directory", c.ID)
+	}
+	dst := filepath.Join(dir, inithelper.BinaryName)
+	if err := os.Link(bin, dst); err != nil {
+		if err := copyFile(bin, dst, 0o755); err != nil {
+			_ = os.RemoveAll(dir)
+			return "", errs.Wrap(errs.KindBackend, err, "container %s: cannot place the init helper", c.ID)
+		}
+	}
+	c.Data[DataHelperDir] = dir
+	return dir, nil
+}
+
+// helperBinary returns a copy of the running nexcage in base, made once
+// per binary. Containers get this copy (never the host's binary), so a
+// container cannot alter what the host runs.
+func (b *Backend) helperBinary(base string) (string, error) {
+	self := b.SelfExe
+	if self == "" {
+		var err error
+		if self, err = os.Executable(); err != nil {
+			return "", errs.Wrap(errs.KindInternal, err, "cannot find the nexcage binary for the init helper")
+		}
+	}
+	fi, err := os.Stat(self)
+	if err != nil {
+		return "", errs.Wrap(errs.KindInternal, err, "cannot find the nexcage binary for the init helper")
+	}
+	if dynamic, err := isDynamic(self); err != nil || dynamic {
+		return "", errs.New(errs.KindInvalidConfig, "%s is not a static binary and cannot run inside containers as their init helper", self).
+			WithHint("build nexcage with CGO_ENABLED=0 (make build does)")
+	}
+	name := fmt.Sprintf(".nexcage-%d-%d", fi.Size(), fi.ModTime().UnixNano())
+	p := filepath.Join(base, name)
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
+	}
+	if err := copyFile(self, p, 0o755); err != nil {
+		return "", errs.Wrap(errs.KindBackend, err, "cannot copy the init helper to %s", base)
+	}
+	// Copies of older binaries can go: containers hold their own links.
+	if old, _ := filepath.Glob(filepath.Join(base, ".nexcage-*")); len(old) > 0 {
+		for _, o := range old {
+			if o != p {
+				_ = os.Remove(o)
+			}
+		}
+	}
+	return p, nil
+}
+
+// isDynamic reports whether the ELF file at p asks for a program
+// interpreter (a dynamic loader).
+func isDynamic(p string) (bool, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	n, _ := io.ReadFull(f, buf)
+	return strings.Contains(string(buf[:n]), "/ld-linux") || strings.Contains(string(buf[:n]), "ld-musl"), nil
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	pf, err := renameio.NewPendingFile(dst, renameio.WithPermissions(mode), renameio.WithExistingPermissions())
+	if err != nil {
+		return err
+	}
+	defer pf.Cleanup()
+	if _, err := io.Copy(pf, in); err != nil {
+		return err
+	}
+	if err := pf.Chmod(mode); err != nil {
+		return err
+	}
+	return pf.CloseAtomicallyReplace()
+}
+
+// startSupervised starts the supervisor, then the container (pct start),
+// and waits until the init helper is connected and ready. It fills c's
+// pid and writes opts.PidFile with the supervisor's pid.
+func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid int, opts runtime.CreateOptions) (err error) {
+	hp := b.helperPaths(c.Data[DataHelperDir])
+	p := opts.Spec.Process
+	cwd := p.Cwd
+	if cwd == "" {
+		cwd = "/"
+	}
+	msg, _ := json.Marshal(inithelper.Message{Args: p.Args, Env: p.Env, Cwd: cwd})
+	if err := renameio.WriteFile(hp.process, msg, 0o600); err != nil {
+		return errs.Wrap(errs.KindBackend, err, "container %s: cannot write the process description", c.ID)
+	}
+	self := b.SelfExe
+	if self == "" {
+		if self, err = os.Executable(); err != nil {
+			return errs.Wrap(errs.KindInternal, err, "cannot find the nexcage binary for the supervisor")
+		}
+	}
+	rd, wr, err := os.Pipe()
+	if err != nil {
+		return errs.Wrap(errs.KindInternal, err, "container %s: pipe", c.ID)
+	}
+	defer rd.Close()
+	so := supervisor.Options{Dir: hp.dir, Ctl: hp.ctl, Process: hp.process, SignalFile: hp.signal,
+		LxcPath: b.lxcPath, Name: strconv.Itoa(vmid), ConnectTimeout: b.PidTimeout}
+	cmd := exec.Command(self, append([]string{supervisor.Verb}, so.Args()...)...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = fileOrNull(opts.Stdin), fileOrNull(opts.Stdout), fileOrNull(opts.Stderr)
+	cmd.ExtraFiles = []*os.File{wr}
+	// Its own session: it must outlive this process and not get the
+	// caller's terminal signals. It is reparented to the nearest
+	// subreaper (containerd's shim) when create exits.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		_ = wr.Close()
+		return errs.Wrap(errs.KindBackend, err, "container %s: cannot start the supervisor", c.ID)
+	}
+	_ = wr.Close()
+	sup := cmd.Process
+	c.Data[DataSupervisor] = strconv.Itoa(sup.Pid)
+	if st, ok := supervisor.ProcStartTime(sup.Pid); ok {
+		c.Data[DataSupervisorTime] = st
+	}
+	// Reap it if it dies while create still runs; afterwards the shim (or
+	// init) does.
+	waited := make(chan struct{})
+	go func() { _, _ = sup.Wait(); close(waited) }()
+	defer func() {
+		if err != nil {
+			_ = sup.Kill()
+			<-waited
+		}
+	}()
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(rd)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	next := func(what string) (string, error) {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				return "", errs.New(errs.KindBackend, "container %s: the supervisor exited before %s", c.ID, what)
+			}
+			return l, nil
+		case <-time.After(b.PidTimeout + 5*time.Second):
+			return "", errs.New(errs.KindTimeout, "container %s: no word from the supervisor before %s", c.ID, what)
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+	l, err := next("listening")
+	if err != nil {
+		return err
+	}
+	if l != supervisor.ReportListening {
+		return errs.New(errs.KindBackend, "container %s: %s", c.ID, strings.TrimPrefix(l, supervisor.ReportError+" "))
+	}
+	if err := b.pct.Start(ctx, vmid); err != nil {
+		return fmt.Errorf("container %s: %w", c.ID, err)
+	}
+	l, err = next("the init helper is ready")
+	if err != nil {
+		return err
+	}
+	rest, ok := strings.CutPrefix(l, supervisor.ReportReady+" ")
+	if !ok {
+		return errs.New(errs.KindBackend, "container %s: %s", c.ID, strings.TrimPrefix(l, supervisor.ReportError+" ")).
+			WithHint("check process.args, process.cwd and PATH in %s/config.json", opts.Bundle)
+	}
+	pid, perr := strconv.Atoi(rest)
+	if perr != nil || pid <= 0 {
+		return errs.New(errs.KindBackend, "container %s: bad report from the supervisor: %q", c.ID, l)
+	}
+	c.Pid = pid
+	if st, ok := procStartTime(pid); ok {
+		c.Data[DataStartTime] = st
+	}
+	if opts.PidFile != "" {
+		// Digits only, no newline: containerd's shim parses it with Atoi.
+		if err := renameio.WriteFile(opts.PidFile, []byte(strconv.Itoa(sup.Pid)), 0o644); err != nil {
+			return errs.Wrap(errs.KindBackend, err, "container %s: cannot write the pid file", c.ID)
+		}
+	}
+	return nil
+}
+
+// fileOrNull passes f on when it is a file (a descriptor can be
+// inherited), nil (/dev/null) otherwise.
+func fileOrNull(v any) *os.File {
+	if f, ok := v.(*os.File); ok && f != nil {
+		return f
+	}
+	return nil
+}
+
+// startSupervisedProcess releases the init helper: no pct call.
+func (b *Backend) startSupervisedProcess(c *state.Container) error {
+	hp := b.helperPaths(c.Data[DataHelperDir])
+	if err := supervisor.Start(hp.ctl, 30*time.Second); err != nil {
+		var se syscall.Errno
+		if errors.As(err, &se) && (se == syscall.ENOENT || se == syscall.ECONNREFUSED) {
+			return errs.New(errs.KindState, "container %s: container not running (its supervisor is gone)", c.ID)
+		}
+		return errs.Wrap(errs.KindBackend, err, "container %s: start failed", c.ID)
+	}
+	c.Data[DataStarted] = "1"
+	c.Status = state.Running
+	return nil
+}
+
+// recordSignal tells the supervisor which signal was sent last, for the
+// exit status it reports when the real one cannot be known.
+func (b *Backend) recordSignal(c *state.Container, sig syscall.Signal) {
+	if !supervised(c) {
+		return
+	}
+	_ = renameio.WriteFile(b.helperPaths(c.Data[DataHelperDir]).signal, []byte(strconv.Itoa(int(sig))), 0o600)
+}
+
+// cleanupHelper stops a supervisor still running and removes the helper
+// files of c.
+func (b *Backend) cleanupHelper(c *state.Container) {
+	dir := c.Data[DataHelperDir]
+	if dir == "" {
+		return
+	}
+	if pid, err := strconv.Atoi(c.Data[DataSupervisor]); err == nil && pid > 0 {
+		if st, ok := procStartTime(pid); ok && st == c.Data[DataSupervisorTime] {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	// Only a directory under our base, never anything a state file names
+	// elsewhere.
+	if filepath.Dir(dir) != b.helperBase() {
+		b.log.Warn("helper directory outside the helper base; not removed", "id", c.ID, "dir", dir)
+		return
+	}
+	hp := b.helperPaths(dir)
+	for _, p := range []string{hp.ctl, hp.process, hp.signal} {
+		_ = os.Remove(p)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		b.log.Warn("cannot remove the helper directory", "id", c.ID, "dir", dir, "err", err)
+	}
+}
+
+// waitLxcStopped waits (bounded) until LXC reports the container stopped:
+// after its init exits, LXC needs a moment to tear it down, and pct
+// destroy refuses a container that still runs.
+func (b *Backend) waitLxcStopped(ctx context.Context, vmid int) {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		out, err := execOutput(ctx, b.lxcInfo, "-P", b.lxcPath, "-n", strconv.Itoa(vmid), "-s", "-H")
+		if err != nil || strings.TrimSpace(out) == "STOPPED" {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+var _ runtime.Passthrougher = (*Backend)(nil)
+
+// Passthrough implements the runc verbs exec and ps for Proxmox
+// containers (others are not supported).
+func (b *Backend) Passthrough(ctx context.Context, c *state.Container, verb string, args []string, stdio runtime.Stdio) (int, error) {
+	switch verb {
+	case "exec":
+		return b.exec(ctx, c, args, stdio)
+	case "ps":
+		return b.ps(ctx, c, args, stdio)
+	}
+	return 0, errs.New(errs.KindUnsupported, "%s is not supported for container %s on the %s backend", verb, c.ID, b.Name())
+}
+
+// execFlags are runc exec's flags this backend understands.
+type execFlags struct {
+	process, pidFile, cwd, user string
+	detach                      bool
+	env                         []string
+	command                     []string
+}
+
+func parseExecArgs(id string, args []string) (*execFlags, error) {
+	f := &execFlags{}
+	value := func(i *int, name string) (string, error) {
+		if *i+1 >= len(args) {
+			return "", errs.New(errs.KindUsage, "exec: flag %s needs a value", name)
+		}
+		*i++
+		return args[*i], nil
+	}
+	seenID := false
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if seenID {
+			f.command = append(f.command, a)
+			continue
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if a == "--" {
+			seenID = true
+			if i+1 < len(args) && args[i+1] == id {
+				i++
+			}
+			continue
+		}
+		if !strings.HasPrefix(a, "-") {
+			if a != id {
+				return nil, errs.New(errs.KindUsage, "exec: unexpected argument %q", a)
+			}
+			seenID = true
+			continue
+		}
+		get := func() (string, error) {
+			if hasVal {
+				return val, nil
+			}
+			return value(&i, a)
+		}
+		var err error
+		switch name {
+		case "process", "p":
+			f.process, err = get()
+		case "pid-file":
+			f.pidFile, err = get()
+		case "cwd":
+			f.cwd, err = get()
+		case "user", "u":
+			f.user, err = get()
+		case "env", "e":
+			var v string
+			v, err = get()
+			f.env = append(f.env, v)
+		case "detach", "d":
+			f.detach = !hasVal || val == "true"
+		case "tty", "t":
+			if !hasVal || val == "true" {
+				return nil, errs.New(errs.KindUnsupported, "exec: a terminal (--tty) is not supported on the proxmox-lxc backend")
+			}
+		case "console-socket":
+			return nil, errs.New(errs.KindUnsupported, "exec: --console-socket is not supported on the proxmox-lxc backend")
+		case "no-new-privs":
+		default:
+			return nil, errs.New(errs.KindUnsupported, "exec: flag %s is not supported on the proxmox-lxc backend", a)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+// exec runs a process in the container through lxc-attach and the exec
+// helper (which sets env, cwd and user exactly). With --detach it writes
+// lxc-attach's pid to --pid-file and returns; lxc-attach exits with the
+// process's status, so the caller (containerd's shim) can reap it.
+func (b *Backend) exec(ctx context.Context, c *state.Container, args []string, stdio runtime.Stdio) (int, error) {
+	f, err := parseExecArgs(c.ID, args)
+	if err != nil {
+		return 0, err
+	}
+	if err := b.Refresh(ctx, []*state.Container{c}); err != nil {
+		return 0, err
+	}
+	vmid, ok := vmidOf(c)
+	if c.Status != state.Running && c.Status != state.Created || !ok {
+		return 0, errs.New(errs.KindState, "cannot exec in a stopped container: %s", c.ID)
+	}
+	if !supervised(c) {
+		return 0, errs.New(errs.KindUnsupported, "exec: container %s was not created with nexcage's init helper", c.ID).
+			WithHint("use `pct exec` for containers created from a template")
+	}
+	p := inithelper.ExecProcess{Args: f.command, Env: f.env, Cwd: f.cwd}
+	if f.process != "" {
+		data, err := os.ReadFile(f.process)
+		if err != nil {
+			return 0, errs.Wrap(errs.KindUsage, err, "exec: cannot read the process file")
+		}
+		var sp specs.Process
+		if err := json.Unmarshal(data, &sp); err != nil {
+			return 0, errs.Wrap(errs.KindUsage, err, "exec: %s is not a process JSON", f.process)
+		}
+		if sp.Terminal {
+			return 0, errs.New(errs.KindUnsupported, "exec: a terminal is not supported on the proxmox-lxc backend")
+		}
+		p = inithelper.ExecProcess{Args: sp.Args, Env: sp.Env, Cwd: sp.Cwd, UID: sp.User.UID, GID: sp.User.GID, AdditionalGids: sp.User.AdditionalGids}
+	} else if f.user != "" {
+		u, g, _ := strings.Cut(f.user, ":")
+		uid, err1 := strconv.ParseUint(u, 10, 32)
+		gid, err2 := strconv.ParseUint(orDefault(g, "0"), 10, 32)
+		if err1 != nil || err2 != nil {
+			return 0, errs.New(errs.KindUsage, "exec: --user %q is not uid[:gid]", f.user)
+		}
+		p.UID, p.GID = uint32(uid), uint32(gid)
+	}
+	if len(p.Args) == 0 {
+		return 0, errs.New(errs.KindUsage, "exec: no command given")
+	}
+	pj, _ := json.Marshal(p)
+	cmd := exec.Command("lxc-attach", "-P", b.lxcPath, "-n", strconv.Itoa(vmid), "--clear-env", "--",
+		inithelper.Binary, inithelper.ExecVerb, string(pj))
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio.Stdin, stdio.Stdout, stdio.Stderr
+	if f.detach {
+		// Descriptors only: the process outlives this nexcage.
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = fileOrNull(stdio.Stdin), fileOrNull(stdio.Stdout), fileOrNull(stdio.Stderr)
+	}
+	b.log.Debug("exec", "id", c.ID, "argv", cmd.Args)
+	if err := cmd.Start(); err != nil {
+		return 0, errs.Wrap(errs.KindBackend, err, "exec in container %s: cannot run lxc-attach", c.ID)
+	}
+	if f.detach {
+		if f.pidFile != "" {
+			if err := renameio.WriteFile(f.pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+				_ = cmd.Process.Kill()
+				_, _ = cmd.Process.Wait()
+				return 0, errs.Wrap(errs.KindBackend, err, "exec in container %s: cannot write the pid file", c.ID)
+			}
+		}
+		_ = cmd.Process.Release()
+		return 0, nil
+	}
+	if f.pidFile != "" {
+		_ = renameio.WriteFile(f.pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal()), nil
+		}
+		return ee.ExitCode(), nil
+	}
+	if err != nil {
+		return 0, errs.Wrap(errs.KindBackend, err, "exec in container %s", c.ID)
+	}
+	return 0, nil
+}
+
+// ps lists the container's processes by host pid: `ps --format json`
+// prints a JSON array of pids, as runc does; the table has PID and CMD.
+func (b *Backend) ps(ctx context.Context, c *state.Container, args []string, stdio runtime.Stdio) (int, error) {
+	format := "table"
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--format" || a == "-f":
+			if i+1 < len(args) {
+				format = args[i+1]
+				i++
+			}
+		case strings.HasPrefix(a, "--format="):
+			format = strings.TrimPrefix(a, "--format=")
+		case strings.HasPrefix(a, "-") && a != "--":
+			return 0, errs.New(errs.KindUnsupported, "ps: flag %s is not supported on the proxmox-lxc backend", a)
+		case a != c.ID && a != "--":
+			return 0, errs.New(errs.KindUnsupported, "ps: ps options are not supported on the proxmox-lxc backend")
+		}
+	}
+	if format != "table" && format != "json" {
+		return 0, errs.New(errs.KindUsage, "ps: invalid format option %q", format)
+	}
+	if err := b.Refresh(ctx, []*state.Container{c}); err != nil {
+		return 0, err
+	}
+	if c.Status != state.Running && c.Status != state.Created {
+		return 0, errs.New(errs.KindState, "container %s: container not running", c.ID)
+	}
+	pids, err := pidsInNamespace(c.Pid)
+	if err != nil {
+		return 0, errs.Wrap(errs.KindBackend, err, "container %s: cannot list its processes", c.ID)
+	}
+	if format == "json" {
+		if pids == nil {
+			pids = []int{}
+		}
+		data, _ := json.Marshal(pids)
+		_, err := fmt.Fprintln(stdio.Stdout, string(data))
+		return 0, err
+	}
+	fmt.Fprintln(stdio.Stdout, "PID\tCMD")
+	for _, p := range pids {
+		cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(p) + "/cmdline")
+		fmt.Fprintf(stdio.Stdout, "%d\t%s\n", p, strings.TrimSpace(strings.ReplaceAll(string(cmdline), "\x00", " ")))
+	}
+	return 0, nil
+}
