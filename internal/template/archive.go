@@ -278,14 +278,26 @@ var (
 	}
 )
 
-// osType decides the ostype the way pct's autodetection would, but answers
-// "unmanaged" where pct would fail with "unable to detect OS distribution".
-func (ix *archiveIndex) osType() string {
+// fsView answers questions about files of a root filesystem (an archive
+// index or a directory), with links resolved inside it.
+type fsView interface {
+	content(p string) ([]byte, bool) // the start of regular file p
+	exists(p string) bool            // p is a regular file
+}
+
+func (ix *archiveIndex) osType() string { return osTypeOf(ix) }
+
+// osTypeOf decides the ostype the way pct's autodetection would (plus
+// os-release's ID_LIKE), but answers "unmanaged" where pct would fail with
+// "unable to detect OS distribution".
+func osTypeOf(ix fsView) string {
 	osr, ok := ix.content("etc/os-release")
 	if !ok {
 		osr, _ = ix.content("usr/lib/os-release")
 	}
-	if id := parseOSRelease(osr)["ID"]; id != "" {
+	vals := parseOSRelease(osr)
+	for _, id := range append([]string{vals["ID"]}, strings.Fields(vals["ID_LIKE"])...) {
+		id = strings.ToLower(id)
 		if osTypes[id] {
 			return id
 		}

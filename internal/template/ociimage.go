@@ -680,7 +680,7 @@ func (r *Resolver) resolveImage(ctx context.Context, form Form, p, tag, source s
 	if err := unpackImage(ctx, src, img, rootfs); err != nil {
 		return nil, fail(err)
 	}
-	tmp, err := packToCache(ctx, rootfs, dir)
+	tmp, err := r.packToCache(ctx, rootfs, "packing image "+label, dir)
 	if err != nil {
 		return nil, err
 	}

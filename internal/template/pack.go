@@ -1,97 +1,23 @@
 package template
 
 import (
-	"archive/tar"
 	"context"
 	"encoding/json"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"syscall"
-	"time"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/progress"
 )
 
 // packDir writes the directory tree root as a zstd-compressed tar stream
-// (entries "./path" in lexical order, numeric owners, hard links kept,
-// sockets skipped) to w. It is how nexcage turns an unpacked image or a
-// bundle rootfs into a template.
-func packDir(ctx context.Context, root string, w io.Writer) error {
-	zw, err := zstd.NewWriter(w, zstd.WithEncoderConcurrency(1))
-	if err != nil {
-		return errs.Wrap(errs.KindInternal, err, "zstd")
-	}
-	tw := tar.NewWriter(zw)
-	links := map[[2]uint64]string{}
-	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if fi.Mode()&fs.ModeSocket != 0 {
-			return nil
-		}
-		var link string
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		hdr, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		hdr.Name = "./" + filepath.ToSlash(rel)
-		if rel == "." {
-			hdr.Name = "./"
-		} else if fi.IsDir() {
-			hdr.Name += "/"
-		}
-		hdr.Uname, hdr.Gname = "", ""
-		hdr.AccessTime, hdr.ChangeTime = time.Time{}, time.Time{}
-		hdr.ModTime = fi.ModTime().Truncate(time.Second)
-		hdr.Format = tar.FormatPAX
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode().IsRegular() && st.Nlink > 1 {
-			key := [2]uint64{uint64(st.Dev), st.Ino}
-			if first, seen := links[key]; seen {
-				hdr.Typeflag, hdr.Linkname, hdr.Size = tar.TypeLink, first, 0
-			} else {
-				links[key] = hdr.Name
-			}
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if hdr.Typeflag == tar.TypeReg && hdr.Size > 0 {
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			if _, err := io.CopyN(tw, f, hdr.Size); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err == nil {
-		err = tw.Close()
-	}
-	if err == nil {
-		err = zw.Close()
-	} else {
-		zw.Close()
-	}
+// to w (see writeTar), reporting progress as what. It is how nexcage turns
+// an unpacked image or a bundle rootfs into a template.
+func (r *Resolver) packDir(ctx context.Context, root, what string, w io.Writer) error {
+	bar := progress.Start(r.o.Progress, r.o.ProgressLog, what, -1)
+	err := packArchive(ctx, w, PackOptions{Rootfs: root}, nil, bar)
+	bar.Finish(err)
 	if err != nil {
 		return errs.Wrap(errs.KindTemplate, err, "packing %s", root)
 	}
@@ -100,12 +26,12 @@ func packDir(ctx context.Context, root string, w io.Writer) error {
 
 // packToCache packs root into a temporary file in the cache dir and
 // returns its path (place gives it its final name).
-func packToCache(ctx context.Context, root, dir string) (string, error) {
+func (r *Resolver) packToCache(ctx context.Context, root, what, dir string) (string, error) {
 	f, err := createTemp(dir)
 	if err != nil {
 		return "", err
 	}
-	err = packDir(ctx, root, f)
+	err = r.packDir(ctx, root, what, f)
 	if err == nil {
 		err = closeTemp(f)
 	} else {
@@ -165,8 +91,7 @@ func (r *Resolver) resolveBundle(ctx context.Context, bundle string) (*Resolved,
 		return nil, err
 	}
 	defer unlock()
-	r.log.Info("packing bundle root filesystem into a template", "rootfs", rootfs)
-	tmp, err := packToCache(ctx, rootfs, dir)
+	tmp, err := r.packToCache(ctx, rootfs, "packing "+rootfs, dir)
 	if err != nil {
 		return nil, err
 	}

@@ -65,12 +65,11 @@ func TestTemplatesListPrune(t *testing.T) {
 	if len(ents) != 2 {
 		t.Fatalf("want the packed bundle and the copied archive, got %+v", ents)
 	}
-	i := slices.IndexFunc(ents, func(e templateEntry) bool { return e.Form == "bundle" })
-	if i < 0 {
+	byBundle, ok := entryFrom(ents, bundle)
+	if !ok {
 		t.Fatalf("no entry from the bundle %s: %+v", bundle, ents)
 	}
-	byBundle := ents[i]
-	if !slices.Equal(byBundle.Users, []string{"tl-bundle"}) || byBundle.Form != "bundle" || byBundle.Size <= 0 ||
+	if !slices.Equal(byBundle.Users, []string{"tl-bundle"}) || byBundle.Form != "bundle" || byBundle.Size <= 0 || byBundle.LastUsed.IsZero() ||
 		!strings.HasPrefix(byBundle.VolID, "local:vztmpl/nexcage-") {
 		t.Errorf("bundle entry: %+v", byBundle)
 	}
@@ -79,7 +78,7 @@ func TestTemplatesListPrune(t *testing.T) {
 		t.Errorf("archive entry: %+v (all: %+v)", byPath, ents)
 	}
 	table := n.Must("templates", "list").Stdout
-	for _, want := range []string{"TEMPLATE", "SOURCE", "SIZE", "LAST USED", "USED BY", byPath.VolID, archive, "tl-path", "tl-bundle"} {
+	for _, want := range []string{"TEMPLATE", "SOURCE", "SIZE", "LAST USED", "USED BY", byPath.VolID, archive, "tl-path", bundle, "tl-bundle"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
 		}
