@@ -19,8 +19,7 @@ const PackedPrefix = "nexcage-"
 
 // refsDir holds, inside a template cache, the lock and the reference
 // files recording which container uses which template:
-// <cache>/.nexcage/<file>.refs/<container id>. The Proxmox backend's
-// bundle packer (rootfspack) uses the same layout.
+// <cache>/.nexcage/<file>.refs/<container id>.
 const refsDir = ".nexcage"
 
 // Cache is the template cache directory of one directory-backed storage
