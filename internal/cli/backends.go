@@ -20,7 +20,16 @@ func (a *App) backends(store *state.Store) *runtime.Registry {
 			return ocirun.New(a.ociOptions(name, rc, store.BackendRoot(name)))
 		})
 	}
-	r.Register(config.BackendProxmox, func() (runtime.Backend, error) { return proxmox.New(a.cfg, a.log.Logger) })
+	r.Register(config.BackendProxmox, func() (runtime.Backend, error) {
+		b, err := proxmox.New(a.cfg, a.log.Logger)
+		if err != nil {
+			return nil, err
+		}
+		// Progress of packing, downloads and pulls: a bar on a terminal
+		// stderr, else start/end lines that the stderr log level keeps.
+		b.SetTemplates(a.templates())
+		return b, nil
+	})
 	return r
 }
 

@@ -178,3 +178,19 @@ func (r *Resolver) resolvePath(ctx context.Context, p string) (*Resolved, error)
 	}
 	return r.finish(ctx, r.o.Storage, tmpl, m)
 }
+
+// external reports the progress of work an external command does (pveam
+// download, skopeo copy) that nexcage cannot follow byte by byte: the
+// start and end lines (or, on a terminal, a bar that completes when the
+// command ends), with the size of result, the file it produced, if any.
+func (r *Resolver) external(what, result string, run func() error) error {
+	bar := progress.Start(r.o.Progress, r.o.ProgressLog, what, -1)
+	err := run()
+	if err == nil && result != "" {
+		if fi, statErr := os.Stat(result); statErr == nil {
+			bar.Add(fi.Size())
+		}
+	}
+	bar.Finish(err)
+	return err
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -263,5 +264,58 @@ func TestDetectOSType(t *testing.T) {
 	os.Symlink("/etc/debian_version", filepath.Join(root, "etc/debian_version"))
 	if got := DetectOSType(root); got != "unmanaged" {
 		t.Errorf("dangling in-root link resolved on the host: %q", got)
+	}
+}
+
+// A pveam download reports its start and end (with the template's size)
+// on the progress log.
+func TestPveamDownloadProgressLines(t *testing.T) {
+	var logBuf, progressOut bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logBuf, nil))
+	e := newEnv(t, func(o *Options) { o.Progress, o.ProgressLog = &progressOut, log })
+	e.catalog[debian12] = tmplData(t, debian12, "debian")
+	if _, err := e.r.Resolve(context.Background(), debian12); err != nil {
+		t.Fatal(err)
+	}
+	size := len(e.catalog[debian12])
+	lines := strings.Split(strings.TrimSpace(logBuf.String()), "\n")
+	want := `what="downloading ` + debian12 + ` with pveam"`
+	if len(lines) != 2 || !strings.Contains(lines[0], "msg=started "+want) ||
+		!strings.Contains(lines[1], "msg=finished "+want+" bytes="+strconv.Itoa(size)) {
+		t.Errorf("progress log:\n%s", logBuf.String())
+	}
+	if progressOut.Len() != 0 {
+		t.Errorf("a non-terminal got a progress bar: %q", progressOut.String())
+	}
+}
+
+// Pulling an image reports the pull (with the archive's size) and the
+// packing of the unpacked image, each with a start and an end line.
+func TestPullProgressLines(t *testing.T) {
+	var logBuf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logBuf, nil))
+	e := newEnv(t, func(o *Options) { o.SkopeoPath, o.ProgressLog = "skopeo", log })
+	layout := filepath.Join(t.TempDir(), "img")
+	writeLayout(t, layout, "amd64")
+	archive := tarDir(t, layout)
+	e.run.handlers = map[string]func([]string) ([]byte, []byte, error){
+		"skopeo": func(argv []string) ([]byte, []byte, error) {
+			writeFile(t, strings.TrimPrefix(argv[len(argv)-1], "oci-archive:"), archive)
+			return nil, nil, nil
+		},
+	}
+	if _, err := e.r.Resolve(context.Background(), "localhost:5000/app:1"); err != nil {
+		t.Fatal(err)
+	}
+	out := logBuf.String()
+	for _, want := range []string{
+		`msg=started what="pulling localhost:5000/app:1 with skopeo"`,
+		`msg=finished what="pulling localhost:5000/app:1 with skopeo" bytes=` + strconv.Itoa(len(archive)),
+		`msg=started what="packing image `,
+		`msg=finished what="packing image `,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("progress log lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -91,8 +91,12 @@ func (r *Resolver) resolveRegistry(ctx context.Context, ref string) (*Resolved, 
 		argv = append(argv, "--src-tls-verify=false")
 	}
 	argv = append(argv, "docker://"+ref, "oci-archive:"+archive)
-	r.log.Info("pulling image", "ref", ref)
-	if _, stderr, err := r.o.Exec.Run(ctx, argv); err != nil {
+	var stderr []byte
+	err = r.external("pulling "+ref+" with skopeo", archive, func() (err error) {
+		_, stderr, err = r.o.Exec.Run(ctx, argv)
+		return err
+	})
+	if err != nil {
 		return nil, errs.Wrap(errs.KindTemplate, err, "pulling %s with skopeo failed: %s", ref, strings.TrimSpace(string(stderr))).
 			WithHint("check the reference and that the registry is reachable (`skopeo inspect docker://%s`)", ref)
 	}

@@ -111,8 +111,15 @@ func (r *Resolver) fetchOfficial(ctx context.Context, st *pve.Storage, file stri
 	if now, err := r.localTemplates(ctx, st); err == nil && slices.Contains(now, file) {
 		return r.useLocal(ctx, st, file)
 	}
-	r.log.Info("downloading template with pveam", "template", file, "storage", st.Name)
-	_, stderr, err := r.o.Exec.Run(ctx, []string{r.o.PveamPath, "download", st.Name, file})
+	var result string
+	if dir := cacheDir(st); dir != "" {
+		result = filepath.Join(dir, file)
+	}
+	var stderr []byte
+	err = r.external("downloading "+file+" with pveam", result, func() (err error) {
+		_, stderr, err = r.o.Exec.Run(ctx, []string{r.o.PveamPath, "download", st.Name, file})
+		return err
+	})
 	if err != nil {
 		return nil, errs.Wrap(errs.KindTemplate, err, "`%s` failed: %s", dl, strings.TrimSpace(string(stderr))).
 			WithHint("check the network and the storage, then run `%s` by hand to see the details", dl)
