@@ -374,7 +374,18 @@ func ProcStartTime(pid int) (string, bool) {
 
 // Start asks the supervisor behind ctl to release the container's process.
 func Start(ctl string, timeout time.Duration) error {
-	c, err := net.DialTimeout("unix", ctl, timeout)
+	// Dial by a short path through the directory's descriptor: host
+	// paths may exceed the 108 bytes of sun_path.
+	dir, err := os.Open(filepath.Dir(ctl))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	addr := fmt.Sprintf("/proc/self/fd/%d/%s", dir.Fd(), filepath.Base(ctl))
+	if len(addr) > len(ctl) {
+		addr = ctl
+	}
+	c, err := net.DialTimeout("unix", addr, timeout)
 	if err != nil {
 		return err
 	}

@@ -72,23 +72,24 @@ func TestProxmoxInjectedLifecycleFailures(t *testing.T) {
 	n := e.n
 	bundle := testutil.BusyboxBundle(t, "", []string{"sleep", "1000"}, nil)
 	id := "lxc-failures"
-	n.Must("create", "--bundle", bundle, id)
-	n.CleanupContainer(id)
-
+	// create starts the container (its init helper waits for start), so
+	// a failing pct start fails create and leaves nothing behind.
 	n.Env = append(append([]string{}, e.env...), "PVESIM_FAIL=start:startup for container '{vmid}' failed")
-	r := n.Fails(8, "startup for container", "start", id)
+	r := n.Fails(8, "startup for container", "create", "--bundle", bundle, id)
 	if !strings.Contains(r.Stderr, "pct start") {
 		t.Errorf("error does not say which pct call failed: %s", r.Stderr)
 	}
 	n.Env = e.env
-	if s := stateOf(t, n, id); s.Status != "created" {
-		t.Errorf("after a failed start: %+v", s)
-	}
+	e.assertNothingLeft("after a failed start")
+	n.Must("create", "--bundle", bundle, id)
+	n.CleanupContainer(id)
 
 	n.Env = append(append([]string{}, e.env...), "PVESIM_FAIL=destroy:CT is locked (backup)")
 	n.Fails(9, "CT is locked (backup)", "delete", id)
 	n.Env = e.env
-	if s := stateOf(t, n, id); s.Status != "created" {
+	// Deleting a created container first stops its init helper (pct
+	// stop), which a failing pct destroy cannot undo.
+	if s := stateOf(t, n, id); s.Status != "stopped" {
 		t.Errorf("after a failed delete: %+v", s)
 	}
 	n.Must("delete", id)
@@ -117,7 +118,8 @@ func TestProxmoxVanished(t *testing.T) {
 	id := "lxc-vanish"
 	n.Must("create", "--bundle", bundle, id)
 	vmid := e.vmidOf(id)
-	if out, err := e.pctRun("destroy", strconv.Itoa(vmid), "--purge", "1"); err != nil {
+	// The created container runs (its init helper waits for start).
+	if out, err := e.pctRun("destroy", strconv.Itoa(vmid), "--purge", "1", "--force", "1"); err != nil {
 		t.Fatalf("pct destroy: %v %s", err, out)
 	}
 	if s := stateOf(t, n, id); s.Status != "stopped" {

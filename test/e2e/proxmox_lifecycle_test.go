@@ -111,7 +111,9 @@ func TestProxmoxSeedBundleScenario(t *testing.T) {
 	id := "test-oci"
 
 	calls := e.countCalls(func() { n.Must("create", "--name", id, "--image", bundle) })
-	wantCalls(t, "create", calls, map[string]int{"create": 1})
+	// pct create, then pct start: the container runs its init helper, which
+	// holds process.args until `nexcage start` (a real OCI created state).
+	wantCalls(t, "create", calls, map[string]int{"create": 1, "start": 1})
 	n.CleanupContainer(id)
 	vmid := e.vmidOf(id)
 
@@ -141,21 +143,24 @@ func TestProxmoxSeedBundleScenario(t *testing.T) {
 		"memory: 128\n", "tags: nexcage\n", "unprivileged: 1\n", "ostype: unmanaged\n",
 		"lxc.environment.runtime: GREETING=hello world\n",
 		"lxc.environment.runtime: EMPTY=\n",
-		"lxc.init.cmd: /.nexcage/init\n",
+		// nexcage's init helper is init; it runs process.args on start.
+		"lxc.init.cmd: /.nexcage/nexcage __nexcage-init /.nexcage/init.sock\n",
 	} {
 		if !strings.Contains(string(conf), want) {
 			t.Errorf("%d.conf lacks %q:\n%s", vmid, want, conf)
 		}
 	}
-	if s := stateOf(t, n, id); s.Status != "created" || s.Pid != 0 || s.Backend != "proxmox-lxc" {
+	// created with a pid: the init helper's, waiting for start.
+	if s := stateOf(t, n, id); s.Status != "created" || s.Pid <= 1 || s.Backend != "proxmox-lxc" {
 		t.Errorf("after create: %+v", s)
 	}
 	if _, err := os.Stat(filepath.Join(out, "started")); err == nil {
 		t.Error("create ran process.args (created must not be running)")
 	}
 
+	// start only releases the init helper: no pct call.
 	calls = e.countCalls(func() { n.Must("start", id) })
-	wantCalls(t, "start", calls, map[string]int{"start": 1})
+	wantCalls(t, "start", calls, nil)
 
 	var s ociState
 	calls = e.countCalls(func() { s = stateOf(t, n, id) })
@@ -214,19 +219,19 @@ func TestProxmoxRuncStyle(t *testing.T) {
 	bundle := testutil.BusyboxBundle(t, "", []string{"sleep", "1000"}, nil)
 	id := "lxc-runc-style"
 	calls := e.countCalls(func() { n.Must("create", "--bundle", bundle, id) })
-	wantCalls(t, "create", calls, map[string]int{"create": 1})
+	wantCalls(t, "create", calls, map[string]int{"create": 1, "start": 1})
 	n.CleanupContainer(id)
 	if s := stateOf(t, n, id); s.Backend != "proxmox-lxc" || s.Status != "created" || s.Bundle != bundle {
 		t.Fatalf("state after create: %+v", s)
 	}
 	conf, _ := os.ReadFile(e.confPath(e.vmidOf(id)))
 	// runc spec's readonly root and hostname.
-	for _, re := range []string{`(?m)^rootfs: .*,ro=1`, `(?m)^hostname: runc$`, `(?m)^lxc.init.cmd: sleep 1000$`} {
+	for _, re := range []string{`(?m)^rootfs: .*,ro=1`, `(?m)^hostname: runc$`, `(?m)^lxc.init.cmd: /.nexcage/nexcage __nexcage-init /.nexcage/init.sock$`} {
 		if !regexp.MustCompile(re).Match(conf) {
 			t.Errorf("conf does not match %s:\n%s", re, conf)
 		}
 	}
-	wantCalls(t, "start", e.countCalls(func() { n.Must("start", id) }), map[string]int{"start": 1})
+	wantCalls(t, "start", e.countCalls(func() { n.Must("start", id) }), nil)
 	s := stateOf(t, n, id)
 	if s.Status != "running" || s.Pid <= 1 {
 		t.Fatalf("state after start: %+v", s)
