@@ -32,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nexcage/nexcage/internal/inithelper"
+	"github.com/nexcage/nexcage/internal/procfs"
 )
 
 // Verb is the hidden nexcage verb that runs a supervisor.
@@ -185,7 +186,7 @@ func (s *sup) run() int {
 		s.tell("%s %v", ReportError, err)
 		return 1
 	}
-	startTime, _ := ProcStartTime(pid)
+	startTime, _ := procfs.StartTime(pid)
 	exited := make(chan unix.WaitStatus, 1)
 	if evErr == nil {
 		go events.run(pid, exited)
@@ -344,32 +345,13 @@ func peerPid(c *net.UnixConn) (int, error) {
 // startTime.
 func watchPid(pid int, startTime string, gone chan<- struct{}) {
 	for {
-		st, ok := ProcStartTime(pid)
+		st, ok := procfs.StartTime(pid)
 		if !ok || (startTime != "" && st != startTime) {
 			close(gone)
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// ProcStartTime returns field 22 of /proc/<pid>/stat (start time in clock
-// ticks), false for a missing or zombie process.
-func ProcStartTime(pid int) (string, bool) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return "", false
-	}
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return "", false
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
-		return "", false
-	}
-	return f[19], true
 }
 
 // Start asks the supervisor behind ctl to release the container's process.

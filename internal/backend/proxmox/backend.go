@@ -21,6 +21,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/config"
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/procfs"
 	"github.com/nexcage/nexcage/internal/pve"
 	"github.com/nexcage/nexcage/internal/runtime"
 	"github.com/nexcage/nexcage/internal/state"
@@ -495,7 +496,7 @@ func (b *Backend) Start(ctx context.Context, c *state.Container) error {
 		return addContainer(c.ID, err)
 	}
 	c.Status, c.Pid = state.Running, pid
-	if st, ok := procStartTime(pid); ok {
+	if st, ok := procfs.StartTime(pid); ok {
 		c.Data[DataStartTime] = st
 	}
 	return nil
@@ -576,7 +577,7 @@ func (b *Backend) alive(c *state.Container) bool {
 	if c.Pid <= 0 {
 		return false
 	}
-	st, ok := procStartTime(c.Pid)
+	st, ok := procfs.StartTime(c.Pid)
 	if !ok {
 		return false
 	}
@@ -676,26 +677,6 @@ func (b *Backend) Delete(ctx context.Context, c *state.Container, force bool) er
 	b.cleanupHelper(c)
 	c.Status, c.Pid = state.Stopped, 0
 	return nil
-}
-
-// procStartTime returns field 22 of /proc/<pid>/stat (start time in
-// clock ticks), which tells a pid's process apart from a later reuse.
-func procStartTime(pid int) (string, bool) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return "", false
-	}
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return "", false
-	}
-	f := strings.Fields(s[i+1:])
-	// f[0] is field 3 (state); field 22 is f[19].
-	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
-		return "", false
-	}
-	return f[19], true
 }
 
 // pidsInNamespace lists the host pids sharing init's pid namespace.

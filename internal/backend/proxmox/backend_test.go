@@ -14,6 +14,7 @@ import (
 	"github.com/nexcage/nexcage/internal/bundle"
 	"github.com/nexcage/nexcage/internal/config"
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/procfs"
 	"github.com/nexcage/nexcage/internal/runtime"
 	"github.com/nexcage/nexcage/internal/state"
 	"github.com/nexcage/nexcage/internal/template"
@@ -170,7 +171,7 @@ func TestRefreshAndKill(t *testing.T) {
 	f := newFakeNode(t, "", "")
 	os.WriteFile(filepath.Join(f.etc, "nodes/pve/lxc/100.conf"), []byte("hostname: x\n"), 0o644)
 	self := os.Getpid()
-	st, ok := procStartTime(self)
+	st, ok := procfs.StartTime(self)
 	if !ok {
 		t.Fatal("no start time for self")
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/inithelper"
+	"github.com/nexcage/nexcage/internal/procfs"
 	"github.com/nexcage/nexcage/internal/runtime"
 	"github.com/nexcage/nexcage/internal/state"
 	"github.com/nexcage/nexcage/internal/supervisor"
@@ -208,7 +209,7 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 	_ = wr.Close()
 	sup := cmd.Process
 	c.Data[DataSupervisor] = strconv.Itoa(sup.Pid)
-	if st, ok := supervisor.ProcStartTime(sup.Pid); ok {
+	if st, ok := procfs.StartTime(sup.Pid); ok {
 		c.Data[DataSupervisorTime] = st
 	}
 	// Reap it if it dies while create still runs; afterwards the shim (or
@@ -266,7 +267,7 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 		return errs.New(errs.KindBackend, "container %s: bad report from the supervisor: %q", c.ID, l)
 	}
 	c.Pid = pid
-	if st, ok := procStartTime(pid); ok {
+	if st, ok := procfs.StartTime(pid); ok {
 		c.Data[DataStartTime] = st
 	}
 	if opts.PidFile != "" {
@@ -319,7 +320,7 @@ func (b *Backend) cleanupHelper(c *state.Container) {
 		return
 	}
 	if pid, err := strconv.Atoi(c.Data[DataSupervisor]); err == nil && pid > 0 {
-		if st, ok := procStartTime(pid); ok && st == c.Data[DataSupervisorTime] {
+		if st, ok := procfs.StartTime(pid); ok && st == c.Data[DataSupervisorTime] {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
