@@ -21,12 +21,6 @@ const (
 	cnMsgLen          = 20
 )
 
-// exitEvent is one process exit.
-type exitEvent struct {
-	pid, tgid int
-	status    unix.WaitStatus
-}
-
 // procEvents is a subscription to process events.
 type procEvents struct{ fd int }
 
@@ -57,9 +51,10 @@ func listenProcEvents() (*procEvents, error) {
 	return &procEvents{fd: fd}, nil
 }
 
-// run sends the exits of tgid (whole process, not single threads) to
-// out until the socket fails.
+// run sends the exit of tgid (whole process, not single threads) to out,
+// then closes the subscription; it also returns when the socket fails.
 func (p *procEvents) run(tgid int, out chan<- unix.WaitStatus) {
+	defer func() { _ = unix.Close(p.fd) }()
 	buf := make([]byte, 64*1024)
 	le := binary.LittleEndian
 	for {
@@ -91,5 +86,3 @@ func (p *procEvents) run(tgid int, out chan<- unix.WaitStatus) {
 		}
 	}
 }
-
-func (p *procEvents) close() { _ = unix.Close(p.fd) }
