@@ -53,6 +53,9 @@ func binary(t testing.TB, envVar, pkg, name string) string {
 	p := filepath.Join(buildDir, name)
 	cmd := exec.Command("go", "build", "-o", p, pkg)
 	cmd.Dir = moduleRoot()
+	// Static, as `make build` builds it: nexcage copies itself into
+	// containers as their init helper.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 	}

@@ -22,6 +22,12 @@ func newSimNode(t testing.TB) *simNode {
 	t.Helper()
 	sim := pvesimBin(t)
 	n := &simNode{root: filepath.Join(t.TempDir(), "pve"), bin: t.TempDir()}
+	// The test's temp root is 0700; an unprivileged container's root (an
+	// unmapped host uid) must traverse it to reach its rootfs, bundle and
+	// mount sources, as on a real host.
+	if err := os.Chmod(filepath.Dir(n.bin), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, tool := range []string{"pct", "pveam", "pvesh"} {
 		if err := os.Symlink(sim, filepath.Join(n.bin, tool)); err != nil {
 			t.Fatal(err)
@@ -94,6 +100,7 @@ func (n *simNode) destroyAll(t testing.TB) {
 	for _, e := range ents {
 		vmid := strings.TrimSuffix(e.Name(), ".conf")
 		t.Errorf("container %s left on the simulated node; destroying it", vmid)
+		_, _ = n.pct("unlock", vmid)
 		_, _ = n.pct("stop", vmid)
 		if out, err := n.pct("destroy", vmid, "--purge", "1"); err != nil {
 			t.Errorf("pct destroy %s: %v %s", vmid, err, out)

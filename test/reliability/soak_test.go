@@ -114,11 +114,12 @@ type soakEnv struct {
 	bundle string
 	store  *state.Store
 	ids    []string // ids to route
+	bin    string   // the built nexcage
 }
 
 func newSoakEnv(t *testing.T) *soakEnv {
 	t.Helper()
-	e := &soakEnv{node: newSimNode(t), root: filepath.Join(t.TempDir(), "root")}
+	e := &soakEnv{node: newSimNode(t), root: filepath.Join(t.TempDir(), "root"), bin: nexcageBin(t)}
 	for _, kv := range e.node.env {
 		k, v, _ := strings.Cut(kv, "=")
 		t.Setenv(k, v)
@@ -190,7 +191,9 @@ func (e *soakEnv) nexcage(t testing.TB, args ...string) (string, string) {
 
 // iteration runs every loop of the soak once: config loading, routing,
 // bundle loading, translation, the store's listing and `nexcage list`
-// over 1000 containers, and create/state/delete on pvesim.
+// (in this process) over 1000 containers, and create/state/delete on
+// pvesim (through the binary; its processes are this test's children
+// until reaped, so the child count covers them).
 func (e *soakEnv) iteration(t testing.TB) {
 	t.Helper()
 	c, _, err := config.LoadFrom(e.config)
@@ -223,11 +226,18 @@ func (e *soakEnv) iteration(t testing.TB) {
 	if err := json.Unmarshal([]byte(out), &states); err != nil || len(states) != soakContainers {
 		t.Fatalf("nexcage list: %d containers, %v", len(states), err)
 	}
-	e.nexcage(t, "create", "--bundle", e.bundle, "soak")
-	if out, _ := e.nexcage(t, "state", "soak"); !strings.Contains(out, `"created"`) {
-		t.Fatalf("state of soak: %s", out)
+	// create/state/delete run the built binary: create copies nexcage
+	// into the container as its init helper, which must be the static
+	// binary, not this test.
+	for _, args := range [][]string{{"create", "--bundle", e.bundle, "soak"}, {"state", "soak"}, {"delete", "--force", "soak"}} {
+		r := run(t, e.bin, e.node.env, append([]string{"--root", e.root, "--config", e.config}, args...)...)
+		if r.Code != 0 {
+			t.Fatalf("nexcage %s: %s", strings.Join(args, " "), r)
+		}
+		if args[0] == "state" && !strings.Contains(r.Stdout, `"created"`) {
+			t.Fatalf("state of soak: %s", r.Stdout)
+		}
 	}
-	e.nexcage(t, "delete", "soak")
 }
 
 // TestSoak loops the whole stack in this process and fails when heap in

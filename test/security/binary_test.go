@@ -46,6 +46,9 @@ func binary(t *testing.T, envVar, pkg, name string) string {
 	p := filepath.Join(dir, name)
 	cmd := exec.Command("go", "build", "-o", p, pkg)
 	cmd.Dir = moduleRoot(t)
+	// Static, as `make build` builds it: nexcage copies itself into
+	// containers as their init helper.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 	}
@@ -108,6 +111,11 @@ func newWorld(t *testing.T) *world {
 	w := &world{t: t, nexcage: binary(t, "NEXCAGE_BIN", "github.com/nexcage/nexcage/cmd/nexcage", "nexcage")}
 	sim := binary(t, "PVESIM_BIN", "github.com/nexcage/nexcage/cmd/pvesim", "pvesim")
 	base := t.TempDir()
+	// The test's temp root is 0700; an unprivileged container's root must
+	// traverse it to reach its rootfs, as on a real host.
+	if err := os.Chmod(filepath.Dir(base), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	w.sim, w.root = filepath.Join(base, "pve"), filepath.Join(base, "state", "root")
 	bin := filepath.Join(base, "bin")
 	for _, d := range []string{bin, w.sim} {

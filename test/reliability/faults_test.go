@@ -1,0 +1,293 @@
+package reliability
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nexcage/nexcage/internal/testutil"
+)
+
+// pveWorld is a nexcage whose pct is pctwrap in front of a pvesim node,
+// so that tests can hold `pct create` at a chosen step.
+type pveWorld struct {
+	t       *testing.T
+	node    *simNode
+	nexcage string
+	root    string // --root
+	config  string
+	wrapDir string // PCTWRAP_DIR
+	env     []string
+	base    []string // node files before the test (pvesim's lock files aside)
+}
+
+func newPveWorld(t *testing.T, proxmoxExtra map[string]any) *pveWorld {
+	t.Helper()
+	w := &pveWorld{t: t, node: newSimNode(t), nexcage: nexcageBin(t), root: filepath.Join(t.TempDir(), "root"), wrapDir: t.TempDir()}
+	wrap := binary(t, "", "github.com/nexcage/nexcage/test/reliability/pctwrap", "pctwrap")
+	cfg := w.node.proxmoxConfig()
+	px := cfg["proxmox"].(map[string]any)
+	px["pct_path"] = wrap
+	for k, v := range proxmoxExtra {
+		px[k] = v
+	}
+	data, _ := json.MarshalIndent(cfg, "", "  ")
+	w.config = filepath.Join(t.TempDir(), "nexcage.json")
+	writeFile(t, w.config, string(data))
+	w.env = append(append([]string{}, w.node.env...), "PCTWRAP_REAL="+pvesimBin(t), "PCTWRAP_DIR="+w.wrapDir)
+	w.base = w.nodeFiles()
+	return w
+}
+
+func (w *pveWorld) args(a ...string) []string {
+	return append([]string{"--root", w.root, "--config", w.config}, a...)
+}
+
+func (w *pveWorld) run(a ...string) result {
+	w.t.Helper()
+	return run(w.t, w.nexcage, w.env, w.args(a...)...)
+}
+
+func (w *pveWorld) must(a ...string) result {
+	w.t.Helper()
+	r := w.run(a...)
+	if r.Code != 0 {
+		w.t.Fatalf("nexcage %s: %s", strings.Join(a, " "), r)
+	}
+	return r
+}
+
+// nodeFiles lists the node's files, leaving out what is kept on purpose
+// and does not grow with the number of containers: pvesim's flock files
+// and container stderr logs (Proxmox too leaves
+// /run/lock/lxc/pve-config-<vmid>.lock and /run/pve/ct-<vmid>.stderr), the
+// one lock of nexcage's template cache, and nexcage's init helper copy
+// under lxc_path/.nexcage (one per nexcage binary).
+func (w *pveWorld) nodeFiles() []string {
+	var out []string
+	for _, f := range files(w.t, w.node.root) {
+		if strings.HasPrefix(f, "run/lock/") || strings.HasPrefix(f, "run/pve/") || f == "etc/pve/.pvesim-cluster.lock" ||
+			strings.HasSuffix(f, "template/cache/.nexcage/lock") || strings.HasPrefix(f, "var/lib/lxc/.nexcage/") {
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// assertClean checks the environment is as before the test: no new
+// file on the node, no VMID, no state or lock file under --root.
+func (w *pveWorld) assertClean(step string) {
+	w.t.Helper()
+	if left := added(w.base, w.nodeFiles()); len(left) > 0 {
+		w.t.Errorf("%s: left on the node: %q", step, head(left))
+	}
+	if ids := w.node.vmids(w.t); len(ids) > 0 {
+		w.t.Errorf("%s: VMIDs left in .vmlist: %v", step, ids)
+	}
+	if left := files(w.t, w.root); len(left) > 0 {
+		w.t.Errorf("%s: left under --root: %q", step, left)
+	}
+}
+
+func head(s []string) []string {
+	if len(s) > 8 {
+		return append(s[:8:8], fmt.Sprintf("... %d more", len(s)-8))
+	}
+	return s
+}
+
+// listIDs returns the ids `nexcage list` shows.
+func (w *pveWorld) listIDs() []string {
+	w.t.Helper()
+	r := w.must("list", "--format", "json")
+	var states []struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(r.Stdout), &states); err != nil {
+		w.t.Fatalf("list: %v: %q", err, r.Stdout)
+	}
+	var ids []string
+	for _, s := range states {
+		ids = append(ids, s.ID)
+	}
+	return ids
+}
+
+// waitFile polls for p until the deadline and returns its content.
+func waitFile(t *testing.T, p string, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if data, err := os.ReadFile(p); err == nil && len(data) > 0 {
+			return string(data)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, p)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || !strings.HasPrefix(strings.TrimSpace(s[i+1:]), "Z")
+}
+
+func waitGone(t *testing.T, pid int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d still alive after %v", pid, timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestCrashDuringCreate kills nexcage with SIGKILL while `pct create` is
+// held before it starts (the VMID is allocated and checkpointed) and
+// after it finished (the Proxmox container exists, nexcage has not saved
+// it as created). pct then completes as it would on a real host. After
+// the crash `list` still works, `delete --force` removes everything, a
+// fresh create of the same id succeeds and `list` shows no ghost.
+func TestCrashDuringCreate(t *testing.T) {
+	for _, step := range []string{"before-create", "after-create"} {
+		t.Run(step, func(t *testing.T) {
+			w := newPveWorld(t, nil)
+			b := testutil.BusyboxBundle(t, "", []string{"sh"}, nil)
+			id := "crash-" + step
+			held := filepath.Join(w.wrapDir, "held")
+			_ = os.Remove(held)
+			_ = os.Remove(filepath.Join(w.wrapDir, "release"))
+
+			cmd := exec.Command(w.nexcage, w.args("create", "--bundle", b, id)...)
+			cmd.Env = append(append(os.Environ(), w.env...), "PCTWRAP_MODE="+step)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			out := filepath.Join(t.TempDir(), "out")
+			f, err := os.Create(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			cmd.Stdout, cmd.Stderr = f, f
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			var pct int
+			deadline := time.After(60 * time.Second)
+		wait:
+			for {
+				select {
+				case err := <-exited:
+					data, _ := os.ReadFile(out)
+					t.Fatalf("nexcage create ended before pct create was held (%v): %s", err, data)
+				case <-deadline:
+					t.Fatalf("timed out waiting for pct create to be held")
+				case <-time.After(10 * time.Millisecond):
+					if data, err := os.ReadFile(held); err == nil && len(data) > 0 {
+						pct, _ = strconv.Atoi(string(data))
+						break wait
+					}
+				}
+			}
+			if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			<-exited
+			// pct runs on without nexcage, as on a real host.
+			writeFile(t, filepath.Join(w.wrapDir, "release"), "go")
+			waitGone(t, pct, 60*time.Second)
+
+			if ids := w.listIDs(); len(ids) != 1 || ids[0] != id {
+				t.Errorf("after the crash, list shows %q, want [%s]", ids, id)
+			}
+			w.must("delete", "--force", id)
+			w.assertClean("after delete --force")
+			if ids := w.listIDs(); len(ids) != 0 {
+				t.Errorf("after delete --force, list shows %q", ids)
+			}
+			w.must("create", "--bundle", b, id)
+			if ids := w.listIDs(); len(ids) != 1 || ids[0] != id {
+				t.Errorf("after a fresh create, list shows %q, want [%s]", ids, id)
+			}
+			w.must("delete", id)
+			w.assertClean("after the fresh create and delete")
+		})
+	}
+}
+
+// TestPctHangTimeout: a pct that never returns (and whose child never
+// returns either) is killed with its whole process group after
+// proxmox.timeout; nexcage reports a timeout and leaves nothing behind.
+func TestPctHangTimeout(t *testing.T) {
+	w := newPveWorld(t, map[string]any{"timeout": 1})
+	w.env = append(w.env, "PCTWRAP_MODE=hang")
+	b := testutil.BusyboxBundle(t, "", []string{"sh"}, nil)
+	r := w.run("create", "--bundle", b, "hang")
+	if r.Code != 12 || !contains(r.Stderr, "timed out") || !contains(r.Stderr, "proxmox.timeout") {
+		t.Errorf("want exit 12 naming the timeout and proxmox.timeout: %s", r)
+	}
+	for _, f := range []string{"held", "sleeper"} {
+		pid, err := strconv.Atoi(waitFile(t, filepath.Join(w.wrapDir, f), 10*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitGone(t, pid, 10*time.Second)
+	}
+	w.assertClean("after the timeout")
+}
+
+// TestCorruptStateFile: a damaged state file gives a clear error naming
+// the file with a repair hint (never a panic), `list` keeps working, and
+// `delete --force` removes it.
+func TestCorruptStateFile(t *testing.T) {
+	bin := nexcageBin(t)
+	root := filepath.Join(t.TempDir(), "root")
+	cfg := filepath.Join(t.TempDir(), "nexcage.json")
+	writeFile(t, cfg, `{"container_config": {"default_container_type": "runc"}}`)
+	for name, body := range map[string]string{"garbage": "{\"id\": \"x\", \"sta", "empty": "", "binary": "\x00\xff\xfe", "wrong-type": `{"id": 5, "status": []}`} {
+		t.Run(name, func(t *testing.T) {
+			id := "corrupt-" + name
+			dir := filepath.Join(root, id)
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "state.json"), []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args := func(a ...string) []string { return append([]string{"--root", root, "--config", cfg}, a...) }
+			r := run(t, bin, nil, args("state", id)...)
+			if r.Code != 10 || !contains(r.Stderr, filepath.Join(dir, "state.json")) || !contains(r.Stderr, "delete --force") {
+				t.Errorf("state: want exit 10 naming the file with a delete --force hint: %s", r)
+			}
+			if contains(r.Stderr, "panic") {
+				t.Errorf("panic: %s", r.Stderr)
+			}
+			if r := run(t, bin, nil, args("list")...); r.Code != 0 || !strings.Contains(r.Stdout, id) {
+				t.Errorf("list with a damaged entry: %s", r)
+			}
+			if r := run(t, bin, nil, args("delete", "--force", id)...); r.Code != 0 {
+				t.Errorf("delete --force: %s", r)
+			}
+			if _, err := os.Stat(dir); !os.IsNotExist(err) {
+				t.Errorf("state dir still there after delete --force: %v", err)
+			}
+		})
+	}
+}
