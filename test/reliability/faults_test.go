@@ -291,3 +291,25 @@ func TestCorruptStateFile(t *testing.T) {
 		})
 	}
 }
+
+// TestStopFault: a pct shutdown that fails ("container did not stop") is
+// reported as a timeout naming pct's words; the container keeps running,
+// and delete --force still removes everything.
+func TestStopFault(t *testing.T) {
+	w := newPveWorld(t, nil)
+	b := testutil.BusyboxBundle(t, "", []string{"sleep", "1000"}, nil)
+	w.must("create", "--bundle", b, "stopfail")
+	w.must("start", "stopfail")
+	env := w.env
+	w.env = append(append([]string{}, env...), "PVESIM_FAIL=shutdown:container did not stop")
+	r := w.run("stop", "stopfail")
+	w.env = env
+	if r.Code != 12 || !contains(r.Stderr, "container did not stop") {
+		t.Errorf("stop with a failing shutdown: want exit 12 with pct's words: %s", r)
+	}
+	if r := w.must("state", "stopfail"); !strings.Contains(r.Stdout, `"running"`) {
+		t.Errorf("after the failed stop: %s", r.Stdout)
+	}
+	w.must("delete", "--force", "stopfail")
+	w.assertClean("after delete --force")
+}
