@@ -50,6 +50,7 @@ func binary(t *testing.T, envVar, pkg, name string) string {
 	// containers as their init helper.
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
+		_ = os.RemoveAll(dir)
 		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 	}
 	built[pkg] = p
