@@ -10,7 +10,7 @@ STATICCHECK_VERSION := v0.8.2
 FUZZTIME ?= 30s
 APT_PACKAGES := runc crun lxc busybox-static zstd xz-utils bzip2 skopeo docker-registry tar iproute2 ca-certificates git containerd
 
-.PHONY: all deps build test unit e2e lint fuzz demo clean gendocs deb
+.PHONY: all deps build test unit e2e lint fuzz demo clean gendocs deb bench
 
 all: build
 
@@ -56,7 +56,7 @@ unit:
 	$(GO) test -race -count=1 ./internal/... ./cmd/...
 
 e2e: build
-	NEXCAGE_BIN=$(BIN)/nexcage PVESIM_BIN=$(BIN)/pvesim $(GO) test -count=1 -timeout 30m ./test/...
+	NEXCAGE_BIN=$(BIN)/nexcage PVESIM_BIN=$(BIN)/pvesim $(GO) test -count=1 -timeout 30m ./test/... ./bench/...
 
 test: deps lint build unit e2e
 
@@ -71,6 +71,12 @@ deb:
 
 demo: deps build
 	./scripts/demo.sh
+
+# bench measures nexcage against runc, crun and the original's pct usage
+# (issue 7) and writes BENCHMARKS.md; BENCH_QUICK=1 for a smoke run.
+# How to read it: bench/README.md.
+bench: deps build
+	BENCH_COMMAND="make bench" $(GO) run ./bench/cmd/nexcage-bench -nexcage $(BIN)/nexcage -pvesim $(BIN)/pvesim -out BENCHMARKS.md
 
 clean:
 	rm -rf $(BIN)
