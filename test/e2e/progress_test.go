@@ -1,12 +1,20 @@
 package e2e
 
 import (
+	"bytes"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestProgressLinesWithoutTerminal: packing a bundle and downloading a
@@ -94,4 +102,85 @@ func changeRootfs(t *testing.T, bundle string) string {
 		t.Fatal(err)
 	}
 	return bundle
+}
+
+// openPty returns a new pseudo-terminal's master and slave.
+func openPty(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	// Non-blocking, so that the runtime poller serves it and Close ends a
+	// pending Read (processes the container leaves behind may keep the
+	// slave open, so EOF cannot be waited for).
+	fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := os.NewFile(uintptr(fd), "/dev/ptmx")
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err == nil {
+		err = unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0)
+	}
+	if err != nil {
+		m.Close()
+		t.Fatal(err)
+	}
+	s, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		m.Close()
+		t.Fatal(err)
+	}
+	return m, s
+}
+
+// lockedBuffer collects what a goroutine reads.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestProgressBarOnTerminal: with stderr on a terminal, packing shows a
+// progress bar (description, bytes, percentage) instead of log lines, and
+// stdout stays empty.
+func TestProgressBarOnTerminal(t *testing.T) {
+	e := newPveEnv(t, false, "")
+	n := e.n
+	bundle, _ := seedBundle(t, []string{"sleep", "1000"})
+	master, slave := openPty(t)
+	var got lockedBuffer
+	copied := make(chan struct{})
+	go func() { io.Copy(&got, master); close(copied) }()
+	defer func() { master.Close(); <-copied }()
+
+	stdout := tempFile(t, "stdout")
+	defer stdout.Close()
+	cmd := exec.Command(n.Bin, append(append([]string{}, n.Globals...), "create", "--bundle", bundle, "pt-1")...)
+	cmd.Env = append(os.Environ(), n.Env...)
+	cmd.Stdout, cmd.Stderr = stdout, slave
+	n.CleanupContainer("pt-1")
+	err := cmd.Run()
+	slave.Close()
+	if err != nil {
+		t.Fatalf("create on a terminal: %v\n%s", err, got.String())
+	}
+	Eventually(t, 10*time.Second, "the progress bar on the terminal", func() bool {
+		s := got.String()
+		return strings.Contains(s, "packing the rootfs of pt-1") && strings.Contains(s, "100%")
+	})
+	if strings.Contains(got.String(), "msg=started") {
+		t.Errorf("log lines instead of a bar on a terminal:\n%q", got.String())
+	}
+	if out := readAll(t, stdout); out != "" {
+		t.Errorf("create wrote to stdout: %q", out)
+	}
 }
