@@ -12,13 +12,12 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/gofrs/flock"
 	"github.com/google/renameio/v2"
 
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/lockfile"
 )
 
 // MaxIDLen bounds a container id in bytes. An id is a directory name under
@@ -132,14 +131,14 @@ func (s *Store) statePath(id string) string {
 type Lock struct {
 	store *Store
 	id    string
-	mu    sync.Mutex
-	fl    *flock.Flock
+	l     *lockfile.Lock
 }
 
 // Lock takes the exclusive lock of id, waiting until it is free or ctx is
 // done. Give ctx a deadline to bound the wait; on expiry the error is
-// KindLocked. The lock file may be removed by Unlock while others wait; Lock notices that it locked a file no longer at the lock
-// path and tries again, so the lock stays exclusive.
+// KindLocked. The lock file may be removed by Unlock while others wait;
+// Lock notices that it locked a file no longer at the lock path and tries
+// again, so the lock stays exclusive (internal/lockfile).
 //
 // Lock files live in <root>/@locks; Unlock deletes a container's lock file
 // once the container has no directory, so none remain after delete.
@@ -151,44 +150,15 @@ func (s *Store) Lock(ctx context.Context, id string) (*Lock, error) {
 		return nil, errs.Wrap(errs.KindInternal, err, "lock container %s", id)
 	}
 	path := s.lockPath(id)
-	for {
-		fl := flock.New(path, flock.SetPermissions(0o600))
-		ok, err := fl.TryLockContext(ctx, lockRetry)
-		if err != nil || !ok {
-			_ = fl.Close()
-			if ctxErr := ctx.Err(); ctxErr != nil {
-				return nil, errs.Wrap(errs.KindLocked, ctxErr, "container %s is locked by another nexcage process", id).
-					WithHint("wait for the other operation to finish; if none is running, retry (locks are released when a process exits)")
-			}
-			return nil, errs.Wrap(errs.KindInternal, err, "lock container %s (%s)", id, path)
-		}
-		same, err := sameFile(fl, path)
-		if err != nil {
-			_ = fl.Close()
-			return nil, errs.Wrap(errs.KindInternal, err, "lock container %s (%s)", id, path)
-		}
-		if same {
-			return &Lock{store: s, id: id, fl: fl}, nil
-		}
-		// The file we locked was unlinked by its previous holder.
-		_ = fl.Close()
-	}
-}
-
-// sameFile reports whether the file locked by fl is still the one at path.
-func sameFile(fl *flock.Flock, path string) (bool, error) {
-	held, err := fl.Stat()
+	l, err := lockfile.Acquire(ctx, path, lockRetry)
 	if err != nil {
-		return false, err
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, errs.Wrap(errs.KindLocked, ctxErr, "container %s is locked by another nexcage process", id).
+				WithHint("wait for the other operation to finish; if none is running, retry (locks are released when a process exits)")
+		}
+		return nil, errs.Wrap(errs.KindInternal, err, "lock container %s (%s)", id, path)
 	}
-	cur, err := os.Stat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return os.SameFile(held, cur), nil
+	return &Lock{store: s, id: id, l: l}, nil
 }
 
 // ID returns the locked container id.
@@ -198,21 +168,11 @@ func (l *Lock) ID() string { return l.id }
 // removed, or never created) the lock file is deleted first, so no lock
 // files pile up for containers that do not exist. Unlock is idempotent.
 func (l *Lock) Unlock() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.fl == nil {
-		return nil
-	}
-	var rmErr error
-	if _, err := os.Lstat(filepath.Join(l.store.root, l.id)); errors.Is(err, fs.ErrNotExist) {
-		if err := os.Remove(l.store.lockPath(l.id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			rmErr = err
-		}
-	}
-	err := l.fl.Close()
-	l.fl = nil
-	if err == nil {
-		err = rmErr
+	var err error
+	if _, statErr := os.Lstat(filepath.Join(l.store.root, l.id)); errors.Is(statErr, fs.ErrNotExist) {
+		err = l.l.UnlockRemove()
+	} else {
+		err = l.l.Unlock()
 	}
 	if err != nil {
 		return errs.Wrap(errs.KindInternal, err, "unlock container %s", l.id)

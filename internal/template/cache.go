@@ -12,8 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gofrs/flock"
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/lockfile"
 	"github.com/nexcage/nexcage/internal/pve"
 )
 
@@ -31,18 +31,19 @@ func (r *Resolver) lock(ctx context.Context, key string) (unlock func(), err err
 			WithHint("check storage.image_path in the nexcage configuration")
 	}
 	sum := sha256.Sum256([]byte(key))
-	fl := flock.New(filepath.Join(dir, hex.EncodeToString(sum[:10])+".lock"))
 	ctx, cancel := context.WithTimeout(ctx, r.o.LockTimeout)
 	defer cancel()
-	ok, err := fl.TryLockContext(ctx, 20*time.Millisecond)
-	if err != nil || !ok {
-		if err == nil {
-			err = ctx.Err()
-		}
+	l, err := lockfile.Acquire(ctx, filepath.Join(dir, hex.EncodeToString(sum[:10])+".lock"), 20*time.Millisecond)
+	if err != nil && ctx.Err() == nil {
+		return nil, errs.Wrap(errs.KindTemplate, err, "cannot lock %s in %s", key, dir)
+	}
+	if err != nil {
 		return nil, errs.Wrap(errs.KindLocked, err, "waiting for another nexcage preparing %s", key).
 			WithHint("retry when the other create has finished")
 	}
-	return func() { _ = fl.Unlock() }, nil
+	// The file goes with the lock: one would otherwise stay per bundle,
+	// image or template ever prepared.
+	return func() { _ = l.UnlockRemove() }, nil
 }
 
 // inspect returns the metadata of template tmpl, from its .nexcage.json

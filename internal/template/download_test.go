@@ -189,4 +189,5 @@ func TestResolveURLConcurrentDownloadsOnce(t *testing.T) {
 	if hits.Load() != 1 {
 		t.Errorf("%d downloads, want 1", hits.Load())
 	}
+	noLockFiles(t, e.r.o.WorkDir)
 }

@@ -183,6 +183,16 @@ func TestPackAndAcquireConcurrentOnce(t *testing.T) {
 	if n != 1 {
 		t.Errorf("packed %d times, want once", n)
 	}
+	noLockFiles(t, e.r.o.WorkDir)
+}
+
+// noLockFiles fails when a lock file is left in workDir/locks: they go
+// with their lock, so none piles up per bundle or image.
+func noLockFiles(t *testing.T, workDir string) {
+	t.Helper()
+	if left, _ := filepath.Glob(filepath.Join(workDir, "locks", "*")); len(left) > 0 {
+		t.Errorf("lock files left: %q", left)
+	}
 }
 
 func TestPackAndAcquireErrors(t *testing.T) {
