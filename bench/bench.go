@@ -32,8 +32,9 @@ type Options struct {
 	TempDir string
 	// Keep leaves the work directory behind for inspection.
 	Keep bool
-	// Command is the command line recorded in the report.
-	Command string
+	// Command is the command line recorded in the report, and Via what
+	// ran it (e.g. "make bench"), if anything.
+	Command, Via string
 	// Progress gets one line per step (nil: discarded).
 	Progress io.Writer
 }
@@ -58,8 +59,8 @@ func countsFor(quick bool) counts {
 		return counts{warmup: 1, cycles: 2, startup: 3, pctReps: 1, modelReps: 1, scaleNs: []int{10, 100},
 			scaleReps: 2, imageBytes: 4 << 20, imageReps: 1, soakCycles: 3, latencyMS: 300, rssRuns: 1}
 	}
-	return counts{warmup: 3, cycles: 30, startup: 50, pctReps: 3, modelReps: 3, scaleNs: []int{10, 100, 1000, 5000},
-		scaleReps: 7, imageBytes: 50 << 20, imageReps: 3, soakCycles: 100, latencyMS: 300, rssRuns: 3}
+	return counts{warmup: 3, cycles: 50, startup: 50, pctReps: 5, modelReps: 5, scaleNs: []int{10, 100, 1000, 5000},
+		scaleReps: 7, imageBytes: 50 << 20, imageReps: 5, soakCycles: 100, latencyMS: 300, rssRuns: 3}
 }
 
 // Bench is one run in progress.
@@ -124,7 +125,7 @@ func Run(o Options) (*Report, error) {
 		return nil, err
 	}
 	b := &Bench{o: o, c: countsFor(o.Quick), dir: dir, r: &runner{dir: dir}}
-	b.rep = &Report{Command: o.Command, Started: time.Now(), Quick: o.Quick}
+	b.rep = &Report{Command: o.Command, Via: o.Via, Started: time.Now(), Quick: o.Quick, LoadStart: loadAvg()}
 	defer func() {
 		for i := len(b.cleanups) - 1; i >= 0; i-- {
 			b.cleanups[i]()
@@ -177,6 +178,7 @@ func Run(o Options) (*Report, error) {
 		b.rep.Sections = append(b.rep.Sections, sec)
 	}
 	b.rep.Duration = time.Since(b.rep.Started)
+	b.rep.LoadEnd = loadAvg()
 	if len(failed) > 0 {
 		return b.rep, errors.New(strings.Join(failed, "; "))
 	}
@@ -212,6 +214,19 @@ func machineInfo(nexcage string) (machine, versions [][2]string) {
 		[2]string{"git", gitDescribe()},
 	)
 	return machine, versions
+}
+
+// loadAvg is the first three fields of /proc/loadavg.
+func loadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func cpuModel() string {

