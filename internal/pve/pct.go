@@ -112,6 +112,12 @@ func (p *Pct) Stop(ctx context.Context, vmid int) error {
 	return p.simple(ctx, "stop", vmid)
 }
 
+// Unlock runs `pct unlock <vmid>`: it removes a stale lock (such as the
+// `create` lock a killed pct create leaves) from the container's config.
+func (p *Pct) Unlock(ctx context.Context, vmid int) error {
+	return p.simple(ctx, "unlock", vmid)
+}
+
 // Shutdown runs `pct shutdown <vmid> --timeout N [--forceStop 1]`.
 func (p *Pct) Shutdown(ctx context.Context, vmid, timeoutSec int, forceStop bool) error {
 	if err := CheckVMID(vmid); err != nil {

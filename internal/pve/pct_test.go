@@ -167,3 +167,17 @@ func TestPctStatus(t *testing.T) {
 		t.Fatalf("Status = %q, %v", st, err)
 	}
 }
+
+func TestPctUnlockArgv(t *testing.T) {
+	argsFile := filepath.Join(t.TempDir(), "args")
+	p := &Pct{Path: fakePct(t, `for a in "$@"; do printf '%s\n' "$a"; done > `+argsFile)}
+	if err := p.Unlock(context.Background(), 123); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(argsFile); string(data) != "unlock\n123\n" {
+		t.Errorf("pct got argv %q", data)
+	}
+	if err := p.Unlock(context.Background(), 5); err == nil {
+		t.Error("Unlock of VMID 5 accepted")
+	}
+}

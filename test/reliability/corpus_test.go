@@ -177,14 +177,7 @@ func runCase(t *testing.T, bin string, c corpusCase, backend string, base map[st
 		t.Errorf("%s: left under --root: %q", c.Doc, left)
 	}
 	if node != nil {
-		// nexcage's init-helper copy under lxc_path/.nexcage is made once
-		// per binary and kept on purpose (docs/RELIABILITY.md).
-		var left []string
-		for _, f := range added(before, files(t, node.root)) {
-			if !strings.HasPrefix(f, "var/lib/lxc/.nexcage/") {
-				left = append(left, f)
-			}
-		}
+		left := added(before, files(t, node.root))
 		if len(left) > 0 {
 			t.Errorf("%s: left on the Proxmox node: %q", c.Doc, left)
 		}

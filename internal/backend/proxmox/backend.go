@@ -21,6 +21,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/config"
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/lockfile"
 	"github.com/nexcage/nexcage/internal/procfs"
 	"github.com/nexcage/nexcage/internal/pve"
 	"github.com/nexcage/nexcage/internal/runtime"
@@ -37,10 +38,12 @@ const (
 	DataTemplateRef = "template_ref" // this container's reference on the packed template
 	DataStartTime   = "pid_start"    // start time (clock ticks) of the init pid, against pid reuse
 	DataVanished    = "vanished"     // "1" when the Proxmox side no longer exists
+	DataHostname    = "hostname"     // the hostname given to pct create
 )
 
-// maxVMIDAttempts bounds retries of pct create on "already exists".
-const maxVMIDAttempts = 5
+// maxVMIDAttempts bounds the VMIDs one create tries when pct create says
+// "already exists" (taken by a creator on another node, or a person).
+const maxVMIDAttempts = 32
 
 // Backend runs OCI containers as Proxmox LXC containers through pct.
 type Backend struct {
@@ -301,7 +304,15 @@ func (b *Backend) pack(ctx context.Context, c *state.Container, rootfs string, r
 }
 
 // createCT allocates a VMID and runs pct create, retrying with another
-// VMID when a concurrent creator took it first.
+// VMID when another creator took it first.
+//
+// nexcage processes on one node take turns (vmidLock) from reading the
+// cluster's .vmlist until the VMID they picked is registered there (pct
+// create registers it first, before the slow part), so they never pick the
+// same one. Creators nexcage does not know of (other nodes, people) can
+// still take a VMID between our pick and pct's registration: then pct
+// fails with "already exists" and the next free VMID is tried, up to
+// maxVMIDAttempts times.
 func (b *Backend) createCT(ctx context.Context, c *state.Container, ostemplate string, req *Request, checkpoint func(*state.Container) error) (int, error) {
 	save := func(c *state.Container) error {
 		if checkpoint == nil {
@@ -313,10 +324,18 @@ func (b *Backend) createCT(ctx context.Context, c *state.Container, ostemplate s
 	if lo == 0 && hi == 0 {
 		lo, hi = 100, 999999999
 	}
+	// Recorded for delete --force: a create killed before pct wrote the
+	// config leaves one that only says `lock: create`.
+	c.Data[DataHostname] = req.Hostname
 	tried := map[int]bool{}
 	for attempt := 0; ; attempt++ {
+		nl, err := b.vmidLock(ctx)
+		if err != nil {
+			return 0, addContainer(c.ID, err)
+		}
 		vmid, err := b.allocateVMID(lo, hi, tried)
 		if err != nil {
+			_ = nl.UnlockRemove()
 			return 0, addContainer(c.ID, err)
 		}
 		tried[vmid] = true
@@ -324,10 +343,11 @@ func (b *Backend) createCT(ctx context.Context, c *state.Container, ostemplate s
 		// leaves a record `delete --force` can clean up.
 		c.Data[DataVMID] = strconv.Itoa(vmid)
 		if err := save(c); err != nil {
+			_ = nl.UnlockRemove()
 			delete(c.Data, DataVMID)
 			return 0, err
 		}
-		err = b.pct.Create(ctx, vmid, ostemplate, req.Options)
+		err = b.pctCreateRegistering(ctx, vmid, ostemplate, req.Options, nl)
 		if err == nil {
 			return vmid, nil
 		}
@@ -340,16 +360,75 @@ func (b *Backend) createCT(ctx context.Context, c *state.Container, ostemplate s
 					b.log.Debug("vmid taken, trying another", "id", c.ID, "vmid", vmid)
 					continue
 				}
+				_ = save(c)
+				return 0, errs.Wrap(errs.KindAlreadyExists, err, "container %s: %d VMIDs in proxmox.vmid_range [%d, %d] were taken by other creators while nexcage tried them", c.ID, maxVMIDAttempts, lo, hi).
+					WithHint("retry; if it persists, give nexcage a VMID range of its own (proxmox.vmid_range) that nothing else uses")
 			case pve.ReasonTimeout:
 				// pct was killed mid-create: remove what it left, but
 				// only if the config is recognisably ours.
 				b.destroyIfOurs(c.ID, vmid, req.Hostname)
 			case pve.ReasonTemplateMissing:
+				_ = save(c)
 				return 0, errs.Wrap(errs.KindTemplate, err, "container %s: template %s", c.ID, ostemplate)
 			}
 		}
 		_ = save(c)
 		return 0, fmt.Errorf("container %s: %w", c.ID, err)
+	}
+}
+
+// vmidLockWait bounds the wait for another nexcage on this node to
+// register its VMID: pct create does that first, within seconds.
+const vmidLockWait = 5 * time.Minute
+
+// vmidLock takes this node's VMID allocation lock. It lives in the LXC
+// path, which is local to the node (unlike /etc/pve), and goes with its
+// last holder.
+func (b *Backend) vmidLock(ctx context.Context) (*lockfile.Lock, error) {
+	dir := b.helperBase()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, errs.Wrap(errs.KindBackend, err, "cannot create %s", dir)
+	}
+	wait := vmidLockWait
+	if t := b.pct.Timeout; t > wait {
+		wait = t
+	}
+	lctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	p := filepath.Join(dir, "vmid.lock")
+	l, err := lockfile.Acquire(lctx, p, 20*time.Millisecond)
+	if err != nil {
+		if lctx.Err() != nil {
+			return nil, errs.Wrap(errs.KindLocked, err, "waited %v for another nexcage on this node to pick its VMID", wait).
+				WithHint("a pct create may hang; check `ps -C pct` and %s", p)
+		}
+		return nil, errs.Wrap(errs.KindBackend, err, "cannot take the VMID lock %s", p)
+	}
+	return l, nil
+}
+
+// pctCreateRegistering runs pct create and releases nl as soon as vmid is
+// in the cluster's .vmlist (registered, by this create or anyone else) or
+// pct has finished, whichever comes first. nl is released in every case.
+func (b *Backend) pctCreateRegistering(ctx context.Context, vmid int, ostemplate string, opts []pve.Option, nl *lockfile.Lock) error {
+	defer func() { _ = nl.UnlockRemove() }()
+	done := make(chan error, 1)
+	go func() { done <- b.pct.Create(ctx, vmid, ostemplate, opts) }()
+	vmlist := filepath.Join(b.etcPve, ".vmlist")
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-tick.C:
+			if l, err := pve.ReadVMList(vmlist); err == nil {
+				if _, ok := l.Lookup(vmid); ok {
+					_ = nl.UnlockRemove()
+					return <-done
+				}
+			}
+		}
 	}
 }
 
@@ -405,6 +484,47 @@ func (b *Backend) destroyQuietly(id string, vmid int) {
 	if err := b.pct.Destroy(ctx, vmid, true, true); err != nil && !isReason(err, pve.ReasonNoConfig) {
 		b.log.Error("rollback: cannot destroy Proxmox container", "id", id, "vmid", vmid, "err", err)
 	}
+}
+
+// claimUnfinished decides what delete does with the VMID of a container
+// whose create never finished. It reports whether the CT there is ours to
+// destroy: its config carries our tag and hostname, or it is a bare
+// `lock: create` config (pct create was killed before it wrote the rest).
+// With force it also clears that stale `create` lock (pct unlock), which
+// pct destroy would refuse. A CT that is not ours is left alone (another
+// creator took the VMID before our pct create could).
+func (b *Backend) claimUnfinished(ctx context.Context, c *state.Container, vmid int, force bool) (bool, error) {
+	data, err := os.ReadFile(b.confPath(b.nodeOf(c), vmid))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil // pct never registered it
+	}
+	if err != nil {
+		return false, errs.Wrap(errs.KindBackend, err, "container %s: cannot read the config of CT %d", c.ID, vmid)
+	}
+	conf, _, err := pve.ParseConfig(data)
+	if err != nil {
+		return false, errs.Wrap(errs.KindBackend, err, "container %s: cannot parse the config of CT %d", c.ID, vmid)
+	}
+	lock, _ := conf.Get("lock")
+	host, hasHost := conf.Get("hostname")
+	tags, hasTags := conf.Get("tags")
+	ours := strings.Contains(";"+tags+";", ";"+Tag+";") && (c.Data[DataHostname] == "" || host == c.Data[DataHostname])
+	bare := lock == "create" && !hasHost && !hasTags && len(conf.Raw) == 0
+	switch {
+	case !ours && !bare:
+		b.log.Warn("the VMID recorded for an unfinished create holds a CT that is not this container's; leaving it alone",
+			"id", c.ID, "vmid", vmid, "hostname", host, "tags", tags)
+		return false, nil
+	case lock != "create" || !force:
+		return true, nil
+	}
+	// A pct create still running holds the config lock, so pct unlock
+	// fails (lock timeout) rather than pull a create from under its feet.
+	b.log.Warn("clearing the create lock left by an interrupted pct create", "id", c.ID, "vmid", vmid)
+	if err := b.pct.Unlock(ctx, vmid); err != nil && !isReason(err, pve.ReasonNoConfig) {
+		return false, fmt.Errorf("container %s: %w", c.ID, err)
+	}
+	return true, nil
 }
 
 // destroyIfOurs destroys vmid only when its config carries our tag and
@@ -640,6 +760,17 @@ func (b *Backend) Delete(ctx context.Context, c *state.Container, force bool) er
 	if ok {
 		if err := b.Refresh(ctx, []*state.Container{c}); err != nil {
 			return err
+		}
+		if c.Status == state.Creating {
+			// create did not finish (it crashed or was killed): the VMID
+			// may hold a half-made CT of ours, or be someone else's.
+			mine, err := b.claimUnfinished(ctx, c, vmid, force)
+			if err != nil {
+				return err
+			}
+			if !mine {
+				c.Data[DataVanished] = "1"
+			}
 		}
 		if c.Data[DataVanished] == "" {
 			if c.Status == state.Created && supervised(c) && c.Pid > 0 {

@@ -67,6 +67,8 @@ exit 0
 	}
 	cfg := config.Default()
 	cfg.Proxmox.PctPath, cfg.Proxmox.EtcPve, cfg.Proxmox.Node = pct, f.etc, "pve"
+	// Never the host's /var/lib/lxc: the VMID lock and helper files live there.
+	cfg.Proxmox.LxcPath = filepath.Join(dir, "lxc")
 	cfg.Proxmox.VMIDRange = [2]int{100, 105}
 	cfg.Storage.ImagePath = filepath.Join(dir, "images")
 	b, err := New(cfg, nil)
@@ -249,4 +251,117 @@ func mustLoadSpec(t *testing.T, dir string) *specs.Spec {
 		t.Fatal(err)
 	}
 	return b.Spec
+}
+
+// TestDeleteUnfinishedCreate: delete --force of a container whose create
+// was killed (status creating, VMID recorded) clears the stale `create`
+// lock and destroys the CT only when the CT is recognisably ours; a CT of
+// someone else at that VMID is left alone, and only our record goes.
+func TestDeleteUnfinishedCreate(t *testing.T) {
+	for _, tc := range []struct {
+		name, conf string
+		want       []string // pct calls
+	}{
+		{"bare create lock", "lock: create\n", []string{"unlock 100", "destroy 100 --purge 1"}},
+		{"ours, locked", "hostname: ct1\nlock: create\ntags: nexcage\n", []string{"unlock 100", "destroy 100 --purge 1"}},
+		{"ours, finished", "hostname: ct1\ntags: nexcage\n", []string{"destroy 100 --purge 1"}},
+		{"someone else's, locked", "hostname: web\nlock: create\ntags: prod\n", nil},
+		{"someone else's", "hostname: web\n", nil},
+		{"other hostname, our tag", "hostname: other\nlock: create\ntags: nexcage\n", nil},
+		{"never registered", "", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeNode(t, "", "")
+			conf := filepath.Join(f.etc, "nodes/pve/lxc/100.conf")
+			if tc.conf != "" {
+				if err := os.WriteFile(conf, []byte(tc.conf), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c := &state.Container{ID: "ct1", Status: state.Creating, Data: map[string]string{DataVMID: "100", DataHostname: "ct1"}}
+			if err := f.backend.Delete(context.Background(), c, true); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			if _, err := os.Stat(f.log); err == nil {
+				got = f.calls(t)
+			}
+			if strings.Join(got, "|") != strings.Join(tc.want, "|") {
+				t.Errorf("pct calls = %q, want %q", got, tc.want)
+			}
+			_, err := os.Stat(conf)
+			if gone := os.IsNotExist(err); gone != (tc.want != nil || tc.conf == "") {
+				t.Errorf("config removed = %v", gone)
+			}
+		})
+	}
+}
+
+// TestHelperCopyGoesWithLastUser: containers share one copy of the
+// helper binary (hard links); it is removed with the last container that
+// uses it, on delete and on a failed create's rollback alike, so nothing
+// stays in the helper base.
+func TestHelperCopyGoesWithLastUser(t *testing.T) {
+	f := newFakeNode(t, "", "")
+	b := f.backend
+	b.SelfExe = testutil.BusyboxPath // a static binary
+	a := &state.Container{ID: "a", Data: map[string]string{}}
+	c := &state.Container{ID: "c", Data: map[string]string{}}
+	for _, x := range []*state.Container{a, c} {
+		if _, err := b.prepareHelper(x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copies, _ := filepath.Glob(filepath.Join(b.helperBase(), helperCopyPattern))
+	if len(copies) != 1 {
+		t.Fatalf("shared copies = %q, want one", copies)
+	}
+	b.cleanupHelper(a)
+	if _, err := os.Stat(copies[0]); err != nil {
+		t.Fatalf("shared copy removed while c uses it: %v", err)
+	}
+	// c holds its own link: the shared copy going does not affect it,
+	// and the next create makes a new one.
+	if err := os.Remove(copies[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(c.Data[DataHelperDir], "nexcage")); err != nil {
+		t.Fatalf("c's helper: %v", err)
+	}
+	d := &state.Container{ID: "d", Data: map[string]string{}}
+	if _, err := b.prepareHelper(d); err != nil {
+		t.Fatal(err)
+	}
+	b.cleanupHelper(c)
+	b.cleanupHelper(d)
+	if left := filesUnder(t, b.helperBase()); len(left) > 0 {
+		t.Errorf("left in the helper base: %q", left)
+	}
+}
+
+// TestHelperRefusesDynamicBinary: a dynamically linked nexcage cannot be
+// the init helper; create says so and leaves nothing behind.
+func TestHelperRefusesDynamicBinary(t *testing.T) {
+	f := newFakeNode(t, "", "")
+	b := f.backend
+	b.SelfExe = "/bin/ls" // dynamically linked on Debian
+	_, err := b.prepareHelper(&state.Container{ID: "a", Data: map[string]string{}})
+	if errs.KindOf(err) != errs.KindInvalidConfig || !strings.Contains(err.Error(), "not a static binary") {
+		t.Fatalf("err = %v", err)
+	}
+	if left := filesUnder(t, b.helperBase()); len(left) > 0 {
+		t.Errorf("left in the helper base: %q", left)
+	}
+}
+
+func filesUnder(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out
 }

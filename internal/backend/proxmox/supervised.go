@@ -76,7 +76,7 @@ func (b *Backend) prepareHelper(c *state.Container) (string, error) {
 		return "", errs.Wrap(errs.KindBackend, err, "container %s: cannot create %s", c.ID, base)
 	}
 	_ = os.Chmod(base, 0o755)
-	bin, err := b.helperBinary(base)
+	bin, self, err := b.helperBinary(base)
 	if err != nil {
 		return "", addContainer(c.ID, err)
 	}
@@ -84,12 +84,16 @@ func (b *Backend) prepareHelper(c *state.Container) (string, error) {
 	_, _ = rand.Read(r)
 	dir := filepath.Join(base, SanitizeHostname(c.ID)+"-"+hex.EncodeToString(r))
 	if err := os.Mkdir(dir, 0o755); err != nil {
+		b.removeUnusedHelperCopies()
 		return "", errs.Wrap(errs.KindBackend, err, "container %s: cannot create the helper directory", c.ID)
 	}
 	dst := filepath.Join(dir, inithelper.BinaryName)
 	if err := os.Link(bin, dst); err != nil {
-		if err := copyFile(bin, dst, 0o755); err != nil {
+		// The shared copy may have gone with the last container that
+		// used it (removeUnusedHelperCopies): copy the binary itself.
+		if err := copyFile(self, dst, 0o755); err != nil {
 			_ = os.RemoveAll(dir)
+			b.removeUnusedHelperCopies()
 			return "", errs.Wrap(errs.KindBackend, err, "container %s: cannot place the init helper", c.ID)
 		}
 	}
@@ -97,42 +101,54 @@ func (b *Backend) prepareHelper(c *state.Container) (string, error) {
 	return dir, nil
 }
 
-// helperBinary returns a copy of the running nexcage in base, made once
-// per binary. Containers get this copy (never the host's binary), so a
+// helperCopyPattern names the shared copies of nexcage in the helper base.
+const helperCopyPattern = ".nexcage-*"
+
+// helperBinary returns a copy of the running nexcage in base, shared (by
+// hard links) by the containers that use this binary, and the running
+// binary's path. Containers get the copy (never the host's binary), so a
 // container cannot alter what the host runs.
-func (b *Backend) helperBinary(base string) (string, error) {
-	self := b.SelfExe
+func (b *Backend) helperBinary(base string) (shared, self string, err error) {
+	self = b.SelfExe
 	if self == "" {
-		var err error
 		if self, err = os.Executable(); err != nil {
-			return "", errs.Wrap(errs.KindInternal, err, "cannot find the nexcage binary for the init helper")
+			return "", "", errs.Wrap(errs.KindInternal, err, "cannot find the nexcage binary for the init helper")
 		}
 	}
 	fi, err := os.Stat(self)
 	if err != nil {
-		return "", errs.Wrap(errs.KindInternal, err, "cannot find the nexcage binary for the init helper")
+		return "", "", errs.Wrap(errs.KindInternal, err, "cannot find the nexcage binary for the init helper")
 	}
 	if dynamic, err := isDynamic(self); err != nil || dynamic {
-		return "", errs.New(errs.KindInvalidConfig, "%s is not a static binary and cannot run inside containers as their init helper", self).
+		return "", "", errs.New(errs.KindInvalidConfig, "%s is not a static binary and cannot run inside containers as their init helper", self).
 			WithHint("build nexcage with CGO_ENABLED=0 (make build does)")
 	}
-	name := fmt.Sprintf(".nexcage-%d-%d", fi.Size(), fi.ModTime().UnixNano())
+	name := strings.Replace(helperCopyPattern, "*", fmt.Sprintf("%d-%d", fi.Size(), fi.ModTime().UnixNano()), 1)
 	p := filepath.Join(base, name)
 	if _, err := os.Stat(p); err == nil {
-		return p, nil
+		return p, self, nil
 	}
 	if err := copyFile(self, p, 0o755); err != nil {
-		return "", errs.Wrap(errs.KindBackend, err, "cannot copy the init helper to %s", base)
+		return "", "", errs.Wrap(errs.KindBackend, err, "cannot copy the init helper to %s", base)
 	}
-	// Copies of older binaries can go: containers hold their own links.
-	if old, _ := filepath.Glob(filepath.Join(base, ".nexcage-*")); len(old) > 0 {
-		for _, o := range old {
-			if o != p {
-				_ = os.Remove(o)
-			}
+	return p, self, nil
+}
+
+// removeUnusedHelperCopies removes the shared copies of nexcage no
+// container links any more (link count 1), so nothing stays in the helper
+// base once the last container is gone. A create that loses the race (its
+// link fails) copies the binary itself instead.
+func (b *Backend) removeUnusedHelperCopies() {
+	copies, _ := filepath.Glob(filepath.Join(b.helperBase(), helperCopyPattern))
+	for _, p := range copies {
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink == 1 {
+			_ = os.Remove(p)
 		}
 	}
-	return p, nil
 }
 
 // isDynamic reports whether the ELF file at p asks for a program
@@ -337,6 +353,7 @@ func (b *Backend) cleanupHelper(c *state.Container) {
 	if err := os.RemoveAll(dir); err != nil {
 		b.log.Warn("cannot remove the helper directory", "id", c.ID, "dir", dir, "err", err)
 	}
+	b.removeUnusedHelperCopies()
 }
 
 // waitLxcStopped waits (bounded) until LXC reports the container stopped:
