@@ -60,7 +60,7 @@ func countsFor(quick bool) counts {
 			scaleReps: 2, imageBytes: 4 << 20, imageReps: 1, soakCycles: 3, latencyMS: 300, rssRuns: 1}
 	}
 	return counts{warmup: 3, cycles: 50, startup: 50, pctReps: 5, modelReps: 5, scaleNs: []int{10, 100, 1000, 5000},
-		scaleReps: 7, imageBytes: 50 << 20, imageReps: 5, soakCycles: 100, latencyMS: 300, rssRuns: 3}
+		scaleReps: 15, imageBytes: 50 << 20, imageReps: 5, soakCycles: 100, latencyMS: 300, rssRuns: 3}
 }
 
 // Bench is one run in progress.
