@@ -68,6 +68,26 @@ type Runner interface {
 	Run(ctx context.Context, c *state.Container, opts CreateOptions, detach bool) (int, error)
 }
 
+// LifecycleEnforcer is implemented by backends whose runtime enforces the
+// OCI lifecycle rules itself: runc and crun refuse to start a container
+// that is not created, to delete one that is not stopped (without force)
+// and to signal one that is neither created nor running, and they change
+// nothing when they refuse. For such a backend the Manager calls Start,
+// Kill and Delete without refreshing the status first (one runtime call
+// per verb); only when the call fails does it refresh and, if a rule was
+// broken, report it with the same message and kind as for any backend.
+// A backend returning true must also leave Status and Pid right after a
+// successful Create and Start without a refresh of its own.
+type LifecycleEnforcer interface {
+	EnforcesLifecycle() bool
+}
+
+// enforcesLifecycle tells whether be checks the lifecycle rules itself.
+func enforcesLifecycle(be Backend) bool {
+	e, ok := be.(LifecycleEnforcer)
+	return ok && e.EnforcesLifecycle()
+}
+
 // Stopper is implemented by backends with a graceful stop (nexcage `stop`).
 type Stopper interface {
 	Stop(ctx context.Context, c *state.Container, timeoutSec int) error

@@ -247,8 +247,9 @@ func (m *Manager) Run(ctx context.Context, req CreateRequest, detach bool) (int,
 	return code, nil
 }
 
-// load reads c and refreshes its live status.
-func (m *Manager) load(ctx context.Context, id string) (*state.Container, Backend, error) {
+// load reads c's record and gets its backend, without asking the backend
+// for the live status (see refresh).
+func (m *Manager) load(id string) (*state.Container, Backend, error) {
 	c, err := m.Store.Load(id)
 	if err != nil {
 		return nil, nil, err
@@ -256,6 +257,15 @@ func (m *Manager) load(ctx context.Context, id string) (*state.Container, Backen
 	be, err := m.Backends.Get(c.Backend)
 	if err != nil {
 		return c, nil, err
+	}
+	return c, be, nil
+}
+
+// loadLive reads c and refreshes its live status.
+func (m *Manager) loadLive(ctx context.Context, id string) (*state.Container, Backend, error) {
+	c, be, err := m.load(id)
+	if err != nil {
+		return c, be, err
 	}
 	if err := be.Refresh(ctx, []*state.Container{c}); err != nil {
 		return c, be, err
@@ -268,11 +278,77 @@ func (m *Manager) State(ctx context.Context, id string) (*state.Container, error
 	if err := state.ValidateID(id); err != nil {
 		return nil, err
 	}
-	c, _, err := m.load(ctx, id)
+	c, _, err := m.loadLive(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// The lifecycle rules: each returns the error for the operation on a
+// container in c's status, or nil when the operation is allowed. The words
+// are runc's, which containerd recognises.
+
+func startRule(c *state.Container) error {
+	switch c.Status {
+	case state.Created:
+		return nil
+	case state.Stopped:
+		return errs.New(errs.KindState, "cannot start a container that has stopped: %s", c.ID).
+			WithHint("delete it and create it again")
+	case state.Running:
+		return errs.New(errs.KindState, "cannot start an already running container: %s", c.ID)
+	}
+	return errs.New(errs.KindState, "cannot start a container in the %s state: %s", c.Status, c.ID)
+}
+
+func killRule(c *state.Container) error {
+	switch c.Status {
+	case state.Created, state.Running, state.Paused:
+		return nil
+	}
+	return errs.New(errs.KindState, "container not running: %s is %s", c.ID, c.Status)
+}
+
+func deleteRule(c *state.Container) error {
+	switch c.Status {
+	case state.Stopped, state.Created, state.Creating:
+		return nil
+	}
+	return errs.New(errs.KindState, "cannot delete container %s that is not stopped: %s", c.ID, c.Status).
+		WithHint("stop or kill it first, or use delete --force")
+}
+
+// checkFirst refreshes c and applies rule before an operation, for a
+// backend that does not enforce the lifecycle itself; for one that does
+// it does nothing (see LifecycleEnforcer).
+func checkFirst(ctx context.Context, be Backend, c *state.Container, rule func(*state.Container) error) error {
+	if enforcesLifecycle(be) {
+		return nil
+	}
+	if err := be.Refresh(ctx, []*state.Container{c}); err != nil {
+		return err
+	}
+	return rule(c)
+}
+
+// explain returns the error for an operation that failed with err: when
+// the backend enforces the lifecycle itself and the refreshed status breaks
+// rule, the rule's error (so that a refusal reads the same on every
+// backend and runtime); else err.
+func (m *Manager) explain(ctx context.Context, be Backend, c *state.Container, rule func(*state.Container) error, err error) error {
+	if !enforcesLifecycle(be) {
+		return err
+	}
+	if rerr := be.Refresh(ctx, []*state.Container{c}); rerr != nil {
+		m.log().Debug("cannot refresh after a failed operation", "id", c.ID, "err", rerr)
+		return err
+	}
+	if rerr := rule(c); rerr != nil {
+		m.log().Debug("runtime refused", "id", c.ID, "err", err)
+		return rerr
+	}
+	return err
 }
 
 // Start runs the process of a created container.
@@ -282,22 +358,15 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		return err
 	}
 	defer unlock(l, m.log())
-	c, be, err := m.load(ctx, id)
+	c, be, err := m.load(id)
 	if err != nil {
 		return err
 	}
-	switch c.Status {
-	case state.Created:
-	case state.Stopped:
-		return errs.New(errs.KindState, "cannot start a container that has stopped: %s", id).
-			WithHint("delete it and create it again")
-	case state.Running:
-		return errs.New(errs.KindState, "cannot start an already running container: %s", id)
-	default:
-		return errs.New(errs.KindState, "cannot start a container in the %s state: %s", c.Status, id)
+	if err := checkFirst(ctx, be, c, startRule); err != nil {
+		return err
 	}
 	if err := be.Start(ctx, c); err != nil {
-		return err
+		return m.explain(ctx, be, c, startRule, err)
 	}
 	m.log().Info("started", "id", id, "pid", c.Pid)
 	return m.Store.Save(c)
@@ -310,19 +379,22 @@ func (m *Manager) Kill(ctx context.Context, id string, sig syscall.Signal, all b
 		return err
 	}
 	defer unlock(l, m.log())
-	c, be, err := m.load(ctx, id)
+	c, be, err := m.load(id)
 	if err != nil {
 		return err
 	}
-	switch c.Status {
-	case state.Created, state.Running, state.Paused:
-	default:
-		return errs.New(errs.KindState, "container not running: %s is %s", id, c.Status)
-	}
-	if err := be.Kill(ctx, c, sig, all); err != nil {
+	if err := checkFirst(ctx, be, c, killRule); err != nil {
 		return err
 	}
+	if err := be.Kill(ctx, c, sig, all); err != nil {
+		return m.explain(ctx, be, c, killRule, err)
+	}
 	m.log().Info("signalled", "id", id, "signal", int(sig))
+	if enforcesLifecycle(be) {
+		// The runtime keeps the live status and a signal changes nothing
+		// in our record: no write needed.
+		return nil
+	}
 	return m.Store.Save(c)
 }
 
@@ -334,7 +406,10 @@ func (m *Manager) Delete(ctx context.Context, id string, force bool) error {
 		return err
 	}
 	defer unlock(l, m.log())
-	c, be, err := m.load(ctx, id)
+	c, be, err := m.load(id)
+	if err == nil && !enforcesLifecycle(be) {
+		err = be.Refresh(ctx, []*state.Container{c})
+	}
 	if err != nil {
 		if force && errs.KindOf(err) == errs.KindNotFound && c == nil {
 			return nil
@@ -355,16 +430,16 @@ func (m *Manager) Delete(ctx context.Context, id string, force bool) error {
 		}
 		return m.Store.Remove(id)
 	}
-	if !force {
-		switch c.Status {
-		case state.Stopped, state.Created, state.Creating:
-		default:
-			return errs.New(errs.KindState, "cannot delete container %s that is not stopped: %s", id, c.Status).
-				WithHint("stop or kill it first, or use delete --force")
+	if !force && !enforcesLifecycle(be) {
+		if err := deleteRule(c); err != nil {
+			return err
 		}
 	}
 	if err := be.Delete(ctx, c, force); err != nil {
-		return err
+		if force {
+			return err
+		}
+		return m.explain(ctx, be, c, deleteRule, err)
 	}
 	m.log().Info("deleted", "id", id)
 	return m.Store.Remove(id)
@@ -394,7 +469,7 @@ func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) er
 		return err
 	}
 	defer unlock(l, m.log())
-	c, be, err := m.load(ctx, id)
+	c, be, err := m.loadLive(ctx, id)
 	if err != nil {
 		return err
 	}

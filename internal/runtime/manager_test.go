@@ -99,10 +99,50 @@ func (f *fakeBackend) Delete(_ context.Context, c *state.Container, force bool) 
 	return nil
 }
 
+// enforcingFake is a backend whose runtime enforces the lifecycle rules
+// itself, refusing with its own words (crun's), like runc and crun.
+type enforcingFake struct {
+	*fakeBackend
+}
+
+func (f *enforcingFake) EnforcesLifecycle() bool { return true }
+
+func (f *enforcingFake) status(id string) string {
+	if st, ok := f.live[id]; ok {
+		return st
+	}
+	return state.Stopped
+}
+
+func (f *enforcingFake) Start(ctx context.Context, c *state.Container) error {
+	if f.status(c.ID) != state.Created {
+		f.calls = append(f.calls, "start")
+		return errs.New(errs.KindBackend, "cannot open `/run/crun/%s/exec.fifo`: No such file or directory", c.ID)
+	}
+	return f.fakeBackend.Start(ctx, c)
+}
+
+func (f *enforcingFake) Kill(ctx context.Context, c *state.Container, sig syscall.Signal, all bool) error {
+	if st := f.status(c.ID); st != state.Created && st != state.Running {
+		f.calls = append(f.calls, "kill")
+		return errs.New(errs.KindBackend, "kill container: No such process")
+	}
+	return f.fakeBackend.Kill(ctx, c, sig, all)
+}
+
+func (f *enforcingFake) Delete(ctx context.Context, c *state.Container, force bool) error {
+	if st := f.status(c.ID); !force && st != state.Created && st != state.Stopped {
+		f.calls = append(f.calls, "delete")
+		return errs.New(errs.KindBackend, "the container `%s` is not in `created` or `stopped` state", c.ID)
+	}
+	return f.fakeBackend.Delete(ctx, c, force)
+}
+
 type env struct {
 	m    *runtime.Manager
 	runc *fakeBackend
 	lxc  *fakeBackend
+	enf  *enforcingFake
 	root string
 }
 
@@ -113,10 +153,11 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{runc: newFake("runc"), lxc: newFake("proxmox-lxc"), root: root}
+	e := &env{runc: newFake("runc"), lxc: newFake("proxmox-lxc"), enf: &enforcingFake{newFake("enforcing")}, root: root}
 	reg := runtime.NewRegistry()
 	reg.Register("runc", func() (runtime.Backend, error) { return e.runc, nil })
 	reg.Register("proxmox-lxc", func() (runtime.Backend, error) { return e.lxc, nil })
+	reg.Register("enforcing", func() (runtime.Backend, error) { return e.enf, nil })
 	reg.Register("broken", func() (runtime.Backend, error) {
 		return nil, errs.New(errs.KindBackend, "pct not found")
 	})
@@ -213,6 +254,108 @@ func TestLifecycle(t *testing.T) {
 	if !strings.Contains(err.Error(), "does not exist") {
 		t.Fatalf("state of missing: %v", err)
 	}
+}
+
+// TestLifecycleEnforcingBackend: a backend that enforces the lifecycle
+// itself gets one call per verb and no refresh when the call succeeds;
+// when its runtime refuses, the error is the same as for any backend.
+func TestLifecycleEnforcingBackend(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	f := e.enf
+	if _, err := e.m.Create(ctx, runtime.CreateRequest{ID: "c1", Runtime: "enforcing", Options: runtime.CreateOptions{Bundle: "/b/good"}}); err != nil {
+		t.Fatal(err)
+	}
+	wantCalls := func(step string, refreshes int, calls ...string) {
+		t.Helper()
+		if f.refreshes != refreshes || strings.Join(f.calls, " ") != strings.Join(calls, " ") {
+			t.Fatalf("%s: refreshes %d (want %d), calls %q (want %q)", step, f.refreshes, refreshes, f.calls, calls)
+		}
+		f.refreshes, f.calls = 0, nil
+	}
+	wantCalls("create", 0, "create")
+
+	if err := e.m.Start(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	wantCalls("start", 0, "start")
+	if c, err := e.m.Store.Load("c1"); err != nil || c.Status != state.Running || c.Pid != 4242 {
+		t.Fatalf("record after start: %+v %v", c, err)
+	}
+	err := e.m.Start(ctx, "c1")
+	wantKind(t, err, errs.KindState, 10)
+	if want := "cannot start an already running container: c1"; err.Error() != want {
+		t.Fatalf("got %q want %q", err, want)
+	}
+	wantCalls("start of a running container", 1, "start")
+
+	err = e.m.Delete(ctx, "c1", false)
+	wantKind(t, err, errs.KindState, 10)
+	if want := "cannot delete container c1 that is not stopped: running"; !strings.Contains(err.Error(), want) {
+		t.Fatalf("got %q want %q", err, want)
+	}
+	wantCalls("delete of a running container", 1, "delete")
+	if ok, _ := e.m.Store.Exists("c1"); !ok {
+		t.Fatal("a refused delete removed the record")
+	}
+
+	if err := e.m.Kill(ctx, "c1", syscall.SIGKILL, false); err != nil {
+		t.Fatal(err)
+	}
+	wantCalls("kill", 0, "kill")
+	err = e.m.Kill(ctx, "c1", syscall.SIGKILL, false)
+	wantKind(t, err, errs.KindState, 10)
+	if want := "container not running: c1 is stopped"; err.Error() != want {
+		t.Fatalf("got %q want %q", err, want)
+	}
+	wantCalls("kill of a stopped container", 1, "kill")
+
+	err = e.m.Start(ctx, "c1")
+	wantKind(t, err, errs.KindState, 10)
+	if want := "cannot start a container that has stopped: c1"; !strings.Contains(err.Error(), want) {
+		t.Fatalf("got %q want %q", err, want)
+	}
+	wantCalls("start of a stopped container", 1, "start")
+
+	if c, err := e.m.State(ctx, "c1"); err != nil || c.Status != state.Stopped || c.Pid != 0 {
+		t.Fatalf("state: %+v %v", c, err)
+	}
+	wantCalls("state", 1)
+
+	if err := e.m.Delete(ctx, "c1", false); err != nil {
+		t.Fatal(err)
+	}
+	wantCalls("delete", 0, "delete")
+	e.assertNoRecord(t, "c1")
+}
+
+// A failure the lifecycle does not explain keeps the backend's error.
+func TestEnforcingBackendFailureKeepsItsError(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.m.Create(ctx, runtime.CreateRequest{ID: "c1", Runtime: "enforcing", Options: runtime.CreateOptions{Bundle: "/b/good"}}); err != nil {
+		t.Fatal(err)
+	}
+	e.enf.failOn = "start"
+	err := e.m.Start(ctx, "c1")
+	wantKind(t, err, errs.KindBackend, 8)
+	if !strings.Contains(err.Error(), "start failed on purpose") {
+		t.Fatalf("got %v", err)
+	}
+	if c, _ := e.m.Store.Load("c1"); c.Status != state.Created {
+		t.Fatalf("record after a failed start: %+v", c)
+	}
+	e.enf.failOn = "delete"
+	err = e.m.Delete(ctx, "c1", true)
+	wantKind(t, err, errs.KindBackend, 8)
+	if ok, _ := e.m.Store.Exists("c1"); !ok {
+		t.Fatal("a failed delete removed the record")
+	}
+	e.enf.failOn = ""
+	if err := e.m.Delete(ctx, "c1", true); err != nil {
+		t.Fatal(err)
+	}
+	e.assertNoRecord(t, "c1")
 }
 
 func TestCreateRefusesExistingID(t *testing.T) {

@@ -70,6 +70,8 @@ var (
 	_ runtime.Runner        = (*Backend)(nil)
 	_ runtime.Passthrougher = (*Backend)(nil)
 	_ runtime.Versioner     = (*Backend)(nil)
+
+	_ runtime.LifecycleEnforcer = (*Backend)(nil)
 )
 
 // New finds the binary and prepares the state root.
@@ -159,13 +161,25 @@ func stdioOf(opts runtime.CreateOptions) runtime.Stdio {
 	return st
 }
 
+// EnforcesLifecycle is true: runc and crun refuse start, kill and delete
+// in the wrong state and change nothing then (runtime.LifecycleEnforcer),
+// so each of those verbs is one runtime call.
+func (b *Backend) EnforcesLifecycle() bool { return true }
+
 // Create runs `<runtime> create`, handing the container the caller's
-// stdio and preserved fds, as runc does for containerd.
+// stdio and preserved fds, as runc does for containerd. The pid comes
+// from the --pid-file (the caller's, else a private one), not from a
+// second runtime call.
 func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.CreateOptions) error {
 	if opts.Bundle == "" {
 		return errs.New(errs.KindUsage, "%s create %s: a bundle is required", b.o.Name, c.ID).
 			WithHint("pass --bundle <dir>; templates and images need the proxmox-lxc backend")
 	}
+	done, err := b.withPidFile(&opts)
+	if err != nil {
+		return err
+	}
+	defer done()
 	args := append(createArgs(opts), c.ID)
 	res, err := b.attached(ctx, "create", args, stdioOf(opts), b.useWorkaround(), nil)
 	if err == nil && res.code != 0 {
@@ -177,6 +191,38 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 		return err
 	}
 	c.Status = state.Created
+	return b.pidFrom(ctx, c, opts.PidFile)
+}
+
+// withPidFile makes sure opts names a --pid-file: the caller's, or a
+// private one under the state root that done removes.
+func (b *Backend) withPidFile(opts *runtime.CreateOptions) (done func(), err error) {
+	if opts.PidFile != "" {
+		return func() {}, nil
+	}
+	if err := os.MkdirAll(b.o.Root, 0o700); err != nil {
+		return nil, errs.Wrap(errs.KindInternal, err, "cannot create the %s state root", b.o.Name)
+	}
+	f, err := os.CreateTemp(b.o.Root, ".pid-*")
+	if err != nil {
+		return nil, errs.Wrap(errs.KindInternal, err, "cannot create a pid file for %s", b.o.Name)
+	}
+	_ = f.Close()
+	opts.PidFile = f.Name()
+	return func() { _ = os.Remove(f.Name()) }, nil
+}
+
+// pidFrom sets c.Pid from the pid file the runtime wrote. Should the file
+// be unreadable, the runtime is asked instead.
+func (b *Backend) pidFrom(ctx context.Context, c *state.Container, path string) error {
+	data, err := os.ReadFile(path)
+	if err == nil {
+		if pid, perr := strconv.Atoi(strings.TrimSpace(string(data))); perr == nil && pid > 0 {
+			c.Pid = pid
+			return nil
+		}
+	}
+	b.o.Logger.Debug("no pid in the pid file; asking the runtime", "id", c.ID, "pid_file", path, "err", err)
 	return b.Refresh(ctx, []*state.Container{c})
 }
 
@@ -186,6 +232,13 @@ func (b *Backend) Run(ctx context.Context, c *state.Container, opts runtime.Crea
 	if opts.Bundle == "" {
 		return 0, errs.New(errs.KindUsage, "%s run %s: a bundle is required", b.o.Name, c.ID).
 			WithHint("pass --bundle <dir>; templates and images need the proxmox-lxc backend")
+	}
+	if detach {
+		done, err := b.withPidFile(&opts)
+		if err != nil {
+			return 0, err
+		}
+		defer done()
 	}
 	args := createArgs(opts)
 	if detach {
@@ -206,7 +259,7 @@ func (b *Backend) Run(ctx context.Context, c *state.Container, opts runtime.Crea
 	}
 	if detach && res.code == 0 {
 		c.Status = state.Running
-		return 0, b.Refresh(ctx, []*state.Container{c})
+		return 0, b.pidFrom(ctx, c, opts.PidFile)
 	}
 	c.Status = state.Stopped
 	return res.code, nil
@@ -229,27 +282,34 @@ func (b *Backend) failure(verb string, c *state.Container, res result, opts runt
 	return e
 }
 
-// Start runs `<runtime> start`.
+// Start runs `<runtime> start`. The init keeps its pid; the status is
+// running from here on (the process may exit at once, which the next
+// Refresh shows).
 func (b *Backend) Start(ctx context.Context, c *state.Container) error {
 	if _, err := b.captured(ctx, "start", c.ID); err != nil {
 		return err
 	}
 	c.Status = state.Running
-	return b.Refresh(ctx, []*state.Container{c})
+	return nil
 }
 
-// listEntry is one element of `<runtime> list --format json`.
+// listEntry is one element of `<runtime> list --format json`, and the
+// output of `<runtime> state`.
 type listEntry struct {
 	ID     string `json:"id"`
 	Pid    int    `json:"pid"`
 	Status string `json:"status"`
 }
 
-// Refresh updates cs with one `<runtime> list --format json` call. A
+// Refresh updates cs from the runtime: one `<runtime> state <id>` call
+// for a single container, else one `<runtime> list --format json`. A
 // container the runtime does not know any more is stopped.
 func (b *Backend) Refresh(ctx context.Context, cs []*state.Container) error {
-	if len(cs) == 0 {
+	switch len(cs) {
+	case 0:
 		return nil
+	case 1:
+		return b.refreshOne(ctx, cs[0])
 	}
 	out, err := b.captured(ctx, "list", "--format", "json")
 	if err != nil {
@@ -271,12 +331,33 @@ func (b *Backend) Refresh(ctx context.Context, cs []*state.Container) error {
 			c.Status, c.Pid = state.Stopped, 0
 			continue
 		}
-		c.Status, c.Pid = e.Status, e.Pid
-		if c.Status == state.Stopped {
-			c.Pid = 0
-		}
+		e.apply(c)
 	}
 	return nil
+}
+
+func (b *Backend) refreshOne(ctx context.Context, c *state.Container) error {
+	out, err := b.captured(ctx, "state", c.ID)
+	if err != nil {
+		if gone(err) {
+			c.Status, c.Pid = state.Stopped, 0
+			return nil
+		}
+		return err
+	}
+	var e listEntry
+	if err := json.Unmarshal(out, &e); err != nil {
+		return errs.Wrap(errs.KindBackend, err, "cannot parse `%s state %s` output", b.o.Name, c.ID)
+	}
+	e.apply(c)
+	return nil
+}
+
+func (e listEntry) apply(c *state.Container) {
+	c.Status, c.Pid = e.Status, e.Pid
+	if c.Status == state.Stopped {
+		c.Pid = 0
+	}
 }
 
 // Kill runs `<runtime> kill [--all] <id> <signal number>`.
@@ -287,10 +368,7 @@ func (b *Backend) Kill(ctx context.Context, c *state.Container, sig syscall.Sign
 	}
 	args = append(args, c.ID, strconv.Itoa(int(sig)))
 	_, err := b.captured(ctx, "kill", args...)
-	if err != nil {
-		return err
-	}
-	return b.Refresh(ctx, []*state.Container{c})
+	return err
 }
 
 // Delete runs `<runtime> delete [--force]`; a container the runtime does

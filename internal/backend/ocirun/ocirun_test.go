@@ -136,8 +136,138 @@ func TestRefreshParsesList(t *testing.T) {
 	}
 	null := fakeRuntime(t, `echo null`)
 	b, _ = New(Options{Name: "runc", Path: null, Root: t.TempDir()})
-	if err := b.Refresh(context.Background(), cs[:1]); err != nil || cs[0].Status != state.Stopped {
-		t.Fatalf("runc's null list: %v %+v", err, cs[0])
+	if err := b.Refresh(context.Background(), cs[:2]); err != nil || cs[0].Status != state.Stopped || cs[1].Status != state.Stopped {
+		t.Fatalf("runc's null list: %v %+v %+v", err, cs[0], cs[1])
+	}
+}
+
+// callLog returns a fake runtime that appends its argv from the verb on
+// (without the global flags) to a log, runs script with that argv, and a
+// reader of that log.
+func callLog(t *testing.T, script string) (bin string, calls func() []string) {
+	t.Helper()
+	log := filepath.Join(t.TempDir(), "calls")
+	bin = fakeRuntime(t, `while [ "${1#-}" != "$1" ]; do case $1 in --root|--log|--log-format) shift 2 ;; *) shift ;; esac; done
+echo "$*" >> `+log+"\n"+script)
+	return bin, func() []string {
+		data, err := os.ReadFile(log)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		return strings.Split(strings.TrimSpace(string(data)), "\n")
+	}
+}
+
+func TestRefreshOfOneContainerIsOneStateCall(t *testing.T) {
+	bin, calls := callLog(t, `case "$1:$2" in
+state:run1) echo '{"ociVersion":"1.0.2","id":"run1","pid":42,"status":"running"}' ;;
+state:dead) echo '{"ociVersion":"1.0.2","id":"dead","pid":42,"status":"stopped"}' ;;
+state:gone) echo 'container does not exist' >&2; exit 1 ;;
+*) echo 'permission denied' >&2; exit 1 ;;
+esac`)
+	b, err := New(Options{Name: "runc", Path: bin, Root: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c := &state.Container{ID: "run1", Status: state.Created}
+	if err := b.Refresh(ctx, []*state.Container{c}); err != nil || c.Status != state.Running || c.Pid != 42 {
+		t.Fatalf("refresh: %v %+v", err, c)
+	}
+	c = &state.Container{ID: "dead", Status: state.Running, Pid: 42}
+	if err := b.Refresh(ctx, []*state.Container{c}); err != nil || c.Status != state.Stopped || c.Pid != 0 {
+		t.Fatalf("refresh of a stopped container: %v %+v", err, c)
+	}
+	c = &state.Container{ID: "gone", Status: state.Running, Pid: 9}
+	if err := b.Refresh(ctx, []*state.Container{c}); err != nil || c.Status != state.Stopped || c.Pid != 0 {
+		t.Fatalf("refresh of a container the runtime lost: %v %+v", err, c)
+	}
+	c = &state.Container{ID: "other", Status: state.Running, Pid: 9}
+	if err := b.Refresh(ctx, []*state.Container{c}); errs.KindOf(err) != errs.KindBackend || !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("refresh error: %v", err)
+	}
+	if got := calls(); !reflect.DeepEqual(got, []string{"state run1", "state dead", "state gone", "state other"}) {
+		t.Fatalf("calls: %q", got)
+	}
+}
+
+// pidWriter is a fake runtime whose create and run write 4242 to the
+// --pid-file, like runc (digits, no newline).
+const pidWriter = `while [ $# -gt 0 ]; do [ "$1" = --pid-file ] && printf 4242 > "$2"; shift; done`
+
+func TestCreatePidFromPidFile(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	bin, calls := callLog(t, pidWriter)
+	b, err := New(Options{Name: "runc", Path: bin, Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &state.Container{ID: "c1", Status: state.Creating}
+	if err := b.Create(ctx, c, runtime.CreateOptions{Bundle: "/b"}); err != nil {
+		t.Fatal(err)
+	}
+	if c.Status != state.Created || c.Pid != 4242 {
+		t.Fatalf("after create: %+v", c)
+	}
+	got := calls()
+	if len(got) != 1 || !strings.HasPrefix(got[0], "create --bundle /b --pid-file "+root+"/") || !strings.HasSuffix(got[0], " c1") {
+		t.Fatalf("create must be one runtime call with a private pid file: %q", got)
+	}
+	if left, _ := filepath.Glob(filepath.Join(root, ".pid-*")); len(left) != 0 {
+		t.Fatalf("private pid file left: %v", left)
+	}
+
+	// The caller's pid file is passed through and read.
+	mine := filepath.Join(t.TempDir(), "init.pid")
+	c = &state.Container{ID: "c2", Status: state.Creating}
+	if err := b.Create(ctx, c, runtime.CreateOptions{Bundle: "/b", PidFile: mine}); err != nil || c.Pid != 4242 {
+		t.Fatalf("create with --pid-file: %v %+v", err, c)
+	}
+	if data, err := os.ReadFile(mine); err != nil || string(data) != "4242" {
+		t.Fatalf("caller's pid file: %q %v", data, err)
+	}
+	if got := calls(); len(got) != 2 || got[1] != "create --bundle /b --pid-file "+mine+" c2" {
+		t.Fatalf("calls: %q", got)
+	}
+}
+
+func TestCreateWithoutPidFileAsksTheRuntime(t *testing.T) {
+	// A runtime that ignores --pid-file: the pid comes from `state`.
+	bin, calls := callLog(t, `[ "$1" = state ] && echo '{"id":"c1","pid":77,"status":"created"}'; exit 0`)
+	b, _ := New(Options{Name: "runc", Path: bin, Root: t.TempDir()})
+	c := &state.Container{ID: "c1", Status: state.Creating}
+	if err := b.Create(context.Background(), c, runtime.CreateOptions{Bundle: "/b"}); err != nil || c.Pid != 77 || c.Status != state.Created {
+		t.Fatalf("create: %v %+v", err, c)
+	}
+	if got := calls(); len(got) != 2 || got[1] != "state c1" {
+		t.Fatalf("calls: %q", got)
+	}
+}
+
+func TestStartKillDeleteAreOneCallEach(t *testing.T) {
+	bin, calls := callLog(t, "")
+	b, _ := New(Options{Name: "runc", Path: bin, Root: t.TempDir()})
+	if !b.EnforcesLifecycle() {
+		t.Fatal("runc enforces the lifecycle itself")
+	}
+	ctx := context.Background()
+	c := &state.Container{ID: "c1", Status: state.Created, Pid: 4242}
+	if err := b.Start(ctx, c); err != nil || c.Status != state.Running || c.Pid != 4242 {
+		t.Fatalf("start: %v %+v", err, c)
+	}
+	if err := b.Kill(ctx, c, syscall.SIGKILL, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Kill(ctx, c, syscall.SIGTERM, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Delete(ctx, c, true); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"start c1", "kill c1 9", "kill --all c1 15", "delete --force c1"}
+	if got := calls(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("calls: %q, want %q", got, want)
 	}
 }
 
