@@ -37,8 +37,8 @@ func TestDebPackage(t *testing.T) {
 	// Build with the same program as `make deb`.
 	tmp := t.TempDir()
 	builder := filepath.Join(tmp, "nexcage-deb")
-	debRun(t, moduleRoot(), "go", "build", "-o", builder, "./cmd/nexcage-deb")
-	deb := strings.TrimSpace(debRun(t, moduleRoot(), builder, "-src", moduleRoot(), "-out", filepath.Join(tmp, "out")))
+	debRun(t, moduleRoot(t), "go", "build", "-o", builder, "./cmd/nexcage-deb")
+	deb := strings.TrimSpace(debRun(t, moduleRoot(t), builder, "-src", moduleRoot(t), "-out", filepath.Join(tmp, "out")))
 	base := filepath.Base(deb)
 	if !strings.HasPrefix(base, "nexcage_") || !strings.HasSuffix(base, "_amd64.deb") {
 		t.Fatalf("package file name %q, want nexcage_<version>_amd64.deb", base)

@@ -4,101 +4,28 @@
 package e2e
 
 import (
-	"errors"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/nexcage/nexcage/internal/testutil"
 )
 
-var (
-	buildDir  string
-	buildMu   sync.Mutex
-	buildOnce = map[string]*builtBinary{}
-)
-
-type builtBinary struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if buildDir != "" {
-		_ = os.RemoveAll(buildDir)
-	}
-	os.Exit(code)
-}
-
-// binary returns the path in envVar, or builds pkg (once per test run).
-func binary(t testing.TB, envVar, pkg, name string) string {
-	t.Helper()
-	if p := os.Getenv(envVar); p != "" {
-		return p
-	}
-	buildMu.Lock()
-	b, ok := buildOnce[pkg]
-	if !ok {
-		b = &builtBinary{}
-		buildOnce[pkg] = b
-	}
-	if buildDir == "" {
-		dir, err := os.MkdirTemp("", "nexcage-e2e-bin-")
-		if err != nil {
-			buildMu.Unlock()
-			t.Fatal(err)
-		}
-		buildDir = dir
-	}
-	dir := buildDir
-	buildMu.Unlock()
-	b.once.Do(func() {
-		b.path = filepath.Join(dir, name)
-		cmd := exec.Command("go", "build", "-o", b.path, pkg)
-		cmd.Dir = moduleRoot()
-		// Static, as `make build` builds it: the Proxmox backend mounts
-		// nexcage into containers as their init helper.
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-		}
-	})
-	if b.err != nil {
-		t.Fatal(b.err)
-	}
-	return b.path
-}
-
-// moduleRoot is the repository root (this package is test/e2e).
-func moduleRoot() string {
-	wd, _ := os.Getwd()
-	return filepath.Join(wd, "..", "..")
-}
+func TestMain(m *testing.M) { os.Exit(testutil.RunMain(m)) }
 
 // NexcageBin is the nexcage binary under test.
-func NexcageBin(t testing.TB) string {
-	return binary(t, "NEXCAGE_BIN", "github.com/nexcage/nexcage/cmd/nexcage", "nexcage")
-}
+func NexcageBin(t testing.TB) string { return testutil.NexcageBin(t) }
 
 // PvesimBin is the pvesim binary (pct, pveam, pvesh by argv[0]).
-func PvesimBin(t testing.TB) string {
-	return binary(t, "PVESIM_BIN", "github.com/nexcage/nexcage/cmd/pvesim", "pvesim")
-}
+func PvesimBin(t testing.TB) string { return testutil.PvesimBin(t) }
+
+// moduleRoot is the repository root.
+func moduleRoot(t testing.TB) string { return testutil.ModuleRoot(t) }
 
 // Result of one nexcage run.
-type Result struct {
-	Code           int
-	Stdout, Stderr string
-}
-
-func (r Result) String() string {
-	return fmt.Sprintf("exit %d, stdout %q, stderr %q", r.Code, r.Stdout, r.Stderr)
-}
+type Result = testutil.Result
 
 // Nexcage runs the binary with fixed global flags.
 type Nexcage struct {
@@ -133,26 +60,7 @@ func (n *Nexcage) Root() string {
 // Run runs nexcage with n's globals followed by args.
 func (n *Nexcage) Run(args ...string) Result {
 	n.T.Helper()
-	cmd := exec.Command(n.Bin, append(append([]string{}, n.Globals...), args...)...)
-	cmd.Env = append(os.Environ(), n.Env...)
-	cmd.Dir = n.Dir
-	// Files, not pipes: a created container inherits nexcage's stdio (as
-	// with runc), and would hold a pipe open long after nexcage exits.
-	stdout, stderr := tempFile(n.T, "stdout"), tempFile(n.T, "stderr")
-	defer stdout.Close()
-	defer stderr.Close()
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	err := cmd.Run()
-	res := Result{Stdout: readAll(n.T, stdout), Stderr: readAll(n.T, stderr)}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		res.Code = ee.ExitCode()
-	default:
-		n.T.Fatalf("run nexcage %v: %v", args, err)
-	}
-	return res
+	return testutil.RunIn(n.T, n.Dir, n.Bin, n.Env, append(append([]string{}, n.Globals...), args...)...)
 }
 
 // Must runs args and fails the test unless nexcage exits 0.

@@ -32,7 +32,9 @@ func TestProxmoxInjectedCreateFailures(t *testing.T) {
 		{"not root", "create:please run as root", 8, []string{"please run as root", "run nexcage as root"}, 1},
 		{"locked, retried", "create:CT is locked (create)", 9, []string{"CT is locked (create)", "pct unlock"}, 4},
 		{"lock timeout, retried", "create:can't lock file '/run/lock/lxc/pve-config-{vmid}.lock' - got timeout", 9, []string{"got timeout"}, 4},
-		{"vmid taken everywhere", "create:CT {vmid} already exists on node 'pve2'", 4, []string{"already exists on node 'pve2'", "vmid_range"}, 5},
+		// Taken by creators on other nodes: the next free VMID is tried, 32
+		// in all (docs/PROXMOX.md), then the error names the range.
+		{"vmid taken everywhere", "create:CT {vmid} already exists on node 'pve2'", 4, []string{"already exists on node 'pve2'", "vmid_range"}, 32},
 		{"unknown option", "create:Unknown option: tags", 11, []string{"Unknown option: tags", "newer Proxmox"}, 1},
 		{"unknown failure keeps stderr", "create:unable to create CT {vmid} - storage full: 0 bytes left", 8,
 			[]string{"unable to create CT", "storage full: 0 bytes left"}, 1},

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nexcage/nexcage/internal/testutil"
 )
 
 // pveEnv is a pvesim node plus a nexcage configured to drive it through
@@ -30,13 +32,10 @@ type pveEnv struct {
 func newPveEnv(t *testing.T, withTemplates bool, extraProxmox string) *pveEnv {
 	t.Helper()
 	sim := PvesimBin(t)
-	bin := t.TempDir()
-	// The test's temp root is 0700; an unprivileged container's root (an
-	// unmapped host uid) must be able to traverse it to reach its rootfs
-	// and bind-mount sources, as on a real host.
-	if err := os.Chmod(filepath.Dir(bin), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	// An unprivileged container's root (an unmapped host uid) must be able
+	// to traverse the test's temp root to reach its rootfs and bind-mount
+	// sources, as on a real host.
+	bin := testutil.ContainerTempDir(t)
 	for _, tool := range []string{"pct", "pveam", "pvesh"} {
 		if err := os.Symlink(sim, filepath.Join(bin, tool)); err != nil {
 			t.Fatal(err)

@@ -52,9 +52,9 @@ func TestParallelCreatesDistinct(t *testing.T) {
 	w := newPveWorld(t, nil)
 	b := testutil.BusyboxBundle(t, "", []string{"sleep", "1000"}, nil)
 	const n = 32
-	res := make([]result, n)
+	res := make([]testutil.Result, n)
 	parallel(n, func(i int) {
-		res[i] = run(t, w.nexcage, w.env, w.args("create", "--bundle", b, fmt.Sprintf("par-%02d", i))...)
+		res[i] = testutil.Run(t, w.nexcage, w.env, w.args("create", "--bundle", b, fmt.Sprintf("par-%02d", i))...)
 	})
 	seen := map[string]string{}
 	for i, r := range res {
@@ -73,7 +73,7 @@ func TestParallelCreatesDistinct(t *testing.T) {
 		t.Errorf(".vmlist has %d VMIDs, %d containers were created", got, len(seen))
 	}
 	parallel(n, func(i int) {
-		if r := run(t, w.nexcage, w.env, w.args("delete", "--force", fmt.Sprintf("par-%02d", i))...); r.Code != 0 {
+		if r := testutil.Run(t, w.nexcage, w.env, w.args("delete", "--force", fmt.Sprintf("par-%02d", i))...); r.Code != 0 {
 			t.Errorf("delete par-%02d: %s", i, r)
 		}
 	})
@@ -86,8 +86,8 @@ func TestParallelCreatesSameID(t *testing.T) {
 	w := newPveWorld(t, nil)
 	b := testutil.BusyboxBundle(t, "", []string{"sleep", "1000"}, nil)
 	const n = 8
-	res := make([]result, n)
-	parallel(n, func(i int) { res[i] = run(t, w.nexcage, w.env, w.args("create", "--bundle", b, "same")...) })
+	res := make([]testutil.Result, n)
+	parallel(n, func(i int) { res[i] = testutil.Run(t, w.nexcage, w.env, w.args("create", "--bundle", b, "same")...) })
 	ok := 0
 	for _, r := range res {
 		switch {
@@ -116,7 +116,7 @@ func TestParallelCreatesSameID(t *testing.T) {
 // each node holds its own configs.
 func TestTwoNodesShareCluster(t *testing.T) {
 	w := newPveWorld(t, nil)
-	sim := pvesimBin(t)
+	sim := testutil.PvesimBin(t)
 	init2 := exec.Command(sim, "init")
 	init2.Env = append(append(os.Environ(), w.node.env...), "PVESIM_NODE=pve2")
 	if out, err := init2.CombinedOutput(); err != nil {
@@ -143,10 +143,10 @@ func TestTwoNodesShareCluster(t *testing.T) {
 		}
 		return root2, env2, append([]string{"--root", root2, "--config", config2}, verb...)
 	}
-	res := make([]result, n)
+	res := make([]testutil.Result, n)
 	parallel(n, func(i int) {
 		_, env, a := args(i, "create", "--bundle", b, fmt.Sprintf("node-%02d", i))
-		res[i] = run(t, w.nexcage, env, a...)
+		res[i] = testutil.Run(t, w.nexcage, env, a...)
 	})
 	seen := map[string]bool{}
 	for i, r := range res {
@@ -170,7 +170,7 @@ func TestTwoNodesShareCluster(t *testing.T) {
 	}
 	parallel(n, func(i int) {
 		_, env, a := args(i, "delete", "--force", fmt.Sprintf("node-%02d", i))
-		if r := run(t, w.nexcage, env, a...); r.Code != 0 {
+		if r := testutil.Run(t, w.nexcage, env, a...); r.Code != 0 {
 			t.Errorf("delete node-%02d: %s", i, r)
 		}
 	})
@@ -193,8 +193,8 @@ func TestParallelLifecycleSameID(t *testing.T) {
 		{"state", "busy"}, {"state", "busy"}, {"delete", "--force", "busy"}, {"start", "busy"},
 		{"kill", "busy", "KILL"}, {"state", "busy"}, {"delete", "busy"}, {"delete", "--force", "busy"},
 	}
-	res := make([]result, len(verbs))
-	parallel(len(verbs), func(i int) { res[i] = run(t, w.nexcage, w.env, w.args(verbs[i]...)...) })
+	res := make([]testutil.Result, len(verbs))
+	parallel(len(verbs), func(i int) { res[i] = testutil.Run(t, w.nexcage, w.env, w.args(verbs[i]...)...) })
 	documented := map[int]bool{0: true, 3: true, 8: true, 9: true, 10: true}
 	for i, r := range res {
 		if !documented[r.Code] || contains(r.Stderr, "panic") {

@@ -88,7 +88,7 @@ func TestBadInputCorpus(t *testing.T) {
 		t.Fatalf("corpus has %d cases, want at least 40", len(cases))
 	}
 	t.Logf("%d corpus cases, %d runs", len(cases), instances)
-	bin := nexcageBin(t)
+	bin := testutil.NexcageBin(t)
 	// One node serves every Proxmox run; each run checks it is left clean.
 	var node *simNode
 	for _, c := range cases {
@@ -153,7 +153,7 @@ func runCase(t *testing.T, bin string, c corpusCase, backend string, base map[st
 	if node != nil {
 		before = files(t, node.root)
 	}
-	res := run(t, bin, env, args...)
+	res := testutil.Run(t, bin, env, args...)
 
 	want := c.expectation
 	if e, ok := c.Expect[backend]; ok {

@@ -31,8 +31,8 @@ type pveWorld struct {
 
 func newPveWorld(t *testing.T, proxmoxExtra map[string]any) *pveWorld {
 	t.Helper()
-	w := &pveWorld{t: t, node: newSimNode(t), nexcage: nexcageBin(t), root: filepath.Join(t.TempDir(), "root"), wrapDir: t.TempDir()}
-	wrap := binary(t, "", "github.com/nexcage/nexcage/test/reliability/pctwrap", "pctwrap")
+	w := &pveWorld{t: t, node: newSimNode(t), nexcage: testutil.NexcageBin(t), root: filepath.Join(t.TempDir(), "root"), wrapDir: t.TempDir()}
+	wrap := testutil.Binary(t, "", "github.com/nexcage/nexcage/test/reliability/pctwrap", "pctwrap")
 	cfg := w.node.proxmoxConfig()
 	px := cfg["proxmox"].(map[string]any)
 	px["pct_path"] = wrap
@@ -42,7 +42,7 @@ func newPveWorld(t *testing.T, proxmoxExtra map[string]any) *pveWorld {
 	data, _ := json.MarshalIndent(cfg, "", "  ")
 	w.config = filepath.Join(t.TempDir(), "nexcage.json")
 	writeFile(t, w.config, string(data))
-	w.env = append(append([]string{}, w.node.env...), "PCTWRAP_REAL="+pvesimBin(t), "PCTWRAP_DIR="+w.wrapDir)
+	w.env = append(append([]string{}, w.node.env...), "PCTWRAP_REAL="+testutil.PvesimBin(t), "PCTWRAP_DIR="+w.wrapDir)
 	w.base = w.nodeFiles()
 	return w
 }
@@ -51,12 +51,12 @@ func (w *pveWorld) args(a ...string) []string {
 	return append([]string{"--root", w.root, "--config", w.config}, a...)
 }
 
-func (w *pveWorld) run(a ...string) result {
+func (w *pveWorld) run(a ...string) testutil.Result {
 	w.t.Helper()
-	return run(w.t, w.nexcage, w.env, w.args(a...)...)
+	return testutil.Run(w.t, w.nexcage, w.env, w.args(a...)...)
 }
 
-func (w *pveWorld) must(a ...string) result {
+func (w *pveWorld) must(a ...string) testutil.Result {
 	w.t.Helper()
 	r := w.run(a...)
 	if r.Code != 0 {
@@ -271,7 +271,7 @@ func TestPctHangTimeout(t *testing.T) {
 // the file with a repair hint (never a panic), `list` keeps working, and
 // `delete --force` removes it.
 func TestCorruptStateFile(t *testing.T) {
-	bin := nexcageBin(t)
+	bin := testutil.NexcageBin(t)
 	root := filepath.Join(t.TempDir(), "root")
 	cfg := filepath.Join(t.TempDir(), "nexcage.json")
 	writeFile(t, cfg, `{"container_config": {"default_container_type": "runc"}}`)
@@ -286,17 +286,17 @@ func TestCorruptStateFile(t *testing.T) {
 				t.Fatal(err)
 			}
 			args := func(a ...string) []string { return append([]string{"--root", root, "--config", cfg}, a...) }
-			r := run(t, bin, nil, args("state", id)...)
+			r := testutil.Run(t, bin, nil, args("state", id)...)
 			if r.Code != 10 || !contains(r.Stderr, filepath.Join(dir, "state.json")) || !contains(r.Stderr, "delete --force") {
 				t.Errorf("state: want exit 10 naming the file with a delete --force hint: %s", r)
 			}
 			if contains(r.Stderr, "panic") {
 				t.Errorf("panic: %s", r.Stderr)
 			}
-			if r := run(t, bin, nil, args("list")...); r.Code != 0 || !strings.Contains(r.Stdout, id) {
+			if r := testutil.Run(t, bin, nil, args("list")...); r.Code != 0 || !strings.Contains(r.Stdout, id) {
 				t.Errorf("list with a damaged entry: %s", r)
 			}
-			if r := run(t, bin, nil, args("delete", "--force", id)...); r.Code != 0 {
+			if r := testutil.Run(t, bin, nil, args("delete", "--force", id)...); r.Code != 0 {
 				t.Errorf("delete --force: %s", r)
 			}
 			if _, err := os.Stat(dir); !os.IsNotExist(err) {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/nexcage/nexcage/internal/testutil"
 )
 
 var processSoakDuration = flag.Duration("psoak.duration", 60*time.Second,
@@ -18,11 +20,11 @@ var processSoakDuration = flag.Duration("psoak.duration", 60*time.Second,
 func TestProcessSoak(t *testing.T) {
 	soak := filepath.Join(t.TempDir(), "soak")
 	build := exec.Command("go", "build", "-o", soak, "./bench/soak")
-	build.Dir = moduleRoot()
+	build.Dir = testutil.ModuleRoot(t)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./bench/soak: %v\n%s", err, out)
 	}
-	cmd := exec.Command(soak, "-nexcage", nexcageBin(t), "-pvesim", pvesimBin(t), "-duration", processSoakDuration.String())
+	cmd := exec.Command(soak, "-nexcage", testutil.NexcageBin(t), "-pvesim", testutil.PvesimBin(t), "-duration", processSoakDuration.String())
 	out, err := cmd.CombinedOutput()
 	t.Logf("%s", out)
 	if err != nil {

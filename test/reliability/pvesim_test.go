@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nexcage/nexcage/internal/testutil"
 )
 
 // simNode is a pvesim node (the simulated Proxmox host) and the nexcage
@@ -20,14 +22,11 @@ type simNode struct {
 // newSimNode initialises a pvesim node under a test temp dir.
 func newSimNode(t testing.TB) *simNode {
 	t.Helper()
-	sim := pvesimBin(t)
-	n := &simNode{root: filepath.Join(t.TempDir(), "pve"), bin: t.TempDir()}
-	// The test's temp root is 0700; an unprivileged container's root (an
-	// unmapped host uid) must traverse it to reach its rootfs, bundle and
-	// mount sources, as on a real host.
-	if err := os.Chmod(filepath.Dir(n.bin), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	sim := testutil.PvesimBin(t)
+	// An unprivileged container's root (an unmapped host uid) must
+	// traverse the test's temp root to reach its rootfs, bundle and mount
+	// sources, as on a real host.
+	n := &simNode{root: filepath.Join(testutil.ContainerTempDir(t), "pve"), bin: t.TempDir()}
 	for _, tool := range []string{"pct", "pveam", "pvesh"} {
 		if err := os.Symlink(sim, filepath.Join(n.bin, tool)); err != nil {
 			t.Fatal(err)

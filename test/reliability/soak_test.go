@@ -119,7 +119,7 @@ type soakEnv struct {
 
 func newSoakEnv(t *testing.T) *soakEnv {
 	t.Helper()
-	e := &soakEnv{node: newSimNode(t), root: filepath.Join(t.TempDir(), "root"), bin: nexcageBin(t)}
+	e := &soakEnv{node: newSimNode(t), root: filepath.Join(t.TempDir(), "root"), bin: testutil.NexcageBin(t)}
 	for _, kv := range e.node.env {
 		k, v, _ := strings.Cut(kv, "=")
 		t.Setenv(k, v)
@@ -230,7 +230,7 @@ func (e *soakEnv) iteration(t testing.TB) {
 	// into the container as its init helper, which must be the static
 	// binary, not this test.
 	for _, args := range [][]string{{"create", "--bundle", e.bundle, "soak"}, {"state", "soak"}, {"delete", "--force", "soak"}} {
-		r := run(t, e.bin, e.node.env, append([]string{"--root", e.root, "--config", e.config}, args...)...)
+		r := testutil.Run(t, e.bin, e.node.env, append([]string{"--root", e.root, "--config", e.config}, args...)...)
 		if r.Code != 0 {
 			t.Fatalf("nexcage %s: %s", strings.Join(args, " "), r)
 		}

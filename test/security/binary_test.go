@@ -2,7 +2,6 @@ package security
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
@@ -20,81 +18,7 @@ import (
 	"github.com/nexcage/nexcage/internal/testutil"
 )
 
-var (
-	buildMu sync.Mutex
-	built   = map[string]string{}
-)
-
-// binary returns $envVar or builds pkg once into a temp dir of t's
-// top-level test run.
-func binary(t *testing.T, envVar, pkg, name string) string {
-	t.Helper()
-	if p := os.Getenv(envVar); p != "" {
-		return p
-	}
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	if p, ok := built[pkg]; ok {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	dir, err := os.MkdirTemp("", "nexcage-security-bin-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(dir, name)
-	cmd := exec.Command("go", "build", "-o", p, pkg)
-	cmd.Dir = moduleRoot(t)
-	// Static, as `make build` builds it: nexcage copies itself into
-	// containers as their init helper.
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		_ = os.RemoveAll(dir)
-		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
-	}
-	built[pkg] = p
-	return p
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	for _, p := range built {
-		_ = os.RemoveAll(filepath.Dir(p))
-	}
-	os.Exit(code)
-}
-
-type result struct {
-	code           int
-	stdout, stderr string
-}
-
-func run(t *testing.T, env []string, bin string, args ...string) result {
-	t.Helper()
-	dir := t.TempDir()
-	o, _ := os.Create(filepath.Join(dir, "out"))
-	e, _ := os.Create(filepath.Join(dir, "err"))
-	defer o.Close()
-	defer e.Close()
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = o, e
-	err := cmd.Run()
-	var r result
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		r.code = ee.ExitCode()
-	default:
-		t.Fatal(err)
-	}
-	ob, _ := os.ReadFile(o.Name())
-	eb, _ := os.ReadFile(e.Name())
-	r.stdout, r.stderr = string(ob), string(eb)
-	return r
-}
+func TestMain(m *testing.M) { os.Exit(testutil.RunMain(m)) }
 
 // world is a nexcage with a pvesim node: ids matching ^runc- go to runc,
 // the rest to the Proxmox backend.
@@ -109,14 +33,11 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	w := &world{t: t, nexcage: binary(t, "NEXCAGE_BIN", "github.com/nexcage/nexcage/cmd/nexcage", "nexcage")}
-	sim := binary(t, "PVESIM_BIN", "github.com/nexcage/nexcage/cmd/pvesim", "pvesim")
-	base := t.TempDir()
-	// The test's temp root is 0700; an unprivileged container's root must
-	// traverse it to reach its rootfs, as on a real host.
-	if err := os.Chmod(filepath.Dir(base), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	w := &world{t: t, nexcage: testutil.NexcageBin(t)}
+	sim := testutil.PvesimBin(t)
+	// An unprivileged container's root must traverse the test's temp root
+	// to reach its rootfs, as on a real host.
+	base := testutil.ContainerTempDir(t)
 	w.sim, w.root = filepath.Join(base, "pve"), filepath.Join(base, "state", "root")
 	bin := filepath.Join(base, "bin")
 	for _, d := range []string{bin, w.sim} {
@@ -147,16 +68,16 @@ func newWorld(t *testing.T) *world {
 	return w
 }
 
-func (w *world) run(args ...string) result {
+func (w *world) run(args ...string) testutil.Result {
 	w.t.Helper()
-	return run(w.t, w.env, w.nexcage, append([]string{"--root", w.root, "--config", w.config}, args...)...)
+	return testutil.Run(w.t, w.nexcage, w.env, append([]string{"--root", w.root, "--config", w.config}, args...)...)
 }
 
-func (w *world) must(args ...string) result {
+func (w *world) must(args ...string) testutil.Result {
 	w.t.Helper()
 	r := w.run(args...)
-	if r.code != 0 {
-		w.t.Fatalf("nexcage %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
+	if r.Code != 0 {
+		w.t.Fatalf("nexcage %s: exit %d: %s", strings.Join(args, " "), r.Code, r.Stderr)
 	}
 	return r
 }
@@ -164,8 +85,8 @@ func (w *world) must(args ...string) result {
 // cleanup deletes id at the end of the test.
 func (w *world) cleanup(id string) {
 	w.t.Cleanup(func() {
-		if r := w.run("delete", "--force", id); r.code != 0 {
-			w.t.Errorf("cleanup of %s: exit %d: %s", id, r.code, r.stderr)
+		if r := w.run("delete", "--force", id); r.Code != 0 {
+			w.t.Errorf("cleanup of %s: exit %d: %s", id, r.Code, r.Stderr)
 		}
 	})
 }
@@ -242,8 +163,8 @@ func TestIDsCannotLeaveRoot(t *testing.T) {
 			{"kill", id, "KILL"}, {"delete", id}, {"delete", "--force", id},
 		} {
 			r := w.run(args...)
-			if r.code != 2 || !strings.Contains(r.stderr, "invalid container ID format") {
-				t.Errorf("nexcage %q: exit %d, stderr %q; want exit 2 and \"invalid container ID format\"", args, r.code, r.stderr)
+			if r.Code != 2 || !strings.Contains(r.Stderr, "invalid container ID format") {
+				t.Errorf("nexcage %q: exit %d, stderr %q; want exit 2 and \"invalid container ID format\"", args, r.Code, r.Stderr)
 			}
 		}
 	}

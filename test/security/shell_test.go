@@ -12,6 +12,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/nexcage/nexcage/internal/testutil"
 )
 
 // shellPatterns find a shell started by Go code: exec of sh/bash/dash/zsh
@@ -30,21 +32,12 @@ var shellAllowList = map[string]string{
 	// none so far
 }
 
-func moduleRoot(t *testing.T) string {
-	t.Helper()
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return filepath.Join(wd, "..", "..")
-}
-
 // TestNoShellInExecPaths greps every non-test Go source file of the
 // module for a shell invocation and fails on any not in shellAllowList.
 // Test files are left out: they run shells inside containers (process
 // args of test bundles), never on the host with user input.
 func TestNoShellInExecPaths(t *testing.T) {
-	root := moduleRoot(t)
+	root := testutil.ModuleRoot(t)
 	scanned := 0
 	used := map[string]bool{}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {

@@ -365,3 +365,51 @@ func filesUnder(t *testing.T, root string) []string {
 	})
 	return out
 }
+
+// TestVMIDLockReleasedOnRegistration: the node's VMID lock is held while
+// pct create runs only until the VMID shows up in .vmlist (pct registers
+// it first), so other creates on the node wait for that, not for the
+// whole create; it is released (and its file removed) when pct ends too.
+func TestVMIDLockReleasedOnRegistration(t *testing.T) {
+	f := newFakeNode(t, "", "")
+	release := filepath.Join(f.dir, "release")
+	script := `#!/bin/sh
+printf '{"version":2,"ids":{"%s":{"node":"pve","type":"lxc","version":1}}}' "$2" > ` + f.etc + `/.vmlist
+while [ ! -e ` + release + ` ]; do sleep 0.01; done
+exit 0
+`
+	if err := os.WriteFile(f.backend.pct.Path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	nl, err := f.backend.vmidLock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.backend.pctCreateRegistering(ctx, 100, "local:vztmpl/x.tar.zst", nil, nl) }()
+	// pct still runs (it waits for release), yet the lock is free again.
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	second, err := f.backend.vmidLock(lctx)
+	if err != nil {
+		t.Fatalf("VMID lock not released after registration: %v", err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("pct create finished before it was released: %v", err)
+	default:
+	}
+	if err := second.UnlockRemove(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if left := filesUnder(t, f.backend.helperBase()); len(left) > 0 {
+		t.Errorf("left in the helper base: %q", left)
+	}
+}
