@@ -12,13 +12,13 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/jsonerr"
+	"github.com/nexcage/nexcage/internal/lazyre"
 )
 
 // ConfigFile is the name of the bundle's configuration file.
@@ -198,7 +198,7 @@ func (l *loader) parse(data []byte) error {
 }
 
 // versionPattern is semantic versioning with major version 1.
-var versionPattern = regexp.MustCompile(`^1\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$`)
+var versionPattern = lazyre.New(`^1\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$`)
 
 // validate runs the runtime-spec checks and returns the absolute rootfs.
 func (l *loader) validate() (string, error) {

@@ -6,18 +6,18 @@ import (
 	"net/netip"
 	"path"
 	"path/filepath"
-	"regexp"
 	"strings"
 
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/lazyre"
 )
 
 // Name syntaxes from Proxmox VE (pve-storage-id, pve-node, pve-bridge-id);
 // Linux interface names are at most 15 bytes.
 var (
-	storageIDPattern = regexp.MustCompile(`(?i)^[a-z][a-z0-9\-_.]*[a-z0-9]$`)
-	nodePattern      = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$`)
-	bridgePattern    = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,15}$`)
+	storageIDPattern = lazyre.New(`(?i)^[a-z][a-z0-9\-_.]*[a-z0-9]$`)
+	nodePattern      = lazyre.New(`^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$`)
+	bridgePattern    = lazyre.New(`^[A-Za-z0-9_.\-]{1,15}$`)
 )
 
 // Validate checks every value of c and returns the first problem, naming

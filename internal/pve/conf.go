@@ -6,9 +6,10 @@ package pve
 import (
 	"bytes"
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/nexcage/nexcage/internal/lazyre"
 )
 
 // EnvKey is the raw LXC key that carries one variable of the `env` option
@@ -67,14 +68,14 @@ func (c *Config) Keys() []string {
 }
 
 var (
-	reRawLine    = regexp.MustCompile(`^(lxc\.[a-z0-9_\-.]+)(:|\s*=)\s*(.*?)\s*$`)
-	reDescLine   = regexp.MustCompile(`^(description):\s*(.*\S)\s*$`)
-	reSnapState  = regexp.MustCompile(`snapstate:\s*(prepare|delete)\s*$`)
-	reDeleteLine = regexp.MustCompile(`^delete:\s*(.*\S)\s*$`)
-	reOptionLine = regexp.MustCompile(`^([a-z][a-z_]*\d*):\s*(.+?)\s*$`)
-	reSection    = regexp.MustCompile(`(?i)^(\[pve:pending\]|\[[a-z][a-z0-9_\-]+\])\s*$`)
-	reOptionKey  = regexp.MustCompile(`^[a-z][a-z_\-]*\d*$`)
-	reRawKey     = regexp.MustCompile(`^lxc\.[a-z0-9_\-.]+$`)
+	reRawLine    = lazyre.New(`^(lxc\.[a-z0-9_\-.]+)(:|\s*=)\s*(.*?)\s*$`)
+	reDescLine   = lazyre.New(`^(description):\s*(.*\S)\s*$`)
+	reSnapState  = lazyre.New(`snapstate:\s*(prepare|delete)\s*$`)
+	reDeleteLine = lazyre.New(`^delete:\s*(.*\S)\s*$`)
+	reOptionLine = lazyre.New(`^([a-z][a-z_]*\d*):\s*(.+?)\s*$`)
+	reSection    = lazyre.New(`(?i)^(\[pve:pending\]|\[[a-z][a-z0-9_\-]+\])\s*$`)
+	reOptionKey  = lazyre.New(`^[a-z][a-z_\-]*\d*$`)
+	reRawKey     = lazyre.New(`^lxc\.[a-z0-9_\-.]+$`)
 )
 
 // ParseConfig parses a container .conf as pve-container does for an

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/lazyre"
 )
 
 // Option is one `--name value` option of a pct command.
@@ -49,7 +49,7 @@ type Result struct {
 	ExitCode int
 }
 
-var reOptionName = regexp.MustCompile(`^[a-z][a-z0-9_-]*$`)
+var reOptionName = lazyre.New(`^[a-z][a-z0-9_-]*$`)
 
 // CheckVMID validates a VMID the way Proxmox does (100 ..= 999999999).
 func CheckVMID(vmid int) error {

@@ -2,11 +2,11 @@ package pve
 
 import (
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/lazyre"
 )
 
 // Reason is what a pct failure was about, recognised from pct's stderr by
@@ -97,24 +97,24 @@ func (e *PctError) Error() string {
 }
 
 var (
-	reAlreadyExists   = regexp.MustCompile(`(?:CT|VM) (\d+) already exists on node '([^']*)'`)
-	reCantFindFile    = regexp.MustCompile(`can't find file '([^']*)'`)
-	reNoContainerDirs = regexp.MustCompile(`storage '([^']*)' does not support container directories`)
-	reNoConfig        = regexp.MustCompile(`Configuration file '([^']*)' does not exist`)
-	reLocked          = regexp.MustCompile(`CT is locked \(([^)]*)\)`)
-	reLockTimeout     = regexp.MustCompile(`can't lock file '([^']*)' - got timeout`)
-	reAlreadyRunning  = regexp.MustCompile(`CT \d+ already running`)
-	reNotRunning      = regexp.MustCompile(`CT \d+ not running|container '\d+' not running!`)
-	reOSDetect        = regexp.MustCompile(`unable to detect OS distribution`)
-	reNotRoot         = regexp.MustCompile(`please run as root`)
-	reNoRootfs        = regexp.MustCompile(`mount points configured, but 'rootfs' not set`)
-	reBadVolumeID     = regexp.MustCompile(`unable to parse volume ID '([^']*)'`)
-	reContentType     = regexp.MustCompile(`content type needs to be 'vztmpl'`)
-	reDestroyRunning  = regexp.MustCompile(`unable to destroy CT \d+ - container is running`)
-	reShutdownTimeout = regexp.MustCompile(`container did not stop`)
-	reUnknownOption   = regexp.MustCompile(`Unknown option: (\S+)`)
-	reArgCount        = regexp.MustCompile(`400 (?:not enough|too many) arguments`)
-	reParamLine       = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9_\-\[\]]*): (.+)$`)
+	reAlreadyExists   = lazyre.New(`(?:CT|VM) (\d+) already exists on node '([^']*)'`)
+	reCantFindFile    = lazyre.New(`can't find file '([^']*)'`)
+	reNoContainerDirs = lazyre.New(`storage '([^']*)' does not support container directories`)
+	reNoConfig        = lazyre.New(`Configuration file '([^']*)' does not exist`)
+	reLocked          = lazyre.New(`CT is locked \(([^)]*)\)`)
+	reLockTimeout     = lazyre.New(`can't lock file '([^']*)' - got timeout`)
+	reAlreadyRunning  = lazyre.New(`CT \d+ already running`)
+	reNotRunning      = lazyre.New(`CT \d+ not running|container '\d+' not running!`)
+	reOSDetect        = lazyre.New(`unable to detect OS distribution`)
+	reNotRoot         = lazyre.New(`please run as root`)
+	reNoRootfs        = lazyre.New(`mount points configured, but 'rootfs' not set`)
+	reBadVolumeID     = lazyre.New(`unable to parse volume ID '([^']*)'`)
+	reContentType     = lazyre.New(`content type needs to be 'vztmpl'`)
+	reDestroyRunning  = lazyre.New(`unable to destroy CT \d+ - container is running`)
+	reShutdownTimeout = lazyre.New(`container did not stop`)
+	reUnknownOption   = lazyre.New(`Unknown option: (\S+)`)
+	reArgCount        = lazyre.New(`400 (?:not enough|too many) arguments`)
+	reParamLine       = lazyre.New(`^([A-Za-z][A-Za-z0-9_\-\[\]]*): (.+)$`)
 )
 
 // ParseStderr recognises pct's failure from its stderr. It never returns
@@ -145,7 +145,7 @@ func ParseStderr(stderr string) *PctError {
 		return e
 	}
 	type matcher struct {
-		re     *regexp.Regexp
+		re     *lazyre.Regexp
 		reason Reason
 		set    func(m []string)
 	}

@@ -2,10 +2,11 @@ package pve
 
 import (
 	"fmt"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/nexcage/nexcage/internal/lazyre"
 )
 
 // Prop is one key=value pair of a property string.
@@ -144,7 +145,7 @@ func ValidatePropValue(key, value string, bare bool) error {
 	return nil
 }
 
-var reSize = regexp.MustCompile(`^(\d+(\.\d+)?)([KMGT])?$`)
+var reSize = lazyre.New(`^(\d+(\.\d+)?)([KMGT])?$`)
 
 // ParseSize parses a disk size like `8G` or `512M` (PVE::JSONSchema
 // parse_size; no unit means bytes) into bytes.

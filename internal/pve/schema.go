@@ -8,6 +8,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+
+	"github.com/nexcage/nexcage/internal/lazyre"
 )
 
 // Type is a JSON-schema type as PVE::JSONSchema knows it.
@@ -34,7 +37,7 @@ type Schema struct {
 	DefaultKey bool     // the bare value of a property string
 	Min, Max   *float64 // numeric bounds
 	MaxLength  int
-	Pattern    *regexp.Regexp // anchored
+	Pattern    *lazyre.Regexp // anchored
 	Enum       []string
 	// Format is a named-format check; its error text is Proxmox's (the
 	// caller prefixes "invalid format - ").
@@ -210,8 +213,8 @@ func num(f float64) string {
 }
 
 var (
-	reInteger = regexp.MustCompile(`^[+-]?\d+$`)
-	reNumber  = regexp.MustCompile(`^[+-]?(\d+\.\d+|\d+\.|\.\d+|\d+)([eE][+-]?\d+)?$`)
+	reInteger = lazyre.New(`^[+-]?\d+$`)
+	reNumber  = lazyre.New(`^[+-]?(\d+\.\d+|\d+\.|\.\d+|\d+)([eE][+-]?\d+)?$`)
 )
 
 // ParseBool accepts Proxmox's boolean words (1|on|yes|true, 0|off|no|false).
@@ -243,11 +246,11 @@ func sortedKeys(m map[string]string) []string {
 
 func fp(f float64) *float64 { return &f }
 
-func pat(s string) *regexp.Regexp { return regexp.MustCompile(`^(?:` + s + `)$`) }
+func pat(s string) *lazyre.Regexp { return lazyre.New(`^(?:` + s + `)$`) }
 
 // ---- named formats (PVE::JSONSchema and pve-container) ----
 
-var reDNSName = regexp.MustCompile(`^(([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)\.)*([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)$`)
+var reDNSName = lazyre.New(`^(([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)\.)*([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)$`)
 
 // VerifyDNSName is the dns-name format.
 func VerifyDNSName(s string) error {
@@ -342,7 +345,7 @@ func verifyVolumeID(s string) error {
 	return nil
 }
 
-var reTag = regexp.MustCompile(`(?i)^[a-z0-9_][a-z0-9_\-+.]*$`)
+var reTag = lazyre.New(`(?i)^[a-z0-9_][a-z0-9_\-+.]*$`)
 
 func verifyTagList(s string) error {
 	for _, t := range splitList(s) {
@@ -489,9 +492,11 @@ const (
 	MaxDevices     = 256
 )
 
-// ConfigSchema is pve-container's $confdesc: every option a .conf (and
-// pct create/set) accepts.
-var ConfigSchema = func() map[string]*Schema {
+// ConfigSchema returns pve-container's $confdesc: every option a .conf
+// (and pct create/set) accepts. It is built on first use: its ~850
+// entries would otherwise cost every nexcage start, most of which never
+// look at a .conf.
+var ConfigSchema = sync.OnceValue(func() map[string]*Schema {
 	m := map[string]*Schema{
 		"lock": {Type: TString, Optional: true, Enum: []string{"backup", "create", "destroyed", "disk", "fstrim",
 			"migrate", "mounted", "rollback", "snapshot", "snapshot-delete"}},
@@ -537,7 +542,7 @@ var ConfigSchema = func() map[string]*Schema {
 		m["dev"+strconv.Itoa(i)] = &Schema{Type: TString, Optional: true, Props: DevFormat}
 	}
 	return m
-}()
+})
 
 // OSTypes are the values `ostype` accepts.
 var OSTypes = []string{"debian", "devuan", "ubuntu", "centos", "fedora", "opensuse", "archlinux",
@@ -547,7 +552,7 @@ var OSTypes = []string{"debian", "devuan", "ubuntu", "centos", "fedora", "opensu
 // returns the normalised value (booleans as 0/1, integers without sign
 // noise) or Proxmox's reason, e.g. `unknown setting 'foo'`.
 func CheckOptionValue(key, value string) (string, error) {
-	sc, ok := ConfigSchema[key]
+	sc, ok := ConfigSchema()[key]
 	if !ok {
 		return value, fmt.Errorf("unknown setting '%s'", key)
 	}

@@ -2,9 +2,10 @@ package pve
 
 import (
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/nexcage/nexcage/internal/lazyre"
 )
 
 // Storage is one stanza of /etc/pve/storage.cfg.
@@ -28,8 +29,8 @@ func (s *Storage) HasContent(c string) bool {
 }
 
 var (
-	reStanzaHead = regexp.MustCompile(`^(\S+):\s*(\S+)\s*$`)
-	reStanzaProp = regexp.MustCompile(`^\s+(\S+)(\s+(.*\S))?\s*$`)
+	reStanzaHead = lazyre.New(`^(\S+):\s*(\S+)\s*$`)
+	reStanzaProp = lazyre.New(`^\s+(\S+)(\s+(.*\S))?\s*$`)
 )
 
 // ParseStorageConfig parses storage.cfg (SectionConfig format: `type: id`

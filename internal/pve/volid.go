@@ -8,13 +8,15 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/nexcage/nexcage/internal/lazyre"
 )
 
 var (
-	reVolumeID  = regexp.MustCompile(`^([a-z][a-z0-9\-_.]*[a-z0-9]):(.+)$`)
-	reStorageID = regexp.MustCompile(`(?i)^[a-z][a-z0-9\-_.]*[a-z0-9]$`)
-	reVMID      = regexp.MustCompile(`^[1-9][0-9]{2,8}$`)
-	reVztmplVol = regexp.MustCompile(`^vztmpl/([^/]+)$`)
+	reVolumeID  = lazyre.New(`^([a-z][a-z0-9\-_.]*[a-z0-9]):(.+)$`)
+	reStorageID = lazyre.New(`(?i)^[a-z][a-z0-9\-_.]*[a-z0-9]$`)
+	reVMID      = lazyre.New(`^[1-9][0-9]{2,8}$`)
+	reVztmplVol = lazyre.New(`^vztmpl/([^/]+)$`)
 )
 
 // TemplateExtensions are the archive suffixes Proxmox accepts for

@@ -162,7 +162,7 @@ func (n *Node) pctCreate(c *call) error {
 // split into its NUL-separated variables.
 func prepareConfigOptions(conf *pve.Config) error {
 	for k, v := range conf.Options {
-		sc := pve.ConfigSchema[k]
+		sc := pve.ConfigSchema()[k]
 		switch {
 		case strings.HasPrefix(k, "net"):
 			p, err := pve.NetFormat.Parse(k, v)

@@ -35,7 +35,7 @@ var (
 // pve-container's $confdesc but parent/snaptime) plus extra.
 func withConfigOptions(extra map[string]*pve.Schema) map[string]*pve.Schema {
 	m := map[string]*pve.Schema{}
-	for k, v := range pve.ConfigSchema {
+	for k, v := range pve.ConfigSchema() {
 		if k == "parent" || k == "snaptime" {
 			continue
 		}

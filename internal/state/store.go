@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/google/renameio/v2"
 
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/lazyre"
 	"github.com/nexcage/nexcage/internal/lockfile"
 )
 
@@ -35,7 +35,7 @@ const maxStateSize = 4 << 20
 const lockRetry = 10 * time.Millisecond
 
 // idPattern is runc's container id syntax; RE2's \w is ASCII only.
-var idPattern = regexp.MustCompile(`^[\w+\-.]+$`)
+var idPattern = lazyre.New(`^[\w+\-.]+$`)
 
 // ValidateID checks that id is a valid container id: runc's syntax
 // ^[\w+\-.]+$ (ASCII), not "." or "..", and at most MaxIDLen bytes. Every

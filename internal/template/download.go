@@ -12,14 +12,14 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"strings"
 
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/lazyre"
 	"github.com/nexcage/nexcage/internal/progress"
 )
 
-var sha256Re = regexp.MustCompile(`^[0-9a-f]{64}$`)
+var sha256Re = lazyre.New(`^[0-9a-f]{64}$`)
 
 // parseURL splits an archive URL from its optional #sha256=<hex> fragment.
 func parseURL(raw string) (source, sum string, err error) {

@@ -2,10 +2,11 @@ package template
 
 import (
 	"cmp"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/nexcage/nexcage/internal/lazyre"
 )
 
 // Extensions are the template archive suffixes pct accepts, longest first
@@ -24,7 +25,7 @@ func TemplateExt(name string) string {
 
 // fileNameRe limits template file names to what pct's volume ids allow and
 // what cannot smuggle anything into a command line or config file.
-var fileNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]*$`)
+var fileNameRe = lazyre.New(`^[A-Za-z0-9][A-Za-z0-9._+-]*$`)
 
 // ValidFileName reports whether name is a plausible template file name: a
 // plain file name (no directory, no control or special characters) with a
@@ -115,7 +116,7 @@ func ArchFromFileName(file string) string {
 
 // shortNameRe: what a short name may look like (ubuntu, ubuntu-22.04,
 // debian-12-standard).
-var shortNameRe = regexp.MustCompile(`^[a-z][a-z0-9]*(-[a-z0-9][a-z0-9.]*)*$`)
+var shortNameRe = lazyre.New(`^[a-z][a-z0-9]*(-[a-z0-9][a-z0-9.]*)*$`)
 
 // IsShortName reports whether s has the shape of a short template name.
 func IsShortName(s string) bool { return len(s) <= 128 && shortNameRe.MatchString(s) }

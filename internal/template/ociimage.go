@@ -14,12 +14,12 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/lazyre"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
@@ -85,7 +85,7 @@ type layerRef struct {
 	diffID digest.Digest // of the uncompressed tar (docker); "" when unknown
 }
 
-var digestRe = regexp.MustCompile(`^sha(256:[a-f0-9]{64}|512:[a-f0-9]{128})$`)
+var digestRe = lazyre.New(`^sha(256:[a-f0-9]{64}|512:[a-f0-9]{128})$`)
 
 // blobPath is the path of a blob in an OCI layout, refusing digests that
 // could name anything outside blobs/.

@@ -17,11 +17,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/lazyre"
 )
 
 // Form is the kind of image reference the user gave.
@@ -203,13 +203,13 @@ func (r *Resolver) Resolve(ctx context.Context, image string) (*Resolved, error)
 }
 
 var (
-	volIDRe = regexp.MustCompile(`^([a-z][a-z0-9\-_.]*[a-z0-9]):(.+)$`)
+	volIDRe = lazyre.New(`^([a-z][a-z0-9\-_.]*[a-z0-9]):(.+)$`)
 	// contentDirs are the volume name prefixes of Proxmox content types.
 	contentDirs = map[string]bool{
 		"vztmpl": true, "iso": true, "images": true, "rootdir": true, "backup": true,
 		"snippets": true, "import": true,
 	}
-	transportRe = regexp.MustCompile(`^(oci|oci-archive|docker-archive|docker):`)
+	transportRe = lazyre.New(`^(oci|oci-archive|docker-archive|docker):`)
 )
 
 func splitVolID(s string) (storage, volume string, ok bool) {
@@ -362,7 +362,7 @@ func classifyPath(image string) (Form, string, error) {
 
 // registryRefRe is the distribution reference grammar, simplified:
 // [domain[:port]/]path[:tag][@sha256:digest] with lowercase path parts.
-var registryRefRe = regexp.MustCompile(`^(?:[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$`)
+var registryRefRe = lazyre.New(`^(?:[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$`)
 
 func isRegistryRef(s string) bool { return len(s) <= 512 && registryRefRe.MatchString(s) }
 

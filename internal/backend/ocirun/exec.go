@@ -11,11 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"regexp"
 	"strings"
 	"syscall"
 
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/lazyre"
 	"github.com/nexcage/nexcage/internal/runtime"
 )
 
@@ -157,7 +157,7 @@ func (b *Backend) captured(ctx context.Context, verb string, args ...string) ([]
 	return stdout.Bytes(), nil
 }
 
-var logfmtMsg = regexp.MustCompile(`msg="((?:[^"\\]|\\.)*)"`)
+var logfmtMsg = lazyre.New(`msg="((?:[^"\\]|\\.)*)"`)
 
 // lastMessage extracts the runtime's error from its stderr: the last
 // non-empty line, unwrapped from logrus text format when it is one.

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/inithelper"
+	"github.com/nexcage/nexcage/internal/lazyre"
 	"github.com/nexcage/nexcage/internal/pve"
 )
 
@@ -625,7 +625,7 @@ func (t *translator) process() error {
 	return nil
 }
 
-var reCapName = regexp.MustCompile(`^[a-z0-9_]+$`)
+var reCapName = lazyre.New(`^[a-z0-9_]+$`)
 
 var rlimitNames = map[string]bool{
 	"as": true, "core": true, "cpu": true, "data": true, "fsize": true, "locks": true,

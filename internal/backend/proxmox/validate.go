@@ -2,10 +2,10 @@ package proxmox
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/lazyre"
 )
 
 // Every value that reaches a pct argument or the .conf file passes one of
@@ -14,14 +14,14 @@ import (
 // Proxmox property string (`,` and `=`), and they name the offending field.
 
 var (
-	reDNSLabel   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	reBridge     = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
-	reIfName     = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
-	reTag        = regexp.MustCompile(`^[a-z0-9_][a-z0-9_+.-]*$`)
-	reStorage    = regexp.MustCompile(`^[a-z][a-z0-9_.-]*[a-z0-9]$`)
-	reVolumeID   = regexp.MustCompile(`^([a-z][a-z0-9_.-]*[a-z0-9]):(.+)$`)
-	reCgroupKey  = regexp.MustCompile(`^[a-z0-9_]+(\.[a-z0-9_]+)+$`)
-	reMountOptKV = regexp.MustCompile(`^(size|mode|uid|gid|nr_inodes|nr_blocks)=[A-Za-z0-9%]+$`)
+	reDNSLabel   = lazyre.New(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	reBridge     = lazyre.New(`^[A-Za-z0-9_.-]{1,15}$`)
+	reIfName     = lazyre.New(`^[A-Za-z0-9_.-]{1,15}$`)
+	reTag        = lazyre.New(`^[a-z0-9_][a-z0-9_+.-]*$`)
+	reStorage    = lazyre.New(`^[a-z][a-z0-9_.-]*[a-z0-9]$`)
+	reVolumeID   = lazyre.New(`^([a-z][a-z0-9_.-]*[a-z0-9]):(.+)$`)
+	reCgroupKey  = lazyre.New(`^[a-z0-9_]+(\.[a-z0-9_]+)+$`)
+	reMountOptKV = lazyre.New(`^(size|mode|uid|gid|nr_inodes|nr_blocks)=[A-Za-z0-9%]+$`)
 )
 
 // invalid returns the error for a bad value of a bundle field.
