@@ -76,8 +76,10 @@ type Runner interface {
 // Kill and Delete without refreshing the status first (one runtime call
 // per verb); only when the call fails does it refresh and, if a rule was
 // broken, report it with the same message and kind as for any backend.
-// A backend returning true must also leave Status and Pid right after a
-// successful Create and Start without a refresh of its own.
+// Its runtime is also the one source of the live status (asked by every
+// State and List): the record is not rewritten after Start or Kill. A
+// backend returning true must leave Status and Pid right after a
+// successful Create without a refresh of its own.
 type LifecycleEnforcer interface {
 	EnforcesLifecycle() bool
 }

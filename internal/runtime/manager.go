@@ -369,6 +369,13 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		return m.explain(ctx, be, c, startRule, err)
 	}
 	m.log().Info("started", "id", id, "pid", c.Pid)
+	if enforcesLifecycle(be) {
+		// Such a runtime is the one source of the live status (it is
+		// asked on every read, and the record goes stale anyway when the
+		// process exits on its own); start changes nothing else in the
+		// record, so it is not written.
+		return nil
+	}
 	return m.Store.Save(c)
 }
 
@@ -391,9 +398,7 @@ func (m *Manager) Kill(ctx context.Context, id string, sig syscall.Signal, all b
 	}
 	m.log().Info("signalled", "id", id, "signal", int(sig))
 	if enforcesLifecycle(be) {
-		// The runtime keeps the live status and a signal changes nothing
-		// in our record: no write needed.
-		return nil
+		return nil // as for Start: the runtime keeps the live status
 	}
 	return m.Store.Save(c)
 }

@@ -279,9 +279,14 @@ func TestLifecycleEnforcingBackend(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantCalls("start", 0, "start")
-	if c, err := e.m.Store.Load("c1"); err != nil || c.Status != state.Running || c.Pid != 4242 {
+	// The runtime holds the live status: start does not rewrite the record.
+	if c, err := e.m.Store.Load("c1"); err != nil || c.Status != state.Created || c.Pid != 4242 {
 		t.Fatalf("record after start: %+v %v", c, err)
 	}
+	if c, err := e.m.State(ctx, "c1"); err != nil || c.Status != state.Running || c.Pid != 4242 {
+		t.Fatalf("state after start: %+v %v", c, err)
+	}
+	wantCalls("state", 1)
 	err := e.m.Start(ctx, "c1")
 	wantKind(t, err, errs.KindState, 10)
 	if want := "cannot start an already running container: c1"; err.Error() != want {

@@ -256,7 +256,10 @@ func (s *Store) Save(c *Container) error {
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return errs.Wrap(errs.KindInternal, err, "save state of container %s", c.ID)
 	}
-	if err := renameio.WriteFile(s.statePath(c.ID), data, 0o600, renameio.WithStaticPermissions(0o600)); err != nil {
+	// The temporary file goes next to state.json: without WithTempDir
+	// renameio first probes whether $TMPDIR is on the same file system,
+	// a create, rename and unlink more on every save.
+	if err := renameio.WriteFile(s.statePath(c.ID), data, 0o600, renameio.WithStaticPermissions(0o600), renameio.WithTempDir(dir)); err != nil {
 		return errs.Wrap(errs.KindInternal, err, "save state of container %s", c.ID)
 	}
 	return nil
