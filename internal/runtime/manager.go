@@ -441,10 +441,18 @@ func (m *Manager) Delete(ctx context.Context, id string, force bool) error {
 		}
 	}
 	if err := be.Delete(ctx, c, force); err != nil {
-		if force {
+		if force || !enforcesLifecycle(be) {
 			return err
 		}
-		return m.explain(ctx, be, c, deleteRule, err)
+		if err = m.explain(ctx, be, c, deleteRule, err); errs.KindOf(err) == errs.KindState {
+			return err
+		}
+		// The runtime refused, yet the container is stopped now: it may
+		// have exited between the two calls. Once more, so that the
+		// outcome is the one a check-then-delete would have had.
+		if err := be.Delete(ctx, c, false); err != nil {
+			return err
+		}
 	}
 	m.log().Info("deleted", "id", id)
 	return m.Store.Remove(id)

@@ -103,6 +103,9 @@ func (f *fakeBackend) Delete(_ context.Context, c *state.Container, force bool) 
 // itself, refusing with its own words (crun's), like runc and crun.
 type enforcingFake struct {
 	*fakeBackend
+	// exitsOnRefusal: the container exits right after a refused delete
+	// (it was about to).
+	exitsOnRefusal bool
 }
 
 func (f *enforcingFake) EnforcesLifecycle() bool { return true }
@@ -133,6 +136,9 @@ func (f *enforcingFake) Kill(ctx context.Context, c *state.Container, sig syscal
 func (f *enforcingFake) Delete(ctx context.Context, c *state.Container, force bool) error {
 	if st := f.status(c.ID); !force && st != state.Created && st != state.Stopped {
 		f.calls = append(f.calls, "delete")
+		if f.exitsOnRefusal {
+			f.live[c.ID] = state.Stopped
+		}
 		return errs.New(errs.KindBackend, "the container `%s` is not in `created` or `stopped` state", c.ID)
 	}
 	return f.fakeBackend.Delete(ctx, c, force)
@@ -153,7 +159,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{runc: newFake("runc"), lxc: newFake("proxmox-lxc"), enf: &enforcingFake{newFake("enforcing")}, root: root}
+	e := &env{runc: newFake("runc"), lxc: newFake("proxmox-lxc"), enf: &enforcingFake{fakeBackend: newFake("enforcing")}, root: root}
 	reg := runtime.NewRegistry()
 	reg.Register("runc", func() (runtime.Backend, error) { return e.runc, nil })
 	reg.Register("proxmox-lxc", func() (runtime.Backend, error) { return e.lxc, nil })
@@ -331,6 +337,28 @@ func TestLifecycleEnforcingBackend(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantCalls("delete", 0, "delete")
+	e.assertNoRecord(t, "c1")
+}
+
+// A container that exits between the runtime's refusal to delete it and
+// the refresh is deleted, as a check-then-delete would have done.
+func TestEnforcingDeleteOfAContainerThatJustExited(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.m.Create(ctx, runtime.CreateRequest{ID: "c1", Runtime: "enforcing", Options: runtime.CreateOptions{Bundle: "/b/good"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.m.Start(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	e.enf.exitsOnRefusal = true
+	e.enf.calls = nil
+	if err := e.m.Delete(ctx, "c1", false); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if got := strings.Join(e.enf.calls, " "); got != "delete delete" {
+		t.Fatalf("calls: %q", got)
+	}
 	e.assertNoRecord(t, "c1")
 }
 
