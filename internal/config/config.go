@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/jsonerr"
@@ -72,15 +73,16 @@ func Default() *Config {
 }
 
 // hostNode is the Proxmox node name of this host: its host name up to the
-// first dot, as Proxmox names nodes.
-func hostNode() string {
+// first dot, as Proxmox names nodes. Read once per process (loading a
+// config builds the defaults twice).
+var hostNode = sync.OnceValue(func() string {
 	h, err := os.Hostname()
 	if err != nil {
 		return ""
 	}
 	h, _, _ = strings.Cut(h, ".")
 	return h
-}
+})
 
 // Loader finds and reads the config file. The zero value uses
 // DefaultSearchPaths and the process environment; tests set both.
@@ -222,9 +224,12 @@ func parse(path string, data []byte) (*Config, []string, error) {
 			WithHint("see docs/CONFIG.md and config.example.json")
 	}
 	// json.Unmarshal reports syntax errors (including trailing data and a
-	// truncated file) with offsets; the Decoder is only for UseNumber.
-	var probe any
-	if err := json.Unmarshal(data, &probe); err != nil {
+	// truncated file) with offsets, once json.Valid (the same scanner,
+	// without building values) found one; the Decoder is only for
+	// UseNumber.
+	if !json.Valid(data) {
+		var probe any
+		err := json.Unmarshal(data, &probe)
 		return nil, nil, fail("%s", jsonerr.Describe(data, err))
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -391,5 +392,40 @@ func TestParseLogLevel(t *testing.T) {
 	}
 	if _, err := ParseLogLevel("trace"); err == nil {
 		t.Error("ParseLogLevel(trace) succeeded")
+	}
+}
+
+// TestNameChecksMatchProxmoxPatterns compares the byte-wise name checks
+// with the Proxmox regular expressions they implement, on every string of
+// up to 3 bytes over an alphabet covering each class, plus long ones.
+func TestNameChecksMatchProxmoxPatterns(t *testing.T) {
+	checks := []struct {
+		name string
+		f    func(string) bool
+		re   *regexp.Regexp
+	}{
+		{"storage id", isStorageID, regexp.MustCompile(`(?i)^[a-z][a-z0-9\-_.]*[a-z0-9]$`)},
+		{"node", isNodeName, regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$`)},
+		{"bridge", isBridgeName, regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,15}$`)},
+	}
+	alphabet := []string{"a", "Z", "0", "9", "-", "_", ".", " ", "/", "é", "\n", "\x00"}
+	inputs := []string{"", strings.Repeat("a", 15), strings.Repeat("a", 16), "vmbr0", "local-lvm", "pve-node-1", "Local.Storage_2"}
+	var gen func(prefix string, n int)
+	gen = func(prefix string, n int) {
+		inputs = append(inputs, prefix)
+		if n == 0 {
+			return
+		}
+		for _, c := range alphabet {
+			gen(prefix+c, n-1)
+		}
+	}
+	gen("", 3)
+	for _, c := range checks {
+		for _, in := range inputs {
+			if got, want := c.f(in), c.re.MatchString(in); got != want {
+				t.Errorf("%s %q: got %v, the pattern says %v", c.name, in, got, want)
+			}
+		}
 	}
 }

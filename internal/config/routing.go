@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"regexp/syntax"
 	"strings"
+	"sync"
 
 	"github.com/nexcage/nexcage/internal/errs"
 )
@@ -56,15 +58,19 @@ func unsupportedVM(name string) *errs.Error {
 		WithHint("use lxc (a Proxmox container), runc or crun")
 }
 
-// rule is one compiled runtime.routing entry.
+// rule is one checked runtime.routing entry.
 type rule struct {
 	index   int
 	pattern string // as written in the config
 	runtime string // as written in the config
 	backend string // canonical, possibly backendVM
-	re      *regexp.Regexp
+	// re is the anchored pattern, compiled on first use: most commands
+	// load the config without routing anything.
+	re func() *regexp.Regexp
 }
 
+// compileRules checks rules; their patterns are parsed here (so a bad one
+// fails config loading) and compiled when first matched.
 func compileRules(rules []RoutingRule) ([]rule, error) {
 	out := make([]rule, 0, len(rules))
 	for i, r := range rules {
@@ -74,11 +80,13 @@ func compileRules(rules []RoutingRule) ([]rule, error) {
 				WithHint("use \".*\" to match every id")
 		}
 		// The pattern alone first, so errors quote what the user wrote;
-		// then anchored so it must match the whole id.
-		_, err := regexp.Compile(r.Pattern)
-		var re *regexp.Regexp
+		// then anchored so it must match the whole id. Every error
+		// regexp.Compile reports comes from parsing (syntax.Parse with
+		// its Perl flags), so parsing is the whole check.
+		anchored := "^(?:" + r.Pattern + ")$"
+		_, err := syntax.Parse(r.Pattern, syntax.Perl)
 		if err == nil {
-			re, err = regexp.Compile("^(?:" + r.Pattern + ")$")
+			_, err = syntax.Parse(anchored, syntax.Perl)
 		}
 		if err != nil {
 			return nil, errs.New(errs.KindInvalidConfig, "%s.pattern: %q is not a valid regular expression: %v", key, r.Pattern, err).
@@ -88,7 +96,8 @@ func compileRules(rules []RoutingRule) ([]rule, error) {
 		if err != nil {
 			return nil, errs.Wrap(errs.KindInvalidConfig, err, "%s.runtime", key)
 		}
-		out = append(out, rule{index: i, pattern: r.Pattern, runtime: r.Runtime, backend: b, re: re})
+		out = append(out, rule{index: i, pattern: r.Pattern, runtime: r.Runtime, backend: b,
+			re: sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(anchored) })})
 	}
 	return out, nil
 }
@@ -145,7 +154,7 @@ func (r *Router) Route(id, override string) (Decision, error) {
 		return Decision{Backend: b, Reason: fmt.Sprintf("--runtime %q", override)}, nil
 	}
 	for _, rl := range r.rules {
-		if !rl.re.MatchString(id) {
+		if !rl.re().MatchString(id) {
 			continue
 		}
 		reason := fmt.Sprintf("rule %d %q", rl.index, rl.pattern)

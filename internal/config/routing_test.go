@@ -128,6 +128,9 @@ func TestRouteErrors(t *testing.T) {
 		{func(c *Config) {
 			c.Runtime.Routing = []RoutingRule{{Pattern: "a", Runtime: "runc"}, {Pattern: "[", Runtime: "runc"}}
 		}, "runtime.routing[1].pattern"},
+		// Valid once anchored ("^(?:)()$"), not alone: still refused.
+		{func(c *Config) { c.Runtime.Routing = []RoutingRule{{Pattern: ")(", Runtime: "runc"}} }, "runtime.routing[0].pattern"},
+		{func(c *Config) { c.Runtime.Routing = []RoutingRule{{Pattern: "a{2000}", Runtime: "runc"}} }, "invalid repeat count"},
 		{func(c *Config) { c.Runtime.Routing = []RoutingRule{{Pattern: "a", Runtime: "podman"}} }, "runtime.routing[0].runtime"},
 		{func(c *Config) { c.ContainerConfig.CrunNamePatterns = []string{"a", "[x"} }, "container_config.crun_name_patterns[1]"},
 		{func(c *Config) { c.ContainerConfig.DefaultContainerType = "docker" }, "container_config.default_container_type"},

@@ -9,16 +9,55 @@ import (
 	"strings"
 
 	"github.com/nexcage/nexcage/internal/errs"
-	"github.com/nexcage/nexcage/internal/lazyre"
 )
 
-// Name syntaxes from Proxmox VE (pve-storage-id, pve-node, pve-bridge-id);
-// Linux interface names are at most 15 bytes.
-var (
-	storageIDPattern = lazyre.New(`(?i)^[a-z][a-z0-9\-_.]*[a-z0-9]$`)
-	nodePattern      = lazyre.New(`^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$`)
-	bridgePattern    = lazyre.New(`^[A-Za-z0-9_.\-]{1,15}$`)
-)
+// Name syntaxes from Proxmox VE (pve-storage-id, pve-node, pve-bridge-id),
+// checked byte by byte: every nexcage command validates the config, and
+// compiling these as regular expressions cost more than the rest of the
+// validation. ASCII only.
+
+func isAlpha(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
+func isAlnum(c byte) bool { return isAlpha(c) || '0' <= c && c <= '9' }
+
+// isStorageID is pve-storage-id, (?i)^[a-z][a-z0-9\-_.]*[a-z0-9]$.
+func isStorageID(s string) bool {
+	if len(s) < 2 || !isAlpha(s[0]) || !isAlnum(s[len(s)-1]) {
+		return false
+	}
+	for i := 1; i < len(s)-1; i++ {
+		if c := s[i]; !isAlnum(c) && c != '-' && c != '_' && c != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+// isNodeName is pve-node, ^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$.
+func isNodeName(s string) bool {
+	if s == "" || !isAlnum(s[0]) || !isAlnum(s[len(s)-1]) {
+		return false
+	}
+	for i := 1; i < len(s)-1; i++ {
+		if c := s[i]; !isAlnum(c) && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// isBridgeName is pve-bridge-id limited to a Linux interface name,
+// ^[A-Za-z0-9_.\-]{1,15}$.
+func isBridgeName(s string) bool {
+	if s == "" || len(s) > 15 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !isAlnum(c) && c != '-' && c != '_' && c != '.' {
+			return false
+		}
+	}
+	return true
+}
 
 // Validate checks every value of c and returns the first problem, naming
 // its key (e.g. "proxmox.timeout: must be > 0").
@@ -54,13 +93,13 @@ func (c *Config) validate() ([]string, error) {
 			return nil, err
 		}
 	}
-	if p.Node != "" && (!nodePattern.MatchString(p.Node) || len(p.Node) > 63) {
+	if p.Node != "" && (!isNodeName(p.Node) || len(p.Node) > 63) {
 		return nil, fmt.Errorf("proxmox.node: %q is not a valid node name (letters, digits and '-', at most 63)", p.Node)
 	}
-	if p.Storage != "" && !storageIDPattern.MatchString(p.Storage) {
+	if p.Storage != "" && !isStorageID(p.Storage) {
 		return nil, fmt.Errorf("proxmox.storage: %q is not a valid Proxmox storage id", p.Storage)
 	}
-	if !storageIDPattern.MatchString(p.TemplateStorage) {
+	if !isStorageID(p.TemplateStorage) {
 		return nil, fmt.Errorf("proxmox.template_storage: %q is not a valid Proxmox storage id", p.TemplateStorage)
 	}
 	lo, hi := p.VMIDRange[0], p.VMIDRange[1]
@@ -99,7 +138,7 @@ func (c *Config) validate() ([]string, error) {
 	if err := checkText("storage.zfs_dataset", c.Storage.ZFSDataset); err != nil {
 		return nil, err
 	}
-	if !bridgePattern.MatchString(c.Network.Bridge) {
+	if !isBridgeName(c.Network.Bridge) {
 		return nil, fmt.Errorf("network.bridge: %q is not a valid bridge name (1-15 of A-Z a-z 0-9 _ . -)", c.Network.Bridge)
 	}
 	for i, s := range c.Network.DNSServers {
