@@ -90,10 +90,15 @@ func (r *Resolver) finish(ctx context.Context, storage, tmpl string, m *Meta) (*
 	}, nil
 }
 
-// touch records the template's last use, re-reading its metadata under
-// the template's lock so that no concurrent update is lost. Failing to
-// record it is not worth failing a create for.
+// touch records the template's last use.
 func (r *Resolver) touch(ctx context.Context, tmpl string) {
+	r.recordUse(ctx, tmpl, nil)
+}
+
+// recordUse sets the template's last use (and lets update change more),
+// re-reading its metadata under the template's lock so that no concurrent
+// update is lost. Failing to record it is not worth failing a create for.
+func (r *Resolver) recordUse(ctx context.Context, tmpl string, update func(*Meta)) {
 	unlock, err := r.lock(ctx, "meta:"+tmpl)
 	if err != nil {
 		r.log.Warn("cannot record template use", "template", tmpl, "err", err)
@@ -105,6 +110,9 @@ func (r *Resolver) touch(ctx context.Context, tmpl string) {
 		return
 	}
 	m.LastUsed = r.o.Now().UTC()
+	if update != nil {
+		update(m)
+	}
 	if err := writeMeta(tmpl, m); err != nil {
 		r.log.Warn("cannot record template use", "template", tmpl, "err", err)
 	}

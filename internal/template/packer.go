@@ -177,23 +177,11 @@ func packSource(opts PackOptions) string {
 }
 
 // recordPackUse notes a new use (and possibly a new source) of a cached
-// packed template. Failing to record it is not worth failing a create for.
+// packed template.
 func (r *Resolver) recordPackUse(ctx context.Context, tmpl string, opts PackOptions) {
-	unlock, err := r.lock(ctx, "meta:"+tmpl)
-	if err != nil {
-		r.log.Warn("cannot record template use", "template", tmpl, "err", err)
-		return
-	}
-	defer unlock()
-	m := readMeta(tmpl)
-	if m == nil {
-		return
-	}
-	m.LastUsed = r.o.Now().UTC()
-	m.upsertSource(SourceRef{Source: packSource(opts), Form: FormBundle})
-	if err := writeMeta(tmpl, m); err != nil {
-		r.log.Warn("cannot record template use", "template", tmpl, "err", err)
-	}
+	r.recordUse(ctx, tmpl, func(m *Meta) {
+		m.upsertSource(SourceRef{Source: packSource(opts), Form: FormBundle})
+	})
 }
 
 func (r *Resolver) writeMetaLocked(ctx context.Context, tmpl string, m *Meta) error {
