@@ -315,7 +315,7 @@ func (b *Bench) startup(sec *Section) error {
 	sec.Intro = fmt.Sprintf("%d runs of each command (after 2 warm-up rounds), interleaved, against a running busybox container "+
 		"(runc directly, and nexcage routed to runc) and a created Proxmox container on pvesim.", b.c.startup)
 	sec.Notes = append(sec.Notes,
-		"`nexcage state` of a runc-routed container runs `runc list --format json` to refresh its status, so it costs a nexcage start-up plus a runc call; "+
+		"`nexcage state` of a runc-routed container runs one `runc state <id>` for its live status, so it costs a nexcage start-up plus a runc call; "+
 			"`nexcage state` of a Proxmox container reads the state file and stats the container's .conf, no subprocess.")
 	q := ratio(summarize(walls[1]).Median, base)
 	b.rep.Targets = append(b.rep.Targets, Target{Section: 2, What: "`nexcage state` (runc-routed) / `runc state`",
