@@ -4,6 +4,7 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"io"
 	"syscall"
 
@@ -94,3 +95,20 @@ func enforcesLifecycle(be Backend) bool {
 type Stopper interface {
 	Stop(ctx context.Context, c *state.Container, timeoutSec int) error
 }
+
+// Waiter is implemented by backends without a Runner whose containers,
+// once created and started by this process, can be waited for: a
+// foreground `run` then waits, returns the process's exit code and
+// deletes the container, as `runc run` does.
+type Waiter interface {
+	// Wait blocks until c's process exits and returns its exit code,
+	// relaying the signals this process receives to the container's
+	// init meanwhile. It returns ErrCannotWait (and nothing else
+	// happens) when c cannot be waited for.
+	Wait(ctx context.Context, c *state.Container) (int, error)
+}
+
+// ErrCannotWait is returned by Waiter.Wait for a container it cannot
+// wait for (e.g. one running a template's own init): `run` then leaves
+// it running, as with --detach.
+var ErrCannotWait = errors.New("cannot wait for this container in the foreground")

@@ -205,25 +205,17 @@ func (m *Manager) Run(ctx context.Context, req CreateRequest, detach bool) (int,
 	}
 	runner, ok := be.(Runner)
 	if !ok {
-		// Create + Start under the lock; a foreground wait needs a Runner.
-		defer unlock(l, m.log())
-		if err := be.Create(ctx, c, opts); err != nil {
-			m.forget(c)
+		// Create + Start under the lock; a foreground wait needs a
+		// Runner or a Waiter.
+		err := m.createStart(ctx, c, be, opts)
+		unlock(l, m.log())
+		if err != nil || detach {
 			return 0, err
 		}
-		if err := be.Start(ctx, c); err != nil {
-			if derr := be.Delete(ctx, c, true); derr != nil {
-				m.log().Error("cleanup after failed start", "id", c.ID, "err", derr)
-			}
-			m.forget(c)
-			return 0, err
+		if w, ok := be.(Waiter); ok {
+			return m.waitAndDelete(ctx, c, be, w)
 		}
-		if err := m.Store.Save(c); err != nil {
-			return 0, err
-		}
-		if !detach {
-			m.log().Warn("backend cannot run in the foreground; container left running", "id", c.ID, "backend", c.Backend)
-		}
+		m.log().Warn("backend cannot run in the foreground; container left running", "id", c.ID, "backend", c.Backend)
 		return 0, nil
 	}
 	// The lock is released while the container runs so that state, kill
@@ -245,6 +237,56 @@ func (m *Manager) Run(ctx context.Context, req CreateRequest, detach bool) (int,
 		return code, err
 	}
 	return code, nil
+}
+
+// createStart creates and starts c for Run; the caller holds the lock.
+// On failure nothing is left.
+func (m *Manager) createStart(ctx context.Context, c *state.Container, be Backend, opts CreateOptions) error {
+	if err := be.Create(ctx, c, opts); err != nil {
+		m.forget(c)
+		return err
+	}
+	if err := be.Start(ctx, c); err != nil {
+		if derr := be.Delete(ctx, c, true); derr != nil {
+			m.log().Error("cleanup after failed start", "id", c.ID, "err", derr)
+		}
+		m.forget(c)
+		return err
+	}
+	return m.Store.Save(c)
+}
+
+// waitAndDelete waits (without the lock, so that state, kill and delete
+// work meanwhile) for c's process and then deletes c, as `runc run`
+// removes its container when the process exits. A container that cannot
+// be waited for is left running.
+func (m *Manager) waitAndDelete(ctx context.Context, c *state.Container, be Backend, w Waiter) (int, error) {
+	code, werr := w.Wait(ctx, c)
+	if errors.Is(werr, ErrCannotWait) {
+		m.log().Warn("container cannot be waited for; left running", "id", c.ID, "backend", c.Backend)
+		return 0, nil
+	}
+	// Clean up also when the wait was interrupted: the container belongs
+	// to this run.
+	dctx := context.WithoutCancel(ctx)
+	l, err := m.Store.Lock(dctx, c.ID)
+	if err != nil {
+		return code, errors.Join(werr, err)
+	}
+	defer unlock(l, m.log())
+	cur, err := m.Store.Load(c.ID)
+	if errs.KindOf(err) == errs.KindNotFound {
+		return code, werr // deleted by someone else meanwhile
+	}
+	if err != nil {
+		return code, errors.Join(werr, err)
+	}
+	if err := be.Delete(dctx, cur, true); err != nil {
+		return code, errors.Join(werr, err)
+	}
+	m.forget(cur)
+	m.log().Info("run finished", "id", c.ID, "exit_code", code)
+	return code, werr
 }
 
 // load reads c's record and gets its backend, without asking the backend

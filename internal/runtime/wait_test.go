@@ -1,0 +1,120 @@
+package runtime_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/nexcage/nexcage/internal/runtime"
+	"github.com/nexcage/nexcage/internal/state"
+)
+
+// waitingFake is a backend without a Runner whose containers can be
+// waited for (the Proxmox backend's supervised containers).
+type waitingFake struct {
+	*fakeBackend
+	code    int
+	err     error
+	during  func() // runs while Wait "waits"
+	waitFor []string
+}
+
+func (f *waitingFake) Wait(_ context.Context, c *state.Container) (int, error) {
+	f.calls = append(f.calls, "wait")
+	f.waitFor = append(f.waitFor, c.ID+"/"+c.Status)
+	if f.during != nil {
+		f.during()
+	}
+	if f.err != nil {
+		return 0, f.err
+	}
+	delete(f.live, c.ID) // the process exited
+	return f.code, nil
+}
+
+func waitEnv(t *testing.T, w *waitingFake) *env {
+	e := newEnv(t)
+	reg := runtime.NewRegistry()
+	reg.Register("proxmox-lxc", func() (runtime.Backend, error) { return w, nil })
+	e.m.Backends = reg
+	return e
+}
+
+// A foreground run on a backend that can wait: create, start, wait,
+// the process's exit code, and the container deleted afterwards.
+func TestRunWaitsAndDeletes(t *testing.T) {
+	w := &waitingFake{fakeBackend: newFake("proxmox-lxc"), code: 3}
+	e := waitEnv(t, w)
+	var seen *state.Container
+	w.during = func() {
+		// The lock is not held while waiting: state works meanwhile.
+		c, err := e.m.State(context.Background(), "ct-1")
+		if err != nil {
+			t.Errorf("state during the wait: %v", err)
+		}
+		seen = c
+	}
+	code, err := e.m.Run(context.Background(), runtime.CreateRequest{ID: "ct-1", Options: runtime.CreateOptions{Bundle: "/b/good"}}, false)
+	if err != nil || code != 3 {
+		t.Fatalf("run = %d, %v; want 3, nil", code, err)
+	}
+	if want := []string{"create", "start", "wait", "delete"}; !slices.Equal(w.calls, want) {
+		t.Errorf("calls %v, want %v", w.calls, want)
+	}
+	if seen == nil || seen.Status != state.Running {
+		t.Errorf("state during the wait: %+v", seen)
+	}
+	if ok, _ := e.m.Store.Exists("ct-1"); ok {
+		t.Error("record left after the run")
+	}
+}
+
+// Detached, nothing waits and the container stays.
+func TestRunDetachedDoesNotWait(t *testing.T) {
+	w := &waitingFake{fakeBackend: newFake("proxmox-lxc")}
+	e := waitEnv(t, w)
+	code, err := e.m.Run(context.Background(), runtime.CreateRequest{ID: "ct-1", Options: runtime.CreateOptions{Bundle: "/b/good"}}, true)
+	if err != nil || code != 0 {
+		t.Fatalf("run -d = %d, %v", code, err)
+	}
+	if slices.Contains(w.calls, "wait") || slices.Contains(w.calls, "delete") {
+		t.Errorf("calls %v", w.calls)
+	}
+	if ok, _ := e.m.Store.Exists("ct-1"); !ok {
+		t.Error("record gone after run -d")
+	}
+}
+
+// A container that cannot be waited for is left running, as before.
+func TestRunCannotWaitLeavesRunning(t *testing.T) {
+	w := &waitingFake{fakeBackend: newFake("proxmox-lxc"), err: runtime.ErrCannotWait}
+	e := waitEnv(t, w)
+	code, err := e.m.Run(context.Background(), runtime.CreateRequest{ID: "ct-1", Options: runtime.CreateOptions{Bundle: "/b/good"}}, false)
+	if err != nil || code != 0 {
+		t.Fatalf("run = %d, %v", code, err)
+	}
+	if slices.Contains(w.calls, "delete") {
+		t.Errorf("deleted: %v", w.calls)
+	}
+	if ok, _ := e.m.Store.Exists("ct-1"); !ok {
+		t.Error("record gone")
+	}
+}
+
+// Deleted by someone else while waiting: the run still reports the code.
+func TestRunDeletedDuringWait(t *testing.T) {
+	w := &waitingFake{fakeBackend: newFake("proxmox-lxc"), code: 137}
+	e := waitEnv(t, w)
+	w.during = func() {
+		if err := e.m.Delete(context.Background(), "ct-1", true); err != nil {
+			t.Errorf("delete during the wait: %v", err)
+		}
+	}
+	code, err := e.m.Run(context.Background(), runtime.CreateRequest{ID: "ct-1", Options: runtime.CreateOptions{Bundle: "/b/good"}}, false)
+	if err != nil || code != 137 {
+		t.Fatalf("run = %d, %v", code, err)
+	}
+	if n := len(slices.DeleteFunc(slices.Clone(w.calls), func(s string) bool { return s != "delete" })); n != 1 {
+		t.Errorf("%d deletes: %v", n, w.calls)
+	}
+}
