@@ -75,8 +75,10 @@ demo: deps build
 # bench measures nexcage against runc, crun and the original's pct usage
 # (issue 7) and writes BENCHMARKS.md; BENCH_QUICK=1 for a smoke run.
 # How to read it: bench/README.md.
+# State roots go on a tmpfs, as /run/nexcage and /run/runc are on a Proxmox host.
+BENCH_TMPDIR ?= /dev/shm
 bench: deps build
-	BENCH_COMMAND="make bench" $(GO) run ./bench/cmd/nexcage-bench -nexcage $(BIN)/nexcage -pvesim $(BIN)/pvesim -out BENCHMARKS.md
+	BENCH_COMMAND="make bench" $(GO) run ./bench/cmd/nexcage-bench -nexcage $(BIN)/nexcage -pvesim $(BIN)/pvesim -tmpdir $(BENCH_TMPDIR) -out BENCHMARKS.md
 
 clean:
 	rm -rf $(BIN)

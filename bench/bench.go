@@ -141,6 +141,10 @@ func Run(o Options) (*Report, error) {
 	defer func() { _ = setSubreaper(false) }()
 
 	b.rep.Machine, b.rep.Versions = machineInfo(o.Nexcage)
+	// Both nexcage's and the runtimes' state roots live in the work
+	// directory; its filesystem matters (fsync and unlink costs), and on a
+	// Proxmox host /run is a tmpfs.
+	b.rep.Machine = append(b.rep.Machine, [2]string{"Work directory (state roots)", dir + " on " + fsType(dir)})
 	if b.pve, err = newPveEnv(dir, o.Pvesim); err != nil {
 		return nil, err
 	}
@@ -295,4 +299,23 @@ func gitDescribe() string {
 		return "unknown"
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// fsType names the filesystem holding dir.
+func fsType(dir string) string {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return "unknown filesystem"
+	}
+	switch st.Type {
+	case unix.TMPFS_MAGIC:
+		return "tmpfs"
+	case unix.EXT4_SUPER_MAGIC:
+		return "ext4"
+	case unix.XFS_SUPER_MAGIC:
+		return "xfs"
+	case unix.BTRFS_SUPER_MAGIC:
+		return "btrfs"
+	}
+	return fmt.Sprintf("filesystem 0x%x", st.Type)
 }
