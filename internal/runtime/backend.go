@@ -101,10 +101,10 @@ type Stopper interface {
 // foreground `run` then waits, returns the process's exit code and
 // deletes the container, as `runc run` does.
 type Waiter interface {
-	// Wait blocks until c's process exits and returns its exit code,
-	// relaying the signals this process receives to the container's
-	// init meanwhile. It returns ErrCannotWait (and nothing else
-	// happens) when c cannot be waited for.
+	// Wait blocks until c's process exits and returns its exit code
+	// (the Manager relays signals to the container meanwhile, with
+	// Kill). It returns ErrCannotWait (and nothing else happens) when c
+	// cannot be waited for.
 	Wait(ctx context.Context, c *state.Container) (int, error)
 }
 

@@ -207,13 +207,19 @@ func (m *Manager) Run(ctx context.Context, req CreateRequest, detach bool) (int,
 	if !ok {
 		// Create + Start under the lock; a foreground wait needs a
 		// Runner or a Waiter.
+		w, canWait := be.(Waiter)
+		var sigs *signalRelay
+		if canWait && !detach {
+			sigs = catchSignals()
+			defer sigs.stop()
+		}
 		err := m.createStart(ctx, c, be, opts)
 		unlock(l, m.log())
 		if err != nil || detach {
 			return 0, err
 		}
-		if w, ok := be.(Waiter); ok {
-			return m.waitAndDelete(ctx, c, be, w)
+		if canWait {
+			return m.waitAndDelete(ctx, c, be, w, sigs)
 		}
 		m.log().Warn("backend cannot run in the foreground; container left running", "id", c.ID, "backend", c.Backend)
 		return 0, nil
@@ -257,11 +263,33 @@ func (m *Manager) createStart(ctx context.Context, c *state.Container, be Backen
 }
 
 // waitAndDelete waits (without the lock, so that state, kill and delete
-// work meanwhile) for c's process and then deletes c, as `runc run`
-// removes its container when the process exits. A container that cannot
-// be waited for is left running.
-func (m *Manager) waitAndDelete(ctx context.Context, c *state.Container, be Backend, w Waiter) (int, error) {
-	code, werr := w.Wait(ctx, c)
+// work meanwhile) for c's process, relaying the signals sigs caught to
+// its init, and then deletes c, as `runc run` removes its container when
+// the process exits. A container that cannot be waited for is left
+// running.
+func (m *Manager) waitAndDelete(ctx context.Context, c *state.Container, be Backend, w Waiter, sigs *signalRelay) (int, error) {
+	type result struct {
+		code int
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, err := w.Wait(ctx, c)
+		done <- result{code, err}
+	}()
+	var res result
+	for waiting := true; waiting; {
+		select {
+		case res = <-done:
+			waiting = false
+		case s := <-sigs.ch:
+			sig := s.(syscall.Signal)
+			if err := be.Kill(ctx, copyOf(c), sig, false); err != nil {
+				m.log().Debug("signal not relayed", "id", c.ID, "signal", sig, "err", err)
+			}
+		}
+	}
+	code, werr := res.code, res.err
 	if errors.Is(werr, ErrCannotWait) {
 		m.log().Warn("container cannot be waited for; left running", "id", c.ID, "backend", c.Backend)
 		return 0, nil

@@ -2,8 +2,12 @@ package runtime_test
 
 import (
 	"context"
+	"errors"
+	"os"
 	"slices"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nexcage/nexcage/internal/runtime"
 	"github.com/nexcage/nexcage/internal/state"
@@ -116,5 +120,49 @@ func TestRunDeletedDuringWait(t *testing.T) {
 	}
 	if n := len(slices.DeleteFunc(slices.Clone(w.calls), func(s string) bool { return s != "delete" })); n != 1 {
 		t.Errorf("%d deletes: %v", n, w.calls)
+	}
+}
+
+// signalFake's Wait ends when Kill delivers a signal, as a process that
+// exits on SIGUSR1 would; Kill runs concurrently with Wait.
+type signalFake struct {
+	*fakeBackend
+	started chan struct{}
+	got     chan syscall.Signal
+}
+
+func (f *signalFake) Kill(_ context.Context, c *state.Container, sig syscall.Signal, _ bool) error {
+	f.got <- sig
+	return nil
+}
+
+func (f *signalFake) Wait(ctx context.Context, c *state.Container) (int, error) {
+	close(f.started)
+	select {
+	case sig := <-f.got:
+		return 128 + int(sig), nil
+	case <-time.After(time.Minute):
+		return 0, errors.New("no signal relayed")
+	}
+}
+
+// A signal nexcage receives during a foreground run is relayed to the
+// container (Kill), whose exit code run returns.
+func TestRunRelaysSignals(t *testing.T) {
+	f := &signalFake{fakeBackend: newFake("proxmox-lxc"), started: make(chan struct{}), got: make(chan syscall.Signal, 1)}
+	e := newEnv(t)
+	reg := runtime.NewRegistry()
+	reg.Register("proxmox-lxc", func() (runtime.Backend, error) { return f, nil })
+	e.m.Backends = reg
+	go func() {
+		<-f.started
+		_ = syscall.Kill(os.Getpid(), syscall.SIGUSR1)
+	}()
+	code, err := e.m.Run(context.Background(), runtime.CreateRequest{ID: "ct-1", Options: runtime.CreateOptions{Bundle: "/b/good"}}, false)
+	if err != nil || code != 128+int(syscall.SIGUSR1) {
+		t.Fatalf("run = %d, %v; want %d", code, err, 128+int(syscall.SIGUSR1))
+	}
+	if ok, _ := e.m.Store.Exists("ct-1"); ok {
+		t.Error("record left after the run")
 	}
 }
