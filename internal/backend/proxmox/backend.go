@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -65,6 +66,10 @@ type Backend struct {
 	// is then a pct start) instead of running them through the init
 	// helper; for tests of the pct sequence without LXC.
 	NoInitHelper bool
+
+	// supervisors holds, per container id, the exit of the supervisors
+	// this process started (for a foreground run's Wait).
+	supervisors sync.Map
 }
 
 var (

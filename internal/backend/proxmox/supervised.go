@@ -231,11 +231,14 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 	// Reap it if it dies while create still runs; afterwards the shim (or
 	// init) does.
 	waited := make(chan struct{})
-	go func() { _, _ = sup.Wait(); close(waited) }()
+	exit := &supervisorExit{done: waited}
+	b.supervisors.Store(c.ID, exit)
+	go func() { exit.state, _ = sup.Wait(); close(waited) }()
 	defer func() {
 		if err != nil {
 			_ = sup.Kill()
 			<-waited
+			b.supervisors.Delete(c.ID)
 		}
 	}()
 	lines := make(chan string)
