@@ -69,6 +69,11 @@ type Network struct {
 // Templates configures template resolution.
 type Templates struct {
 	AutoDownload *bool `json:"auto_download"` // default true
+	// SkopeoPath is the skopeo that pulls registry images on this host:
+	// a name looked up on PATH or a path; default "skopeo". When it is
+	// not installed, or set to "" to keep pulls on Proxmox, images are
+	// pulled with Proxmox VE 9.1's oci-registry-pull (through pvesh).
+	SkopeoPath *string `json:"skopeo_path"`
 }
 
 // Runtimes configures the OCI runtime binaries nexcage passes through to.

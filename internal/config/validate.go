@@ -135,6 +135,11 @@ func (c *Config) validate() ([]string, error) {
 		warnings = append(warnings, fmt.Sprintf("container_config.default_container_type %q is not supported by nexcage; containers without a routing rule will fail to create", c.ContainerConfig.DefaultContainerType))
 	}
 
+	if sp := c.Templates.SkopeoPath; sp != nil {
+		if err := checkText("templates.skopeo_path", *sp); err != nil {
+			return nil, err
+		}
+	}
 	if err := checkText("storage.zfs_dataset", c.Storage.ZFSDataset); err != nil {
 		return nil, err
 	}

@@ -385,7 +385,8 @@ func TestResolveRegistryErrors(t *testing.T) {
 		t.Setenv("PATH", t.TempDir())
 		e := newEnv(t, nil)
 		_, err := e.r.Resolve(context.Background(), "alpine:3.20")
-		wantErr(t, err, errs.KindTemplate, "needs skopeo", "apt-get install skopeo")
+		// Not installed: Proxmox's oci-registry-pull is tried (and fails here).
+		wantErr(t, err, errs.KindTemplate, "skopeo is not installed", "oci-registry-pull", "apt-get install skopeo")
 	})
 	t.Run("pull fails", func(t *testing.T) {
 		e := newEnv(t, func(o *Options) { o.SkopeoPath = "skopeo" })

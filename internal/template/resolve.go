@@ -65,7 +65,15 @@ type Options struct {
 	Storage      string // template storage (proxmox.template_storage); default "local"
 	AutoDownload bool   // templates.auto_download: fetch official templates with pveam
 	PveamPath    string // default "pveam"
-	SkopeoPath   string // default: "skopeo" found on PATH when a pull needs it
+	SkopeoPath   string // registry pulls on this host; default "skopeo" on PATH
+	// NoSkopeo keeps registry pulls off this host's skopeo
+	// (templates.skopeo_path ""): they go through Proxmox.
+	NoSkopeo bool
+	// PveshPath (default "pvesh") and Node (default: the host name up to
+	// the first dot) reach Proxmox VE 9.1's oci-registry-pull, used when
+	// skopeo is not.
+	PveshPath string
+	Node      string
 	// WorkDir holds locks and scratch space for unpacking images
 	// (storage.image_path); default /var/lib/nexcage/images.
 	WorkDir string
@@ -101,6 +109,13 @@ func NewResolver(o Options) *Resolver {
 	}
 	if o.PveamPath == "" {
 		o.PveamPath = "pveam"
+	}
+	if o.PveshPath == "" {
+		o.PveshPath = "pvesh"
+	}
+	if o.Node == "" {
+		h, _ := os.Hostname()
+		o.Node, _, _ = strings.Cut(h, ".")
 	}
 	if o.WorkDir == "" {
 		o.WorkDir = "/var/lib/nexcage/images"

@@ -19,11 +19,21 @@ func TemplateResolver(cfg *config.Config, log *slog.Logger, progress io.Writer, 
 		cfg = config.Default()
 	}
 	p := cfg.Proxmox
+	// templates.skopeo_path: unset means skopeo on PATH, "" means never
+	// skopeo here (pulls go through Proxmox's oci-registry-pull).
+	skopeo, noSkopeo := "", false
+	if sp := cfg.Templates.SkopeoPath; sp != nil {
+		skopeo, noSkopeo = *sp, *sp == ""
+	}
 	return template.NewResolver(template.Options{
 		EtcPve:       orDefault(p.EtcPve, "/etc/pve"),
 		Storage:      orDefault(p.TemplateStorage, "local"),
 		AutoDownload: cfg.Templates.AutoDownload == nil || *cfg.Templates.AutoDownload,
 		PveamPath:    p.PveamPath,
+		SkopeoPath:   skopeo,
+		NoSkopeo:     noSkopeo,
+		PveshPath:    p.PveshPath,
+		Node:         p.Node,
 		WorkDir:      cfg.Storage.ImagePath,
 		Logger:       log,
 		Progress:     progress,
