@@ -24,7 +24,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -72,6 +71,11 @@ func run(nexcage, pvesim string, duration time.Duration, n int, rssSlack int64) 
 		return err
 	}
 	defer os.RemoveAll(e.dir)
+	// busybox time's report file is rewritten by every run: it exists
+	// before the first snapshot so that it does not count as a leftover.
+	if err := os.WriteFile(e.rssFile(), nil, 0o600); err != nil {
+		return err
+	}
 
 	before, err := e.snapshot()
 	if err != nil {
@@ -211,8 +215,17 @@ func setup(nexcage, pvesim string, n int) (*env, error) {
 
 // list runs `nexcage list --format json` once, checks it lists n
 // containers, and returns the run's peak RSS in KiB.
+// rssFile is where busybox time writes each run's peak RSS.
+func (e *env) rssFile() string { return filepath.Join(e.dir, "list.rss") }
+
 func (e *env) list(n int) (int64, error) {
-	cmd := exec.Command(e.nexcage, "--root", e.root, "--config", e.config, "list", "--format", "json")
+	// Peak RSS comes from busybox's time applet, which forks nexcage
+	// itself: Go starts children with vfork, and exec records the hiwater
+	// RSS of the mm it leaves (this process's) into the child's ru_maxrss,
+	// so our own wait4 would report the soak driver's size.
+	rssFile := e.rssFile()
+	cmd := exec.Command("/bin/busybox", "time", "-f", "%M", "-o", rssFile,
+		e.nexcage, "--root", e.root, "--config", e.config, "list", "--format", "json")
 	cmd.Env = append(os.Environ(), e.vars...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
@@ -223,11 +236,20 @@ func (e *env) list(n int) (int64, error) {
 	if err := json.Unmarshal(out.Bytes(), &states); err != nil || len(states) != n {
 		return 0, fmt.Errorf("nexcage list printed %d containers, want %d (%v)", len(states), n, err)
 	}
-	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	if !ok {
-		return 0, errors.New("no rusage")
+	data, err := os.ReadFile(rssFile)
+	if err != nil {
+		return 0, err
 	}
-	return ru.Maxrss, nil
+	f := strings.Fields(string(data))
+	if len(f) == 0 {
+		return 0, errors.New("busybox time reported no peak RSS")
+	}
+	k, err := strconv.ParseInt(f[len(f)-1], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("busybox time: %q: %w", data, err)
+	}
+	// busybox takes ru_maxrss (KiB) for pages and multiplies by the page size.
+	return k / int64(os.Getpagesize()/1024), nil
 }
 
 // snapshot lists every file of the environment (nexcage root, node,
