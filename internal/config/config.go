@@ -64,7 +64,7 @@ func Default() *Config {
 		ContainerConfig: ContainerConfig{DefaultContainerType: "lxc"},
 		Storage:         Storage{ImagePath: "/var/lib/nexcage/images"},
 		Network:         Network{Bridge: "vmbr0"},
-		Templates:       Templates{AutoDownload: yes()},
+		Templates:       Templates{AutoDownload: yes(), SkopeoPath: ptr("skopeo")},
 		Runtimes: Runtimes{
 			Runc: OCIRuntime{Path: "runc", CgroupWorkaround: "never"},
 			Crun: OCIRuntime{Path: "crun", CgroupWorkaround: "auto"},
@@ -387,3 +387,5 @@ func fillEmptyStrings(v, def reflect.Value) {
 		}
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
