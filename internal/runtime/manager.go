@@ -423,34 +423,32 @@ func (m *Manager) explain(ctx context.Context, be Backend, c *state.Container, r
 
 // Start runs the process of a created container.
 func (m *Manager) Start(ctx context.Context, id string) error {
-	l, err := m.lock(ctx, id)
-	if err != nil {
-		return err
-	}
-	defer unlock(l, m.log())
-	c, be, err := m.load(id)
-	if err != nil {
-		return err
-	}
-	if err := checkFirst(ctx, be, c, startRule); err != nil {
-		return err
-	}
-	if err := be.Start(ctx, c); err != nil {
-		return m.explain(ctx, be, c, startRule, err)
-	}
-	m.log().Info("started", "id", id, "pid", c.Pid)
-	if enforcesLifecycle(be) {
-		// Such a runtime is the one source of the live status (it is
-		// asked on every read, and the record goes stale anyway when the
-		// process exits on its own); start changes nothing else in the
-		// record, so it is not written.
+	return m.act(ctx, id, startRule, func(be Backend, c *state.Container) error {
+		if err := be.Start(ctx, c); err != nil {
+			return err
+		}
+		m.log().Info("started", "id", id, "pid", c.Pid)
 		return nil
-	}
-	return m.Store.Save(c)
+	})
 }
 
 // Kill sends sig to a created or running container.
 func (m *Manager) Kill(ctx context.Context, id string, sig syscall.Signal, all bool) error {
+	return m.act(ctx, id, killRule, func(be Backend, c *state.Container) error {
+		if err := be.Kill(ctx, c, sig, all); err != nil {
+			return err
+		}
+		m.log().Info("signalled", "id", id, "signal", int(sig))
+		return nil
+	})
+}
+
+// act runs op on id's container under its lock. rule is checked first
+// unless the backend enforces the lifecycle itself, in which case a refusal
+// of op is explained with rule afterwards. The record is saved unless such
+// a runtime keeps the live status: it is asked on every read, and the
+// record goes stale anyway when the process exits on its own.
+func (m *Manager) act(ctx context.Context, id string, rule func(*state.Container) error, op func(Backend, *state.Container) error) error {
 	l, err := m.lock(ctx, id)
 	if err != nil {
 		return err
@@ -460,15 +458,14 @@ func (m *Manager) Kill(ctx context.Context, id string, sig syscall.Signal, all b
 	if err != nil {
 		return err
 	}
-	if err := checkFirst(ctx, be, c, killRule); err != nil {
+	if err := checkFirst(ctx, be, c, rule); err != nil {
 		return err
 	}
-	if err := be.Kill(ctx, c, sig, all); err != nil {
-		return m.explain(ctx, be, c, killRule, err)
+	if err := op(be, c); err != nil {
+		return m.explain(ctx, be, c, rule, err)
 	}
-	m.log().Info("signalled", "id", id, "signal", int(sig))
 	if enforcesLifecycle(be) {
-		return nil // as for Start: the runtime keeps the live status
+		return nil
 	}
 	return m.Store.Save(c)
 }
