@@ -306,7 +306,29 @@ func extractArchive(p string, dest *os.Root) error {
 		return err
 	}
 	defer f.Close()
-	dr, _, done, err := openCompressed(bufio.NewReaderSize(f, 1<<16))
+	return walkTar(f, func(tr *tar.Reader, h *tar.Header, name string) error {
+		if d := path.Dir(name); d != "." {
+			if err := dest.MkdirAll(d, 0o755); err != nil {
+				return err
+			}
+		}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			return dest.MkdirAll(name, 0o755)
+		case tar.TypeReg:
+			return writeRootFile(dest, name, tr, 0o644)
+		case tar.TypeSymlink:
+			// docker save links identical layers to each other.
+			return dest.Symlink(h.Linkname, name)
+		}
+		return nil
+	})
+}
+
+// walkTar calls fn for each entry of the tar stream r (in any supported
+// compression) whose cleaned relative name is not empty.
+func walkTar(r io.Reader, fn func(tr *tar.Reader, h *tar.Header, name string) error) error {
+	dr, _, done, err := openCompressed(bufio.NewReaderSize(r, 1<<16))
 	if err != nil {
 		return err
 	}
@@ -320,27 +342,8 @@ func extractArchive(p string, dest *os.Root) error {
 		if err != nil {
 			return err
 		}
-		name := cleanRel(h.Name)
-		if name == "" {
-			continue
-		}
-		if d := path.Dir(name); d != "." {
-			if err := dest.MkdirAll(d, 0o755); err != nil {
-				return err
-			}
-		}
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := dest.MkdirAll(name, 0o755); err != nil {
-				return err
-			}
-		case tar.TypeReg:
-			if err := writeRootFile(dest, name, tr, 0o644); err != nil {
-				return err
-			}
-		case tar.TypeSymlink:
-			// docker save links identical layers to each other.
-			if err := dest.Symlink(h.Linkname, name); err != nil {
+		if name := cleanRel(h.Name); name != "" {
+			if err := fn(tr, h, name); err != nil {
 				return err
 			}
 		}
@@ -368,31 +371,14 @@ func applyLayer(rootfs *os.Root, r io.Reader) error { return applyLayerTimes(roo
 // applyLayerTimes is applyLayer recording directory times in dirTimes
 // (when not nil), to be set once all layers are applied.
 func applyLayerTimes(rootfs *os.Root, r io.Reader, dirTimes map[string]time.Time) error {
-	dr, _, done, err := openCompressed(bufio.NewReaderSize(r, 1<<16))
-	if err != nil {
-		return err
-	}
-	defer done()
-	tr := tar.NewReader(dr)
 	seen := map[string]bool{} // paths this layer created
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		name := cleanRel(h.Name)
-		if name == "" {
-			continue
-		}
+	return walkTar(r, func(tr *tar.Reader, h *tar.Header, name string) error {
 		dir, base := path.Dir(name), path.Base(name)
 		if base == ".wh..wh..opq" {
 			if err := opaque(rootfs, dir, seen); err != nil {
 				return fmt.Errorf("opaque whiteout %s: %w", name, err)
 			}
-			continue
+			return nil
 		}
 		if strings.HasPrefix(base, ".wh.") {
 			target := path.Join(dir, strings.TrimPrefix(base, ".wh."))
@@ -401,7 +387,7 @@ func applyLayerTimes(rootfs *os.Root, r io.Reader, dirTimes map[string]time.Time
 					return fmt.Errorf("whiteout %s: %w", name, err)
 				}
 			}
-			continue
+			return nil
 		}
 		if dir != "." {
 			if err := rootfs.MkdirAll(dir, 0o755); err != nil {
@@ -435,7 +421,7 @@ func applyLayerTimes(rootfs *os.Root, r io.Reader, dirTimes map[string]time.Time
 				return fmt.Errorf("hard link %s -> %s: %w", name, h.Linkname, err)
 			}
 		default:
-			continue // devices, fifos: not needed in a template
+			return nil // devices, fifos: not needed in a template
 		}
 		seen[name] = true
 		if err := rootfs.Lchown(name, h.Uid, h.Gid); err != nil {
@@ -447,7 +433,8 @@ func applyLayerTimes(rootfs *os.Root, r io.Reader, dirTimes map[string]time.Time
 			}
 			_ = rootfs.Chtimes(name, h.ModTime, h.ModTime)
 		}
-	}
+		return nil
+	})
 }
 
 // opaque removes what lower layers put in dir (an opaque whiteout).
