@@ -141,14 +141,9 @@ func ParseConfig(data []byte) (*Config, []string, error) {
 			continue
 		}
 		if m := reOptionLine.FindStringSubmatch(line); m != nil {
-			key, value := m[1], m[2]
-			norm, err := CheckOptionValue(key, value)
-			if err != nil {
-				warns = append(warns, fmt.Sprintf("unable to parse value of '%s' - %s", key, err))
-			} else {
-				value = norm
-			}
-			c.Options[key] = value
+			// Values are kept as written: checking them against Proxmox's
+			// schema is the node's job (and pvesim's), not the writer's.
+			c.Options[m[1]] = m[2]
 			continue
 		}
 		warns = append(warns, "unable to parse config: "+line)

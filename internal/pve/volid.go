@@ -17,6 +17,7 @@ var (
 	reStorageID = lazyre.New(`(?i)^[a-z][a-z0-9\-_.]*[a-z0-9]$`)
 	reVMID      = lazyre.New(`^[1-9][0-9]{2,8}$`)
 	reVztmplVol = lazyre.New(`^vztmpl/([^/]+)$`)
+	reInteger   = lazyre.New(`^[+-]?\d+$`)
 )
 
 // TemplateExtensions are the archive suffixes Proxmox accepts for

@@ -8,16 +8,16 @@ import (
 
 	"github.com/google/renameio/v2"
 
-	"github.com/nexcage/nexcage/internal/pve"
+	"github.com/nexcage/nexcage/internal/pvesim/pvecfg"
 )
 
 // loadConf reads this node's <vmid>.conf as PVE::LXC::Config::load_config
 // does: a missing file is an error, parse problems are warnings on stderr
 // (lines Proxmox refuses, such as lxc keys outside its allow-list, are
 // dropped).
-func (n *Node) loadConf(vmid int) (*pve.Config, error) { return n.loadConfWarn(vmid, true) }
+func (n *Node) loadConf(vmid int) (*pvecfg.Config, error) { return n.loadConfWarn(vmid, true) }
 
-func (n *Node) loadConfWarn(vmid int, warn bool) (*pve.Config, error) {
+func (n *Node) loadConfWarn(vmid int, warn bool) (*pvecfg.Config, error) {
 	data, err := os.ReadFile(n.ConfPath(vmid))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, dief("Configuration file 'nodes/%s/lxc/%d.conf' does not exist", n.Name, vmid)
@@ -25,7 +25,7 @@ func (n *Node) loadConfWarn(vmid int, warn bool) (*pve.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	conf, warns, err := pve.ParseConfig(data)
+	conf, warns, err := pvecfg.ParseConfig(data)
 	if err != nil {
 		return nil, dief("vm %d - %v", vmid, err)
 	}
@@ -39,7 +39,7 @@ func (n *Node) loadConfWarn(vmid int, warn bool) (*pve.Config, error) {
 }
 
 // writeConf stores conf atomically.
-func (n *Node) writeConf(vmid int, conf *pve.Config) error {
+func (n *Node) writeConf(vmid int, conf *pvecfg.Config) error {
 	data, err := conf.Marshal()
 	if err != nil {
 		return dief("%v", err)
@@ -51,7 +51,7 @@ func (n *Node) writeConf(vmid int, conf *pve.Config) error {
 }
 
 // checkLock is AbstractConfig::check_lock.
-func checkLock(conf *pve.Config) error {
+func checkLock(conf *pvecfg.Config) error {
 	if l, ok := conf.Get("lock"); ok && l != "" {
 		return dief("CT is locked (%s)", l)
 	}

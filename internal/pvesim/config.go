@@ -5,7 +5,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/nexcage/nexcage/internal/pve"
+	"github.com/nexcage/nexcage/internal/pvesim/pvecfg"
 )
 
 // pctConfig is `pct config <vmid>`: sorted `key: value` lines (env as one
@@ -23,13 +23,13 @@ func (n *Node) pctConfig(c *call) error {
 }
 
 // formatConfig renders the API's view of a config as pct config prints it.
-func formatConfig(conf *pve.Config) string {
+func formatConfig(conf *pvecfg.Config) string {
 	kv := map[string]string{}
 	for k, v := range conf.Options {
 		kv[k] = v
 	}
 	if conf.Description != "" {
-		kv["description"] = pve.EncodeText(conf.Description)
+		kv["description"] = pvecfg.EncodeText(conf.Description)
 	}
 	if len(conf.Env) > 0 {
 		kv["env"] = strings.Join(conf.Env, "\x00")
@@ -113,7 +113,7 @@ func (n *Node) pctSet(c *call) error {
 		if _, ok := params["unprivileged"]; ok {
 			return dief("unable to modify read-only option: '%s'", "unprivileged")
 		}
-		upd := pve.NewConfig()
+		upd := pvecfg.NewConfig()
 		for k, v := range params {
 			if k == "description" {
 				conf.Description = v
@@ -143,9 +143,9 @@ func (n *Node) pctSet(c *call) error {
 // setVolume handles a mount point given to pct set: a new STORAGE:SIZE
 // volume is allocated, other volumes and host paths are kept as given.
 func (n *Node) setVolume(vmid int, key, value string) (string, error) {
-	format := pve.MountFormat
+	format := pvecfg.MountFormat
 	if key == "rootfs" {
-		format = pve.RootfsFormat
+		format = pvecfg.RootfsFormat
 	}
 	p, err := format.Parse(key, value)
 	if err != nil {
@@ -155,7 +155,7 @@ func (n *Node) setVolume(vmid int, key, value string) (string, error) {
 	if strings.HasPrefix(vol, "/") {
 		return format.Canonical(p), nil
 	}
-	sid, volname, err := pve.ParseVolumeID(vol)
+	sid, volname, err := pvecfg.ParseVolumeID(vol)
 	if err != nil {
 		return "", dief("unable to parse volume ID '%s'", vol)
 	}
@@ -163,7 +163,7 @@ func (n *Node) setVolume(vmid int, key, value string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	scfg, ok := pve.FindStorage(storages, sid)
+	scfg, ok := pvecfg.FindStorage(storages, sid)
 	if !ok {
 		return "", dief("storage '%s' does not exist", sid)
 	}
@@ -177,8 +177,8 @@ func (n *Node) setVolume(vmid int, key, value string) (string, error) {
 			return "", err
 		}
 		p.Set("volume", sid+":"+name)
-		sizeBytes, _ := pve.ParseSize(volname + "G")
-		p.Set("size", pve.FormatSize(sizeBytes))
+		sizeBytes, _ := pvecfg.ParseSize(volname + "G")
+		p.Set("size", pvecfg.FormatSize(sizeBytes))
 	}
 	return format.Canonical(p), nil
 }

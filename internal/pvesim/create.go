@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/nexcage/nexcage/internal/pve"
+	"github.com/nexcage/nexcage/internal/pvesim/pvecfg"
 )
 
 // createOnly are the create parameters that are not config options.
@@ -47,19 +47,19 @@ func (n *Node) pctCreate(c *call) error {
 
 	// ostemplate: a volume id, or a path (root only; we always run as root).
 	var tmplVolid, tmplStorage, tmplFile string
-	if sid, volname, err := pve.ParseVolumeID(ostemplate); err == nil {
-		scfg, ok := pve.FindStorage(storages, sid)
+	if sid, volname, err := pvecfg.ParseVolumeID(ostemplate); err == nil {
+		scfg, ok := pvecfg.FindStorage(storages, sid)
 		if !ok {
 			return dief("storage '%s' does not exist", sid)
 		}
-		ct := pve.ContentType(volname)
+		ct := pvecfg.ContentType(volname)
 		if ct == "" {
 			return dief("unable to parse directory volume name '%s'", volname)
 		}
 		if ct != "vztmpl" {
 			return dief("unable to use volume %s - content type needs to be 'vztmpl'", ostemplate)
 		}
-		f, err := pve.TemplateVolume(volname)
+		f, err := pvecfg.TemplateVolume(volname)
 		if err != nil {
 			return dief("unable to parse directory volume name '%s'", volname)
 		}
@@ -71,7 +71,7 @@ func (n *Node) pctCreate(c *call) error {
 		storage = s
 	}
 	checkStorage := func(sid string) error {
-		scfg, ok := pve.FindStorage(storages, sid)
+		scfg, ok := pvecfg.FindStorage(storages, sid)
 		if !ok {
 			return dief("storage '%s' does not exist", sid)
 		}
@@ -84,7 +84,7 @@ func (n *Node) pctCreate(c *call) error {
 
 	// Split disk parameters from the rest (bare sizes use --storage).
 	mpParam := map[string]string{}
-	conf := pve.NewConfig()
+	conf := pvecfg.NewConfig()
 	for k, v := range c.opts {
 		switch {
 		case createOnly[k]:
@@ -105,15 +105,15 @@ func (n *Node) pctCreate(c *call) error {
 		}
 	}
 	for k, v := range mpParam {
-		mp, _ := pve.MountFormat.Parse(k, v)
+		mp, _ := pvecfg.MountFormat.Parse(k, v)
 		if k == "rootfs" {
-			mp, _ = pve.RootfsFormat.Parse(k, v)
+			mp, _ = pvecfg.RootfsFormat.Parse(k, v)
 		}
 		vol, _ := mp.Get("volume")
 		if strings.HasPrefix(vol, "/") {
 			continue // bind or device mount: root only, and we are root
 		}
-		sid, _, err := pve.ParseVolumeID(vol)
+		sid, _, err := pvecfg.ParseVolumeID(vol)
 		if err != nil {
 			return dief("unable to parse volume ID '%s'", vol)
 		}
@@ -160,12 +160,12 @@ func (n *Node) pctCreate(c *call) error {
 // as update_pct_config/vmconfig_apply_pending do: netN gets type=veth and
 // a generated hwaddr, property strings are printed canonically, env is
 // split into its NUL-separated variables.
-func prepareConfigOptions(conf *pve.Config) error {
+func prepareConfigOptions(conf *pvecfg.Config) error {
 	for k, v := range conf.Options {
-		sc := pve.ConfigSchema()[k]
+		sc := pvecfg.ConfigSchema()[k]
 		switch {
 		case strings.HasPrefix(k, "net"):
-			p, err := pve.NetFormat.Parse(k, v)
+			p, err := pvecfg.NetFormat.Parse(k, v)
 			if err != nil {
 				return err
 			}
@@ -173,7 +173,7 @@ func prepareConfigOptions(conf *pve.Config) error {
 			if _, ok := p.Get("hwaddr"); !ok {
 				p.Set("hwaddr", randomMAC())
 			}
-			conf.Options[k] = pve.NetFormat.Canonical(p)
+			conf.Options[k] = pvecfg.NetFormat.Canonical(p)
 		case k == "description":
 			delete(conf.Options, k)
 			conf.Description = v
@@ -208,7 +208,7 @@ func randomMAC() string {
 // vmid any node uses, then write `lock: create` and add it to .vmlist.
 func (n *Node) registerVMID(vmid int) error {
 	return n.lockCluster(func() error {
-		list, err := pve.ReadVMList(n.VMListPath())
+		list, err := pvecfg.ReadVMList(n.VMListPath())
 		if err != nil {
 			return err
 		}
@@ -222,12 +222,12 @@ func (n *Node) registerVMID(vmid int) error {
 		if node := n.confNode(vmid); node != "" {
 			return dief("CT %d already exists on node '%s'", vmid, node)
 		}
-		lockConf := pve.NewConfig()
+		lockConf := pvecfg.NewConfig()
 		lockConf.Set("lock", "create")
 		if err := n.writeConf(vmid, lockConf); err != nil {
 			return err
 		}
-		list.Add(vmid, pve.VMListEntry{Node: n.Name, Type: "lxc", Version: 1})
+		list.Add(vmid, pvecfg.VMListEntry{Node: n.Name, Type: "lxc", Version: 1})
 		if err := list.Write(n.VMListPath()); err != nil {
 			os.Remove(n.ConfPath(vmid))
 			return err
@@ -240,7 +240,7 @@ func (n *Node) registerVMID(vmid int) error {
 func (n *Node) unregisterVMID(vmid int) {
 	_ = n.lockCluster(func() error {
 		os.Remove(n.ConfPath(vmid))
-		list, err := pve.ReadVMList(n.VMListPath())
+		list, err := pvecfg.ReadVMList(n.VMListPath())
 		if err != nil {
 			return err
 		}
@@ -255,7 +255,7 @@ func (n *Node) unregisterVMID(vmid int) {
 // createTask is the worker part of create: allocate volumes, extract the
 // template, detect ostype/arch, fill defaults, write the config. On error
 // it removes every volume it allocated.
-func (n *Node) createTask(vmid int, conf *pve.Config, mpParam map[string]string, storages []pve.Storage,
+func (n *Node) createTask(vmid int, conf *pvecfg.Config, mpParam map[string]string, storages []pvecfg.Storage,
 	tmplVolid, tmplStorage, tmplFile, ostemplate string, unpriv bool) (err error) {
 	var created []string
 	defer func() {
@@ -269,7 +269,7 @@ func (n *Node) createTask(vmid int, conf *pve.Config, mpParam map[string]string,
 	// Resolve the archive first: a missing template is the common failure.
 	var archive string
 	if tmplVolid != "" {
-		scfg, _ := pve.FindStorage(storages, tmplStorage)
+		scfg, _ := pvecfg.FindStorage(storages, tmplStorage)
 		archive = filepath.Join(scfg.Path, "template/cache", tmplFile)
 		if st, e := os.Stat(archive); e != nil || !st.Mode().IsRegular() {
 			return fmt.Errorf("can't find file '%s'", tmplVolid)
@@ -286,9 +286,9 @@ func (n *Node) createTask(vmid int, conf *pve.Config, mpParam map[string]string,
 	disk := 0
 	var rootfsPath string
 	for _, k := range keys {
-		format := pve.MountFormat
+		format := pvecfg.MountFormat
 		if k == "rootfs" {
-			format = pve.RootfsFormat
+			format = pvecfg.RootfsFormat
 		}
 		p, perr := format.Parse(k, mpParam[k])
 		if perr != nil {
@@ -306,8 +306,8 @@ func (n *Node) createTask(vmid int, conf *pve.Config, mpParam map[string]string,
 				return e
 			}
 		} else {
-			sid, volname, _ := pve.ParseVolumeID(vol)
-			scfg, _ := pve.FindStorage(storages, sid)
+			sid, volname, _ := pvecfg.ParseVolumeID(vol)
+			scfg, _ := pvecfg.FindStorage(storages, sid)
 			if scfg.Path == "" {
 				return fmt.Errorf("storage '%s' (type %s) is not supported by the simulator", sid, scfg.Type)
 			}
@@ -321,7 +321,7 @@ func (n *Node) createTask(vmid int, conf *pve.Config, mpParam map[string]string,
 				}
 				created = append(created, dir)
 				p.Set("volume", sid+":"+name)
-				p.Set("size", pve.FormatSize(int64(sizeGiB*(1<<30))))
+				p.Set("size", pvecfg.FormatSize(int64(sizeGiB*(1<<30))))
 				path = dir
 			} else {
 				p2, e := n.volumePath(vol)
@@ -376,7 +376,7 @@ func (n *Node) createTask(vmid int, conf *pve.Config, mpParam map[string]string,
 
 // allocVolume creates the next free vm-<vmid>-disk-<N>.raw under the
 // storage's images/<vmid>/ as a directory and returns its volname.
-func (n *Node) allocVolume(scfg *pve.Storage, vmid int, next *int) (string, string, error) {
+func (n *Node) allocVolume(scfg *pvecfg.Storage, vmid int, next *int) (string, string, error) {
 	dir := filepath.Join(scfg.Path, "images", strconv.Itoa(vmid))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", "", err
@@ -395,8 +395,8 @@ func (n *Node) allocVolume(scfg *pve.Storage, vmid int, next *int) (string, stri
 
 // imagesDirHint is <local path>/images/<vmid>/x, used to remove an empty
 // per-vmid image directory after a failed create.
-func (n *Node) imagesDirHint(storages []pve.Storage, vmid int) string {
-	if s, ok := pve.FindStorage(storages, "local"); ok && s.Path != "" {
+func (n *Node) imagesDirHint(storages []pvecfg.Storage, vmid int) string {
+	if s, ok := pvecfg.FindStorage(storages, "local"); ok && s.Path != "" {
 		return filepath.Join(s.Path, "images", strconv.Itoa(vmid), "x")
 	}
 	return filepath.Join(n.Root, "var/lib/vz/images", strconv.Itoa(vmid), "x")
@@ -408,7 +408,7 @@ func sortedMPKeys(m map[string]string) []string {
 	if _, ok := m["rootfs"]; ok {
 		keys = append(keys, "rootfs")
 	}
-	for i := 0; i < pve.MaxMountPoints; i++ {
+	for i := 0; i < pvecfg.MaxMountPoints; i++ {
 		if _, ok := m["mp"+strconv.Itoa(i)]; ok {
 			keys = append(keys, "mp"+strconv.Itoa(i))
 		}
@@ -417,7 +417,7 @@ func sortedMPKeys(m map[string]string) []string {
 }
 
 // readStorages reads /etc/pve/storage.cfg.
-func (n *Node) readStorages() ([]pve.Storage, error) {
+func (n *Node) readStorages() ([]pvecfg.Storage, error) {
 	data, err := os.ReadFile(n.StorageCfgPath())
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -425,7 +425,7 @@ func (n *Node) readStorages() ([]pve.Storage, error) {
 		}
 		return nil, err
 	}
-	list, err := pve.ParseStorageConfig(data)
+	list, err := pvecfg.ParseStorageConfig(data)
 	if err != nil {
 		return nil, dief("%v", err)
 	}

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/nexcage/nexcage/internal/pve"
+	"github.com/nexcage/nexcage/internal/pvesim/pvecfg"
 )
 
 func TestPctCreateValidations(t *testing.T) {
@@ -19,8 +19,8 @@ func TestPctCreateValidations(t *testing.T) {
 	if _, stderr, code := pct(t, other, "create", "300", debianTmpl); code != 0 {
 		t.Fatalf("setup: %s", stderr)
 	}
-	list, _ := pve.ReadVMList(n.VMListPath())
-	list.Add(301, pve.VMListEntry{Node: "pve2", Type: "qemu", Version: 1})
+	list, _ := pvecfg.ReadVMList(n.VMListPath())
+	list.Add(301, pvecfg.VMListEntry{Node: "pve2", Type: "qemu", Version: 1})
 	if err := list.Write(n.VMListPath()); err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func TestPctCreateWritesProxmoxConfig(t *testing.T) {
 		t.Error("given hwaddr not kept")
 	}
 	// Round trip: what pvesim wrote parses back and re-marshals identically.
-	conf, warns, err := pve.ParseConfig(raw)
+	conf, warns, err := pvecfg.ParseConfig(raw)
 	if err != nil || len(warns) > 0 {
 		t.Fatalf("%v %q", err, warns)
 	}
@@ -147,7 +147,7 @@ func TestPctCreateWritesProxmoxConfig(t *testing.T) {
 	if statUID(fi) != 0 {
 		t.Error("privileged rootfs shifted")
 	}
-	list, _ := pve.ReadVMList(n.VMListPath())
+	list, _ := pvecfg.ReadVMList(n.VMListPath())
 	if e, ok := list.Lookup(101); !ok || e.Node != "pve" || e.Type != "lxc" {
 		t.Errorf(".vmlist entry: %+v %v", e, ok)
 	}
@@ -299,7 +299,7 @@ func TestPctParallelCreatesTwoNodes(t *testing.T) {
 			node := nodes[i%2]
 			// Allocate like nexcage does: lowest free id, retry on "already exists".
 			for attempt := 0; attempt < 50; attempt++ {
-				list, err := pve.ReadVMList(node.VMListPath())
+				list, err := pvecfg.ReadVMList(node.VMListPath())
 				if err != nil {
 					errs[i] = err.Error()
 					return
@@ -329,7 +329,7 @@ func TestPctParallelCreatesTwoNodes(t *testing.T) {
 		}
 		seen[id] = true
 	}
-	list, _ := pve.ReadVMList(n.VMListPath())
+	list, _ := pvecfg.ReadVMList(n.VMListPath())
 	if len(list.IDs) != workers {
 		t.Fatalf(".vmlist has %d ids", len(list.IDs))
 	}

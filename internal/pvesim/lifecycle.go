@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nexcage/nexcage/internal/pve"
+	"github.com/nexcage/nexcage/internal/pvesim/pvecfg"
 )
 
 // pctStart is `pct start <vmid> [--skiplock]`.
@@ -101,7 +101,7 @@ func (n *Node) requireRunning(vmid int) error {
 // CT unless forced, removes its volumes, config and .vmlist entry.
 func (n *Node) pctDestroy(c *call) error {
 	vmid := c.vmid
-	early := func(conf *pve.Config) error {
+	early := func(conf *pvecfg.Config) error {
 		if v, _ := conf.Get("protection"); v == "1" {
 			return dief("can't remove CT %d - protection mode enabled", vmid)
 		}
@@ -148,7 +148,7 @@ func (n *Node) pctDestroy(c *call) error {
 			if k != "rootfs" && !strings.HasPrefix(k, "mp") && !strings.HasPrefix(k, "unused") {
 				continue
 			}
-			p, err := pve.ParseProps(conf.Options[k], "volume")
+			p, err := pvecfg.ParseProps(conf.Options[k], "volume")
 			if err != nil {
 				continue
 			}
@@ -156,7 +156,7 @@ func (n *Node) pctDestroy(c *call) error {
 			if vol == "" || strings.HasPrefix(vol, "/") {
 				continue // bind and device mounts are not ours to delete
 			}
-			if path, err := n.volumePath(vol); err == nil && pve.ContentType(strings.SplitN(vol, ":", 2)[1]) != "vztmpl" {
+			if path, err := n.volumePath(vol); err == nil && pvecfg.ContentType(strings.SplitN(vol, ":", 2)[1]) != "vztmpl" {
 				if err := os.RemoveAll(path); err != nil {
 					return err
 				}
@@ -195,7 +195,7 @@ func (n *Node) pctStatus(c *call) error {
 
 // vmStatus is PVE::LXC::vmstatus for one container (the keys that make
 // sense in the simulator).
-func (n *Node) vmStatus(vmid int, conf *pve.Config) (map[string]string, error) {
+func (n *Node) vmStatus(vmid int, conf *pvecfg.Config) (map[string]string, error) {
 	running, pid, err := n.ctStatus(vmid)
 	if err != nil {
 		return nil, err
@@ -232,9 +232,9 @@ func (n *Node) vmStatus(vmid int, conf *pve.Config) (map[string]string, error) {
 	st["maxswap"] = strconv.FormatInt(swap<<20, 10)
 	st["maxdisk"] = "0"
 	if v, ok := conf.Get("rootfs"); ok {
-		if p, err := pve.ParseProps(v, "volume"); err == nil {
+		if p, err := pvecfg.ParseProps(v, "volume"); err == nil {
 			if s, ok := p.Get("size"); ok {
-				if b, ok := pve.ParseSize(s); ok {
+				if b, ok := pvecfg.ParseSize(s); ok {
 					st["maxdisk"] = strconv.FormatInt(b, 10)
 				}
 			}
@@ -254,7 +254,7 @@ func (n *Node) vmStatus(vmid int, conf *pve.Config) (map[string]string, error) {
 	return st, nil
 }
 
-func ctName(vmid int, conf *pve.Config) string {
+func ctName(vmid int, conf *pvecfg.Config) string {
 	if h, ok := conf.Get("hostname"); ok && h != "" {
 		return h
 	}
@@ -327,4 +327,4 @@ func (n *Node) pctUnlock(c *call) error {
 // loadConfQuiet loads the config without printing parse warnings: the
 // verb already loaded it once before taking the lock, and Proxmox warns
 // once per process.
-func (n *Node) loadConfQuiet(vmid int) (*pve.Config, error) { return n.loadConfWarn(vmid, false) }
+func (n *Node) loadConfQuiet(vmid int) (*pvecfg.Config, error) { return n.loadConfWarn(vmid, false) }

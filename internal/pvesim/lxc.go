@@ -17,7 +17,7 @@ import (
 	"github.com/google/renameio/v2"
 	"golang.org/x/sys/unix"
 
-	"github.com/nexcage/nexcage/internal/pve"
+	"github.com/nexcage/nexcage/internal/pvesim/pvecfg"
 )
 
 // Tunables of the LXC half; variables so tests can shorten them.
@@ -48,7 +48,7 @@ func (n *Node) stderrPath(vmid int) string {
 // container does not come up, LXC's messages from the stderr file are
 // printed to n.Stderr and the error is Proxmox's
 // `startup for container '<vmid>' failed`.
-func (n *Node) startCT(vmid int, conf *pve.Config) error {
+func (n *Node) startCT(vmid int, conf *pvecfg.Config) error {
 	cfg, err := n.buildLxcConfig(vmid, conf)
 	if err != nil {
 		return err

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nexcage/nexcage/internal/pve"
+	"github.com/nexcage/nexcage/internal/pvesim/pvecfg"
 )
 
 // lxcNode prepares a node whose root every uid can traverse (unprivileged
@@ -171,7 +171,7 @@ func testLifecycle(t *testing.T, unpriv bool) {
 	os.Chmod(rwDir, 0o777)
 	os.WriteFile(filepath.Join(roDir, "data.txt"), []byte("from the host\n"), 0o644)
 
-	conf := pve.NewConfig()
+	conf := pvecfg.NewConfig()
 	for k, v := range map[string]string{
 		"arch": "amd64", "hostname": "lxc-test", "memory": "192", "swap": "64",
 		"ostype": "debian", "rootfs": volid + ",size=1G", "cores": "1", "cpulimit": "0.5",
@@ -272,7 +272,7 @@ func TestLXCShutdown(t *testing.T) {
 	writeScript(t, rootfs, "graceful.sh", "trap 'echo bye >&2; exit 0' PWR\nsleep 1000 &\nwait\n", false)
 	// Stubborn: sleep as PID 1 ignores SIGPWR.
 	writeScript(t, rootfs, "stubborn.sh", "exec sleep 1000\n", false)
-	conf := pve.NewConfig()
+	conf := pvecfg.NewConfig()
 	conf.Set("ostype", "debian")
 	conf.Set("rootfs", volid)
 	conf.Set("entrypoint", "/graceful.sh")
@@ -313,7 +313,7 @@ func TestLXCStartFailureReportsLog(t *testing.T) {
 	vmid := 103
 	cleanupCT(t, n, vmid)
 	volid, _ := rootfsVolume(t, n, vmid, false)
-	conf := pve.NewConfig()
+	conf := pvecfg.NewConfig()
 	conf.Set("ostype", "debian")
 	conf.Set("rootfs", volid)
 	conf.Set("entrypoint", "/no/such/init")

@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/nexcage/nexcage/internal/pve"
+	"github.com/nexcage/nexcage/internal/pvesim/pvecfg"
 )
 
 // Paths of the host's cgroup v1 hierarchy, consulted like Proxmox consults
@@ -31,7 +31,7 @@ func (n *Node) volumePath(volid string) (string, error) {
 	if strings.HasPrefix(volid, "/") {
 		return filepath.Clean(volid), nil
 	}
-	storeID, volname, err := pve.ParseVolumeID(volid)
+	storeID, volname, err := pvecfg.ParseVolumeID(volid)
 	if err != nil {
 		return "", err
 	}
@@ -39,11 +39,11 @@ func (n *Node) volumePath(volid string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("unable to read storage configuration - %w", err)
 	}
-	list, err := pve.ParseStorageConfig(data)
+	list, err := pvecfg.ParseStorageConfig(data)
 	if err != nil {
 		return "", err
 	}
-	st, ok := pve.FindStorage(list, storeID)
+	st, ok := pvecfg.FindStorage(list, storeID)
 	if !ok {
 		return "", fmt.Errorf("storage '%s' does not exist", storeID)
 	}
@@ -54,7 +54,7 @@ func (n *Node) volumePath(volid string) (string, error) {
 	if clean != "/"+volname {
 		return "", fmt.Errorf("unable to parse volume ID '%s'", volid)
 	}
-	switch pve.ContentType(volname) {
+	switch pvecfg.ContentType(volname) {
 	case "rootdir", "images":
 		return filepath.Join(st.Path, "images", volname), nil
 	case "vztmpl":
@@ -83,7 +83,7 @@ func (c *lxcConfig) add(key, value string) {
 // console, LXC choosing the cgroup names, mount points as LXC mount
 // entries, and env as `lxc.environment` because LXC 5 has no
 // `lxc.environment.runtime`.
-func (n *Node) buildLxcConfig(vmid int, conf *pve.Config) (*lxcConfig, error) {
+func (n *Node) buildLxcConfig(vmid int, conf *pvecfg.Config) (*lxcConfig, error) {
 	c := &lxcConfig{}
 	opt := func(k string) string { v, _ := conf.Get(k); return v }
 
@@ -119,7 +119,7 @@ func (n *Node) buildLxcConfig(vmid int, conf *pve.Config) (*lxcConfig, error) {
 		c.add("lxc.include", inc)
 	}
 
-	features, _ := pve.ParseProps(opt("features"), "")
+	features, _ := pvecfg.ParseProps(opt("features"), "")
 	// No AppArmor on the simulator's hosts; Proxmox would generate a
 	// profile here.
 	c.add("lxc.apparmor.profile", "unconfined")
@@ -132,7 +132,7 @@ func (n *Node) buildLxcConfig(vmid int, conf *pve.Config) (*lxcConfig, error) {
 
 	devKeys := numberedKeys(conf, "dev")
 	for _, k := range devKeys {
-		dev, err := pve.ParseProps(opt(k), "path")
+		dev, err := pvecfg.ParseProps(opt(k), "path")
 		if err != nil {
 			return nil, fmt.Errorf("unable to parse %s: %w", k, err)
 		}
@@ -193,7 +193,7 @@ func (n *Node) buildLxcConfig(vmid int, conf *pve.Config) (*lxcConfig, error) {
 	if rootfsOpt == "" {
 		return nil, errors.New("missing 'rootfs' configuration")
 	}
-	rootProps, err := pve.ParseProps(rootfsOpt, "volume")
+	rootProps, err := pvecfg.ParseProps(rootfsOpt, "volume")
 	if err != nil {
 		return nil, fmt.Errorf("unable to parse rootfs: %w", err)
 	}
@@ -208,7 +208,7 @@ func (n *Node) buildLxcConfig(vmid int, conf *pve.Config) (*lxcConfig, error) {
 	}
 
 	for _, k := range numberedKeys(conf, "net") {
-		net, err := pve.ParseProps(opt(k), "")
+		net, err := pvecfg.ParseProps(opt(k), "")
 		if err != nil {
 			return nil, fmt.Errorf("unable to parse %s: %w", k, err)
 		}
@@ -247,7 +247,7 @@ func (n *Node) buildLxcConfig(vmid int, conf *pve.Config) (*lxcConfig, error) {
 		c.add("lxc.mount.entry", m)
 	}
 	for _, k := range devKeys {
-		dev, _ := pve.ParseProps(opt(k), "path")
+		dev, _ := pvecfg.ParseProps(opt(k), "path")
 		p, _ := dev.Get("path")
 		rel := strings.TrimPrefix(path.Clean(p), "/")
 		c.add("lxc.mount.entry", fmt.Sprintf("%s %s none bind,create=file 0 0", escapeMountField(p), escapeMountField(rel)))
@@ -263,7 +263,7 @@ func (n *Node) buildLxcConfig(vmid int, conf *pve.Config) (*lxcConfig, error) {
 	hadCpuset := false
 	for _, r := range conf.Raw {
 		key := r.Key
-		if key == pve.EnvKey {
+		if key == pvecfg.EnvKey {
 			key = "lxc.environment" // LXC 5 knows no .runtime variant
 		}
 		if key == "lxc.cgroup.cpuset.cpus" || key == "lxc.cgroup2.cpuset.cpus" {
@@ -282,12 +282,12 @@ func (n *Node) buildLxcConfig(vmid int, conf *pve.Config) (*lxcConfig, error) {
 // mountEntries turns mpN options into LXC mount entries, sorted by the
 // mount path so parents are mounted first (Proxmox mounts them in that
 // order in its pre-start hook).
-func (n *Node) mountEntries(conf *pve.Config) ([]string, error) {
+func (n *Node) mountEntries(conf *pvecfg.Config) ([]string, error) {
 	type mp struct{ target, entry string }
 	var list []mp
 	for _, k := range numberedKeys(conf, "mp") {
 		v, _ := conf.Get(k)
-		props, err := pve.ParseProps(v, "volume")
+		props, err := pvecfg.ParseProps(v, "volume")
 		if err != nil {
 			return nil, fmt.Errorf("unable to parse %s: %w", k, err)
 		}
@@ -296,7 +296,7 @@ func (n *Node) mountEntries(conf *pve.Config) ([]string, error) {
 		if vol == "" || target == "" {
 			return nil, fmt.Errorf("%s: missing volume or mount path", k)
 		}
-		if err := pve.VerifyMountPath(target); err != nil {
+		if err := pvecfg.VerifyMountPath(target); err != nil {
 			return nil, fmt.Errorf("%s: %w", k, err)
 		}
 		if strings.HasPrefix(vol, "/dev/") {
@@ -346,7 +346,7 @@ func escapeMountField(s string) string {
 }
 
 // numberedKeys returns the options named <prefix><N>, sorted by N.
-func numberedKeys(conf *pve.Config, prefix string) []string {
+func numberedKeys(conf *pvecfg.Config, prefix string) []string {
 	type kn struct {
 		key string
 		n   int

@@ -7,18 +7,18 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/nexcage/nexcage/internal/pve"
+	"github.com/nexcage/nexcage/internal/pvesim/pvecfg"
 )
 
 // vmidSchema is pve-common's standard option pve-vmid.
-var vmidSchema = &pve.Schema{
-	Type:   pve.TInteger,
+var vmidSchema = &pvecfg.Schema{
+	Type:   pvecfg.TInteger,
 	Format: func(s string) error { return vmidFormat(s) },
 	Min:    fptr(100), Max: fptr(999999999),
 }
 
 func vmidFormat(s string) error {
-	if !pve.ValidVMID(s) {
+	if !pvecfg.ValidVMID(s) {
 		return errors.New("value does not look like a valid VM ID")
 	}
 	return nil
@@ -27,15 +27,15 @@ func vmidFormat(s string) error {
 func fptr(f float64) *float64 { return &f }
 
 var (
-	boolOpt = &pve.Schema{Type: pve.TBoolean, Optional: true}
-	strOpt  = &pve.Schema{Type: pve.TString, Optional: true}
+	boolOpt = &pvecfg.Schema{Type: pvecfg.TBoolean, Optional: true}
+	strOpt  = &pvecfg.Schema{Type: pvecfg.TString, Optional: true}
 )
 
 // withConfigOptions returns the container config options (every key of
 // pve-container's $confdesc but parent/snaptime) plus extra.
-func withConfigOptions(extra map[string]*pve.Schema) map[string]*pve.Schema {
-	m := map[string]*pve.Schema{}
-	for k, v := range pve.ConfigSchema() {
+func withConfigOptions(extra map[string]*pvecfg.Schema) map[string]*pvecfg.Schema {
+	m := map[string]*pvecfg.Schema{}
+	for k, v := range pvecfg.ConfigSchema() {
 		if k == "parent" || k == "snaptime" {
 			continue
 		}
@@ -53,11 +53,11 @@ var pctVerbs map[string]*verbDef
 func init() {
 	pctVerbs = map[string]*verbDef{
 		"create": {name: "create", args: []string{"vmid", "ostemplate"}, run: (*Node).pctCreate,
-			opts: withConfigOptions(map[string]*pve.Schema{
+			opts: withConfigOptions(map[string]*pvecfg.Schema{
 				"vmid":                 vmidSchema,
-				"ostemplate":           {Type: pve.TString, MaxLength: 255},
-				"storage":              {Type: pve.TString, Optional: true, Format: pve.VerifyStorageID},
-				"password":             {Type: pve.TString, Optional: true},
+				"ostemplate":           {Type: pvecfg.TString, MaxLength: 255},
+				"storage":              {Type: pvecfg.TString, Optional: true, Format: pvecfg.VerifyStorageID},
+				"password":             {Type: pvecfg.TString, Optional: true},
 				"ssh-public-keys":      strOpt,
 				"start":                boolOpt,
 				"force":                boolOpt,
@@ -65,36 +65,36 @@ func init() {
 				"restore":              boolOpt,
 				"pool":                 strOpt,
 				"ignore-unpack-errors": boolOpt,
-				"bwlimit":              {Type: pve.TNumber, Optional: true, Min: fptr(0)},
+				"bwlimit":              {Type: pvecfg.TNumber, Optional: true, Min: fptr(0)},
 				"ha-managed":           boolOpt,
 			})},
 		"set": {name: "set", args: []string{"vmid"}, run: (*Node).pctSet,
-			opts: withConfigOptions(map[string]*pve.Schema{
+			opts: withConfigOptions(map[string]*pvecfg.Schema{
 				"vmid":   vmidSchema,
 				"delete": strOpt,
 				"revert": strOpt,
-				"digest": {Type: pve.TString, Optional: true, MaxLength: 64},
+				"digest": {Type: pvecfg.TString, Optional: true, MaxLength: 64},
 			})},
 		"start": {name: "start", args: []string{"vmid"}, run: (*Node).pctStart,
-			opts: map[string]*pve.Schema{"vmid": vmidSchema, "skiplock": boolOpt, "debug": boolOpt}},
+			opts: map[string]*pvecfg.Schema{"vmid": vmidSchema, "skiplock": boolOpt, "debug": boolOpt}},
 		"stop": {name: "stop", args: []string{"vmid"}, run: (*Node).pctStop,
-			opts: map[string]*pve.Schema{"vmid": vmidSchema, "skiplock": boolOpt, "overrule-shutdown": boolOpt}},
+			opts: map[string]*pvecfg.Schema{"vmid": vmidSchema, "skiplock": boolOpt, "overrule-shutdown": boolOpt}},
 		"shutdown": {name: "shutdown", args: []string{"vmid"}, run: (*Node).pctShutdown,
-			opts: map[string]*pve.Schema{"vmid": vmidSchema, "forceStop": boolOpt,
-				"timeout": {Type: pve.TInteger, Optional: true, Min: fptr(0)}}},
+			opts: map[string]*pvecfg.Schema{"vmid": vmidSchema, "forceStop": boolOpt,
+				"timeout": {Type: pvecfg.TInteger, Optional: true, Min: fptr(0)}}},
 		"destroy": {name: "destroy", args: []string{"vmid"}, run: (*Node).pctDestroy,
-			opts: map[string]*pve.Schema{"vmid": vmidSchema, "force": boolOpt, "purge": boolOpt,
+			opts: map[string]*pvecfg.Schema{"vmid": vmidSchema, "force": boolOpt, "purge": boolOpt,
 				"destroy-unreferenced-disks": boolOpt}},
 		"status": {name: "status", args: []string{"vmid"}, run: (*Node).pctStatus,
-			opts: map[string]*pve.Schema{"vmid": vmidSchema, "verbose": boolOpt}},
+			opts: map[string]*pvecfg.Schema{"vmid": vmidSchema, "verbose": boolOpt}},
 		"config": {name: "config", args: []string{"vmid"}, run: (*Node).pctConfig,
-			opts: map[string]*pve.Schema{"vmid": vmidSchema, "current": boolOpt,
-				"snapshot": {Type: pve.TString, Optional: true, MaxLength: 40}}},
-		"list": {name: "list", run: (*Node).pctList, opts: map[string]*pve.Schema{}},
+			opts: map[string]*pvecfg.Schema{"vmid": vmidSchema, "current": boolOpt,
+				"snapshot": {Type: pvecfg.TString, Optional: true, MaxLength: 40}}},
+		"list": {name: "list", run: (*Node).pctList, opts: map[string]*pvecfg.Schema{}},
 		"exec": {name: "exec", args: []string{"vmid", extraArgs}, run: (*Node).pctExec,
-			opts: map[string]*pve.Schema{"vmid": vmidSchema, "keep-env": boolOpt}},
+			opts: map[string]*pvecfg.Schema{"vmid": vmidSchema, "keep-env": boolOpt}},
 		"unlock": {name: "unlock", args: []string{"vmid"}, run: (*Node).pctUnlock,
-			opts: map[string]*pve.Schema{"vmid": vmidSchema}},
+			opts: map[string]*pvecfg.Schema{"vmid": vmidSchema}},
 	}
 }
 

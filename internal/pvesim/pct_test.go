@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/nexcage/nexcage/internal/pve"
+	"github.com/nexcage/nexcage/internal/pvesim/pvecfg"
 	"github.com/nexcage/nexcage/internal/testutil"
 )
 
@@ -260,7 +260,7 @@ func TestPctFaultInjection(t *testing.T) {
 // assertNoTrace checks that vmid left nothing behind.
 func assertNoTrace(t *testing.T, n *Node, root string, vmid int) {
 	t.Helper()
-	list, err := pve.ReadVMList(n.VMListPath())
+	list, err := pvecfg.ReadVMList(n.VMListPath())
 	if err != nil {
 		t.Fatal(err)
 	}

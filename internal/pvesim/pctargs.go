@@ -5,7 +5,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/nexcage/nexcage/internal/pve"
+	"github.com/nexcage/nexcage/internal/pvesim/pvecfg"
 )
 
 // extraArgs is the positional parameter that swallows the rest of argv
@@ -17,7 +17,7 @@ const extraArgs = "extra-args"
 type verbDef struct {
 	name string
 	args []string               // positional parameter names, in order
-	opts map[string]*pve.Schema // every option (positional ones included)
+	opts map[string]*pvecfg.Schema // every option (positional ones included)
 	run  func(n *Node, c *call) error
 }
 
@@ -174,7 +174,7 @@ func parseArgs(v *verbDef, argv []string, warn func(string)) (*call, error) {
 			}
 		}
 		sc := v.opts[opt]
-		if sc.Type == pve.TBoolean {
+		if sc.Type == pvecfg.TBoolean {
 			if !hasVal {
 				// Optional value: take the next word unless it looks like an option.
 				if i+1 < len(argv) && !(argv[i+1] == "--" || (strings.HasPrefix(argv[i+1], "-") && len(argv[i+1]) > 1)) {
@@ -213,12 +213,12 @@ func parseArgs(v *verbDef, argv []string, warn func(string)) (*call, error) {
 		return nil, &badRequest{"too many arguments"}
 	}
 	for k, val := range c.opts {
-		if v.opts[k].Type != pve.TBoolean {
+		if v.opts[k].Type != pvecfg.TBoolean {
 			continue
 		}
 		if val == "" {
 			c.opts[k] = "1"
-		} else if b, ok := pve.ParseBool(val); ok {
+		} else if b, ok := pvecfg.ParseBool(val); ok {
 			c.opts[k] = map[bool]string{true: "1", false: "0"}[b]
 		} else {
 			return nil, &badRequest{"unable to parse boolean option"}
@@ -241,7 +241,7 @@ func parseArgs(v *verbDef, argv []string, warn func(string)) (*call, error) {
 		return nil, &paramError{errors: errs}
 	}
 	if s, ok := c.args["vmid"]; ok {
-		c.vmid, _ = pve.ParseVMID(s)
+		c.vmid, _ = pvecfg.ParseVMID(s)
 	}
 	return c, nil
 }

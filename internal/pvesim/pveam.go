@@ -12,7 +12,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/nexcage/nexcage/internal/pve"
+	"github.com/nexcage/nexcage/internal/pvesim/pvecfg"
 )
 
 // toolVerb is one command of pveam or pvesh: the CLIHandler view (class for
@@ -115,25 +115,25 @@ func (n *Node) toolAbort(tool string, verbs map[string]*toolVerb, msg string) {
 	fmt.Fprint(n.Stderr, "ERROR: "+msg+"\n"+toolUsageListing(tool, verbs))
 }
 
-var storageIDSchema = &pve.Schema{Type: pve.TString, Format: pve.VerifyStorageID}
+var storageIDSchema = &pvecfg.Schema{Type: pvecfg.TString, Format: pvecfg.VerifyStorageID}
 
 // pveamVerbs is pve-manager's PVE::CLI::pveam command table.
 var pveamVerbs = map[string]*toolVerb{
 	"available": {class: "PVE::CLI::pveam", run: (*Node).pveamAvailable, def: &verbDef{name: "available",
-		opts: map[string]*pve.Schema{"section": {Type: pve.TString, Optional: true, Enum: []string{"system", "turnkeylinux"}}}}},
+		opts: map[string]*pvecfg.Schema{"section": {Type: pvecfg.TString, Optional: true, Enum: []string{"system", "turnkeylinux"}}}}},
 	"list": {class: "PVE::CLI::pveam", run: (*Node).pveamList, def: &verbDef{name: "list", args: []string{"storage"},
-		opts: map[string]*pve.Schema{"storage": storageIDSchema}}},
+		opts: map[string]*pvecfg.Schema{"storage": storageIDSchema}}},
 	"download": {class: "PVE::API2::Nodes::Nodeinfo", run: (*Node).pveamDownload, def: &verbDef{name: "download", args: []string{"storage", "template"},
-		opts: map[string]*pve.Schema{"storage": storageIDSchema, "template": {Type: pve.TString, MaxLength: 255}}}},
-	"update": {class: "PVE::CLI::pveam", run: (*Node).pveamUpdate, def: &verbDef{name: "update", opts: map[string]*pve.Schema{}}},
+		opts: map[string]*pvecfg.Schema{"storage": storageIDSchema, "template": {Type: pvecfg.TString, MaxLength: 255}}}},
+	"update": {class: "PVE::CLI::pveam", run: (*Node).pveamUpdate, def: &verbDef{name: "update", opts: map[string]*pvecfg.Schema{}}},
 	"remove": {class: "PVE::CLI::pveam", run: (*Node).pveamRemove, def: &verbDef{name: "remove", args: []string{"template_path"},
-		opts: map[string]*pve.Schema{"template_path": {Type: pve.TString, MaxLength: 255}}}},
+		opts: map[string]*pvecfg.Schema{"template_path": {Type: pvecfg.TString, MaxLength: 255}}}},
 }
 
 func init() {
 	// Registered here: the help text lists pveamVerbs itself.
 	pveamVerbs["help"] = &toolVerb{class: "PVE::CLIHandler", run: (*Node).pveamHelp, def: &verbDef{name: "help", args: []string{extraArgs},
-		opts: map[string]*pve.Schema{"verbose": boolOpt}}}
+		opts: map[string]*pvecfg.Schema{"verbose": boolOpt}}}
 }
 
 // Pveam runs the simulated pveam command line (args without the program
@@ -174,12 +174,12 @@ func (n *Node) pveamAvailable(c *call) error {
 }
 
 // findStorage returns the storage.cfg stanza id, or nil when there is none.
-func (n *Node) findStorage(id string) (*pve.Storage, error) {
+func (n *Node) findStorage(id string) (*pvecfg.Storage, error) {
 	list, err := n.readStorages()
 	if err != nil {
 		return nil, err
 	}
-	st, ok := pve.FindStorage(list, id)
+	st, ok := pvecfg.FindStorage(list, id)
 	if !ok {
 		return nil, nil
 	}
@@ -207,14 +207,14 @@ func (n *Node) pveamList(c *call) error {
 	}
 	var rows []row
 	for _, e := range entries {
-		if !e.Type().IsRegular() || !pve.HasTemplateExtension(e.Name()) {
+		if !e.Type().IsRegular() || !pvecfg.HasTemplateExtension(e.Name()) {
 			continue
 		}
 		info, err := e.Info()
 		if err != nil {
 			continue
 		}
-		rows = append(rows, row{pve.TemplateVolumeID(st.Name, e.Name()), info.Size()})
+		rows = append(rows, row{pvecfg.TemplateVolumeID(st.Name, e.Name()), info.Size()})
 	}
 	sort.Slice(rows, func(i, j int) bool { return strings.ToLower(rows[i].volid) < strings.ToLower(rows[j].volid) })
 	var b strings.Builder
@@ -282,11 +282,11 @@ func (n *Node) pveamDownload(c *call) error {
 // pveamRemove deletes a template volume (`local:vztmpl/<file>`).
 func (n *Node) pveamRemove(c *call) error {
 	volid := c.args["template_path"]
-	sid, volname, err := pve.ParseVolumeID(volid)
+	sid, volname, err := pvecfg.ParseVolumeID(volid)
 	if err != nil {
 		return dief("unable to parse volume ID '%s'", volid)
 	}
-	file, err := pve.TemplateVolume(volname)
+	file, err := pvecfg.TemplateVolume(volname)
 	if err != nil || strings.Contains(file, "/") {
 		return dief("unable to parse directory volume name '%s'", volname)
 	}

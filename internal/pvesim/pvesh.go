@@ -10,25 +10,25 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/nexcage/nexcage/internal/pve"
+	"github.com/nexcage/nexcage/internal/pvesim/pvecfg"
 )
 
 // apiHandler is one API path the simulated pvesh serves.
 type apiHandler struct {
 	method  string         // GET, POST, PUT, DELETE
 	pattern *regexp.Regexp // anchored, over the path without leading/trailing slashes
-	params  map[string]*pve.Schema
+	params  map[string]*pvecfg.Schema
 	run     func(n *Node, m []string, c *call) (any, error)
 }
 
 var apiHandlers = []*apiHandler{
 	{method: "GET", pattern: regexp.MustCompile(`^cluster/nextid$`),
-		params: map[string]*pve.Schema{"vmid": {Type: pve.TInteger, Optional: true, Min: fptr(100), Max: fptr(999999999)}},
+		params: map[string]*pvecfg.Schema{"vmid": {Type: pvecfg.TInteger, Optional: true, Min: fptr(100), Max: fptr(999999999)}},
 		run:    (*Node).apiNextID},
 	{method: "GET", pattern: regexp.MustCompile(`^nodes/([^/]+)/lxc$`), run: (*Node).apiLxcIndex},
 	{method: "GET", pattern: regexp.MustCompile(`^nodes/([^/]+)/lxc/([^/]+)/status/current$`), run: (*Node).apiLxcStatus},
 	{method: "POST", pattern: regexp.MustCompile(`^nodes/([^/]+)/storage/([^/]+)/oci-registry-pull$`),
-		params: map[string]*pve.Schema{"reference": {Type: pve.TString}, "filename": strOpt},
+		params: map[string]*pvecfg.Schema{"reference": {Type: pvecfg.TString}, "filename": strOpt},
 		run:    (*Node).apiOCIPull},
 }
 
@@ -69,11 +69,11 @@ func (n *Node) Pvesh(args []string) int {
 	}
 	verbs := map[string]*toolVerb{}
 	for _, name := range []string{"get", "set", "create", "delete"} {
-		opts := map[string]*pve.Schema{
-			"api_path":       {Type: pve.TString},
+		opts := map[string]*pvecfg.Schema{
+			"api_path":       {Type: pvecfg.TString},
 			"noproxy":        boolOpt,
 			"quiet":          boolOpt,
-			"output-format":  {Type: pve.TString, Optional: true, Enum: []string{"text", "json", "json-pretty", "yaml"}},
+			"output-format":  {Type: pvecfg.TString, Optional: true, Enum: []string{"text", "json", "json-pretty", "yaml"}},
 			"human-readable": boolOpt,
 			"noborder":       boolOpt,
 			"noheader":       boolOpt,
@@ -96,7 +96,7 @@ func (n *Node) Pvesh(args []string) int {
 			}}
 	}
 	verbs["help"] = &toolVerb{class: "PVE::CLIHandler", def: &verbDef{name: "help", args: []string{extraArgs},
-		opts: map[string]*pve.Schema{"verbose": boolOpt}}, run: func(n *Node, c *call) error {
+		opts: map[string]*pvecfg.Schema{"verbose": boolOpt}}, run: func(n *Node, c *call) error {
 		fmt.Fprint(n.Stdout, toolUsageListing("pvesh", verbs))
 		return nil
 	}}
@@ -106,7 +106,7 @@ func (n *Node) Pvesh(args []string) int {
 // apiNextID is GET /cluster/nextid: the lowest free id >= 100 of the
 // whole cluster, or the given vmid if it is free.
 func (n *Node) apiNextID(m []string, c *call) (any, error) {
-	list, err := pve.ReadVMList(n.VMListPath())
+	list, err := pvecfg.ReadVMList(n.VMListPath())
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +139,7 @@ func (n *Node) apiLxcIndex(m []string, c *call) (any, error) {
 	if err := n.checkNode(node); err != nil {
 		return nil, err
 	}
-	list, err := pve.ReadVMList(n.VMListPath())
+	list, err := pvecfg.ReadVMList(n.VMListPath())
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +170,7 @@ func (n *Node) apiLxcStatus(m []string, c *call) (any, error) {
 	if err := n.checkNode(node); err != nil {
 		return nil, err
 	}
-	vmid, err := pve.ParseVMID(m[2])
+	vmid, err := pvecfg.ParseVMID(m[2])
 	if err != nil {
 		return nil, &paramError{errors: map[string]string{"vmid": "invalid format - value does not look like a valid VM ID"}}
 	}

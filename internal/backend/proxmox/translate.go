@@ -80,6 +80,10 @@ type Input struct {
 	// inithelper.MountPoint and the helper becomes the container's init,
 	// which runs process.args only on `start` (a real OCI created state).
 	InitHelperDir string
+	// Node is the node's Proxmox version: what its pct and config parser
+	// accept (proxmox-pct.md §9). The zero value is an unknown node,
+	// treated as the oldest supported one.
+	Node pve.NodeVersion
 }
 
 // Request is the translated container: pct create options in a stable

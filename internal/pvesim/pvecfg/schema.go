@@ -1,4 +1,4 @@
-package pve
+package pvecfg
 
 import (
 	"fmt"
@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-
-	"github.com/nexcage/nexcage/internal/lazyre"
 )
 
 // Type is a JSON-schema type as PVE::JSONSchema knows it.
@@ -37,7 +35,7 @@ type Schema struct {
 	DefaultKey bool     // the bare value of a property string
 	Min, Max   *float64 // numeric bounds
 	MaxLength  int
-	Pattern    *lazyre.Regexp // anchored
+	Pattern    *regexp.Regexp // anchored
 	Enum       []string
 	// Format is a named-format check; its error text is Proxmox's (the
 	// caller prefixes "invalid format - ").
@@ -213,8 +211,8 @@ func num(f float64) string {
 }
 
 var (
-	reInteger = lazyre.New(`^[+-]?\d+$`)
-	reNumber  = lazyre.New(`^[+-]?(\d+\.\d+|\d+\.|\.\d+|\d+)([eE][+-]?\d+)?$`)
+	reInteger = regexp.MustCompile(`^[+-]?\d+$`)
+	reNumber  = regexp.MustCompile(`^[+-]?(\d+\.\d+|\d+\.|\.\d+|\d+)([eE][+-]?\d+)?$`)
 )
 
 // ParseBool accepts Proxmox's boolean words (1|on|yes|true, 0|off|no|false).
@@ -246,11 +244,11 @@ func sortedKeys(m map[string]string) []string {
 
 func fp(f float64) *float64 { return &f }
 
-func pat(s string) *lazyre.Regexp { return lazyre.New(`^(?:` + s + `)$`) }
+func pat(s string) *regexp.Regexp { return regexp.MustCompile(`^(?:` + s + `)$`) }
 
 // ---- named formats (PVE::JSONSchema and pve-container) ----
 
-var reDNSName = lazyre.New(`^(([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)\.)*([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)$`)
+var reDNSName = regexp.MustCompile(`^(([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)\.)*([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)$`)
 
 // VerifyDNSName is the dns-name format.
 func VerifyDNSName(s string) error {
@@ -345,7 +343,7 @@ func verifyVolumeID(s string) error {
 	return nil
 }
 
-var reTag = lazyre.New(`(?i)^[a-z0-9_][a-z0-9_\-+.]*$`)
+var reTag = regexp.MustCompile(`(?i)^[a-z0-9_][a-z0-9_\-+.]*$`)
 
 func verifyTagList(s string) error {
 	for _, t := range splitList(s) {
