@@ -16,7 +16,7 @@ const extraArgs = "extra-args"
 // positional parameters, options with their schema, and the handler.
 type verbDef struct {
 	name string
-	args []string               // positional parameter names, in order
+	args []string                  // positional parameter names, in order
 	opts map[string]*pvecfg.Schema // every option (positional ones included)
 	run  func(n *Node, c *call) error
 }
