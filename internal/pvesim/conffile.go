@@ -12,9 +12,10 @@ import (
 )
 
 // loadConf reads this node's <vmid>.conf as PVE::LXC::Config::load_config
-// does: a missing file is an error, parse problems are warnings on stderr
-// (lines Proxmox refuses, such as lxc keys outside its allow-list, are
-// dropped).
+// does on the node's version: a missing file is an error, parse problems
+// are warnings on stderr (`vm <vmid> - unable to parse config: <line>`
+// ...) that never change the exit status; raw lines the version refuses
+// are dropped, so the next write loses them and a start never sees them.
 func (n *Node) loadConf(vmid int) (*pvecfg.Config, error) { return n.loadConfWarn(vmid, true) }
 
 func (n *Node) loadConfWarn(vmid int, warn bool) (*pvecfg.Config, error) {
@@ -25,15 +26,11 @@ func (n *Node) loadConfWarn(vmid int, warn bool) (*pvecfg.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	conf, warns, err := pvecfg.ParseConfig(data)
-	if err != nil {
-		return nil, dief("vm %d - %v", vmid, err)
-	}
-	for _, w := range warns {
-		if !warn {
-			break
+	conf, warns := pvecfg.ParseConfig(data, vmid, n.PVEVersion())
+	if warn {
+		for _, w := range warns {
+			fmt.Fprintln(n.Stderr, w)
 		}
-		fmt.Fprintf(n.Stderr, "vm %d - %s\n", vmid, w)
 	}
 	return conf, nil
 }

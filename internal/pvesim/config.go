@@ -8,21 +8,36 @@ import (
 	"github.com/nexcage/nexcage/internal/pvesim/pvecfg"
 )
 
-// pctConfig is `pct config <vmid>`: sorted `key: value` lines (env as one
-// NUL-joined `env:` key, description %-encoded), then the raw lxc lines.
+// pctConfig is `pct config <vmid>` (vm_config and pct's printer): the
+// config with its pending changes applied (load_current_config) unless
+// --current, or a snapshot's config with --snapshot.
 func (n *Node) pctConfig(c *call) error {
+	if c.has("snapshot") && c.flag("current") {
+		msg := "cannot use 'snapshot' parameter with 'current'"
+		return &paramError{errors: map[string]string{"snapshot": msg, "current": msg}}
+	}
 	conf, err := n.loadConf(c.vmid)
 	if err != nil {
 		return err
 	}
 	if s, ok := c.opts["snapshot"]; ok {
-		return dief("snapshot '%s' does not exist", s)
+		snap, ok := conf.Snapshots[s]
+		if !ok {
+			return dief("snapshot '%s' does not exist", s)
+		}
+		fmt.Fprint(n.Stdout, formatConfig(snap))
+		return nil
+	}
+	if !c.flag("current") {
+		conf = conf.CurrentConfig()
 	}
 	fmt.Fprint(n.Stdout, formatConfig(conf))
 	return nil
 }
 
-// formatConfig renders the API's view of a config as pct config prints it.
+// formatConfig renders the API's view of a config section as pct config
+// prints it: `key: value` sorted by key (env as one NUL-joined `env:`
+// key, description %-encoded), then the raw lxc lines in order.
 func formatConfig(conf *pvecfg.Config) string {
 	kv := map[string]string{}
 	for k, v := range conf.Options {
@@ -53,27 +68,33 @@ func sortedKeysOf(m map[string]string) []string {
 	return keys
 }
 
-// pctSet is `pct set <vmid> [OPTIONS] [--delete a,b]`, applied directly to
-// the config (see docs/PVESIM.md: no pending section).
+// splitList is PVE::Tools::split_list (separators , ; and blanks).
+func splitList(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool {
+		return r == ',' || r == ';' || r == ' ' || r == '\t' || r == '\n' || r == '\r' || r == '\f' || r == '\v' || r == 0
+	})
+}
+
+// pctSet is `pct set <vmid> [OPTIONS] [--delete a,b] [--revert a,b]`
+// (API2::LXC::Config update_vm and update_pct_config). Changes are
+// applied to the config at once, together with any pending section the
+// file has (vmconfig_apply_pending of a stopped container; pvesim has no
+// hotplug, see docs/PVESIM.md). The config is read again after the write,
+// as Proxmox does, so warnings about lines that stay print twice.
 func (n *Node) pctSet(c *call) error {
 	vmid := c.vmid
+	ver := n.PVEVersion()
+	schema := pvecfg.ConfigSchema(ver)
 	params := map[string]string{}
 	for k, v := range c.opts {
 		if k != "delete" && k != "revert" && k != "digest" {
 			params[k] = v
 		}
 	}
-	var deletes []string
-	if d, ok := c.opts["delete"]; ok {
-		deletes = strings.FieldsFunc(d, func(r rune) bool { return r == ',' || r == ';' || r == ' ' })
-	}
-	if len(params) == 0 && len(deletes) == 0 && !c.has("revert") {
+	deletes := splitList(c.opts["delete"])
+	reverts := splitList(c.opts["revert"])
+	if len(c.opts) == 0 || (len(c.opts) == 1 && c.has("digest")) {
 		return dief("no options specified")
-	}
-	for _, k := range deletes {
-		if _, ok := params[k]; ok {
-			return &paramError{errors: map[string]string{"delete": fmt.Sprintf("conflicting option '%s'", k)}}
-		}
 	}
 	return n.lockConfig(vmid, func() error {
 		conf, err := n.loadConf(vmid)
@@ -83,18 +104,42 @@ func (n *Node) pctSet(c *call) error {
 		if err := checkLock(conf); err != nil {
 			return err
 		}
-		if d, ok := c.opts["digest"]; ok && d != confDigest(n, vmid) {
+		if d, ok := c.opts["digest"]; ok && d != conf.Digest {
 			return dief("detected modified configuration - file changed by other user? Try again.")
 		}
+		for _, k := range reverts {
+			if _, ok := schema[k]; !ok {
+				return &paramError{errors: map[string]string{"revert": fmt.Sprintf("unknown option '%s'", k)}}
+			}
+			if _, ok := params[k]; ok {
+				return &paramError{errors: map[string]string{"revert": fmt.Sprintf("you can't use '-%s' and '-revert %s' at the same time", k, k)}}
+			}
+		}
 		for _, k := range deletes {
-			_, have := conf.Options[k]
-			if k == "env" {
-				have = len(conf.Env) > 0
+			if _, ok := schema[k]; !ok {
+				return &paramError{errors: map[string]string{"delete": fmt.Sprintf("unknown option '%s'", k)}}
 			}
-			if k == "description" {
-				have = conf.Description != ""
+			if _, ok := params[k]; ok {
+				// sic: Proxmox's message lacks a quote.
+				return &paramError{errors: map[string]string{"delete": fmt.Sprintf("you can't use '-%s' and -delete %s' at the same time", k, k)}}
 			}
-			if !have {
+			for _, r := range reverts {
+				if r == k {
+					return &paramError{errors: map[string]string{"delete": fmt.Sprintf("you can't use '-delete %s' and '-revert %s' at the same time", k, k)}}
+				}
+			}
+		}
+		pending := conf.Pending
+		if pending == nil {
+			pending = pvecfg.NewConfig()
+		}
+		pendingDel := pvecfg.PendingDeletes(pending.Options["delete"])
+		for _, k := range reverts {
+			delete(pending.Options, k)
+			pendingDel = without(pendingDel, k)
+		}
+		for _, k := range deletes {
+			if !sectionHas(conf, k) && !sectionHas(pending, k) {
 				fmt.Fprintf(n.Stderr, "cannot delete '%s' - not set in current configuration!\n", k)
 				continue
 			}
@@ -103,28 +148,61 @@ func (n *Node) pctSet(c *call) error {
 				return dief("unable to delete required option '%s'", k)
 			case "unprivileged":
 				return dief("unable to delete read-only option: '%s'", k)
-			case "env":
-				conf.Env = nil
-			case "description":
-				conf.Description = ""
 			}
-			delete(conf.Options, k)
-		}
-		if _, ok := params["unprivileged"]; ok {
-			return dief("unable to modify read-only option: '%s'", "unprivileged")
+			pendingDel = append(without(pendingDel, k), k)
 		}
 		upd := pvecfg.NewConfig()
-		for k, v := range params {
-			if k == "description" {
-				conf.Description = v
-				continue
+		for _, k := range sortedKeysOf(params) {
+			v := params[k]
+			if k == "unprivileged" {
+				return dief("unable to modify read-only option: '%s'", k)
+			}
+			if strings.HasPrefix(k, "net") && ver.HasOCI() {
+				p, _ := pvecfg.NetFormatFor(ver).Parse(k, v)
+				ld, _ := p.Get("link_down")
+				hm, _ := p.Get("host-managed")
+				ip6, _ := p.Get("ip6")
+				if ld != "1" && hm == "1" && ip6 == "auto" {
+					return dief("%s: SLAAC is not supported for host-managed network configuration.", k)
+				}
 			}
 			upd.Set(k, v)
+			pendingDel = without(pendingDel, k)
 		}
-		if err := prepareConfigOptions(upd); err != nil {
+		if err := prepareConfigOptions(upd, ver); err != nil {
 			return err
 		}
-		for k, v := range upd.Options {
+		// vmconfig_apply_pending: deletions first, then every pending value.
+		for _, k := range pendingDel {
+			switch k {
+			case "description":
+				conf.Description = ""
+			case "env":
+				conf.Env = nil
+			default:
+				delete(conf.Options, k)
+			}
+		}
+		for k, v := range pending.Options {
+			if k != "delete" {
+				conf.Options[k] = v
+			}
+		}
+		if pending.Description != "" {
+			conf.Description = pending.Description
+		}
+		if len(pending.Env) > 0 {
+			conf.Env = pending.Env
+		}
+		conf.Pending = nil
+		if d, ok := params["description"]; ok {
+			conf.Description = d
+		}
+		if _, ok := params["env"]; ok {
+			conf.Env = upd.Env
+		}
+		for _, k := range upd.Keys() {
+			v := upd.Options[k]
 			if strings.HasPrefix(k, "mp") || k == "rootfs" {
 				v, err = n.setVolume(vmid, k, v)
 				if err != nil {
@@ -133,19 +211,43 @@ func (n *Node) pctSet(c *call) error {
 			}
 			conf.Options[k] = v
 		}
-		if _, ok := params["env"]; ok {
-			conf.Env = upd.Env
+		if err := n.writeConf(vmid, conf); err != nil {
+			return err
 		}
-		return n.writeConf(vmid, conf)
+		_, err = n.loadConf(vmid)
+		return err
 	})
+}
+
+// sectionHas reports whether a config section defines k (an option, the
+// description or env).
+func sectionHas(c *pvecfg.Config, k string) bool {
+	switch k {
+	case "description":
+		return c.Description != ""
+	case "env":
+		return len(c.Env) > 0
+	}
+	_, ok := c.Options[k]
+	return ok
+}
+
+func without(list []string, k string) []string {
+	out := list[:0:0]
+	for _, e := range list {
+		if e != k {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // setVolume handles a mount point given to pct set: a new STORAGE:SIZE
 // volume is allocated, other volumes and host paths are kept as given.
 func (n *Node) setVolume(vmid int, key, value string) (string, error) {
-	format := pvecfg.MountFormat
+	format := pvecfg.MountFormatFor(n.PVEVersion())
 	if key == "rootfs" {
-		format = pvecfg.RootfsFormat
+		format = pvecfg.RootfsFormatFor(n.PVEVersion())
 	}
 	p, err := format.Parse(key, value)
 	if err != nil {

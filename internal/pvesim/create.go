@@ -105,9 +105,9 @@ func (n *Node) pctCreate(c *call) error {
 		}
 	}
 	for k, v := range mpParam {
-		mp, _ := pvecfg.MountFormat.Parse(k, v)
+		mp, _ := pvecfg.MountFormatFor(n.PVEVersion()).Parse(k, v)
 		if k == "rootfs" {
-			mp, _ = pvecfg.RootfsFormat.Parse(k, v)
+			mp, _ = pvecfg.RootfsFormatFor(n.PVEVersion()).Parse(k, v)
 		}
 		vol, _ := mp.Get("volume")
 		if strings.HasPrefix(vol, "/") {
@@ -127,7 +127,7 @@ func (n *Node) pctCreate(c *call) error {
 		}
 		mpParam["rootfs"] = storage + ":4"
 	}
-	if err := prepareConfigOptions(conf); err != nil {
+	if err := prepareConfigOptions(conf, n.PVEVersion()); err != nil {
 		return err
 	}
 	unpriv := true
@@ -159,13 +159,14 @@ func (n *Node) pctCreate(c *call) error {
 // prepareConfigOptions puts config options into their canonical form,
 // as update_pct_config/vmconfig_apply_pending do: netN gets type=veth and
 // a generated hwaddr, property strings are printed canonically, env is
-// split into its NUL-separated variables.
-func prepareConfigOptions(conf *pvecfg.Config) error {
+// split into its NUL-separated variables. v is the node's version.
+func prepareConfigOptions(conf *pvecfg.Config, ver pvecfg.Version) error {
+	netFormat := pvecfg.NetFormatFor(ver)
 	for k, v := range conf.Options {
-		sc := pvecfg.ConfigSchema()[k]
+		sc := pvecfg.ConfigSchema(ver)[k]
 		switch {
 		case strings.HasPrefix(k, "net"):
-			p, err := pvecfg.NetFormat.Parse(k, v)
+			p, err := netFormat.Parse(k, v)
 			if err != nil {
 				return err
 			}
@@ -173,7 +174,7 @@ func prepareConfigOptions(conf *pvecfg.Config) error {
 			if _, ok := p.Get("hwaddr"); !ok {
 				p.Set("hwaddr", randomMAC())
 			}
-			conf.Options[k] = pvecfg.NetFormat.Canonical(p)
+			conf.Options[k] = netFormat.Canonical(p)
 		case k == "description":
 			delete(conf.Options, k)
 			conf.Description = v

@@ -6,6 +6,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/nexcage/nexcage/internal/pvesim/pvecfg"
 )
@@ -31,11 +32,12 @@ var (
 	strOpt  = &pvecfg.Schema{Type: pvecfg.TString, Optional: true}
 )
 
-// withConfigOptions returns the container config options (every key of
-// pve-container's $confdesc but parent/snaptime) plus extra.
-func withConfigOptions(extra map[string]*pvecfg.Schema) map[string]*pvecfg.Schema {
+// withConfigOptions returns the container config options of version v
+// (every key of pve-container's $confdesc but parent/snaptime, as
+// json_config_properties) plus extra.
+func withConfigOptions(v pvecfg.Version, extra map[string]*pvecfg.Schema) map[string]*pvecfg.Schema {
 	m := map[string]*pvecfg.Schema{}
-	for k, v := range pvecfg.ConfigSchema() {
+	for k, v := range pvecfg.ConfigSchema(v) {
 		if k == "parent" || k == "snaptime" {
 			continue
 		}
@@ -47,13 +49,24 @@ func withConfigOptions(extra map[string]*pvecfg.Schema) map[string]*pvecfg.Schem
 	return m
 }
 
-// pctVerbs is the command table of the simulated pct.
-var pctVerbs map[string]*verbDef
+var (
+	verbsOnce   [pvecfg.V9_1 + 1]sync.Once
+	verbsByVers [pvecfg.V9_1 + 1]map[string]*verbDef
+)
 
-func init() {
-	pctVerbs = map[string]*verbDef{
+// verbsFor is the command table of pct on version v: create and set know
+// only the options of that version's schema, so an option of a newer
+// version is Getopt's `Unknown option` there, as on a real node.
+func verbsFor(v pvecfg.Version) map[string]*verbDef {
+	v = v.Or(pvecfg.DefaultVersion)
+	verbsOnce[v].Do(func() { verbsByVers[v] = buildVerbs(v) })
+	return verbsByVers[v]
+}
+
+func buildVerbs(ver pvecfg.Version) map[string]*verbDef {
+	return map[string]*verbDef{
 		"create": {name: "create", args: []string{"vmid", "ostemplate"}, run: (*Node).pctCreate,
-			opts: withConfigOptions(map[string]*pvecfg.Schema{
+			opts: withConfigOptions(ver, map[string]*pvecfg.Schema{
 				"vmid":                 vmidSchema,
 				"ostemplate":           {Type: pvecfg.TString, MaxLength: 255},
 				"storage":              {Type: pvecfg.TString, Optional: true, Format: pvecfg.VerifyStorageID},
@@ -69,7 +82,7 @@ func init() {
 				"ha-managed":           boolOpt,
 			})},
 		"set": {name: "set", args: []string{"vmid"}, run: (*Node).pctSet,
-			opts: withConfigOptions(map[string]*pvecfg.Schema{
+			opts: withConfigOptions(ver, map[string]*pvecfg.Schema{
 				"vmid":   vmidSchema,
 				"delete": strOpt,
 				"revert": strOpt,
@@ -117,7 +130,7 @@ func (n *Node) Pct(args []string) int {
 		n.pctAbort("unknown command 'pct " + args[0] + "'")
 		return exitFailure
 	}
-	v := pctVerbs[name]
+	v := verbsFor(n.PVEVersion())[name]
 	c, err := parseArgs(v, args[1:], func(s string) { fmt.Fprint(n.Stderr, s) })
 	if err == nil {
 		err = n.injectedFault("pct", name, c.args["vmid"])
@@ -157,6 +170,7 @@ func (e *exitCode) Error() string { return fmt.Sprintf("exit status %d", e.code)
 // expandCommand resolves a command name or its unique prefix, as
 // CLIHandler's expand_command_name does.
 func expandCommand(cmd string) (string, bool) {
+	pctVerbs := verbsFor(pvecfg.DefaultVersion) // the verb names are the same on every version
 	if _, ok := pctVerbs[cmd]; ok {
 		return cmd, true
 	}
@@ -178,6 +192,7 @@ func (n *Node) pctAbort(msg string) {
 	var b strings.Builder
 	b.WriteString("ERROR: " + msg + "\n")
 	b.WriteString("USAGE: pct <COMMAND> [ARGS] [OPTIONS]\n")
+	pctVerbs := verbsFor(n.PVEVersion())
 	names := make([]string, 0, len(pctVerbs))
 	for k := range pctVerbs {
 		names = append(names, k)

@@ -186,7 +186,7 @@ func TestPctArgumentErrors(t *testing.T) {
 }
 
 func TestPctAbbreviationsAndForms(t *testing.T) {
-	v := pctVerbs["create"]
+	v := verbsFor(pvecfg.DefaultVersion)["create"]
 	c, err := parseArgs(v, []string{"--MEM=64", "100", "-hostname", "web", "tmpl", "--unpriv", "--SWAP", "-5", "--start"}, func(string) {})
 	if err == nil {
 		t.Fatalf("swap -5 accepted: %+v", c)
@@ -208,14 +208,14 @@ func TestPctAbbreviationsAndForms(t *testing.T) {
 	if c.vmid != 100 || c.args["ostemplate"] != "tmpl" {
 		t.Errorf("positionals %+v", c.args)
 	}
-	c, err = parseArgs(pctVerbs["exec"], []string{"100", "--", "ls", "-l", "/"}, func(string) {})
+	c, err = parseArgs(verbsFor(pvecfg.DefaultVersion)["exec"], []string{"100", "--", "ls", "-l", "/"}, func(string) {})
 	if err != nil || strings.Join(c.extra, " ") != "ls -l /" {
 		t.Fatalf("exec extra args: %v %v", c, err)
 	}
 	if name, ok := expandCommand("destr"); !ok || name != "destroy" {
 		t.Error("command abbreviation")
 	}
-	c, err = parseArgs(pctVerbs["shutdown"], []string{"100", "--forcestop", "yes", "--timeout", "5"}, func(string) {})
+	c, err = parseArgs(verbsFor(pvecfg.DefaultVersion)["shutdown"], []string{"100", "--forcestop", "yes", "--timeout", "5"}, func(string) {})
 	if err != nil || c.opts["forceStop"] != "1" || c.opts["timeout"] != "5" {
 		t.Fatalf("%+v %v", c, err)
 	}

@@ -30,10 +30,7 @@ snaptime: 1700000000
 `
 
 func TestParseConfigSample(t *testing.T) {
-	c, warns, err := ParseConfig([]byte(sampleConf))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, warns := ParseConfig([]byte(sampleConf), 101, V9_1)
 	if len(warns) != 0 {
 		t.Fatalf("unexpected warnings: %q", warns)
 	}
@@ -50,8 +47,8 @@ func TestParseConfigSample(t *testing.T) {
 	if !reflect.DeepEqual(c.Raw, want) {
 		t.Errorf("raw = %v", c.Raw)
 	}
-	if !strings.HasPrefix(c.Sections, "[snap1]\n") {
-		t.Errorf("sections = %q", c.Sections)
+	if s := c.Snapshots["snap1"]; s == nil || s.Options["snaptime"] != "1700000000" {
+		t.Errorf("snapshots = %#v", c.Snapshots)
 	}
 	out, err := c.Marshal()
 	if err != nil {
@@ -75,15 +72,16 @@ func TestConfigRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	back, warns, err := ParseConfig(out)
-	if err != nil || len(warns) > 0 {
-		t.Fatalf("parse: %v %q", err, warns)
+	back, warns := ParseConfig(out, 100, V9_1)
+	if len(warns) > 0 {
+		t.Fatalf("parse: %q", warns)
 	}
+	back.Digest = ""
 	if !reflect.DeepEqual(c, back) {
 		t.Errorf("round trip:\n%#v\n%#v", c, back)
 	}
-	// Sorted keys, then env, then raw lines.
-	want := "#line one\n#line%3A two 100%\nentrypoint: /bin/sh -c\tx\nhostname: a\nmemory: 64\nmp1: /x,mp=/y\n" +
+	// Sorted keys, then env, then raw lines; '%' and ':' encoded.
+	want := "#line one\n#line%3A two 100%25\nentrypoint: /bin/sh -c\tx\nhostname: a\nmemory: 64\nmp1: /x,mp=/y\n" +
 		"lxc.environment.runtime: X=1\nlxc.environment.runtime: Y=a=b\n" +
 		"lxc.mount.entry: tmpfs tmp tmpfs rw 0 0\nlxc.idmap: u 0 100000 65536\n"
 	if string(out) != want {
@@ -91,19 +89,18 @@ func TestConfigRoundTrip(t *testing.T) {
 	}
 }
 
-func TestMarshalRefusesInjection(t *testing.T) {
+func TestMarshalRefusesNewlines(t *testing.T) {
 	cases := []struct {
 		name string
 		mod  func(c *Config)
 		want string
 	}{
 		{"newline in value", func(c *Config) { c.Set("hostname", "a\nlxc.hook.pre-start: /evil") }, "detected invalid newline inside property 'hostname'"},
-		{"cr in value", func(c *Config) { c.Set("hostname", "a\rb") }, "detected invalid newline inside property 'hostname'"},
-		{"nul in env", func(c *Config) { c.Env = []string{"A=\x00"} }, "control character inside property 'env'"},
 		{"newline in env", func(c *Config) { c.Env = []string{"A=1\nlxc.hook.start: x"} }, "detected invalid newline inside property 'env'"},
-		{"newline in raw", func(c *Config) { c.Raw = []RawLine{{"lxc.init.cwd", "/\nx"}} }, "detected invalid newline inside property 'lxc.init.cwd'"},
-		{"bad raw key", func(c *Config) { c.Raw = []RawLine{{"lxc.init.cwd: x\nlxc.a", "b"}} }, "invalid lxc key"},
+		{"newline in raw", func(c *Config) { c.Raw = []RawLine{{"lxc.init.cwd", "/\nx"}} }, "detected invalid raw lxc line 'lxc.init.cwd'"},
+		{"bad raw key", func(c *Config) { c.Raw = []RawLine{{"lxc.init.cwd: x\nlxc.a", "b"}} }, "detected invalid raw lxc line"},
 		{"bad option key", func(c *Config) { c.Set("Foo: x\nbar", "1") }, "invalid property name"},
+		{"newline in pending", func(c *Config) { c.Pending = NewConfig(); c.Pending.Set("memory", "1\n[x]") }, "detected invalid newline inside property 'memory'"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -119,74 +116,105 @@ func TestMarshalRefusesInjection(t *testing.T) {
 
 func TestParseConfigWarnings(t *testing.T) {
 	in := "memory: abc\nfoo: 1\nlxc.rootfs.path: /x\nlxc.rootfs.options: ro\nlxc.no_new_privs: 1\n" +
-		"lxc.utsname: x\nlxc.limit.nofile: 5\ngarbage line\ndelete: memory\nunprivileged: yes\nlxc.init.cmd = /bin/sh\n"
-	c, warns, err := ParseConfig([]byte(in))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{
-		"unable to parse value of 'memory' - type check ('integer') failed - got 'abc'",
-		"unable to parse value of 'foo' - unknown setting 'foo'",
-		"lxc.rootfs.path: lxc.rootfs.path is auto generated from rootfs",
-		`lxc.rootfs.options: lxc.rootfs.options is not supported, please use mount point options in the "rootfs" key`,
-		"unable to parse config: lxc.no_new_privs: 1",
-		"lxc.utsname is deprecated and was renamed to lxc.uts.name",
-		"lxc.limit.nofile: lxc.limit.* was renamed to lxc.prlimit.*",
-		"unable to parse config: garbage line",
-		"property 'delete' is only allowed in [pve:pending]",
-	}
-	if !reflect.DeepEqual(warns, want) {
-		t.Errorf("warnings:\n%q\nwant:\n%q", warns, want)
-	}
-	if v, _ := c.Get("unprivileged"); v != "1" {
-		t.Errorf("boolean not normalised: %q", v)
-	}
-	wantRaw := []RawLine{{"lxc.utsname", "x"}, {"lxc.limit.nofile", "5"}, {"lxc.init.cmd", "/bin/sh"}}
-	if !reflect.DeepEqual(c.Raw, wantRaw) {
-		t.Errorf("raw = %v", c.Raw)
+		"lxc.utsname: x\nlxc.limit.nofile: 5\ngarbage line\ndelete: memory\nunprivileged: yes\nlxc.init.cmd = /bin/sh\n" +
+		"net0: name=eth0,bogus=1\nlxc.cgroup.devices.allow: a\n"
+	for _, v := range Versions {
+		c, warns := ParseConfig([]byte(in), 105, v)
+		want := []string{
+			"vm 105 - unable to parse value of 'memory' - type check ('integer') failed - got 'abc'",
+			"vm 105 - unable to parse value of 'foo' - unknown setting 'foo'",
+			"vm 105 - lxc.rootfs.path: lxc.rootfs.path is auto generated from rootfs",
+			`vm 105 - lxc.rootfs.options: lxc.rootfs.options is not supported, please use mount point options in the "rootfs" key`,
+			"vm 105 - unable to parse config: lxc.no_new_privs: 1",
+			"vm 105 - lxc.utsname is deprecated and was renamed to lxc.uts.name",
+			"vm 105 - lxc.limit.nofile: lxc.limit.* was renamed to lxc.prlimit.*",
+			"vm 105 - unable to parse config: garbage line",
+			"vm 105 - property 'delete' is only allowed in [pve:pending]",
+			"vm 105 - unable to parse value of 'net0' - invalid key in comma-separated list property: bogus",
+		}
+		if v.WarnsCgroupV1() {
+			want = append(want, "vm 105 - lxc.cgroup.devices.allow is deprecated, this will be a hard error in the future!")
+		}
+		if !reflect.DeepEqual(warns, want) {
+			t.Errorf("%s: warnings:\n%q\nwant:\n%q", v, warns, want)
+		}
+		if v, _ := c.Get("unprivileged"); v != "1" {
+			t.Errorf("boolean not normalised: %q", v)
+		}
+		if _, ok := c.Get("foo"); !ok {
+			t.Error("unknown option dropped; parse_pct_config keeps it")
+		}
+		wantRaw := []RawLine{{"lxc.utsname", "x"}, {"lxc.limit.nofile", "5"}, {"lxc.init.cmd", "/bin/sh"}, {"lxc.cgroup.devices.allow", "a"}}
+		if !reflect.DeepEqual(c.Raw, wantRaw) {
+			t.Errorf("%s: raw = %v", v, c.Raw)
+		}
 	}
 }
 
-func TestCheckRawKey(t *testing.T) {
-	ok := []string{"lxc.apparmor.profile", "lxc.init.cmd", "lxc.init.uid", "lxc.init.gid", "lxc.mount.entry",
+// TestRawKeysByVersion checks the allow-list of each version against
+// pve-container's $valid_lxc_conf_keys (5.3.5, 6.0.14, 6.1.10).
+func TestRawKeysByVersion(t *testing.T) {
+	everywhere := []string{"lxc.apparmor.profile", "lxc.init.cmd", "lxc.mount.entry",
 		"lxc.cgroup2.memory.max", "lxc.prlimit.nofile", "lxc.net.0.type", "lxc.sysctl.kernel.msgmax",
-		"lxc.sysctl.fs.mqueue", "lxc.idmap", "lxc.hook.pre-start", "lxc.environment.runtime", "lxc.devtty.dir",
-		"lxc.cgroup.memory.limit_in_bytes", "lxc.utsname"}
-	for _, k := range ok {
-		if err := CheckRawKey(k); err != nil {
-			t.Errorf("%s refused: %v", k, err)
+		"lxc.sysctl.fs.mqueue", "lxc.idmap", "lxc.hook.pre-start", "lxc.devtty.dir", "lxc.environment",
+		"lxc.cgroup.memory.limit_in_bytes", "lxc.utsname", "lxc.cap.keep", "lxc.seccomp.notify.proxy"}
+	nowhere := []string{"lxc.no_new_privs", "lxc.proc.oom_score_adj", "lxc.namespace.share.net", "lxc.execute.cmd",
+		"lxc.hook.start-host", "lxc.sysctl.net.ipv4.ip_forward", "lxc.sysctl.fs.mqueue.msg_max", "lxc.tty.dir",
+		"lxc.rootfs.path", "lxc.rootfs.options", "lxc.init.user"}
+	byVersion := map[string][3]bool{ // 8.4, 9.0, 9.1
+		"lxc.init.cwd":            {false, true, true},
+		"lxc.environment.runtime": {false, false, true},
+		"lxc.environment.hooks":   {false, false, true},
+		"lxc.init.uid":            {false, false, true},
+		"lxc.init.gid":            {false, false, true},
+		"lxc.init.groups":         {false, false, true},
+	}
+	for i, v := range Versions {
+		for _, k := range everywhere {
+			if ok, _ := RawKeyAllowed(k, v); !ok {
+				t.Errorf("%s refuses %s", v, k)
+			}
+		}
+		for _, k := range nowhere {
+			if ok, _ := RawKeyAllowed(k, v); ok {
+				t.Errorf("%s keeps %s", v, k)
+			}
+		}
+		for k, want := range byVersion {
+			if ok, _ := RawKeyAllowed(k, v); ok != want[i] {
+				t.Errorf("%s: %s kept = %v, want %v", v, k, ok, want[i])
+			}
 		}
 	}
-	bad := map[string]string{
-		"lxc.rootfs.path":                "lxc.rootfs.path: lxc.rootfs.path is auto generated from rootfs",
-		"lxc.rootfs.options":             "lxc.rootfs.options: lxc.rootfs.options is not supported",
-		"lxc.no_new_privs":               "not in Proxmox's allow-list",
-		"lxc.proc.oom_score_adj":         "not in Proxmox's allow-list",
-		"lxc.namespace.share.net":        "not in Proxmox's allow-list",
-		"lxc.execute.cmd":                "not in Proxmox's allow-list",
-		"lxc.hook.start-host":            "not in Proxmox's allow-list",
-		"lxc.sysctl.net.ipv4.ip_forward": "not in Proxmox's allow-list",
-		"lxc.sysctl.fs.mqueue.msg_max":   "not in Proxmox's allow-list",
-		"lxc.tty.dir":                    "not in Proxmox's allow-list",
-		"LXC.init.cmd":                   "not in Proxmox's allow-list",
-		"lxc.init.cmd\n":                 "not in Proxmox's allow-list",
+	if _, r := RawKeyAllowed("lxc.rootfs.path", V8_4); r != "lxc.rootfs.path is auto generated from rootfs" {
+		t.Errorf("reason = %q", r)
 	}
-	for k, want := range bad {
-		err := CheckRawKey(k)
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%q: err = %v, want %q", k, err, want)
-		}
-	}
-	if w := RawKeyWarning("lxc.aa_profile"); w != "lxc.aa_profile is deprecated and was renamed to lxc.apparmor.profile" {
+	if w := RawKeyWarnings("lxc.aa_profile", V8_4); len(w) != 1 || w[0] != "lxc.aa_profile is deprecated and was renamed to lxc.apparmor.profile" {
 		t.Errorf("warning = %q", w)
 	}
 }
 
 func TestEncodeDecodeText(t *testing.T) {
-	if got := EncodeText("a:b\tc\xff"); got != "a%3Ab%09c%FF" {
+	// pve-common's encode_text escapes control and hi-bit bytes, ':' and '%'.
+	if got := EncodeText("a:b\tc\xff 100%"); got != "a%3Ab%09c%FF 100%25" {
 		t.Errorf("encode = %q", got)
 	}
 	if got := DecodeText("a%3Ab%0A%zz%4"); got != "a:b\n%zz%4" {
 		t.Errorf("decode = %q", got)
+	}
+}
+
+func TestCurrentConfigAppliesPending(t *testing.T) {
+	in := "#desc\nmemory: 512\nswap: 512\nhostname: a\n\n[pve:pending]\nmemory: 1024\ndelete: swap,!hostname\n"
+	c, warns := ParseConfig([]byte(in), 100, V8_4)
+	if len(warns) > 0 {
+		t.Fatal(warns)
+	}
+	cur := c.CurrentConfig()
+	if !reflect.DeepEqual(cur.Options, map[string]string{"memory": "1024"}) || cur.Description != "desc\n" {
+		t.Errorf("current = %#v", cur)
+	}
+	if c.Options["memory"] != "512" || c.Pending.Options["delete"] != "swap,!hostname" {
+		t.Errorf("parsed config changed: %#v", c)
 	}
 }

@@ -7,85 +7,98 @@ import (
 	"testing"
 )
 
-// FuzzConfigRoundTrip parses arbitrary .conf text. Parsing never fails on
-// text (problems are warnings), and whatever Marshal writes is a fixed
-// point: parsing it back gives the same config and writing that again
-// gives the same bytes. (A description holding '%' is left out of the
-// fixed-point check: like Proxmox's encode_text, Marshal does not escape
-// '%', so "%41" written as text reads back as "A".)
+// FuzzConfigRoundTrip parses arbitrary .conf text as every version.
+// Parsing never fails (problems are warnings), and whatever Marshal
+// writes is a fixed point: parsing it back gives the same config and
+// writing that again gives the same bytes.
 func FuzzConfigRoundTrip(f *testing.F) {
 	for _, s := range []string{
 		"arch: amd64\ncores: 2\nhostname: web1\nmemory: 1024\nmp0: /srv/data,mp=/data,ro=1\n" +
 			"net0: name=eth0,bridge=vmbr0,hwaddr=BC:24:11:5E:7A:10,ip=dhcp,type=veth\n" +
 			"ostype: debian\nrootfs: local-lvm:vm-101-disk-0,size=8G\nswap: 512\nunprivileged: 1\nlxc.init.cwd: /srv\n",
 		"#my%20container%3A\n#second\nhostname: a\nlxc.environment.runtime: A=b c\nlxc.cgroup2.pids.max = 10\n",
-		"hostname: a\n\n[pve:pending]\nmemory: 64\n[snap1]\nsnapstate: prepare\n",
+		"hostname: a\n\n[pve:pending]\nmemory: 64\ndelete: swap\n[snap1]\nsnapstate: prepare\n",
 		"lxc.rootfs.path: /x\nlxc.bogus: 1\nfoo: bar\ndelete: memory\ngarbage line\n",
 		"description: a%0Ab\nmemory: abc\nmp0: /x\r\n", "\x00", "", "\n\n\n", "lxc.init.cmd: /bin/sh -c 'x'\t\n",
+		"#100%\n[b]\n#x\n[a]\nlxc.environment.runtime: A=\n",
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, _, err := ParseConfig(data)
-		if err != nil {
-			if !bytes.Contains(data, []byte{0}) {
-				t.Fatalf("ParseConfig failed on text without NUL: %v", err)
+		for _, v := range Versions {
+			c, _ := ParseConfig(data, 100, v)
+			out, err := c.Marshal()
+			if err != nil {
+				t.Fatalf("%s: a parsed config cannot be written: %v", v, err)
 			}
-			return
-		}
-		out, err := c.Marshal()
-		if err != nil {
-			return // a parsed value that cannot be written back is refused, not written
-		}
-		// From the first written form on, write and read agree.
-		c2, _, err := ParseConfig(out)
-		if err != nil {
-			t.Fatalf("re-parse of marshalled config: %v\n%q", err, out)
-		}
-		if strings.Contains(c2.Description, "%") {
-			return
-		}
-		out2, err := c2.Marshal()
-		if err != nil || !bytes.Equal(out, out2) {
-			t.Fatalf("Marshal not a fixed point (err %v):\n%q\n%q", err, out, out2)
-		}
-		c3, _, err := ParseConfig(out2)
-		if err != nil || !sameConfig(c2, c3) {
-			t.Fatalf("round trip changed the config (err %v):\n%#v\n%#v\nfile:\n%q", err, c2, c3, out2)
-		}
-		if len(c2.Options) != len(c.Options) || len(c2.Env) != len(c.Env) || len(c2.Raw) != len(c.Raw) {
-			t.Fatalf("writing changed the number of entries:\n%#v\n%#v", c, c2)
+			c2, warns := ParseConfig(out, 100, v)
+			out2, err := c2.Marshal()
+			if err != nil || !bytes.Equal(out, out2) {
+				t.Fatalf("%s: Marshal not a fixed point (err %v):\n%q\n%q", v, err, out, out2)
+			}
+			c3, _ := ParseConfig(out2, 100, v)
+			if !sameConfig(c2, c3) {
+				t.Fatalf("%s: round trip changed the config:\n%#v\n%#v\nfile:\n%q", v, c2, c3, out2)
+			}
+			for _, w := range warns {
+				if strings.Contains(w, "unable to parse config") {
+					t.Fatalf("%s: a written file has a line Proxmox cannot parse: %s\n%q", v, w, out)
+				}
+			}
 		}
 	})
 }
 
-func sameConfig(a, b *Config) bool {
-	norm := func(c *Config) Config {
-		x := *c
-		if len(x.Options) == 0 {
-			x.Options = nil
-		}
-		if len(x.Env) == 0 {
-			x.Env = nil
-		}
-		if len(x.Raw) == 0 {
-			x.Raw = nil
-		}
-		return x
+func sameConfig(a, b *Config) bool { return reflect.DeepEqual(normConfig(a), normConfig(b)) }
+
+// normConfig drops what a round trip may change without meaning
+// anything: the digest, and empty versus nil collections.
+func normConfig(c *Config) *Config {
+	if c == nil {
+		return nil
 	}
-	return reflect.DeepEqual(norm(a), norm(b))
+	x := *c
+	x.Digest = ""
+	if len(x.Options) == 0 {
+		x.Options = nil
+	}
+	if len(x.Env) == 0 {
+		x.Env = nil
+	}
+	if len(x.Raw) == 0 {
+		x.Raw = nil
+	}
+	if x.Pending.empty() {
+		x.Pending = nil
+	} else {
+		x.Pending = normConfig(x.Pending)
+	}
+	if len(x.Snapshots) == 0 {
+		x.Snapshots = nil
+	} else {
+		snaps := map[string]*Config{}
+		for k, v := range x.Snapshots {
+			snaps[k] = normConfig(v)
+		}
+		x.Snapshots = snaps
+	}
+	return &x
 }
 
 // FuzzConfigInjection writes one option, one env entry, one raw line and
-// a description holding arbitrary text. Marshal either refuses them or
-// writes a file that reads back as exactly those entries: no value can
-// add a line, key or section of its own.
+// a description holding arbitrary text. Marshal either refuses them
+// (a newline, as Proxmox refuses it) or writes a file that reads back
+// with no line, section or key the values did not name: no value can
+// inject configuration.
 func FuzzConfigInjection(f *testing.F) {
 	f.Add("hostname", "web1", "A=b", "/bin/sh", "desc")
 	f.Add("hostname", "x\nlxc.hook.pre-start: /evil", "A=b\nlxc.apparmor.profile: unconfined", "/x\r\n[snap]", "a\n[pve:pending]\nmemory: 1")
 	f.Add("memory", " 64 ", "A=\x00", "a\x1bb", "#\n#")
 	f.Add("mp0", "/a,mp=/b", "", "", "\x85\u2028")
 	f.Fuzz(func(t *testing.T, key, value, env, raw, desc string) {
+		if !reOptionLine.MatchString(key+": x") || key == "snapstate" || key == "delete" {
+			return // not a key anything of ours writes
+		}
 		c := NewConfig()
 		c.Description = desc
 		c.Set(key, value)
@@ -95,21 +108,24 @@ func FuzzConfigInjection(f *testing.F) {
 		if err != nil {
 			return
 		}
-		got, _, err := ParseConfig(out)
-		if err != nil {
-			t.Fatalf("parse of written config: %v\n%q", err, out)
+		got, _ := ParseConfig(out, 100, V9_1)
+		if got.Pending != nil || len(got.Snapshots) > 0 {
+			t.Fatalf("a value opened a section:\n%q", out)
 		}
-		if got.Sections != "" {
-			t.Fatalf("a value opened a section %q:\n%q", got.Sections, out)
+		for k := range got.Options {
+			if k != key {
+				t.Fatalf("options %q, want only %q:\n%q", got.Keys(), key, out)
+			}
 		}
-		if keys := got.Keys(); len(keys) != 1 || keys[0] != key {
-			t.Fatalf("options %q, want only %q:\n%q", keys, key, out)
+		if len(got.Env) > 1 || len(got.Raw) > 1 || (len(got.Raw) == 1 && got.Raw[0].Key != "lxc.init.cmd") {
+			t.Fatalf("env %q raw %q:\n%q", got.Env, got.Raw, out)
 		}
-		if !reflect.DeepEqual(got.Env, []string{env}) {
-			t.Fatalf("env %q, want [%q]:\n%q", got.Env, env, out)
+		want := strings.TrimRight(desc, "\n")
+		if want != "" {
+			want += "\n"
 		}
-		if len(got.Raw) != 1 || got.Raw[0] != c.Raw[0] {
-			t.Fatalf("raw %q, want %q:\n%q", got.Raw, c.Raw, out)
+		if got.Description != want {
+			t.Fatalf("description %q, want %q", got.Description, desc)
 		}
 	})
 }

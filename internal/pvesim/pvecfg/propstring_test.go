@@ -148,12 +148,12 @@ func TestSchemaCheck(t *testing.T) {
 		"tags=a;b":           {"tags", ""},
 		"timezone=Etc/UTC":   {"timezone", "invalid format - invalid time zone 'Etc/UTC'\n"},
 	}
-	if got := ConfigSchema()["net0"].Check("net0", "bridge=x"); got != "invalid format - format error\nnet0.name: property is missing and it is not optional\n" {
+	if got := ConfigSchema(V9_1)["net0"].Check("net0", "bridge=x"); got != "invalid format - format error\nnet0.name: property is missing and it is not optional\n" {
 		t.Errorf("net0: %q", got)
 	}
 	for in, c := range cases {
 		v := in[strings.IndexByte(in, '=')+1:]
-		if got := ConfigSchema()[c[0]].Check(c[0], v); got != c[1] {
+		if got := ConfigSchema(V9_1)[c[0]].Check(c[0], v); got != c[1] {
 			t.Errorf("%s: %q want %q", in, got, c[1])
 		}
 	}

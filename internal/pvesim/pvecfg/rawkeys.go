@@ -1,11 +1,9 @@
 package pvecfg
 
-import (
-	"fmt"
-	"strings"
-)
+import "strings"
 
-// validRawKeys is pve-container's allow-list of raw `lxc.*` keys. A string
+// validRawKeys is pve-container's $valid_lxc_conf_keys as of master
+// (6.1.10); sinceVersion says which entries older nodes lack. A string
 // value is the reason Proxmox gives for refusing a key it knows.
 var validRawKeys = map[string]string{
 	"lxc.apparmor.profile":          "",
@@ -108,63 +106,65 @@ var deprecatedRawKeys = map[string]string{
 	"lxc.utsname":              "lxc.uts.name",
 }
 
-// RawKeyError says why Proxmox refuses a raw `lxc.*` key. Reason is
-// Proxmox's own explanation for keys it knows but refuses (lxc.rootfs.path,
-// lxc.rootfs.options) and empty for keys outside its allow-list, which
-// Proxmox reports as `unable to parse config: <line>`.
-type RawKeyError struct {
-	Key    string
-	Reason string
+// sinceVersion are the allow-listed keys newer than PVE 8.4's
+// pve-container 5.3.5, with the first version that accepts them
+// (pve-container commits 1c7f64d = 6.0.1, bbd3d5e = 6.0.15,
+// c464df5 = 6.1.0).
+var sinceVersion = map[string]func(Version) bool{
+	"lxc.init.cwd":            Version.HasInitCwd,
+	"lxc.environment.runtime": Version.HasOCI,
+	"lxc.environment.hooks":   Version.HasOCI,
+	"lxc.init.uid":            Version.HasInitUser,
+	"lxc.init.gid":            Version.HasInitUser,
+	"lxc.init.groups":         Version.HasInitUser,
 }
 
-func (e *RawKeyError) Error() string {
-	if e.Reason != "" {
-		return e.Key + ": " + e.Reason
-	}
-	return fmt.Sprintf("lxc key '%s' is not in Proxmox's allow-list (Proxmox drops the line with 'unable to parse config')", e.Key)
+// RawKeyAllowed reports whether a node of version v keeps the raw key
+// (with or without a warning), and Proxmox's reason when it refuses a key
+// it knows (lxc.rootfs.path, lxc.rootfs.options).
+func RawKeyAllowed(key string, v Version) (kept bool, reason string) {
+	reason, kept = rawKeyValidity(key, v, func(string) {})
+	return kept, reason
 }
 
-// CheckRawKey reports whether Proxmox accepts the raw LXC key in a .conf
-// file. Deprecated names are accepted (Proxmox warns; see RawKeyWarning).
-// The error is a *RawKeyError.
-func CheckRawKey(key string) error {
-	_, err := checkRawKey(key)
-	return err
-}
-
-// RawKeyWarning returns the warning (without `vm <vmid> - `) Proxmox prints
-// for an accepted but deprecated key, or "".
-func RawKeyWarning(key string) string {
-	w, _ := checkRawKey(key)
+// RawKeyWarnings returns the warnings (without `vm <vmid> - `) a node of
+// version v prints for a kept key on every load, e.g. deprecated names.
+func RawKeyWarnings(key string, v Version) []string {
+	var w []string
+	rawKeyValidity(key, v, func(s string) { w = append(w, s) })
 	return w
 }
 
-// checkRawKey mirrors is_valid_lxc_conf_key of pve-container.
-func checkRawKey(key string) (warning string, err error) {
-	if !reRawKey.MatchString(key) {
-		return "", &RawKeyError{Key: key}
-	}
+// rawKeyValidity is pve-container's is_valid_lxc_conf_key for version v:
+// warn gets the warnings it prints (without the `vm <vmid> - ` prefix);
+// kept is its 1; reason is the text of a known-but-refused key; neither
+// means "unable to parse config".
+func rawKeyValidity(key string, v Version, warn func(string)) (reason string, kept bool) {
 	if strings.HasPrefix(key, "lxc.limit.") {
-		return key + ": lxc.limit.* was renamed to lxc.prlimit.*", nil
+		warn(key + ": lxc.limit.* was renamed to lxc.prlimit.*")
+		return "", true
 	}
 	if nn, ok := deprecatedRawKeys[key]; ok {
-		return key + " is deprecated and was renamed to " + nn, nil
+		warn(key + " is deprecated and was renamed to " + nn)
+		return "", true
 	}
-	if reason, ok := validRawKeys[key]; ok {
-		if reason != "" {
-			return "", &RawKeyError{Key: key, Reason: reason}
+	if r, ok := validRawKeys[key]; ok {
+		if since, newer := sinceVersion[key]; newer && !since(v) {
+			return "", false
 		}
-		return "", nil
+		return r, r == ""
 	}
 	switch {
 	case strings.HasPrefix(key, "lxc.cgroup."):
-		// Guess (not verified against PVE 9 sources): cgroup v1 keys are
-		// still accepted, with a deprecation warning.
-		return key + ": lxc.cgroup.* is deprecated, use lxc.cgroup2.* instead", nil
+		// Silent until pve-container 6.1.6 (commit 6026000).
+		if v.WarnsCgroupV1() {
+			warn(key + " is deprecated, this will be a hard error in the future!")
+		}
+		return "", true
 	case strings.HasPrefix(key, "lxc.cgroup2."),
 		strings.HasPrefix(key, "lxc.prlimit."),
 		strings.HasPrefix(key, "lxc.net."):
-		return "", nil
+		return "", true
 	}
-	return "", &RawKeyError{Key: key}
+	return "", false
 }

@@ -401,23 +401,12 @@ func verifyTimezone(s string) error {
 	return fmt.Errorf("invalid time zone '%s'", s)
 }
 
-// verifyEntrypoint: a command line, no control characters but tab
-// (PVE >= 9.1; exact message not verified).
-func verifyEntrypoint(s string) error {
-	for _, r := range s {
-		if (r < 0x20 && r != '\t') || r == 0x7f {
-			return fmt.Errorf("entrypoint must not contain control characters")
-		}
-	}
-	return nil
-}
-
 // ---- the container schema ----
 
 var mountOptRe = `(discard|lazytime|noatime|nodev|noexec|nosuid)`
 
-// RootfsFormat is the `rootfs` property string.
-var RootfsFormat = PropFormat{
+// rootfsFormat84 is the `rootfs` property string up to pve-container 6.1.5.
+var rootfsFormat84 = PropFormat{
 	"volume":       {Type: TString, DefaultKey: true, Format: VerifyMountPath},
 	"size":         {Type: TString, Optional: true, Format: verifyDiskSize},
 	"acl":          {Type: TBoolean, Optional: true},
@@ -428,35 +417,80 @@ var RootfsFormat = PropFormat{
 	"shared":       {Type: TBoolean, Optional: true},
 }
 
-// MountFormat is the `mpN` property string.
-var MountFormat = func() PropFormat {
-	f := PropFormat{}
-	for k, v := range RootfsFormat {
-		f[k] = v
-	}
-	f["backup"] = &Schema{Type: TBoolean, Optional: true}
-	f["mp"] = &Schema{Type: TString, Format: VerifyMountPath}
-	f["keepattrs"] = &Schema{Type: TBoolean, Optional: true}
-	return f
-}()
+// idmapPattern is the mount point `idmap` key (pve-container 6.1.6).
+var idmapPattern = pat(`passthrough|[ug]:[0-9]+:[0-9]+:[1-9][0-9]*(?:;[ug]:[0-9]+:[0-9]+:[1-9][0-9]*)*`)
 
-// NetFormat is the `netN` property string.
-var NetFormat = PropFormat{
-	"type":         {Type: TString, Optional: true, Enum: []string{"veth"}},
-	"name":         {Type: TString, Pattern: pat(`[-_.\w\d]+`)},
-	"bridge":       {Type: TString, Optional: true, Pattern: pat(`[-_.\w\d]+`)},
-	"hwaddr":       {Type: TString, Optional: true, Format: verifyMAC},
-	"mtu":          {Type: TInteger, Optional: true, Min: fp(64), Max: fp(65535)},
-	"ip":           {Type: TString, Optional: true, Format: verifyIPv4Config},
-	"gw":           {Type: TString, Optional: true, Format: verifyIPv4},
-	"ip6":          {Type: TString, Optional: true, Format: verifyIPv6Config},
-	"gw6":          {Type: TString, Optional: true, Format: verifyIPv6},
-	"firewall":     {Type: TBoolean, Optional: true},
-	"tag":          {Type: TInteger, Optional: true, Min: fp(1), Max: fp(4094)},
-	"trunks":       {Type: TString, Optional: true, Pattern: pat(`\d+(?:;\d+)*`)},
-	"rate":         {Type: TNumber, Optional: true},
-	"link_down":    {Type: TBoolean, Optional: true},
-	"host-managed": {Type: TBoolean, Optional: true},
+func with(f PropFormat, extra PropFormat) PropFormat {
+	out := PropFormat{}
+	for k, v := range f {
+		out[k] = v
+	}
+	for k, v := range extra {
+		out[k] = v
+	}
+	return out
+}
+
+var (
+	mountExtra84 = PropFormat{
+		"backup": {Type: TBoolean, Optional: true},
+		"mp":     {Type: TString, Format: VerifyMountPath},
+	}
+	mountFormat84 = with(rootfsFormat84, mountExtra84)
+	// RootfsFormat is the `rootfs` property string of the newest version
+	// (9.1: with `idmap`). Check user input with RootfsFormatFor.
+	RootfsFormat = with(rootfsFormat84, PropFormat{"idmap": {Type: TString, Optional: true, Pattern: idmapPattern}})
+	// MountFormat is the `mpN` property string of the newest version
+	// (9.1: with `idmap` and `keepattrs`). Check user input with
+	// MountFormatFor.
+	MountFormat = with(RootfsFormat, with(mountExtra84, PropFormat{"keepattrs": {Type: TBoolean, Optional: true}}))
+	// NetFormat is the `netN` property string of the newest version (9.1:
+	// with `host-managed`). Check user input with NetFormatFor.
+	NetFormat = with(netFormat84, PropFormat{"host-managed": {Type: TBoolean, Optional: true}})
+)
+
+// RootfsFormatFor is the `rootfs` property string of version v.
+func RootfsFormatFor(v Version) PropFormat {
+	if v.HasOCI() {
+		return RootfsFormat
+	}
+	return rootfsFormat84
+}
+
+// MountFormatFor is the `mpN` property string of version v.
+func MountFormatFor(v Version) PropFormat {
+	if v.HasOCI() {
+		return MountFormat
+	}
+	return mountFormat84
+}
+
+// NetFormatFor is the `netN` property string of version v: 8.4 and 9.0
+// refuse `host-managed` with `invalid key in comma-separated list
+// property: host-managed`.
+func NetFormatFor(v Version) PropFormat {
+	if v.HasOCI() {
+		return NetFormat
+	}
+	return netFormat84
+}
+
+// netFormat84 is the `netN` property string of pve-container 5.3/6.0.
+var netFormat84 = PropFormat{
+	"type":      {Type: TString, Optional: true, Enum: []string{"veth"}},
+	"name":      {Type: TString, Pattern: pat(`[-_.\w\d]+`)},
+	"bridge":    {Type: TString, Optional: true, Pattern: pat(`[-_.\w\d]+`)},
+	"hwaddr":    {Type: TString, Optional: true, Format: verifyMAC},
+	"mtu":       {Type: TInteger, Optional: true, Min: fp(64), Max: fp(65535)},
+	"ip":        {Type: TString, Optional: true, Format: verifyIPv4Config},
+	"gw":        {Type: TString, Optional: true, Format: verifyIPv4},
+	"ip6":       {Type: TString, Optional: true, Format: verifyIPv6Config},
+	"gw6":       {Type: TString, Optional: true, Format: verifyIPv6},
+	"firewall":  {Type: TBoolean, Optional: true},
+	"tag":       {Type: TInteger, Optional: true, Min: fp(1), Max: fp(4094)},
+	"trunks":    {Type: TString, Optional: true, Pattern: pat(`\d+(?:;\d+)*`)},
+	"rate":      {Type: TNumber, Optional: true},
+	"link_down": {Type: TBoolean, Optional: true},
 }
 
 // FeaturesFormat is the `features` property string.
@@ -490,11 +524,29 @@ const (
 	MaxDevices     = 256
 )
 
-// ConfigSchema returns pve-container's $confdesc: every option a .conf
-// (and pct create/set) accepts. It is built on first use: its ~850
-// entries would otherwise cost every nexcage start, most of which never
-// look at a .conf.
-var ConfigSchema = sync.OnceValue(func() map[string]*Schema {
+// ConfigSchema returns pve-container's $confdesc of version v: every
+// option a .conf (and pct create/set) accepts there. 9.1 adds
+// `entrypoint` and `env` (pve-container 6.0.15) and newer property-string
+// keys. Built once per version on first use.
+func ConfigSchema(v Version) map[string]*Schema {
+	v = v.Or(DefaultVersion)
+	schemaOnce[v].Do(func() { schemas[v] = buildSchema(v) })
+	return schemas[v]
+}
+
+var (
+	schemaOnce [V9_1 + 1]sync.Once
+	schemas    [V9_1 + 1]map[string]*Schema
+)
+
+// Patterns of the 9.1 options (pve-container master, Config.pm): no
+// control characters but tab; env is NUL-separated NAME=value items.
+var (
+	entrypointPattern = pat(`[^\x00-\x08\x0a-\x1F\x7F]+`)
+	envPattern        = pat(`(?:\w+=[^\x00-\x08\x0a-\x1F\x7F]*)(?:\x00\w+=[^\x00-\x08\x0a-\x1F\x7F]*)*`)
+)
+
+func buildSchema(v Version) map[string]*Schema {
 	m := map[string]*Schema{
 		"lock": {Type: TString, Optional: true, Enum: []string{"backup", "create", "destroyed", "disk", "fstrim",
 			"migrate", "mounted", "rollback", "snapshot", "snapshot-delete"}},
@@ -512,7 +564,6 @@ var ConfigSchema = sync.OnceValue(func() map[string]*Schema {
 		"swap":         {Type: TInteger, Optional: true, Min: fp(0)},
 		"hostname":     {Type: TString, Optional: true, Format: VerifyDNSName, MaxLength: 255},
 		"description":  {Type: TString, Optional: true, MaxLength: 8192},
-		"ipmanagehost": {Type: TBoolean, Optional: true},
 		"searchdomain": {Type: TString, Optional: true, Format: verifyDNSNameList},
 		"nameserver":   {Type: TString, Optional: true, Format: verifyIPList},
 		"timezone":     {Type: TString, Optional: true, Format: verifyTimezone},
@@ -520,8 +571,6 @@ var ConfigSchema = sync.OnceValue(func() map[string]*Schema {
 		"parent":       {Type: TString, Optional: true, Pattern: pat(`[a-zA-Z][a-zA-Z0-9_-]+`), MaxLength: 40},
 		"snaptime":     {Type: TInteger, Optional: true, Min: fp(0)},
 		"cmode":        {Type: TString, Optional: true, Enum: []string{"shell", "console", "tty"}},
-		"entrypoint":   {Type: TString, Optional: true, Format: verifyEntrypoint},
-		"env":          {Type: TString, Optional: true},
 		"protection":   {Type: TBoolean, Optional: true},
 		"unprivileged": {Type: TBoolean, Optional: true},
 		"features":     {Type: TString, Optional: true, Props: FeaturesFormat},
@@ -529,28 +578,35 @@ var ConfigSchema = sync.OnceValue(func() map[string]*Schema {
 		"tags":         {Type: TString, Optional: true, Format: verifyTagList},
 		"debug":        {Type: TBoolean, Optional: true},
 	}
+	m["rootfs"] = &Schema{Type: TString, Optional: true, Props: RootfsFormatFor(v)}
+	if v.HasOCI() {
+		m["entrypoint"] = &Schema{Type: TString, Optional: true, Pattern: entrypointPattern}
+		m["env"] = &Schema{Type: TString, Optional: true, Pattern: envPattern}
+	}
 	for i := 0; i < MaxNetworks; i++ {
-		m["net"+strconv.Itoa(i)] = &Schema{Type: TString, Optional: true, Props: NetFormat}
+		m["net"+strconv.Itoa(i)] = &Schema{Type: TString, Optional: true, Props: NetFormatFor(v)}
 	}
 	for i := 0; i < MaxMountPoints; i++ {
-		m["mp"+strconv.Itoa(i)] = &Schema{Type: TString, Optional: true, Props: MountFormat}
+		m["mp"+strconv.Itoa(i)] = &Schema{Type: TString, Optional: true, Props: MountFormatFor(v)}
 		m["unused"+strconv.Itoa(i)] = &Schema{Type: TString, Optional: true, Props: UnusedFormat}
 	}
 	for i := 0; i < MaxDevices; i++ {
 		m["dev"+strconv.Itoa(i)] = &Schema{Type: TString, Optional: true, Props: DevFormat}
 	}
 	return m
-})
+}
 
 // OSTypes are the values `ostype` accepts.
 var OSTypes = []string{"debian", "devuan", "ubuntu", "centos", "fedora", "opensuse", "archlinux",
 	"alpine", "gentoo", "nixos", "unmanaged"}
 
-// CheckOptionValue is pve-container's check_type for a .conf line: it
-// returns the normalised value (booleans as 0/1, integers without sign
-// noise) or Proxmox's reason, e.g. `unknown setting 'foo'`.
-func CheckOptionValue(key, value string) (string, error) {
-	sc, ok := ConfigSchema()[key]
+// CheckOptionValue is pve-container's check_type for a .conf line of a
+// version-v node: it returns the normalised value (booleans as 0/1,
+// integers as int()) or Proxmox's reason, e.g. `unknown setting 'foo'`.
+// Like check_type it checks type and format only: enum, pattern and
+// bounds are the API's business, not the file reader's.
+func CheckOptionValue(key, value string, v Version) (string, error) {
+	sc, ok := ConfigSchema(v)[key]
 	if !ok {
 		return value, fmt.Errorf("unknown setting '%s'", key)
 	}
