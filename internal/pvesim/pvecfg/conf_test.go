@@ -130,7 +130,7 @@ func TestParseConfigWarnings(t *testing.T) {
 			"vm 105 - lxc.limit.nofile: lxc.limit.* was renamed to lxc.prlimit.*",
 			"vm 105 - unable to parse config: garbage line",
 			"vm 105 - property 'delete' is only allowed in [pve:pending]",
-			"vm 105 - unable to parse value of 'net0' - invalid key in comma-separated list property: bogus",
+			"vm 105 - unable to parse value of 'net0' - format error\nbogus: property is not defined in schema and the schema does not allow additional properties",
 		}
 		if v.WarnsCgroupV1() {
 			want = append(want, "vm 105 - lxc.cgroup.devices.allow is deprecated, this will be a hard error in the future!")

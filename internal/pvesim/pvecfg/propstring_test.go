@@ -67,7 +67,7 @@ func TestPropFormatParse(t *testing.T) {
 		{NetFormat, "net0", "name=eth0,ip6=fd00::1/64", ""},
 		{NetFormat, "net0", "name=eth0,mtu=10", "format error\nnet0.mtu: value must have a minimum value of 64\n"},
 		{NetFormat, "net0", "name=eth0,tag=5000", "format error\nnet0.tag: value must have a maximum value of 4094\n"},
-		{NetFormat, "net0", "name=eth0,foo=1", "invalid key in comma-separated list property: foo"},
+		{NetFormat, "net0", "name=eth0,foo=1", "format error\nnet0.foo: property is not defined in schema and the schema does not allow additional properties\n"},
 		{NetFormat, "net0", "name=eth 0", "format error\nnet0.name: value does not match the regex pattern\n"},
 		{NetFormat, "net0", "name=eth0,hwaddr=01:00:00:00:00:00", "format error\nnet0.hwaddr: invalid format - value does not look like a valid unicast MAC address\n\n"},
 		{NetFormat, "net0", "name=eth0,firewall=maybe", "format error\nnet0.firewall: type check ('boolean') failed - got 'maybe'\n"},

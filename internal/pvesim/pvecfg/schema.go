@@ -92,10 +92,22 @@ func (f PropFormat) Parse(path, s string) (Props, error) {
 	if err != nil {
 		return nil, err
 	}
+	errs := map[string]string{}
+	sub := func(k string) string {
+		if path != "" {
+			return path + "." + k
+		}
+		return k
+	}
 	for i, kv := range props {
 		sc, ok := f[kv.Key]
 		if !ok {
-			return nil, fmt.Errorf("invalid key in comma-separated list property: %s", kv.Key)
+			// parse_property_string means to die "invalid key in
+			// comma-separated list property", but its `$schema->{alias}`
+			// lookup autovivifies $schema first, so the unknown key reaches
+			// check_object, which reports it (pvereal confirms, 8.4 and 9.1).
+			errs[sub(kv.Key)] = "property is not defined in schema and the schema does not allow additional properties"
+			continue
 		}
 		if sc.Type == TBoolean {
 			if b, ok := ParseBool(kv.Value); ok {
@@ -103,12 +115,8 @@ func (f PropFormat) Parse(path, s string) (Props, error) {
 			}
 		}
 	}
-	errs := map[string]string{}
 	for k, sc := range f {
-		p := k
-		if path != "" {
-			p = path + "." + k
-		}
+		p := sub(k)
 		v, ok := props.Get(k)
 		if !ok {
 			if !sc.Optional {
