@@ -148,3 +148,163 @@ func TestPveversionOutput(t *testing.T) {
 		t.Errorf("bad option: %d %q", code, errb.String())
 	}
 }
+
+// TestOptionsByVersion: entrypoint, env and host-managed exist only on
+// 9.1; older nodes refuse them as real pct does (Getopt's `Unknown
+// option` for options, check_object's text inside net<N>).
+func TestOptionsByVersion(t *testing.T) {
+	const createUsage = "pct create <vmid> <ostemplate> [OPTIONS]\n"
+	const setUsage = "pct set <vmid> [OPTIONS]\n"
+	hostManaged := "400 Parameter verification failed.\n" +
+		"net0: invalid format - format error\n" +
+		"net0.host-managed: property is not defined in schema and the schema does not allow additional properties\n\n"
+	for _, v := range []pvecfg.Version{pvecfg.V8_4, pvecfg.V9_0} {
+		n, _ := initNode(t)
+		n.Version = v
+		cases := []struct {
+			args []string
+			want string
+		}{
+			{[]string{"create", "100", debianTmpl, "--entrypoint", "/bin/sh"}, "Unknown option: entrypoint\n400 unable to parse option\n" + createUsage},
+			{[]string{"create", "100", debianTmpl, "--env", "A=1"}, "Unknown option: env\n400 unable to parse option\n" + createUsage},
+			{[]string{"create", "100", debianTmpl, "--net0", "name=eth0,host-managed=1"}, hostManaged + createUsage},
+			{[]string{"set", "100", "--entrypoint", "/bin/sh"}, "Unknown option: entrypoint\n400 unable to parse option\n" + setUsage},
+			{[]string{"set", "100", "--net0", "name=eth0,host-managed=1"}, hostManaged + setUsage},
+		}
+		for _, c := range cases {
+			_, stderr, code := pct(t, n, c.args...)
+			if code != exitFailure || stderr != c.want {
+				t.Errorf("%s: pct %q: exit %d, stderr:\n%s\nwant:\n%s", v, c.args, code, stderr, c.want)
+			}
+		}
+		if _, err := os.Stat(n.ConfPath(100)); err == nil {
+			t.Errorf("%s: a refused create left a config", v)
+		}
+		// Without the 9.1 options the same create works.
+		if _, stderr, code := pct(t, n, "create", "100", debianTmpl, "--net0", "name=eth0"); code != 0 {
+			t.Fatalf("%s: plain create: %s", v, stderr)
+		}
+		if _, stderr, code := pct(t, n, "set", "100", "--delete", "env"); code != exitFailure ||
+			stderr != "400 Parameter verification failed.\ndelete: unknown option 'env'\n"+setUsage {
+			t.Errorf("%s: set --delete env: %d %q", v, code, stderr)
+		}
+	}
+
+	// 9.1: accepted; env is stored as lxc.environment.runtime lines
+	// before the other raw lines and shown by pct config as one
+	// NUL-joined env key.
+	n, _ := initNode(t)
+	n.Version = pvecfg.V9_1
+	if _, stderr, code := pct(t, n, "create", "100", debianTmpl, "--entrypoint", "/usr/bin/app --serve",
+		"--env", "A=1", "--net0", "name=eth0,host-managed=1,ip=dhcp"); code != 0 {
+		t.Fatalf("9.1 create: %s", stderr)
+	}
+	raw, _ := os.ReadFile(n.ConfPath(100))
+	if err := os.WriteFile(n.ConfPath(100), append(raw, "lxc.init.cwd: /srv\nlxc.environment.runtime: B=two words\n"...), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, _ := pct(t, n, "config", "100")
+	if !strings.Contains(out, "\nentrypoint: /usr/bin/app --serve\nenv: A=1\x00B=two words\n") ||
+		!strings.HasSuffix(out, "\nlxc.init.cwd: /srv\n") || stderr != "" {
+		t.Errorf("9.1 pct config:\n%q\nstderr %q", out, stderr)
+	}
+	if _, stderr, code := pct(t, n, "set", "100", "--memory", "128"); code != 0 {
+		t.Fatalf("set: %s", stderr)
+	}
+	raw, _ = os.ReadFile(n.ConfPath(100))
+	if !strings.HasSuffix(string(raw), "unprivileged: 1\nlxc.environment.runtime: A=1\nlxc.environment.runtime: B=two words\nlxc.init.cwd: /srv\n") {
+		t.Errorf("9.1 file after set:\n%s", raw)
+	}
+	if _, stderr, code := pct(t, n, "set", "100", "--env", "C=3"); code != 0 {
+		t.Fatalf("set --env: %s", stderr)
+	}
+	if out, _, _ := pct(t, n, "config", "100"); !strings.Contains(out, "\nenv: C=3\n") {
+		t.Errorf("set --env does not replace env:\n%s", out)
+	}
+	if _, stderr, code := pct(t, n, "set", "100", "--delete", "env"); code != 0 {
+		t.Fatalf("set --delete env: %s", stderr)
+	}
+	if raw, _ := os.ReadFile(n.ConfPath(100)); strings.Contains(string(raw), "lxc.environment.runtime") {
+		t.Errorf("env still in the file:\n%s", raw)
+	}
+	_, stderr, code := pct(t, n, "set", "100", "--net0", "name=eth0,host-managed=1,ip6=auto")
+	if code != exitFailure || stderr != "net0: SLAAC is not supported for host-managed network configuration.\n" {
+		t.Errorf("SLAAC with host-managed: %d %q", code, stderr)
+	}
+}
+
+// TestRefusedRawLinesByVersion: a raw line the version refuses warns on
+// every verb that loads the config (exit status unchanged), is gone after
+// the next write, and never reaches the generated LXC config.
+func TestRefusedRawLinesByVersion(t *testing.T) {
+	conf := "arch: amd64\nhostname: a\nmemory: 64\nostype: unmanaged\nrootfs: local:100/vm-100-disk-0.raw,size=1G\n" +
+		"lxc.init.uid: 1000\nlxc.init.cwd: /srv\nlxc.sysctl.net.ipv4.ip_forward: 1\nlxc.cgroup.pids.max: 10\nlxc.environment.runtime: A=1\n"
+	kept := map[pvecfg.Version][]string{
+		pvecfg.V8_4: {"lxc.cgroup.pids.max"},
+		pvecfg.V9_0: {"lxc.init.cwd", "lxc.cgroup.pids.max"},
+		pvecfg.V9_1: {"lxc.init.uid", "lxc.init.cwd", "lxc.cgroup.pids.max"},
+	}
+	warned := map[pvecfg.Version][]string{
+		pvecfg.V8_4: {"vm 100 - unable to parse config: lxc.init.uid: 1000", "vm 100 - unable to parse config: lxc.init.cwd: /srv",
+			"vm 100 - unable to parse config: lxc.sysctl.net.ipv4.ip_forward: 1", "vm 100 - unable to parse config: lxc.environment.runtime: A=1"},
+		pvecfg.V9_0: {"vm 100 - unable to parse config: lxc.init.uid: 1000",
+			"vm 100 - unable to parse config: lxc.sysctl.net.ipv4.ip_forward: 1", "vm 100 - unable to parse config: lxc.environment.runtime: A=1"},
+		pvecfg.V9_1: {"vm 100 - unable to parse config: lxc.sysctl.net.ipv4.ip_forward: 1",
+			"vm 100 - lxc.cgroup.pids.max is deprecated, this will be a hard error in the future!"},
+	}
+	for _, v := range pvecfg.Versions {
+		n, _ := initNode(t)
+		n.Version = v
+		if err := os.WriteFile(n.ConfPath(100), []byte(conf), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		for _, args := range [][]string{{"config", "100"}, {"status", "100"}, {"list"}} {
+			_, stderr, code := pct(t, n, args...)
+			if code != 0 {
+				t.Errorf("%s: pct %q exit %d", v, args, code)
+			}
+			for _, w := range warned[v] {
+				if !strings.Contains(stderr, w+"\n") {
+					t.Errorf("%s: pct %q: stderr %q lacks %q", v, args, stderr, w)
+				}
+			}
+			if got := strings.Count(stderr, "\n"); got != len(warned[v]) {
+				t.Errorf("%s: pct %q: %d warning lines, want %d: %q", v, args, got, len(warned[v]), stderr)
+			}
+		}
+		parsed, err := n.loadConfQuiet(100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lxc, err := n.buildLxcConfig(100, parsed)
+		if err != nil {
+			t.Fatalf("%s: buildLxcConfig: %v", v, err)
+		}
+		text := lxc.text.String()
+		for _, k := range []string{"lxc.init.uid", "lxc.init.cwd", "lxc.sysctl.net.ipv4.ip_forward"} {
+			want := false
+			for _, kk := range kept[v] {
+				want = want || kk == k
+			}
+			if got := strings.Contains(text, k+" = "); got != want {
+				t.Errorf("%s: generated LXC config has %s: %v, want %v\n%s", v, k, got, want, text)
+			}
+		}
+		if got := strings.Contains(text, "A=1"); got != v.HasOCI() {
+			t.Errorf("%s: env A=1 in LXC config: %v\n%s", v, got, text)
+		}
+		if _, stderr, code := pct(t, n, "set", "100", "--memory", "128"); code != 0 {
+			t.Fatalf("%s: set: %s", v, stderr)
+		}
+		raw, _ := os.ReadFile(n.ConfPath(100))
+		var rawKeys []string
+		for _, l := range strings.Split(string(raw), "\n") {
+			if k, _, ok := strings.Cut(l, ":"); ok && strings.HasPrefix(k, "lxc.") && k != pvecfg.EnvKey {
+				rawKeys = append(rawKeys, k)
+			}
+		}
+		if strings.Join(rawKeys, " ") != strings.Join(kept[v], " ") {
+			t.Errorf("%s: raw keys after set = %q, want %q\n%s", v, rawKeys, kept[v], raw)
+		}
+	}
+}
