@@ -253,7 +253,9 @@ func (n *Node) buildLxcConfig(vmid int, conf *pvecfg.Config) (*lxcConfig, error)
 		c.add("lxc.mount.entry", fmt.Sprintf("%s %s none bind,create=file 0 0", escapeMountField(p), escapeMountField(rel)))
 	}
 
-	if ep := opt("entrypoint"); ep != "" {
+	// Before 9.1 `entrypoint` is an unknown setting: kept in the file,
+	// ignored by update_lxc_config.
+	if ep := opt("entrypoint"); ep != "" && n.PVEVersion().HasOCI() {
 		c.add("lxc.init.cmd", ep)
 	}
 	for _, e := range conf.Env {

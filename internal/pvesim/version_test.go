@@ -237,7 +237,7 @@ func TestOptionsByVersion(t *testing.T) {
 // every verb that loads the config (exit status unchanged), is gone after
 // the next write, and never reaches the generated LXC config.
 func TestRefusedRawLinesByVersion(t *testing.T) {
-	conf := "arch: amd64\nhostname: a\nmemory: 64\nostype: unmanaged\nrootfs: local:100/vm-100-disk-0.raw,size=1G\n" +
+	conf := "arch: amd64\nentrypoint: /bin/app\nhostname: a\nmemory: 64\nostype: unmanaged\nrootfs: local:100/vm-100-disk-0.raw,size=1G\n" +
 		"lxc.init.uid: 1000\nlxc.init.cwd: /srv\nlxc.sysctl.net.ipv4.ip_forward: 1\nlxc.cgroup.pids.max: 10\nlxc.environment.runtime: A=1\n"
 	kept := map[pvecfg.Version][]string{
 		pvecfg.V8_4: {"lxc.cgroup.pids.max"},
@@ -245,9 +245,9 @@ func TestRefusedRawLinesByVersion(t *testing.T) {
 		pvecfg.V9_1: {"lxc.init.uid", "lxc.init.cwd", "lxc.cgroup.pids.max"},
 	}
 	warned := map[pvecfg.Version][]string{
-		pvecfg.V8_4: {"vm 100 - unable to parse config: lxc.init.uid: 1000", "vm 100 - unable to parse config: lxc.init.cwd: /srv",
+		pvecfg.V8_4: {"vm 100 - unable to parse value of 'entrypoint' - unknown setting 'entrypoint'", "vm 100 - unable to parse config: lxc.init.uid: 1000", "vm 100 - unable to parse config: lxc.init.cwd: /srv",
 			"vm 100 - unable to parse config: lxc.sysctl.net.ipv4.ip_forward: 1", "vm 100 - unable to parse config: lxc.environment.runtime: A=1"},
-		pvecfg.V9_0: {"vm 100 - unable to parse config: lxc.init.uid: 1000",
+		pvecfg.V9_0: {"vm 100 - unable to parse value of 'entrypoint' - unknown setting 'entrypoint'", "vm 100 - unable to parse config: lxc.init.uid: 1000",
 			"vm 100 - unable to parse config: lxc.sysctl.net.ipv4.ip_forward: 1", "vm 100 - unable to parse config: lxc.environment.runtime: A=1"},
 		pvecfg.V9_1: {"vm 100 - unable to parse config: lxc.sysctl.net.ipv4.ip_forward: 1",
 			"vm 100 - lxc.cgroup.pids.max is deprecated, this will be a hard error in the future!"},
@@ -292,6 +292,9 @@ func TestRefusedRawLinesByVersion(t *testing.T) {
 		}
 		if got := strings.Contains(text, "A=1"); got != v.HasOCI() {
 			t.Errorf("%s: env A=1 in LXC config: %v\n%s", v, got, text)
+		}
+		if got := strings.Contains(text, "lxc.init.cmd = /bin/app\n"); got != v.HasOCI() {
+			t.Errorf("%s: entrypoint in LXC config: %v\n%s", v, got, text)
 		}
 		if _, stderr, code := pct(t, n, "set", "100", "--memory", "128"); code != 0 {
 			t.Fatalf("%s: set: %s", v, stderr)
