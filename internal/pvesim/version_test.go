@@ -24,6 +24,9 @@ func TestInitRecordsVersionAndToolsFollowIt(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "\npve-container: 5.3.5\n") || !strings.Contains(out, "\nlxc-pve: 6.0.0-1\n") {
 		t.Fatalf("pveversion -v as 8.4: %d %q %q", code, out, stderr)
 	}
+	if out, _, code := runMain(t, "/usr/bin/pvesim", "pveversion"); code != 0 || !strings.HasPrefix(out, "pve-manager/8.4.") {
+		t.Errorf("pvesim pveversion as 8.4: %d %q", code, out)
+	}
 	// The same version in the environment is fine, another one is refused.
 	t.Setenv(versionEnv, "8.4")
 	if _, stderr, code := runMain(t, "pct", "list"); code != 0 {
