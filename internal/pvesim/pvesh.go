@@ -19,6 +19,8 @@ type apiHandler struct {
 	pattern *regexp.Regexp // anchored, over the path without leading/trailing slashes
 	params  map[string]*pvecfg.Schema
 	run     func(n *Node, m []string, c *call) (any, error)
+	// exists limits the path to the versions that have it (nil: all).
+	exists func(pvecfg.Version) bool
 }
 
 var apiHandlers = []*apiHandler{
@@ -29,15 +31,15 @@ var apiHandlers = []*apiHandler{
 	{method: "GET", pattern: regexp.MustCompile(`^nodes/([^/]+)/lxc/([^/]+)/status/current$`), run: (*Node).apiLxcStatus},
 	{method: "POST", pattern: regexp.MustCompile(`^nodes/([^/]+)/storage/([^/]+)/oci-registry-pull$`),
 		params: map[string]*pvecfg.Schema{"reference": {Type: pvecfg.TString}, "filename": strOpt},
-		run:    (*Node).apiOCIPull},
+		run:    (*Node).apiOCIPull, exists: pvecfg.Version.HasOCI}, // PVE 9.1
 }
 
 var pveshMethods = map[string]string{"get": "GET", "set": "PUT", "create": "POST", "delete": "DELETE"}
 
-func findAPIHandler(method, apiPath string) (*apiHandler, []string) {
+func findAPIHandler(method, apiPath string, v pvecfg.Version) (*apiHandler, []string) {
 	p := strings.Trim(regexp.MustCompile(`/+`).ReplaceAllString(apiPath, "/"), "/")
 	for _, h := range apiHandlers {
-		if h.method != method {
+		if h.method != method || (h.exists != nil && !h.exists(v)) {
 			continue
 		}
 		if m := h.pattern.FindStringSubmatch(p); m != nil {
@@ -60,7 +62,7 @@ func (n *Node) Pvesh(args []string) int {
 	var match []string
 	if len(args) >= 2 {
 		if method, ok := pveshMethods[args[0]]; ok {
-			handler, match = findAPIHandler(method, args[1])
+			handler, match = findAPIHandler(method, args[1], n.PVEVersion())
 			if handler == nil {
 				fmt.Fprintf(n.Stderr, "No '%s' handler defined for '%s'\n", args[0], args[1])
 				return 1

@@ -314,3 +314,16 @@ func TestRefusedRawLinesByVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestPveshOCIPullOnlyOn91: the oci-registry-pull API path is new in 9.1;
+// older nodes have no handler for it.
+func TestPveshOCIPullOnlyOn91(t *testing.T) {
+	for _, v := range []pvecfg.Version{pvecfg.V8_4, pvecfg.V9_0} {
+		n := toolNode(t)
+		n.Version = v
+		_, errOut, code := runPvesh(n, "create", "/nodes/pve/storage/local/oci-registry-pull", "--reference", "docker.io/library/alpine:3.22")
+		if code != 1 || errOut != "No 'create' handler defined for '/nodes/pve/storage/local/oci-registry-pull'\n" {
+			t.Errorf("%s: %d %q", v, code, errOut)
+		}
+	}
+}
