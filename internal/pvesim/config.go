@@ -149,6 +149,14 @@ func (n *Node) pctSet(c *call) error {
 			case "unprivileged":
 				return dief("unable to delete read-only option: '%s'", k)
 			}
+			// add_to_pending_delete drops a pending value of the key too.
+			delete(pending.Options, k)
+			switch k {
+			case "description":
+				pending.Description = ""
+			case "env":
+				pending.Env = nil
+			}
 			pendingDel = append(without(pendingDel, k), k)
 		}
 		upd := pvecfg.NewConfig()
@@ -172,29 +180,12 @@ func (n *Node) pctSet(c *call) error {
 		if err := prepareConfigOptions(upd, ver); err != nil {
 			return err
 		}
-		// vmconfig_apply_pending: deletions first, then every pending value.
-		for _, k := range pendingDel {
-			switch k {
-			case "description":
-				conf.Description = ""
-			case "env":
-				conf.Env = nil
-			default:
-				delete(conf.Options, k)
-			}
+		pending.Set("delete", strings.Join(pendingDel, ","))
+		if len(pendingDel) == 0 {
+			delete(pending.Options, "delete")
 		}
-		for k, v := range pending.Options {
-			if k != "delete" {
-				conf.Options[k] = v
-			}
-		}
-		if pending.Description != "" {
-			conf.Description = pending.Description
-		}
-		if len(pending.Env) > 0 {
-			conf.Env = pending.Env
-		}
-		conf.Pending = nil
+		conf.Pending = pending
+		applyPending(conf)
 		if d, ok := params["description"]; ok {
 			conf.Description = d
 		}
@@ -217,6 +208,38 @@ func (n *Node) pctSet(c *call) error {
 		_, err = n.loadConf(vmid)
 		return err
 	})
+}
+
+// applyPending is vmconfig_apply_pending of a stopped container: the
+// pending deletions, then every pending value, move into the current
+// section, and the pending section is gone.
+func applyPending(conf *pvecfg.Config) {
+	pending := conf.Pending
+	conf.Pending = nil
+	if pending == nil {
+		return
+	}
+	for _, k := range pvecfg.PendingDeletes(pending.Options["delete"]) {
+		switch k {
+		case "description":
+			conf.Description = ""
+		case "env":
+			conf.Env = nil
+		default:
+			delete(conf.Options, k)
+		}
+	}
+	for k, v := range pending.Options {
+		if k != "delete" {
+			conf.Options[k] = v
+		}
+	}
+	if pending.Description != "" {
+		conf.Description = pending.Description
+	}
+	if len(pending.Env) > 0 {
+		conf.Env = pending.Env
+	}
 }
 
 // sectionHas reports whether a config section defines k (an option, the

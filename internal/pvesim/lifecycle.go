@@ -33,6 +33,16 @@ func (n *Node) doStart(vmid int, skiplock bool) error {
 				return err
 			}
 		}
+		if conf.HasPending() {
+			// vm_start applies pending changes, writes and re-reads.
+			applyPending(conf)
+			if err := n.writeConf(vmid, conf); err != nil {
+				return err
+			}
+			if conf, err = n.loadConf(vmid); err != nil {
+				return err
+			}
+		}
 		return n.startCT(vmid, conf)
 	})
 }

@@ -327,3 +327,48 @@ func TestPveshOCIPullOnlyOn91(t *testing.T) {
 		}
 	}
 }
+
+// TestPendingSectionApplied: pct set and pct start apply a [pve:pending]
+// section as vmconfig_apply_pending does (deletions, then values); a
+// --delete also drops the key's pending value.
+func TestPendingSectionApplied(t *testing.T) {
+	n, _ := initNode(t)
+	base := "hostname: a\nmemory: 64\nostype: unmanaged\nrootfs: local:100/vm-100-disk-0.raw,size=1G\nswap: 32\n\n" +
+		"[pve:pending]\ncores: 2\ndelete: swap\nhostname: b\n"
+	if err := os.WriteFile(n.ConfPath(100), []byte(base), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := pct(t, n, "set", "100", "--memory", "128", "--delete", "hostname"); code != 0 {
+		t.Fatalf("set: %s", stderr)
+	}
+	want := "cores: 2\nmemory: 128\nostype: unmanaged\nrootfs: local:100/vm-100-disk-0.raw,size=1G\n"
+	if raw, _ := os.ReadFile(n.ConfPath(100)); string(raw) != want {
+		t.Errorf("after set:\n%s\nwant:\n%s", raw, want)
+	}
+}
+
+func TestStartAppliesPending(t *testing.T) {
+	n := lxcNode(t)
+	const vmid = 102
+	cleanupCT(t, n, vmid)
+	for _, d := range []string{n.NodeLxcDir(), n.LockDir(), n.RunPveDir(), n.LxcPath()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	volid, rootfs := rootfsVolume(t, n, vmid, false)
+	writeScript(t, rootfs, "usr/local/bin/start.sh", "exec sleep 1000\n", false)
+	conf := "arch: amd64\nentrypoint: /usr/local/bin/start.sh\nhostname: a\nmemory: 64\nostype: debian\n" +
+		"rootfs: " + volid + ",size=1G\nswap: 0\n\n[pve:pending]\nmemory: 96\n"
+	if err := os.WriteFile(n.ConfPath(vmid), []byte(conf), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := pct(t, n, "start", "102"); code != 0 {
+		t.Fatalf("start: %s", stderr)
+	}
+	defer pct(t, n, "stop", "102")
+	raw, _ := os.ReadFile(n.ConfPath(vmid))
+	if strings.Contains(string(raw), "[pve:pending]") || !strings.Contains(string(raw), "\nmemory: 96\n") {
+		t.Errorf("pending not applied at start:\n%s", raw)
+	}
+}

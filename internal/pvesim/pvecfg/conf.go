@@ -88,6 +88,10 @@ func (c *Config) empty() bool {
 	return c == nil || (c.Description == "" && len(c.Options) == 0 && len(c.Env) == 0 && len(c.Raw) == 0)
 }
 
+// HasPending reports whether the config has a non-empty [pve:pending]
+// section (vm_start and update_vm apply it).
+func (c *Config) HasPending() bool { return !c.Pending.empty() }
+
 // Perl's \s: blank, \t, \n, \v, \f, \r.
 const ws = `[\t\n\v\f\r ]`
 
