@@ -163,7 +163,7 @@ func TestPctArgumentErrors(t *testing.T) {
 		{"ip without prefix", []string{"create", "100", "x", "--net0", "name=eth0,ip=10.0.0.5"},
 			"400 Parameter verification failed.\nnet0: invalid format - format error\nnet0.ip: invalid format - value does not look like a valid ipv4 network configuration\n\n\n" + usageCreate},
 		{"unknown key in property string", []string{"create", "100", "x", "--net0", "name=eth0,foo=1"},
-			"400 Parameter verification failed.\nnet0: invalid format - invalid key in comma-separated list property: foo\n\n" + usageCreate},
+			"400 Parameter verification failed.\nnet0: invalid format - format error\nnet0.foo: property is not defined in schema and the schema does not allow additional properties\n\n" + usageCreate},
 		{"cores too many", []string{"create", "100", "x", "--cores", "8193", "--cpuunits", "500001", "--cpulimit", "x"},
 			"400 Parameter verification failed.\ncores: value must have a maximum value of 8192\ncpulimit: type check ('number') failed - got 'x'\ncpuunits: value must have a maximum value of 500000\n" + usageCreate},
 		{"ostype enum", []string{"create", "100", "x", "--ostype", "windows"},
