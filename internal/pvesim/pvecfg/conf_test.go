@@ -1,7 +1,9 @@
 package pvecfg
 
 import (
+	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -216,5 +218,37 @@ func TestCurrentConfigAppliesPending(t *testing.T) {
 	}
 	if c.Options["memory"] != "512" || c.Pending.Options["delete"] != "swap,!hostname" {
 		t.Errorf("parsed config changed: %#v", c)
+	}
+}
+
+// TestParseMarshalMatchesPerl compares ParseConfig+Marshal with what the
+// real Perl code printed for the same files (testdata/pvereal/README.md).
+func TestParseMarshalMatchesPerl(t *testing.T) {
+	for _, n := range []string{"100", "101"} {
+		data, err := os.ReadFile("testdata/pvereal/" + n + ".conf")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range []Version{V8_4, V9_1} {
+			prefix := "testdata/pvereal/" + n + ".pve" + v.String()
+			wantOut, err1 := os.ReadFile(prefix + ".write")
+			wantWarn, err2 := os.ReadFile(prefix + ".warnings")
+			if err1 != nil || err2 != nil {
+				t.Fatal(err1, err2)
+			}
+			id, _ := strconv.Atoi(n)
+			c, warns := ParseConfig(data, id, v)
+			out, err := c.Marshal()
+			if err != nil || string(out) != string(wantOut) {
+				t.Errorf("%s as %s: written (err %v):\n%s\nPerl wrote:\n%s", n, v, err, out, wantOut)
+			}
+			got := ""
+			for _, w := range warns {
+				got += w + "\n"
+			}
+			if got != string(wantWarn) {
+				t.Errorf("%s as %s: warnings:\n%s\nPerl warned:\n%s", n, v, got, wantWarn)
+			}
+		}
 	}
 }
