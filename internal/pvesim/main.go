@@ -38,7 +38,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		tool, rest = rest[0], rest[1:]
 	}
 	switch tool {
-	case "pct", "pveam", "pvesh", "init":
+	case "pct", "pveam", "pvesh", "init", workerTool:
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, mainUsage)
 		return 0
@@ -57,6 +57,12 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		nodeName = "pve"
 	}
 	n := &Node{Root: root, Name: nodeName, Stdin: stdin, Stdout: stdout, Stderr: stderr}
+	if exe, err := os.Executable(); err == nil {
+		n.Exe = exe // task workers re-execute this binary
+	}
+	if tool == workerTool {
+		return workerMain(n, rest)
+	}
 	if ms, err := strconv.Atoi(os.Getenv("PVESIM_LATENCY_MS")); err == nil && ms > 0 {
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 	}
