@@ -370,6 +370,9 @@ func (n *Node) createTask(vmid int, conf *pvecfg.Config, mpParam map[string]stri
 	if e := n.extractTemplate(archive, rootfsPath, unpriv); e != nil {
 		return e
 	}
+	if e := n.checkpoint("create-after-extract"); e != nil {
+		return e
+	}
 	if _, ok := conf.Get("arch"); !ok {
 		conf.Set("arch", "amd64")
 	}

@@ -68,8 +68,9 @@ func (n *Node) ctx() context.Context {
 // its pid to <file>.reached and wait until <file> exists. Points of pct
 // create: create-after-lock (the worker holds the config lock; the config
 // is `lock: create`, no volume yet), create-after-disks (volumes allocated,
-// before the archive is unpacked), create-after-config (the config was
-// written in full for the first time, without a lock).
+// before the archive is unpacked), create-after-extract (unpacked, before
+// the next output line), create-after-config (the config was written in
+// full for the first time, without a lock).
 func (n *Node) checkpoint(point string) error {
 	ctx := n.ctx()
 	if ctx.Err() != nil {
@@ -195,6 +196,12 @@ func (n *Node) forkWorker(kind string, job any) error {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
+	// fork_worker ignores SIGPIPE in pct: a write to a closed stdout fails
+	// with EPIPE instead of killing pct (Go raises SIGPIPE for fds 1 and 2
+	// unless the signal is being notified).
+	pipes := make(chan os.Signal, 1)
+	signal.Notify(pipes, syscall.SIGPIPE)
+	defer signal.Stop(pipes)
 
 	err = cmd.Start()
 	outW.Close()
@@ -225,6 +232,8 @@ func (n *Node) forkWorker(kind string, job any) error {
 		}
 	}()
 
+	// pct's stdout closed (its reader died): stop reading; the worker is
+	// then killed by reapWorker's SIGTERM and rolls back.
 	_, copyErr := io.Copy(n.Stdout, outR)
 	outR.Close()
 	var ctrl []byte
@@ -238,6 +247,8 @@ func (n *Node) forkWorker(kind string, job any) error {
 	reapWorker(cmd, pid)
 
 	if copyErr != nil {
+		// tee_worker died "broken pipe" (its SIGPIPE handler) and
+		// kill_process_group sent the worker SIGTERM: it rolled back.
 		return &cliError{text: "broken pipe \n"}
 	}
 	return parseTaskResult(string(ctrl), n.Stderr)
@@ -277,6 +288,23 @@ func parseTaskResult(msg string, stderr io.Writer) error {
 	return &cliError{text: strings.ReplaceAll("got unexpected control message: "+msg+"\n", "\n", " ") + "\n"}
 }
 
+// taskOutput is a worker's stdout. Once the worker was interrupted its
+// task prints nothing more (in Perl the signal handler's die ends it on
+// the spot; here the task runs on silently to its next checkpoint, where
+// it rolls back). Writes go straight to the file, so a write after pct
+// died still gets SIGPIPE.
+type taskOutput struct {
+	w   io.Writer
+	ctx context.Context
+}
+
+func (o *taskOutput) Write(p []byte) (int, error) {
+	if o.ctx.Err() != nil {
+		return len(p), nil
+	}
+	return o.w.Write(p)
+}
+
 // workerMain is the hidden tool a task worker runs as. Its stdout and
 // stderr are the pipe pct reads (a write after pct died kills it with
 // SIGPIPE, which Go raises for fds 1 and 2), fd 3 the control pipe.
@@ -291,6 +319,7 @@ func workerMain(n *Node, args []string) int {
 	defer stop()
 	n.task = &taskState{ctx: ctx}
 	n.Stdin = strings.NewReader("")
+	n.Stdout = &taskOutput{w: n.Stdout, ctx: ctx}
 	n.Stderr = n.Stdout // fork_worker: STDERR to STDOUT
 
 	var err error

@@ -134,7 +134,7 @@ func cleanupMounts(t *testing.T, root string) {
 func TestCreateWorkerSIGTERMRollsBack(t *testing.T) {
 	n, root := initNode(t)
 	cleanupMounts(t, root)
-	for _, point := range []string{"create-after-lock", "create-after-disks", "create-after-config"} {
+	for _, point := range []string{"create-after-lock", "create-after-disks", "create-after-extract", "create-after-config"} {
 		t.Run(point, func(t *testing.T) {
 			release := filepath.Join(t.TempDir(), "go")
 			p := startPct(t, root, []string{"PVESIM_PAUSE=" + point + ":" + release},
@@ -266,4 +266,38 @@ func TestCreateWorkerProcess(t *testing.T) {
 		t.Errorf("exit %d stderr %q", code, p.stderr.String())
 	}
 	assertNoTrace(t, n, root, 152)
+}
+
+// When pct's stdout breaks (whoever read it died), pct does not die of
+// SIGPIPE: tee_worker stops, and kill_process_group's SIGTERM makes the
+// worker roll back. The worker holds at create-after-extract, right after
+// its first output line, so the SIGTERM finds it before it writes again.
+func TestCreateWorkerBrokenStdoutRollsBack(t *testing.T) {
+	n, root := initNode(t)
+	cleanupMounts(t, root)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	release := filepath.Join(t.TempDir(), "go") // never created
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "pct")
+	if err := os.Symlink(self, bin); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "create", "150", debianTmpl, "--rootfs", "local:1")
+	cmd.Env = append(os.Environ(), "PVESIM_ROOT="+root, "PVESIM_PAUSE=create-after-extract:"+release)
+	var stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = w, &stderr
+	err = cmd.Run()
+	w.Close()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 255 || stderr.String() != "broken pipe \n" {
+		t.Errorf("pct: %v, stderr %q", err, stderr.String())
+	}
+	assertNoTrace(t, n, root, 150)
 }
