@@ -47,7 +47,7 @@ const mainUsage = `usage: pvesim <pct|pveam|pvesh|pveversion> [ARGS...]
        pvesim init [--with-templates] [--pve-version 8.4|9.0|9.1]
 Installed as pct, pveam, pvesh or pveversion (symlinks) it acts as that tool.
 Environment: PVESIM_ROOT (required), PVESIM_NODE, PVESIM_PVE_VERSION, PVESIM_LOG,
-PVESIM_LATENCY_MS, PVESIM_FAIL, PVESIM_LOCK_TIMEOUT_MS; see docs/PVESIM.md.
+PVESIM_LATENCY_MS, PVESIM_FAIL, PVESIM_LOCK_TIMEOUT_MS, PVESIM_PAUSE; see docs/PVESIM.md.
 `
 
 // isTool reports whether name is one of the simulated tools.
