@@ -128,13 +128,16 @@ func cleanupMounts(t *testing.T, root string) {
 	})
 }
 
-// SIGTERM to pct create is forwarded to the worker, which rolls back
+// SIGTERM (or SIGINT) to pct create is forwarded to the worker, which rolls back
 // wherever it is: no config, no volume, no .vmlist entry, no mount, no
 // process; pct prints the task error and exits 255.
 func TestCreateWorkerSIGTERMRollsBack(t *testing.T) {
 	n, root := initNode(t)
 	cleanupMounts(t, root)
-	for _, point := range []string{"create-after-lock", "create-after-disks", "create-after-extract", "create-after-config"} {
+	for point, sig := range map[string]syscall.Signal{
+		"create-after-lock": syscall.SIGTERM, "create-after-disks": syscall.SIGINT,
+		"create-after-extract": syscall.SIGTERM, "create-after-config": syscall.SIGTERM,
+	} {
 		t.Run(point, func(t *testing.T) {
 			release := filepath.Join(t.TempDir(), "go")
 			p := startPct(t, root, []string{"PVESIM_PAUSE=" + point + ":" + release},
@@ -149,7 +152,7 @@ func TestCreateWorkerSIGTERMRollsBack(t *testing.T) {
 					t.Errorf("volume not allocated at %s: %v", point, err)
 				}
 			}
-			if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			if err := p.cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)
 			}
 			code := p.wait(t)
