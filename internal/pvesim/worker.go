@@ -315,6 +315,9 @@ func workerMain(n *Node, args []string) int {
 		return exitUsage
 	}
 	defer ctrl.Close()
+	// Inherited without close-on-exec: keep it from the processes the
+	// task starts (lxc-start's monitor outlives the worker).
+	syscall.CloseOnExec(workerCtrlFD)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
 	defer stop()
 	n.task = &taskState{ctx: ctx}

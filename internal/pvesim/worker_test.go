@@ -264,6 +264,20 @@ func TestCreateWorkerProcess(t *testing.T) {
 	if conf, err := n.loadConf(151); err != nil || conf.Options["tags"] != "db;web" {
 		t.Errorf("tags: %v %v", conf, err)
 	}
+	// --start 1 starts the CT from the worker; the container's monitor
+	// holds none of pct's pipes, so pct returns.
+	t.Cleanup(func() {
+		pct(t, n, "stop", "153")
+		pct(t, n, "destroy", "153", "--force")
+	})
+	p = startPct(t, root, nil, "create", "153", debianTmpl, "--unprivileged", "0", "--rootfs", "local:1",
+		"--memory", "64", "--entrypoint", "/bin/sleep 1000", "--start", "1")
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("create --start: exit %d stderr %q", code, p.stderr.String())
+	}
+	if stdout, _, _ := pct(t, n, "status", "153"); stdout != "status: running\n" {
+		t.Errorf("after create --start: %q", stdout)
+	}
 	p = startPct(t, root, nil, "create", "152", "local:vztmpl/nope.tar")
 	if code := p.wait(t); code != 255 || p.stderr.String() != "unable to create CT 152 - can't find file 'local:vztmpl/nope.tar'\n" {
 		t.Errorf("exit %d stderr %q", code, p.stderr.String())
