@@ -55,6 +55,12 @@ func checkLock(conf *pvecfg.Config) error {
 	return nil
 }
 
+// hasLock is AbstractConfig::has_lock with a lock name.
+func hasLock(conf *pvecfg.Config, lock string) bool {
+	l, ok := conf.Get("lock")
+	return ok && l == lock
+}
+
 // confNode returns the node whose folder holds <vmid>.conf, or "".
 func (n *Node) confNode(vmid int) string {
 	nodes, _ := os.ReadDir(n.EtcPve() + "/nodes")

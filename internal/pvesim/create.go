@@ -40,6 +40,10 @@ func (n *Node) pctCreate(c *call) error {
 		}
 	}
 
+	if err := n.checkVMIDUnused(vmid); err != nil {
+		return err
+	}
+
 	storages, err := n.readStorages()
 	if err != nil {
 		return err
@@ -139,21 +143,15 @@ func (n *Node) pctCreate(c *call) error {
 		delete(conf.Options, "unprivileged")
 	}
 
-	err = n.lockConfig(vmid, func() error {
-		if err := n.registerVMID(vmid); err != nil {
-			return err
-		}
-		err := n.createTask(vmid, conf, mpParam, storages, tmplVolid, tmplStorage, tmplFile, ostemplate, unpriv)
-		if err != nil {
-			n.unregisterVMID(vmid)
-			return dief("unable to create CT %d - %s", vmid, strings.TrimSuffix(errorText(err), "\n"))
-		}
-		return nil
-	})
-	if err == nil && c.flag("start") {
-		err = n.doStart(vmid, false)
+	// create_and_lock_config (5 s lock): the `lock: create` placeholder,
+	// then the task in a worker (worker.go).
+	err = n.lockConfigFull(vmid, lockTimeout(createLockTimeout), func() error { return n.registerVMID(vmid) })
+	if err != nil {
+		return dief("unable to create CT %d - %s", vmid, strings.TrimSuffix(errorText(err), "\n"))
 	}
-	return err
+	return n.runCreateWorker(&createJob{VMID: vmid, Conf: conf, MPParam: mpParam, Storages: storages,
+		TmplVolid: tmplVolid, TmplStorage: tmplStorage, TmplFile: tmplFile, Ostemplate: ostemplate,
+		Unpriv: unpriv, Start: c.flag("start")})
 }
 
 // prepareConfigOptions puts config options into their canonical form,
@@ -175,6 +173,8 @@ func prepareConfigOptions(conf *pvecfg.Config, ver pvecfg.Version) error {
 				p.Set("hwaddr", randomMAC())
 			}
 			conf.Options[k] = netFormat.Canonical(p)
+		case k == "tags":
+			conf.Options[k] = pvecfg.NormalizeTags(v)
 		case k == "description":
 			delete(conf.Options, k)
 			conf.Description = v
@@ -209,19 +209,9 @@ func randomMAC() string {
 // vmid any node uses, then write `lock: create` and add it to .vmlist.
 func (n *Node) registerVMID(vmid int) error {
 	return n.lockCluster(func() error {
-		list, err := pvecfg.ReadVMList(n.VMListPath())
+		list, err := n.vmidUsed(vmid)
 		if err != nil {
 			return err
-		}
-		if e, ok := list.Lookup(vmid); ok {
-			kind := "CT"
-			if e.Type == "qemu" {
-				kind = "VM"
-			}
-			return dief("%s %d already exists on node '%s'", kind, vmid, e.Node)
-		}
-		if node := n.confNode(vmid); node != "" {
-			return dief("CT %d already exists on node '%s'", vmid, node)
 		}
 		lockConf := pvecfg.NewConfig()
 		lockConf.Set("lock", "create")
@@ -235,6 +225,32 @@ func (n *Node) registerVMID(vmid int) error {
 		}
 		return nil
 	})
+}
+
+// checkVMIDUnused is PVE::Cluster::check_vmid_unused, which create_vm
+// runs before anything else touches the node.
+func (n *Node) checkVMIDUnused(vmid int) error {
+	_, err := n.vmidUsed(vmid)
+	return err
+}
+
+// vmidUsed reads .vmlist and fails when any node has vmid.
+func (n *Node) vmidUsed(vmid int) (*pvecfg.VMList, error) {
+	list, err := pvecfg.ReadVMList(n.VMListPath())
+	if err != nil {
+		return nil, err
+	}
+	if e, ok := list.Lookup(vmid); ok {
+		kind := "CT"
+		if e.Type == "qemu" {
+			kind = "VM"
+		}
+		return nil, dief("%s %d already exists on node '%s'", kind, vmid, e.Node)
+	}
+	if node := n.confNode(vmid); node != "" {
+		return nil, dief("CT %d already exists on node '%s'", vmid, node)
+	}
+	return list, nil
 }
 
 // unregisterVMID removes the config and the .vmlist entry.
@@ -348,8 +364,14 @@ func (n *Node) createTask(vmid int, conf *pvecfg.Config, mpParam map[string]stri
 		}
 	}
 
+	if e := n.checkpoint("create-after-disks"); e != nil {
+		return e
+	}
 	fmt.Fprintf(n.Stdout, "extracting archive '%s'\n", archive)
 	if e := n.extractTemplate(archive, rootfsPath, unpriv); e != nil {
+		return e
+	}
+	if e := n.checkpoint("create-after-extract"); e != nil {
 		return e
 	}
 	if _, ok := conf.Get("arch"); !ok {
@@ -362,6 +384,14 @@ func (n *Node) createTask(vmid int, conf *pvecfg.Config, mpParam map[string]stri
 			return e
 		}
 		conf.Set("ostype", ostype)
+	}
+	// create_vm writes the config in full right after OS detection (this
+	// replaces the `lock: create` placeholder), and again with defaults.
+	if e := n.writeConf(vmid, conf); e != nil {
+		return e
+	}
+	if e := n.checkpoint("create-after-config"); e != nil {
+		return e
 	}
 	if _, ok := conf.Get("hostname"); !ok {
 		conf.Set("hostname", "CT"+strconv.Itoa(vmid))

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -28,7 +30,7 @@ func (n *Node) doStart(vmid int, skiplock bool) error {
 		if err != nil {
 			return err
 		}
-		if !skiplock {
+		if !skiplock && !hasLock(conf, "mounted") {
 			if err := checkLock(conf); err != nil {
 				return err
 			}
@@ -61,7 +63,7 @@ func (n *Node) pctStop(c *call) error {
 		if err != nil {
 			return err
 		}
-		if !c.flag("skiplock") {
+		if !c.flag("skiplock") && !hasLock(conf, "mounted") {
 			if err := checkLock(conf); err != nil {
 				return err
 			}
@@ -107,8 +109,16 @@ func (n *Node) requireRunning(vmid int) error {
 	return nil
 }
 
-// pctDestroy is `pct destroy <vmid> [--force] [--purge]`: refuses a running
-// CT unless forced, removes its volumes, config and .vmlist entry.
+// pctDestroy is `pct destroy <vmid> [--force] [--purge] [--destroy-unreferenced-disks]`
+// (destroy_vm, PVE 8 and 9): refuses a protected or locked CT and, unless
+// forced, a running one; then, holding the config lock, frees the volumes
+// the config names (destroy_lxc_container), with
+// --destroy-unreferenced-disks also every other volume of the vmid on the
+// container storages, replaces the config by `lock: destroyed`, and
+// finally removes it (and the .vmlist entry). --purge removes the vmid
+// from backup/replication jobs and HA, which pvesim does not have: it only
+// prints the line. On a real node this runs in a task worker, so its
+// warnings reach pct's stdout; errors go to stderr.
 func (n *Node) pctDestroy(c *call) error {
 	vmid := c.vmid
 	early := func(conf *pvecfg.Config) error {
@@ -131,55 +141,174 @@ func (n *Node) pctDestroy(c *call) error {
 	if running && !c.flag("force") {
 		return dief("unable to destroy CT %d - container is running", vmid)
 	}
-	return n.lockConfig(vmid, func() error {
-		conf, err := n.loadConfQuiet(vmid)
+	w := *n // the task worker's view: stderr is the task output
+	w.Stderr = w.Stdout
+	return taskError(w.lockConfig(vmid, func() error {
+		conf, err := w.loadConfQuiet(vmid)
 		if err != nil {
 			return err
 		}
 		if err := early(conf); err != nil {
 			return err
 		}
-		if running, _, err := n.ctStatus(vmid); err != nil {
+		if running, _, err := w.ctStatus(vmid); err != nil {
 			return err
 		} else if running {
 			if !c.flag("force") {
 				return dief("unable to destroy CT %d - container is running", vmid)
 			}
-			fmt.Fprintf(n.Stderr, "forced to stop CT %d before destroying!\n", vmid)
-			if err := n.stopCT(vmid); err != nil {
+			fmt.Fprintf(w.Stderr, "forced to stop CT %d before destroying!\n", vmid)
+			if err := w.stopCT(vmid); err != nil {
 				return err
 			}
 		}
-		conf.Set("lock", "destroyed")
-		if err := n.writeConf(vmid, conf); err != nil {
+		if err := w.destroyContainer(vmid, conf, c.flag("destroy-unreferenced-disks")); err != nil {
 			return err
 		}
-		for _, k := range conf.Keys() {
-			if k != "rootfs" && !strings.HasPrefix(k, "mp") && !strings.HasPrefix(k, "unused") {
-				continue
-			}
-			p, err := pvecfg.ParseProps(conf.Options[k], "volume")
-			if err != nil {
-				continue
-			}
-			vol, _ := p.Get("volume")
-			if vol == "" || strings.HasPrefix(vol, "/") {
-				continue // bind and device mounts are not ours to delete
-			}
-			if path, err := n.volumePath(vol); err == nil && pvecfg.ContentType(strings.SplitN(vol, ":", 2)[1]) != "vztmpl" {
-				if err := os.RemoveAll(path); err != nil {
-					return err
-				}
-				os.Remove(filepath.Dir(path)) // images/<vmid> when empty
-			}
-		}
-		os.RemoveAll(filepath.Join(n.LxcPath(), strconv.Itoa(vmid)))
 		if c.flag("purge") {
-			fmt.Fprintf(n.Stdout, "purging CT %d from related configurations..\n", vmid)
+			fmt.Fprintf(w.Stdout, "purging CT %d from related configurations..\n", vmid)
 		}
-		n.unregisterVMID(vmid)
+		// "only now remove the zombie config, else we can have reuse race"
+		w.unregisterVMID(vmid)
 		return nil
-	})
+	}))
+}
+
+// destroyContainer is PVE::LXC::destroy_lxc_container with the
+// replacement config {lock: destroyed}: free every volume the config
+// names (rootfs, mpN, unusedN; bind and device mounts are not volumes),
+// once each and only when the CT owns it; with unreferenced also every
+// volume of the vmid on the storages that hold container or VM disks;
+// then remove the LXC directory the way Proxmox does (rmdir rootfs,
+// unlink config, rmdir: a still mounted rootfs stays) and write the
+// placeholder config.
+func (n *Node) destroyContainer(vmid int, conf *pvecfg.Config, unreferenced bool) error {
+	seen := map[string]bool{}
+	for _, k := range volumeKeys(conf) {
+		p, err := pvecfg.ParseProps(conf.Options[k], "volume")
+		if err != nil {
+			continue
+		}
+		vol, _ := p.Get("volume")
+		if vol == "" || strings.HasPrefix(vol, "/") || seen[vol] {
+			continue // bind and device mounts are not ours to delete
+		}
+		seen[vol] = true
+		if err := n.freeVolume(vmid, vol); err != nil {
+			return err
+		}
+	}
+	if unreferenced {
+		vols, err := n.listVMIDVolumes(vmid)
+		if err != nil {
+			return err
+		}
+		for _, path := range vols {
+			if err := os.RemoveAll(path); err != nil {
+				fmt.Fprintf(n.Stderr, "%v\n", err) // vdisk_free errors are warnings here
+				continue
+			}
+			os.Remove(filepath.Dir(path)) // images/<vmid> when empty
+		}
+	}
+	dir := n.ctDir(vmid)
+	os.Remove(filepath.Join(dir, "rootfs"))
+	os.Remove(filepath.Join(dir, "config"))
+	os.Remove(dir)
+	placeholder := pvecfg.NewConfig()
+	placeholder.Set("lock", "destroyed")
+	return n.writeConf(vmid, placeholder)
+}
+
+// volumeKeys are the volume keys of conf in foreach_volume_full's order
+// (include_unused): rootfs, mp0, mp1, ..., unused0, unused1, ...
+func volumeKeys(conf *pvecfg.Config) []string {
+	var keys []string
+	if _, ok := conf.Get("rootfs"); ok {
+		keys = append(keys, "rootfs")
+	}
+	for _, prefix := range []string{"mp", "unused"} {
+		var idx []int
+		for k := range conf.Options {
+			if m := reVolKey.FindStringSubmatch(k); m != nil && m[1] == prefix {
+				i, _ := strconv.Atoi(m[2])
+				idx = append(idx, i)
+			}
+		}
+		sort.Ints(idx)
+		for _, i := range idx {
+			keys = append(keys, prefix+strconv.Itoa(i))
+		}
+	}
+	return keys
+}
+
+var (
+	reVolKey = regexp.MustCompile(`^(mp|unused)(0|[1-9]\d*)$`)
+	// reImageVol is a dir storage's image volume name, images/<owner>/<file>
+	// (Plugin::parse_volname with parse_name_dir's file name check).
+	reImageVol = regexp.MustCompile(`^(\d+)/([^/\s]+\.(?:raw|qcow2|vmdk|subvol)|subvol-\d+-[^/\s]+)$`)
+)
+
+// freeVolume is delete_mountpoint_volume: vdisk_free when vmid owns the
+// volume, else a warning. Volumes that are not images (a template named
+// as a mount point, say) have no owner: warned about and kept.
+func (n *Node) freeVolume(vmid int, vol string) error {
+	_, volname, err := pvecfg.ParseVolumeID(vol)
+	if err != nil {
+		return dief("unable to parse volume ID '%s'", vol)
+	}
+	owner := ""
+	switch pvecfg.ContentType(volname) {
+	case "":
+		return dief("unable to parse directory volume name '%s'", volname)
+	case "images", "rootdir":
+		m := reImageVol.FindStringSubmatch(volname)
+		if m == nil {
+			return dief("unable to parse volume filename '%s'", volname[strings.Index(volname, "/")+1:])
+		}
+		owner = m[1]
+	}
+	if owner != strconv.Itoa(vmid) {
+		fmt.Fprintf(n.Stderr, "ignore deletion of '%s', CT %d isn't the owner!\n", vol, vmid)
+		return nil
+	}
+	path, err := n.volumePath(vol)
+	if err != nil {
+		return dief("%v", err)
+	}
+	if err := os.RemoveAll(path); err != nil {
+		return err
+	}
+	os.Remove(filepath.Dir(path)) // free_image: rmdir images/<vmid> when empty
+	return nil
+}
+
+// listVMIDVolumes is vdisk_list(storage_cfg, undef, vmid, undef, 'rootdir'):
+// the image volumes owned by vmid on every storage that may hold
+// container disks.
+func (n *Node) listVMIDVolumes(vmid int) ([]string, error) {
+	storages, err := n.readStorages()
+	if err != nil {
+		return nil, err
+	}
+	var paths []string
+	for _, s := range storages {
+		if s.Path == "" || !s.HasContent("rootdir") {
+			continue
+		}
+		dir := filepath.Join(s.Path, "images", strconv.Itoa(vmid))
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if reImageVol.MatchString(strconv.Itoa(vmid) + "/" + e.Name()) {
+				paths = append(paths, filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+	return paths, nil
 }
 
 // pctStatus is `pct status <vmid> [--verbose]`.
@@ -322,12 +451,16 @@ func (n *Node) pctExec(c *call) error {
 	return nil
 }
 
-// pctUnlock is `pct unlock <vmid>`.
+// pctUnlock is `pct unlock <vmid>`: AbstractConfig::remove_lock without a
+// lock name.
 func (n *Node) pctUnlock(c *call) error {
 	return n.lockConfig(c.vmid, func() error {
 		conf, err := n.loadConf(c.vmid)
 		if err != nil {
 			return err
+		}
+		if l, ok := conf.Get("lock"); !ok || l == "" {
+			return dief("no lock found trying to remove any lock")
 		}
 		delete(conf.Options, "lock")
 		return n.writeConf(c.vmid, conf)

@@ -47,7 +47,7 @@ const mainUsage = `usage: pvesim <pct|pveam|pvesh|pveversion> [ARGS...]
        pvesim init [--with-templates] [--pve-version 8.4|9.0|9.1]
 Installed as pct, pveam, pvesh or pveversion (symlinks) it acts as that tool.
 Environment: PVESIM_ROOT (required), PVESIM_NODE, PVESIM_PVE_VERSION, PVESIM_LOG,
-PVESIM_LATENCY_MS, PVESIM_FAIL, PVESIM_LOCK_TIMEOUT_MS; see docs/PVESIM.md.
+PVESIM_LATENCY_MS, PVESIM_FAIL, PVESIM_LOCK_TIMEOUT_MS, PVESIM_PAUSE; see docs/PVESIM.md.
 `
 
 // isTool reports whether name is one of the simulated tools.
@@ -75,7 +75,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		tool, rest = rest[0], rest[1:]
 	}
 	switch tool {
-	case "pct", "pveam", "pvesh", "pveversion", "init":
+	case "pct", "pveam", "pvesh", "pveversion", "init", workerTool:
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, mainUsage)
 		return 0
@@ -94,6 +94,9 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		nodeName = "pve"
 	}
 	n := &Node{Root: root, Name: nodeName, Stdin: stdin, Stdout: stdout, Stderr: stderr}
+	if exe, err := os.Executable(); err == nil {
+		n.Exe = exe // task workers re-execute this binary
+	}
 	if tool != "init" {
 		v, err := n.resolveVersion(os.Getenv(versionEnv))
 		if err != nil {
@@ -101,6 +104,9 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 		n.Version = v
+	}
+	if tool == workerTool {
+		return workerMain(n, rest)
 	}
 	if ms, err := strconv.Atoi(os.Getenv("PVESIM_LATENCY_MS")); err == nil && ms > 0 {
 		time.Sleep(time.Duration(ms) * time.Millisecond)

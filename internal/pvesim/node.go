@@ -21,6 +21,11 @@ type Node struct {
 	Stdin   io.Reader
 	Stdout  io.Writer
 	Stderr  io.Writer
+	// Exe is the pvesim binary that task workers re-execute (Main sets
+	// it); empty runs workers in-process (library use, unit tests).
+	Exe string
+	// task is set inside a task worker (see worker.go).
+	task *taskState
 }
 
 // EtcPve is the simulated /etc/pve (shared by all nodes of one Root).
