@@ -56,12 +56,14 @@ func (n *Node) startCT(vmid int, conf *pvecfg.Config) error {
 	for _, w := range cfg.warnings {
 		n.warnf("%s\n", w)
 	}
-	if st, err := os.Stat(cfg.rootfs); err != nil || !st.IsDir() {
-		return fmt.Errorf("rootfs '%s' is not a directory - is the volume allocated?", cfg.rootfs)
-	}
 	dir := n.ctDir(vmid)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.rootfs, 0o755); err != nil {
 		return err
+	}
+	for name, data := range cfg.files {
+		if err := renameio.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			return err
+		}
 	}
 	if err := renameio.WriteFile(filepath.Join(dir, "config"), []byte(cfg.text.String()), 0o644); err != nil {
 		return err
@@ -70,10 +72,11 @@ func (n *Node) startCT(vmid int, conf *pvecfg.Config) error {
 		if err := checkSubIDs(); err != nil {
 			return err
 		}
-		// The mapped root must be able to reach its rootfs.
-		if err := makeTraversable(filepath.Dir(cfg.rootfs), n.Root); err != nil {
-			return err
-		}
+	}
+	// The mapped root must be able to reach its rootfs (and LXC opens
+	// the root volume through var/lib/lxc/<vmid>/rootfs).
+	if err := makeTraversable(cfg.rootfs, n.Root); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(n.RunPveDir(), 0o755); err != nil {
 		return err
@@ -94,7 +97,24 @@ func (n *Node) startCT(vmid int, conf *pvecfg.Config) error {
 	// Its own session, so the container outlives this process and its
 	// terminal, like a systemd service.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
+	// Proxmox's pre-start hook mounts the root volume at
+	// var/lib/lxc/<vmid>/rootfs and the mount points below it inside
+	// the monitor's private mount namespace (lxc.monitor.unshare); LXC
+	// then binds that tree recursively as the container's root and
+	// mounts its /dev tmpfs over it. The simulator does the same mounts
+	// in a private namespace that lxc-start inherits.
+	err = withMountNamespace(func() error {
+		if err := n.mountVolumes(conf, cfg.rootfs, false); err != nil {
+			return &startError{err}
+		}
+		return cmd.Start()
+	})
+	var se *startError
+	if errors.As(err, &se) {
+		n.warnf("%s\n", errorText(se.err))
+		return fmt.Errorf("startup for container '%d' failed", vmid)
+	}
+	if err != nil {
 		return fmt.Errorf("unable to run lxc-start: %w", err)
 	}
 	pid := cmd.Process.Pid
@@ -123,6 +143,11 @@ func (n *Node) startCT(vmid int, conf *pvecfg.Config) error {
 		time.Sleep(pollInterval)
 	}
 }
+
+// startError is a failure of the pre-start mounts.
+type startError struct{ err error }
+
+func (e *startError) Error() string { return e.err.Error() }
 
 // reLxcPrefix strips the `lxc-start: <vmid>: ` prefix of LXC messages, as
 // pve-container's print_ct_stderr_log does.
