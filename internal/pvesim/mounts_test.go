@@ -289,6 +289,19 @@ func TestStartMountsAndDev(t *testing.T) {
 		t.Errorf("/dev/shm of an application container: %d %q", code, out)
 	}
 	stop()
+
+	// 4. rootfs ro=1: the root volume is mounted read-only, the mount
+	// points below it (made at the earlier starts) stay writable.
+	conf = base()
+	conf.Set("rootfs", volid+",ro=1")
+	start(conf)
+	if code, out := sh("touch /rootfile 2>&1"); code == 0 || !strings.Contains(out, "Read-only file system") {
+		t.Errorf("write to a read-only rootfs: %d %q", code, out)
+	}
+	if code, _ := sh("touch /mnt/seen/new"); code != 0 {
+		t.Error("mount point below a read-only rootfs is not writable")
+	}
+	stop()
 	assertNoMounts(t, n.Root)
 }
 
