@@ -86,15 +86,13 @@ type lxcGen struct {
 	devShm bool // pve-container >= 6.1.10: /dev/shm tmpfs for application containers
 }
 
-// lxcGenVersion is the PVE version whose update_lxc_config the generator
-// follows ("8.4", "9.0" or "9.1").
-// TODO(s1-versions): take it from the node's version accessor; until
-// then the simulator is the default 9.1 node.
-func (n *Node) lxcGenVersion() string { return "9.1" }
-
+// lxcGen is what the node's version changes in the generated config:
+// PVE 9 (pve-container 6.x, master) adds the abi/4.0 AppArmor rules; the
+// simulated 9.1 node (pve-container 6.1.10) mounts /dev/shm for
+// application containers.
 func (n *Node) lxcGen() lxcGen {
-	v := n.lxcGenVersion()
-	return lxcGen{pve9: v != "8.4", devShm: v == "9.1"}
+	v := n.PVEVersion()
+	return lxcGen{pve9: v >= pvecfg.V9_0, devShm: v >= pvecfg.V9_1}
 }
 
 // keptRawLines are the raw lxc.* lines of conf that the node's version

@@ -69,6 +69,7 @@ func TestBuildLxcConfigGolden(t *testing.T) {
 	n := &Node{Root: "/srv/sim", Name: "pve"}
 	cases := []struct {
 		name, conf, want, seccomp string
+		version                   pvecfg.Version
 	}{
 		{"privileged application container", `arch: amd64
 cores: 2
@@ -109,7 +110,7 @@ lxc.cap.drop =
 lxc.cap.keep = chown kill
 lxc.mount.entry = /srv/x srv/x none bind,create=dir 0 0
 lxc.cgroup.cpuset.cpus = 0,1
-`, ""},
+`, "", pvecfg.V9_1},
 		{"unprivileged system container", `arch: amd64
 features: nesting=1,keyctl=1
 ostype: alpine
@@ -136,7 +137,7 @@ lxc.cgroup.memory.limit_in_bytes = 536870912
 lxc.cgroup.memory.memsw.limit_in_bytes = 536870912
 lxc.cgroup.cpu.shares = 1024
 lxc.rootfs.path = /srv/sim/var/lib/lxc/100/rootfs
-`, "2\ndenylist\nkexec_load errno 1\nioctl errno 1 [1,0x9400,SCMP_CMP_MASKED_EQ,0xff00]\nsocket errno 97 [0,38,SCMP_CMP_EQ]\n"},
+`, "2\ndenylist\nkexec_load errno 1\nioctl errno 1 [1,0x9400,SCMP_CMP_MASKED_EQ,0xff00]\nsocket errno 97 [0,38,SCMP_CMP_EQ]\n", pvecfg.V9_1},
 		{"raw idmap and profiles", `arch: amd64
 hostname: raw
 ostype: debian
@@ -165,10 +166,31 @@ lxc.idmap = u 0 200000 65536
 lxc.seccomp.profile = /etc/my.seccomp
 lxc.idmap = g 0 200000 65536
 lxc.cgroup2.cpuset.cpus = 3
-`, ""},
+`, "", pvecfg.V9_0},
+		{"PVE 8.4: no abi/4.0 AppArmor rules", `arch: amd64
+features: nesting=1
+ostype: debian
+rootfs: local:100/vm-100-disk-0.raw,size=1G
+`, `lxc.arch = amd64
+lxc.include = ` + cfg + `/debian.common.conf
+lxc.apparmor.profile = generated
+lxc.apparmor.allow_nesting = 1
+lxc.monitor.unshare = 1
+lxc.console.path = none
+lxc.cgroup.devices.deny = c 5:1 rwm
+lxc.tty.max = 2
+lxc.environment = TERM=linux
+lxc.uts.name = CT100
+lxc.cgroup.memory.limit_in_bytes = 536870912
+lxc.cgroup.memory.memsw.limit_in_bytes = 536870912
+lxc.cgroup.cpu.shares = 1024
+lxc.rootfs.path = /srv/sim/var/lib/lxc/100/rootfs
+`, "", pvecfg.V8_4},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			n := *n
+			n.Version = tc.version
 			c, err := n.buildLxcConfig(100, confOf(t, tc.conf))
 			if err != nil {
 				t.Fatal(err)
