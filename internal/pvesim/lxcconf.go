@@ -232,10 +232,8 @@ func (n *Node) buildLxcConfig(vmid int, conf *pvecfg.Config) (*lxcConfig, error)
 		c.add("lxc.init.cmd", ep)
 	}
 
-	for _, k := range numberedKeys(conf, "net") {
-		if err := n.netBlock(c, vmid, k, opt(k)); err != nil {
-			return nil, err
-		}
+	if err := n.netBlocks(vmid, conf, c); err != nil {
+		return nil, err
 	}
 
 	for _, e := range conf.Env {
@@ -259,42 +257,6 @@ func (n *Node) buildLxcConfig(vmid int, conf *pvecfg.Config) (*lxcConfig, error)
 		}
 	}
 	return c, nil
-}
-
-// netBlock writes the lxc.net.<N>.* block of option k (net<N>).
-// TODO(s3-network): the block's content and flags=up follow
-// update_lxc_config there (host-managed, bridge MTU, lxcnetaddbr).
-func (n *Node) netBlock(c *lxcConfig, vmid int, k, value string) error {
-	net, err := pvecfg.ParseProps(value, "")
-	if err != nil {
-		return fmt.Errorf("unable to parse %s: %w", k, err)
-	}
-	idx := strings.TrimPrefix(k, "net")
-	prefix := "lxc.net." + idx + "."
-	bridge, _ := net.Get("bridge")
-	if bridge == "" || !fileExists(filepath.Join(sysClassNet, bridge, "bridge")) {
-		// Real Proxmox fails the start here; the simulator keeps
-		// the container but without this interface.
-		c.warnings = append(c.warnings, fmt.Sprintf("%s: bridge '%s' does not exist on this host - starting without this interface", k, bridge))
-		c.add(prefix+"type", "empty")
-		return nil
-	}
-	c.add(prefix+"type", "veth")
-	c.add(prefix+"veth.pair", fmt.Sprintf("veth%di%s", vmid, idx))
-	c.add(prefix+"link", bridge)
-	if v, ok := net.Get("hwaddr"); ok {
-		c.add(prefix+"hwaddr", v)
-	}
-	if v, ok := net.Get("name"); ok {
-		c.add(prefix+"name", v)
-	}
-	if v, ok := net.Get("mtu"); ok {
-		c.add(prefix+"mtu", v)
-	}
-	if v, _ := net.Get("link_down"); v != "1" {
-		c.add(prefix+"flags", "up")
-	}
-	return nil
 }
 
 // limits writes the memory and cpu lines: PVE 8's cgroup v1 keys where
