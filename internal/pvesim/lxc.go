@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -104,15 +105,16 @@ func (n *Node) startCT(vmid int, conf *pvecfg.Config) error {
 	// mounts its /dev tmpfs over it. The simulator does the same mounts
 	// in a private namespace that lxc-start inherits.
 	err = withMountNamespace(func() error {
-		if err := n.mountVolumes(conf, cfg.rootfs, false); err != nil {
-			return &startError{err}
+		if err := n.mountVolumes(conf, cfg.rootfs, false, true); err != nil {
+			return &prestartError{vmid: vmid, err: err}
 		}
 		return cmd.Start()
 	})
-	var se *startError
-	if errors.As(err, &se) {
-		n.warnf("%s\n", errorText(se.err))
-		return fmt.Errorf("startup for container '%d' failed", vmid)
+	var pe *prestartError
+	if errors.As(err, &pe) {
+		pe.log(logFile)
+		n.printStartLog(vmid)
+		return pe
 	}
 	if err != nil {
 		return fmt.Errorf("unable to run lxc-start: %w", err)
@@ -144,10 +146,41 @@ func (n *Node) startCT(vmid int, conf *pvecfg.Config) error {
 	}
 }
 
-// startError is a failure of the pre-start mounts.
-type startError struct{ err error }
+// prestartError is a failure of the pre-start mounts, i.e. of Proxmox's
+// lxc.hook.pre-start. LXC logs only that the hook failed (the hook's own
+// words are in its debug log); pct start then fails as for any container
+// that does not come up.
+type prestartError struct {
+	vmid int
+	err  error
+}
 
-func (e *startError) Error() string { return e.err.Error() }
+func (e *prestartError) Error() string {
+	return fmt.Sprintf("startup for container '%d' failed", e.vmid)
+}
+
+// log writes what lxc-start (lxc-pve 6.0) prints on stderr when the
+// pre-start hook fails; the status is the hook's exit status, the errno
+// Perl's die leaves (ENOENT for a missing directory, ENOTDIR, which
+// openat(O_NOFOLLOW|O_DIRECTORY) returns for a symlink and for a file in
+// a path), else 255.
+func (e *prestartError) log(w io.Writer) {
+	status := 255
+	var he *hookError
+	if errors.As(e.err, &he) {
+		status = he.status
+	}
+	fmt.Fprintf(w, "lxc-start: %d: ../src/lxc/utils.c: run_buffer: 571 Script exited with status %d\n", e.vmid, status)
+	fmt.Fprintf(w, "lxc-start: %d: ../src/lxc/start.c: lxc_init: 845 Failed to run lxc.hook.pre-start for container \"%d\"\n", e.vmid, e.vmid)
+	fmt.Fprintf(w, "lxc-start: %d: ../src/lxc/start.c: __lxc_start: 2034 Failed to initialize container \"%d\"\n", e.vmid, e.vmid)
+}
+
+// debugLine is the line of LXC's debug log (`pct start --debug`) that
+// carries the hook's own message.
+func (e *prestartError) debugLine() string {
+	return fmt.Sprintf("DEBUG    utils - ../src/lxc/utils.c:run_buffer:560 - Script exec /usr/share/lxc/hooks/lxc-pve-prestart-hook %d lxc pre-start produced output: %s",
+		e.vmid, strings.TrimSuffix(errorText(e.err), "\n"))
+}
 
 // reLxcPrefix strips the `lxc-start: <vmid>: ` prefix of LXC messages, as
 // pve-container's print_ct_stderr_log does.

@@ -170,7 +170,7 @@ func rootIDs(conf *pvecfg.Config) (int, int) {
 // warns `mounting container failed` before the error. The caller's
 // namespace takes the mounts made so far with it.
 func (n *Node) mountAll(conf *pvecfg.Config, rootdir string) error {
-	if err := n.mountVolumes(conf, rootdir, true); err != nil {
+	if err := n.mountVolumes(conf, rootdir, true, false); err != nil {
 		n.warnf("mounting container failed\n")
 		return err
 	}
@@ -178,10 +178,13 @@ func (n *Node) mountAll(conf *pvecfg.Config, rootdir string) error {
 }
 
 // mountVolumes mounts the root volume at rootdir, then every mount point
-// below it, in valid_volume_keys order; the pre-start hook does the same
-// (through mountpoint_stage) without mount_all's warning. ignoreRO mounts
-// everything writable.
-func (n *Node) mountVolumes(conf *pvecfg.Config, rootdir string, ignoreRO bool) error {
+// below it, in valid_volume_keys order. ignoreRO mounts everything
+// writable. staged is the pre-start hook's way (mountpoint_stage, then
+// mountpoint_insert_staged): the source is checked before the target,
+// and the target is walked from the rootfs as "./<mp>" below "/", so a
+// symlink there reads `symlink encountered at: //./var/run`; create's
+// mount_all walks the target first, printing the rootfs path.
+func (n *Node) mountVolumes(conf *pvecfg.Config, rootdir string, ignoreRO, staged bool) error {
 	mps, err := mountPoints(conf)
 	if err != nil {
 		return err
@@ -194,21 +197,71 @@ func (n *Node) mountVolumes(conf *pvecfg.Config, rootdir string, ignoreRO bool) 
 		if ignoreRO {
 			m.ro = false
 		}
-		if err := n.mountpointMount(m, rootdir, uid, gid); err != nil {
+		if err := n.mountpointMount(m, rootdir, uid, gid, staged); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// mountpointMount is __mountpoint_mount for one mount point: walk the
-// target inside rootdir without following symlinks (creating what is
-// missing, owned by the container's root), then mount the source there.
-func (n *Node) mountpointMount(m mountPoint, rootdir string, uid, gid int) error {
+// mountpointMount is __mountpoint_mount for one mount point: the target
+// walked inside rootdir without following symlinks (creating what is
+// missing, owned by the container's root), the source checked, then
+// mounted there.
+func (n *Node) mountpointMount(m mountPoint, rootdir string, uid, gid int, staged bool) error {
 	if m.volume == "" || m.mp == "" {
 		return nil
 	}
-	target, parent, last, err := n.walkTreeNoFollow(rootdir, m.mp, true, uid, gid)
+	var src string
+	walkSource := false
+	checkSource := func() error {
+		switch m.typ {
+		case "bind":
+			// `-d`: follows symlinks, so a file or a missing path fails
+			// here and a symlink to a directory fails in the walk.
+			if st, err := os.Stat(m.volume); err != nil || !st.IsDir() {
+				return &hookError{msg: fmt.Sprintf("directory '%s' does not exist", m.volume), status: int(unix.ENOENT)}
+			}
+			src, walkSource = m.volume, true
+			if staged {
+				// mountpoint_stage binds the source before the target
+				// is walked.
+				fd, _, _, err := n.walkTreeNoFollow("/", "/", src, false, -1, -1)
+				if err != nil {
+					return err
+				}
+				unix.Close(fd)
+			}
+		case "volume":
+			p, err := n.volumePath(m.volume)
+			if err != nil {
+				return err
+			}
+			if st, err := os.Stat(p); err != nil || !st.IsDir() {
+				return fmt.Errorf("volume '%s' does not exist", m.volume)
+			}
+			// Proxmox loop-mounts a raw image (no walk of its path);
+			// the simulator's raw volumes are directories, bound.
+			src = p
+		default:
+			return fmt.Errorf("%s: device mount points are not supported by the simulator", m.key)
+		}
+		return nil
+	}
+	if staged {
+		if err := checkSource(); err != nil {
+			return err
+		}
+	}
+	var target, parent int
+	var last string
+	var err error
+	switch {
+	case staged && m.key != "rootfs":
+		target, parent, last, err = n.walkTreeNoFollow(rootdir, "/", "./"+m.mp, true, uid, gid)
+	default:
+		target, parent, last, err = n.walkTreeNoFollow(rootdir, n.shownPath(filepath.Clean(rootdir)), m.mp, true, uid, gid)
+	}
 	if err != nil {
 		return err
 	}
@@ -216,30 +269,22 @@ func (n *Node) mountpointMount(m mountPoint, rootdir string, uid, gid int) error
 	if parent >= 0 {
 		defer unix.Close(parent)
 	}
-	dest := filepath.Join(rootdir, m.mp)
-	switch m.typ {
-	case "bind":
-		// `-d`: follows symlinks, so a file or a missing path fails here
-		// and a symlink to a directory fails in the walk below.
-		if st, err := os.Stat(m.volume); err != nil || !st.IsDir() {
-			return fmt.Errorf("directory '%s' does not exist", m.volume)
-		}
-		return n.bindmount(m.volume, parent, last, dest, m.ro, m.opts, true)
-	case "volume":
-		src, err := n.volumePath(m.volume)
-		if err != nil {
+	if !staged {
+		if err := checkSource(); err != nil {
 			return err
 		}
-		if st, err := os.Stat(src); err != nil || !st.IsDir() {
-			return fmt.Errorf("volume '%s' does not exist", m.volume)
-		}
-		// Proxmox loop-mounts a raw image (no walk of its path); the
-		// simulator's raw volumes are directories, bound instead.
-		return n.bindmount(src, parent, last, dest, m.ro, m.opts, false)
-	default:
-		return fmt.Errorf("%s: device mount points are not supported by the simulator", m.key)
 	}
+	return n.bindmount(src, parent, last, filepath.Join(rootdir, m.mp), m.ro, m.opts, walkSource)
 }
+
+// hookError is a failure that Proxmox raises with an errno still set, so
+// the pre-start hook (a Perl die) exits with that errno as its status.
+type hookError struct {
+	msg    string
+	status int
+}
+
+func (e *hookError) Error() string { return e.msg }
 
 // bindmount is PVE::LXC::bindmount: open the source without following
 // symlinks (walkSource, only for bind mount points), bind it (then
@@ -248,7 +293,7 @@ func (n *Node) mountpointMount(m mountPoint, rootdir string, uid, gid int) error
 func (n *Node) bindmount(src string, parent int, last, dest string, ro bool, opts []string, walkSource bool) error {
 	var srcfd int
 	if walkSource {
-		fd, _, _, err := n.walkTreeNoFollow("/", src, false, -1, -1)
+		fd, _, _, err := n.walkTreeNoFollow("/", "/", src, false, -1, -1)
 		if err != nil {
 			return err
 		}
@@ -314,24 +359,21 @@ func (n *Node) bindmount(src string, parent int, last, dest string, ro bool, opt
 	return nil
 }
 
-// walkTreeNoFollow is walk_tree_nofollow: starting at the directory
-// start, open every component of sub with O_NOFOLLOW|O_DIRECTORY. A
-// symlink (ELOOP) or a non-directory (ENOTDIR) fails with
-// `symlink encountered at: <path so far>`; the path is built as Proxmox
-// builds it, start + "/" + component..., so a walk from "/" prints
-// `//var/run`. With mkdir, missing components are created (0755) and
+// walkTreeNoFollow is walk_tree_nofollow(_fd): starting at the directory
+// start (named shown in messages), open every component of sub with
+// O_NOFOLLOW|O_DIRECTORY. A symlink (ELOOP) or a non-directory (ENOTDIR)
+// fails with `symlink encountered at: <path so far>`; the path is built
+// as Proxmox builds it, shown + "/" + component..., so a walk from "/"
+// prints `//var/run`. With mkdir, missing components are created (0755) and
 // given to uid/gid (when >= 0). It returns the final directory, its
 // parent (-1 when sub has no components) and the last component.
-func (n *Node) walkTreeNoFollow(start, sub string, mkdir bool, uid, gid int) (fd, parent int, last string, err error) {
+func (n *Node) walkTreeNoFollow(start, shown, sub string, mkdir bool, uid, gid int) (fd, parent int, last string, err error) {
 	fd, err = unix.Open(start, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, -1, "", fmt.Errorf("failed to open start directory %s: %s", n.shownPath(start), strerror(err))
+		return -1, -1, "", fmt.Errorf("failed to open start directory %s: %s", shown, strerror(err))
 	}
 	parent = -1
-	dir := n.shownPath(start)
-	if start == "/" {
-		dir = "/"
-	}
+	dir := shown
 	for _, comp := range strings.Split(sub, "/") {
 		if comp == "" {
 			continue
@@ -341,7 +383,7 @@ func (n *Node) walkTreeNoFollow(start, sub string, mkdir bool, uid, gid int) (fd
 		if err != nil {
 			if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
 				closeAll(fd, parent)
-				return -1, -1, "", fmt.Errorf("symlink encountered at: %s", dir)
+				return -1, -1, "", &hookError{msg: "symlink encountered at: " + dir, status: int(err.(unix.Errno))}
 			}
 			if !mkdir {
 				closeAll(fd, parent)

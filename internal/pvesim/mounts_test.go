@@ -3,6 +3,7 @@ package pvesim
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -185,9 +186,24 @@ func TestSymlinkedTargetInsideRootfs(t *testing.T) {
 	if _, stderr, code := pct(t, n, "set", "102", "--mp0", hostDir+",mp=/var/run/x"); code != 0 {
 		t.Fatalf("set: %s", stderr)
 	}
+	// LXC reports only that the pre-start hook failed (exit status: the
+	// errno of the failed openat, ENOTDIR for a symlink opened with
+	// O_NOFOLLOW|O_DIRECTORY); the hook's message is in the debug log. At start the
+	// target is walked as "./<mp>" from "/" (mountpoint_insert_staged).
+	lxcLines := "run_buffer: 571 Script exited with status 20\n" +
+		"lxc_init: 845 Failed to run lxc.hook.pre-start for container \"102\"\n" +
+		"__lxc_start: 2034 Failed to initialize container \"102\"\n"
 	_, stderr, code := pct(t, n, "start", "102")
-	if want := "symlink encountered at: /var/lib/lxc/102/rootfs/var/run\nstartup for container '102' failed\n"; code != 255 || stderr != want {
+	if want := lxcLines + "startup for container '102' failed\n"; code != 255 || stderr != want {
 		t.Errorf("start: exit %d, stderr:\n%s\nwant:\n%s", code, stderr, want)
+	}
+	_, stderr, code = pct(t, n, "start", "102", "--debug")
+	if want := lxcLines + "DEBUG    utils - ../src/lxc/utils.c:run_buffer:560 - Script exec /usr/share/lxc/hooks/lxc-pve-prestart-hook 102 lxc pre-start produced output: symlink encountered at: //./var/run\n" +
+		"startup for container '102' failed\n"; code != 255 || stderr != want {
+		t.Errorf("start --debug: exit %d, stderr:\n%s\nwant:\n%s", code, stderr, want)
+	}
+	if b, _ := os.ReadFile(n.stderrPath(102)); !strings.Contains(string(b), "lxc-start: 102: ../src/lxc/start.c: lxc_init: 845 Failed to run lxc.hook.pre-start") {
+		t.Errorf("ct-102.stderr lacks LXC's lines: %q", b)
 	}
 	if stdout, _, _ := pct(t, n, "status", "102"); stdout != "status: stopped\n" {
 		t.Errorf("status after the failed start: %q", stdout)
@@ -340,11 +356,14 @@ func TestStartRefusesBadMounts(t *testing.T) {
 	os.MkdirAll(hostDir, 0o755)
 	link := filepath.Join(n.Root, "hostlink")
 	os.Symlink(hostDir, link)
-	for _, tc := range []struct{ mp, want string }{
-		{hostDir + ",mp=/var/run/x", "symlink encountered at: /var/lib/lxc/111/rootfs/var/run\n"},
-		{hostDir + ",mp=/etc/passwd/x", "symlink encountered at: /var/lib/lxc/111/rootfs/etc/passwd\n"},
-		{link + ",mp=/mnt/x", "symlink encountered at: /" + link + "\n"},
-		{filepath.Join(n.Root, "missing") + ",mp=/mnt/x", "directory '" + filepath.Join(n.Root, "missing") + "' does not exist\n"},
+	for _, tc := range []struct {
+		mp, want string
+		status   int
+	}{
+		{hostDir + ",mp=/var/run/x", "symlink encountered at: //./var/run", 20},
+		{hostDir + ",mp=/etc/passwd/x", "symlink encountered at: //./etc/passwd", 20},
+		{link + ",mp=/mnt/x", "symlink encountered at: /" + link, 20},
+		{filepath.Join(n.Root, "missing") + ",mp=/mnt/x", "directory '" + filepath.Join(n.Root, "missing") + "' does not exist", 2},
 	} {
 		conf := pvecfg.NewConfig()
 		conf.Set("ostype", "debian")
@@ -353,11 +372,18 @@ func TestStartRefusesBadMounts(t *testing.T) {
 		var stderr bytes.Buffer
 		n.Stderr = &stderr
 		err := n.startCT(vmid, conf)
-		if err == nil || err.Error() != fmt.Sprintf("startup for container '%d' failed", vmid) {
-			t.Errorf("%s: err = %v", tc.mp, err)
+		var pe *prestartError
+		if !errors.As(err, &pe) || err.Error() != fmt.Sprintf("startup for container '%d' failed", vmid) {
+			t.Fatalf("%s: err = %v", tc.mp, err)
 		}
-		if stderr.String() != tc.want {
-			t.Errorf("%s: stderr %q, want %q", tc.mp, stderr.String(), tc.want)
+		if got := errorText(pe.err); got != tc.want {
+			t.Errorf("%s: hook message %q, want %q", tc.mp, got, tc.want)
+		}
+		want := fmt.Sprintf("run_buffer: 571 Script exited with status %d\n", tc.status) +
+			"lxc_init: 845 Failed to run lxc.hook.pre-start for container \"111\"\n" +
+			"__lxc_start: 2034 Failed to initialize container \"111\"\n"
+		if stderr.String() != want {
+			t.Errorf("%s: stderr %q, want %q", tc.mp, stderr.String(), want)
 		}
 		if running, _, _ := n.ctStatus(vmid); running {
 			t.Fatalf("%s: container runs", tc.mp)
@@ -374,7 +400,7 @@ func TestWalkTreeNoFollowOpensRealDirectories(t *testing.T) {
 	start := filepath.Join(n.Root, "var/lib/lxc/100/rootfs")
 	os.MkdirAll(filepath.Join(start, "a"), 0o755)
 	os.Symlink("a", filepath.Join(start, "l"))
-	fd, parent, last, err := n.walkTreeNoFollow(start, "/a//b/c", true, 4242, 4343)
+	fd, parent, last, err := n.walkTreeNoFollow(start, n.shownPath(start), "/a//b/c", true, 4242, 4343)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,10 +415,10 @@ func TestWalkTreeNoFollowOpensRealDirectories(t *testing.T) {
 	if sys := st.Sys().(*syscall.Stat_t); sys.Uid != 4242 || sys.Gid != 4343 || st.Mode().Perm() != 0o755 {
 		t.Errorf("created dir %v owned %d:%d", st.Mode(), sys.Uid, sys.Gid)
 	}
-	if _, _, _, err := n.walkTreeNoFollow(start, "l/b", true, -1, -1); err == nil || err.Error() != "symlink encountered at: /var/lib/lxc/100/rootfs/l" {
+	if _, _, _, err := n.walkTreeNoFollow(start, n.shownPath(start), "l/b", true, -1, -1); err == nil || err.Error() != "symlink encountered at: /var/lib/lxc/100/rootfs/l" {
 		t.Errorf("through a symlink: %v", err)
 	}
-	if _, _, _, err := n.walkTreeNoFollow(start, "a/nothere", false, -1, -1); err == nil || err.Error() != "cannot open directory /var/lib/lxc/100/rootfs/a/nothere: No such file or directory" {
+	if _, _, _, err := n.walkTreeNoFollow(start, n.shownPath(start), "a/nothere", false, -1, -1); err == nil || err.Error() != "cannot open directory /var/lib/lxc/100/rootfs/a/nothere: No such file or directory" {
 		t.Errorf("missing without mkdir: %v", err)
 	}
 	if _, err := os.Lstat(filepath.Join(start, "a/nothere")); err == nil {
