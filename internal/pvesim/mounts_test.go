@@ -280,6 +280,7 @@ func TestStartMountsAndDev(t *testing.T) {
 	conf.Raw = append(conf.Raw,
 		pvecfg.RawLine{Key: "lxc.mount.entry", Value: hostFile + " dev/hostfile none bind,create=file 0 0"},
 		pvecfg.RawLine{Key: "lxc.mount.entry", Value: "shm dev/shm tmpfs rw,nosuid,nodev,create=dir 0 0"},
+		pvecfg.RawLine{Key: "lxc.mount.entry", Value: "mqueue dev/mqueue mqueue rw,nosuid,nodev,noexec,create=dir 0 0"},
 		pvecfg.RawLine{Key: "lxc.cap.drop", Value: ""},
 		pvecfg.RawLine{Key: "lxc.cap.keep", Value: "chown dac_override fowner kill setgid setuid sys_chroot"},
 	)
@@ -289,6 +290,9 @@ func TestStartMountsAndDev(t *testing.T) {
 	}
 	if code, out := sh("grep ' /dev/shm tmpfs ' /proc/mounts | wc -l"); code != 0 || strings.TrimSpace(out) != "1" {
 		t.Errorf("/dev/shm tmpfs entry: %d %q", code, out)
+	}
+	if code, out := sh("grep ' /dev/mqueue mqueue ' /proc/mounts | wc -l"); code != 0 || strings.TrimSpace(out) != "1" {
+		t.Errorf("/dev/mqueue entry: %d %q", code, out)
 	}
 	bnd := capBound(t, pid)
 	if bnd&(1<<0) == 0 || bnd&(1<<21) != 0 {
