@@ -52,6 +52,17 @@ func withMountNamespace(fn func() error) error {
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			// The main thread is never ended: Go parks it for good when
+			// its locked goroutine exits, which would keep the namespace
+			// (and its mounts) alive and make it the one /proc/self
+			// shows. Holding this thread, run on another one: the
+			// runtime cannot schedule the new goroutine here.
+			err := withMountNamespace(fn)
+			runtime.UnlockOSThread()
+			done <- err
+			return
+		}
 		// No UnlockOSThread: this thread's namespace differs from the
 		// process's, so it must exit with the goroutine.
 		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
@@ -74,7 +85,7 @@ type mountPoint struct {
 	mp     string // path inside the container ("/" for rootfs)
 	typ    string // volume, bind or device (classify_mountpoint)
 	ro     bool
-	opts   []string // mountoptions= that apply
+	opts   []string // mountoptions=, filtered when mounted
 }
 
 // mountPoints returns rootfs and mp0..mp255 of conf in that order, the
@@ -114,17 +125,7 @@ func mountPoints(conf *pvecfg.Config) ([]mountPoint, error) {
 			m.typ = "volume"
 		}
 		if mo, ok := props.Get("mountoptions"); ok {
-			for _, o := range strings.Split(mo, ";") {
-				// is_valid_mount_option / is_valid_ro_mount_option
-				switch o {
-				case "noatime", "nodev", "noexec", "nosuid":
-					m.opts = append(m.opts, o)
-				case "discard", "lazytime":
-					if !m.ro {
-						m.opts = append(m.opts, o)
-					}
-				}
-			}
+			m.opts = strings.Split(mo, ";")
 		}
 		list = append(list, m)
 	}
@@ -274,7 +275,19 @@ func (n *Node) mountpointMount(m mountPoint, rootdir string, uid, gid int, stage
 			return err
 		}
 	}
-	return n.bindmount(src, parent, last, filepath.Join(rootdir, m.mp), m.ro, m.opts, walkSource)
+	// is_valid_mount_option / is_valid_ro_mount_option
+	var opts []string
+	for _, o := range m.opts {
+		switch o {
+		case "nodev", "noexec", "nosuid":
+			opts = append(opts, o)
+		case "discard", "lazytime", "noatime":
+			if !m.ro {
+				opts = append(opts, o)
+			}
+		}
+	}
+	return n.bindmount(src, parent, last, filepath.Join(rootdir, m.mp), m.ro, opts, walkSource)
 }
 
 // hookError is a failure that Proxmox raises with an errno still set, so

@@ -429,3 +429,29 @@ func TestWalkTreeNoFollowOpensRealDirectories(t *testing.T) {
 		t.Error("created a directory without mkdir")
 	}
 }
+
+// TestWithMountNamespace: fn runs in a mount namespace of its own, and
+// the process's (its main thread's, which /proc/self shows) never
+// changes, however the goroutines land on threads.
+func TestWithMountNamespace(t *testing.T) {
+	before, err := os.Readlink("/proc/self/ns/mnt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		var inner string
+		if err := withMountNamespace(func() error {
+			var err error
+			inner, err = os.Readlink("/proc/thread-self/ns/mnt")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if inner == before {
+			t.Fatal("fn ran in the process's mount namespace")
+		}
+		if now, _ := os.Readlink("/proc/self/ns/mnt"); now != before {
+			t.Fatalf("the main thread's mount namespace changed: %s -> %s", before, now)
+		}
+	}
+}
