@@ -82,17 +82,19 @@ func (c *lxcConfig) add(key, value string) {
 // lxcGen is what the generator's output depends on in the node's PVE
 // version.
 type lxcGen struct {
-	pve9   bool // pve-container 6.x (master): abi/4.0 AppArmor lines
-	devShm bool // pve-container >= 6.1.10: /dev/shm tmpfs for application containers
+	pve9       bool // pve-container 6.x (master): abi/4.0 AppArmor lines
+	entrypoint bool // pve-container >= 6.0.15: entrypoint becomes lxc.init.cmd
+	devShm     bool // pve-container >= 6.1.10: /dev/shm tmpfs for application containers
 }
 
 // lxcGen is what the node's version changes in the generated config:
 // PVE 9 (pve-container 6.x, master) adds the abi/4.0 AppArmor rules; the
-// simulated 9.1 node (pve-container 6.1.10) mounts /dev/shm for
-// application containers.
+// simulated 9.1 node (pve-container 6.1.10) knows entrypoint and mounts
+// /dev/shm for application containers. Before 9.1 an `entrypoint` key in
+// a config is an unknown setting that update_lxc_config never reads.
 func (n *Node) lxcGen() lxcGen {
 	v := n.PVEVersion()
-	return lxcGen{pve9: v >= pvecfg.V9_0, devShm: v >= pvecfg.V9_1}
+	return lxcGen{pve9: v >= pvecfg.V9_0, entrypoint: v >= pvecfg.V9_1, devShm: v >= pvecfg.V9_1}
 }
 
 // keptRawLines are the raw lxc.* lines of conf that the node's version
@@ -164,7 +166,7 @@ func (n *Node) buildLxcConfig(vmid int, conf *pvecfg.Config) (*lxcConfig, error)
 	if unpriv && !feature("force_rw_sys") {
 		c.add("lxc.mount.auto", "sys:mixed")
 	}
-	if ep, ok := conf.Get("entrypoint"); ok && ep != "/sbin/init" && gen.devShm {
+	if ep, ok := conf.Get("entrypoint"); ok && ep != "/sbin/init" && gen.entrypoint && gen.devShm {
 		// No init system sets /dev/shm up in an application container.
 		c.add("lxc.mount.entry", "shm dev/shm tmpfs rw,nosuid,nodev,create=dir 0 0")
 	}
@@ -228,7 +230,7 @@ func (n *Node) buildLxcConfig(vmid int, conf *pvecfg.Config) (*lxcConfig, error)
 	c.rootfs = n.ctRootfsDir(vmid)
 	c.add("lxc.rootfs.path", c.rootfs)
 
-	if ep, ok := conf.Get("entrypoint"); ok {
+	if ep, ok := conf.Get("entrypoint"); ok && gen.entrypoint {
 		c.add("lxc.init.cmd", ep)
 	}
 

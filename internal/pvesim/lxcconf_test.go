@@ -49,11 +49,26 @@ func fakeHost(t *testing.T) string {
 	return dir
 }
 
+// confOf builds a Config from `key: value` lines the way the loader
+// fills it (options, lxc.environment.runtime as Env, other lxc.* lines as
+// Raw in file order), without depending on the parser.
 func confOf(t *testing.T, text string) *pvecfg.Config {
 	t.Helper()
-	c, warns, err := pvecfg.ParseConfig([]byte(text))
-	if err != nil || len(warns) > 0 {
-		t.Fatalf("parse: %v %v", err, warns)
+	c := pvecfg.NewConfig()
+	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			t.Fatalf("bad line %q", line)
+		}
+		v = strings.TrimSpace(v)
+		switch {
+		case k == pvecfg.EnvKey:
+			c.Env = append(c.Env, v)
+		case strings.HasPrefix(k, "lxc."):
+			c.Raw = append(c.Raw, pvecfg.RawLine{Key: k, Value: v})
+		default:
+			c.Set(k, v)
+		}
 	}
 	return c
 }
@@ -167,7 +182,8 @@ lxc.seccomp.profile = /etc/my.seccomp
 lxc.idmap = g 0 200000 65536
 lxc.cgroup2.cpuset.cpus = 3
 `, "", pvecfg.V9_0},
-		{"PVE 8.4: no abi/4.0 AppArmor rules", `arch: amd64
+		{"PVE 8.4: no abi/4.0 AppArmor rules, entrypoint unknown", `arch: amd64
+entrypoint: /bin/app
 features: nesting=1
 ostype: debian
 rootfs: local:100/vm-100-disk-0.raw,size=1G
