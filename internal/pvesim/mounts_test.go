@@ -455,3 +455,35 @@ func TestWithMountNamespace(t *testing.T) {
 		}
 	}
 }
+
+// TestStartWithRawIDMap: a raw lxc.idmap makes the container
+// unprivileged without `unprivileged: 1` (userns include, seccomp rules,
+// sys:mixed) and replaces the default map; LXC accepts the result.
+func TestStartWithRawIDMap(t *testing.T) {
+	n := lxcNode(t)
+	vmid := 112
+	cleanupCT(t, n, vmid)
+	volid, _ := rootfsVolume(t, n, vmid, true)
+	conf := pvecfg.NewConfig()
+	conf.Set("ostype", "debian")
+	conf.Set("rootfs", volid)
+	conf.Set("entrypoint", "/bin/sleep 1000")
+	conf.Raw = []pvecfg.RawLine{
+		{Key: "lxc.idmap", Value: "u 0 100000 65536"},
+		{Key: "lxc.idmap", Value: "g 0 100000 65536"},
+	}
+	if err := n.startCT(vmid, conf); err != nil {
+		t.Fatalf("startCT: %v\n%s", err, n.Stderr)
+	}
+	_, pid, _ := n.ctStatus(vmid)
+	if uid := hostUID(t, pid); uid != unprivIDBase {
+		t.Errorf("init runs as host uid %d, want %d", uid, unprivIDBase)
+	}
+	b, _ := os.ReadFile(filepath.Join(n.ctDir(vmid), "config"))
+	if strings.Count(string(b), "lxc.idmap = ") != 2 || !strings.Contains(string(b), "lxc.seccomp.profile = "+filepath.Join(n.ctDir(vmid), "rules.seccomp")) {
+		t.Errorf("generated config:\n%s", b)
+	}
+	if err := n.stopCT(vmid); err != nil {
+		t.Fatal(err)
+	}
+}
