@@ -281,6 +281,7 @@ func (n *Node) createTask(vmid int, conf *pvecfg.Config, mpParam map[string]stri
 				os.RemoveAll(p)
 			}
 			os.Remove(filepath.Dir(n.imagesDirHint(storages, vmid)))
+			n.removeCtDir(vmid) // the rootfs mount point mount_all made
 		}
 	}()
 	// Resolve the archive first: a missing template is the common failure.
@@ -314,14 +315,9 @@ func (n *Node) createTask(vmid int, conf *pvecfg.Config, mpParam map[string]stri
 		vol, _ := p.Get("volume")
 		var path string
 		if strings.HasPrefix(vol, "/") {
+			// Bind and device mount points are used as given
+			// (create_disks); mount_all checks them below.
 			path = vol
-			if k != "rootfs" {
-				if _, e := os.Stat(vol); e != nil && !strings.HasPrefix(vol, "/dev/") {
-					return fmt.Errorf("mount point '%s' does not exist", vol)
-				}
-			} else if e := os.MkdirAll(vol, 0o755); e != nil {
-				return e
-			}
 		} else {
 			sid, volname, _ := pvecfg.ParseVolumeID(vol)
 			scfg, _ := pvecfg.FindStorage(storages, sid)
@@ -364,26 +360,40 @@ func (n *Node) createTask(vmid int, conf *pvecfg.Config, mpParam map[string]stri
 		}
 	}
 
+	// mount_all, then the template unpacked through the mounts (files
+	// under a bind target land in the host directory), then the OS
+	// detected, all in a private mount namespace that ends with it:
+	// nothing stays mounted, whatever happens.
 	if e := n.checkpoint("create-after-disks"); e != nil {
 		return e
 	}
-	fmt.Fprintf(n.Stdout, "extracting archive '%s'\n", archive)
-	if e := n.extractTemplate(archive, rootfsPath, unpriv); e != nil {
-		return e
-	}
-	if e := n.checkpoint("create-after-extract"); e != nil {
-		return e
-	}
-	if _, ok := conf.Get("arch"); !ok {
-		conf.Set("arch", "amd64")
-	}
-	fmt.Fprintf(n.Stdout, "Detected container architecture: %s\n", conf.Options["arch"])
-	if _, ok := conf.Get("ostype"); !ok {
-		ostype, e := n.detectOSType(rootfsPath)
-		if e != nil {
+	rootdir := n.ctRootfsDir(vmid)
+	err = withMountNamespace(func() error {
+		if e := n.mountAll(conf, rootdir); e != nil {
 			return e
 		}
-		conf.Set("ostype", ostype)
+		fmt.Fprintf(n.Stdout, "extracting archive '%s'\n", archive)
+		if e := n.extractTemplate(archive, rootdir, unpriv); e != nil {
+			return e
+		}
+		if e := n.checkpoint("create-after-extract"); e != nil {
+			return e
+		}
+		if _, ok := conf.Get("arch"); !ok {
+			conf.Set("arch", "amd64")
+		}
+		fmt.Fprintf(n.Stdout, "Detected container architecture: %s\n", conf.Options["arch"])
+		if _, ok := conf.Get("ostype"); !ok {
+			ostype, e := n.detectOSType(rootdir)
+			if e != nil {
+				return e
+			}
+			conf.Set("ostype", ostype)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	// create_vm writes the config in full right after OS detection (this
 	// replaces the `lock: create` placeholder), and again with defaults.

@@ -70,8 +70,10 @@ func decompressor(r *bufio.Reader) (io.Reader, func(), error) {
 // extractTemplate unpacks a container template archive into rootfs the way
 // pve-container's restore_archive does (`tar xpf --numeric-owner
 // --skip-old-files --anchored --exclude './dev/*'`): ownership and modes are
-// kept, existing files are not overwritten and the contents of /dev are
-// skipped. For an unprivileged container every uid/gid is shifted by 100000
+// kept, existing files and directories are left as they are and the
+// contents of /dev are skipped. Create runs it with the mount points
+// mounted, so members below a bind mount's target land in the host
+// directory. For an unprivileged container every uid/gid is shifted by 100000
 // (Proxmox runs tar under lxc-usernsexec with that mapping), so ids above
 // 65535 cannot be represented and fail the extraction as they do there.
 //
@@ -137,21 +139,19 @@ func (x *extractor) run(tr *tar.Reader) error {
 			return err
 		}
 		if name == "" {
-			// The archive's "./" entry describes rootfs itself.
-			if hdr.Typeflag == tar.TypeDir {
-				if err := x.applyMeta(".", hdr, true); err != nil {
-					return err
-				}
-			}
+			// The archive's "./" entry describes rootfs, which exists:
+			// --skip-old-files leaves it as create made it.
 			continue
 		}
 		if strings.HasPrefix(name, "dev/") {
 			continue // --exclude './dev/*': LXC populates /dev itself
 		}
 		if _, err := x.root.Lstat(name); err == nil {
-			if hdr.Typeflag != tar.TypeDir {
-				continue // --skip-old-files
-			}
+			// --skip-old-files: GNU tar keeps whatever exists, an
+			// existing directory's owner and mode too (a mount point
+			// created by mount_all, or a bind-mounted host directory);
+			// members below it are still extracted.
+			continue
 		}
 		if err := x.entry(name, hdr, tr); err != nil {
 			return fmt.Errorf("%s: %w", hdr.Name, err)

@@ -1,6 +1,7 @@
 package pvesim
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,8 +14,17 @@ import (
 	"github.com/nexcage/nexcage/internal/pvesim/pvecfg"
 )
 
-// pctStart is `pct start <vmid> [--skiplock]`.
-func (n *Node) pctStart(c *call) error { return n.doStart(c.vmid, c.flag("skiplock")) }
+// pctStart is `pct start <vmid> [--skiplock] [--debug]`. With --debug
+// Proxmox prints LXC's debug log, where a failed pre-start hook's own
+// message is (the simulator prints just that line of it).
+func (n *Node) pctStart(c *call) error {
+	err := n.doStart(c.vmid, c.flag("skiplock"))
+	var pe *prestartError
+	if c.flag("debug") && errors.As(err, &pe) {
+		n.warnf("%s\n", pe.debugLine())
+	}
+	return err
+}
 
 func (n *Node) doStart(vmid int, skiplock bool) error {
 	if _, err := n.loadConf(vmid); err != nil {
@@ -211,10 +221,7 @@ func (n *Node) destroyContainer(vmid int, conf *pvecfg.Config, unreferenced bool
 			os.Remove(filepath.Dir(path)) // images/<vmid> when empty
 		}
 	}
-	dir := n.ctDir(vmid)
-	os.Remove(filepath.Join(dir, "rootfs"))
-	os.Remove(filepath.Join(dir, "config"))
-	os.Remove(dir)
+	n.removeCtDir(vmid)
 	placeholder := pvecfg.NewConfig()
 	placeholder.Set("lock", "destroyed")
 	return n.writeConf(vmid, placeholder)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,12 +57,14 @@ func (n *Node) startCT(vmid int, conf *pvecfg.Config) error {
 	for _, w := range cfg.warnings {
 		n.warnf("%s\n", w)
 	}
-	if st, err := os.Stat(cfg.rootfs); err != nil || !st.IsDir() {
-		return fmt.Errorf("rootfs '%s' is not a directory - is the volume allocated?", cfg.rootfs)
-	}
 	dir := n.ctDir(vmid)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.rootfs, 0o755); err != nil {
 		return err
+	}
+	for name, data := range cfg.files {
+		if err := renameio.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			return err
+		}
 	}
 	if err := renameio.WriteFile(filepath.Join(dir, "config"), []byte(cfg.text.String()), 0o644); err != nil {
 		return err
@@ -70,10 +73,11 @@ func (n *Node) startCT(vmid int, conf *pvecfg.Config) error {
 		if err := checkSubIDs(); err != nil {
 			return err
 		}
-		// The mapped root must be able to reach its rootfs.
-		if err := makeTraversable(filepath.Dir(cfg.rootfs), n.Root); err != nil {
-			return err
-		}
+	}
+	// The mapped root must be able to reach its rootfs (and LXC opens
+	// the root volume through var/lib/lxc/<vmid>/rootfs).
+	if err := makeTraversable(cfg.rootfs, n.Root); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(n.RunPveDir(), 0o755); err != nil {
 		return err
@@ -94,7 +98,25 @@ func (n *Node) startCT(vmid int, conf *pvecfg.Config) error {
 	// Its own session, so the container outlives this process and its
 	// terminal, like a systemd service.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
+	// Proxmox's pre-start hook mounts the root volume at
+	// var/lib/lxc/<vmid>/rootfs and the mount points below it inside
+	// the monitor's private mount namespace (lxc.monitor.unshare); LXC
+	// then binds that tree recursively as the container's root and
+	// mounts its /dev tmpfs over it. The simulator does the same mounts
+	// in a private namespace that lxc-start inherits.
+	err = withMountNamespace(func() error {
+		if err := n.mountVolumes(conf, cfg.rootfs, false, true); err != nil {
+			return &prestartError{vmid: vmid, err: err}
+		}
+		return cmd.Start()
+	})
+	var pe *prestartError
+	if errors.As(err, &pe) {
+		pe.log(logFile)
+		n.printStartLog(vmid)
+		return pe
+	}
+	if err != nil {
 		return fmt.Errorf("unable to run lxc-start: %w", err)
 	}
 	pid := cmd.Process.Pid
@@ -122,6 +144,42 @@ func (n *Node) startCT(vmid int, conf *pvecfg.Config) error {
 		}
 		time.Sleep(pollInterval)
 	}
+}
+
+// prestartError is a failure of the pre-start mounts, i.e. of Proxmox's
+// lxc.hook.pre-start. LXC logs only that the hook failed (the hook's own
+// words are in its debug log); pct start then fails as for any container
+// that does not come up.
+type prestartError struct {
+	vmid int
+	err  error
+}
+
+func (e *prestartError) Error() string {
+	return fmt.Sprintf("startup for container '%d' failed", e.vmid)
+}
+
+// log writes what lxc-start (lxc-pve 6.0) prints on stderr when the
+// pre-start hook fails; the status is the hook's exit status, the errno
+// Perl's die leaves (ENOENT for a missing directory, ENOTDIR, which
+// openat(O_NOFOLLOW|O_DIRECTORY) returns for a symlink and for a file in
+// a path), else 255.
+func (e *prestartError) log(w io.Writer) {
+	status := 255
+	var he *hookError
+	if errors.As(e.err, &he) {
+		status = he.status
+	}
+	fmt.Fprintf(w, "lxc-start: %d: ../src/lxc/utils.c: run_buffer: 571 Script exited with status %d\n", e.vmid, status)
+	fmt.Fprintf(w, "lxc-start: %d: ../src/lxc/start.c: lxc_init: 845 Failed to run lxc.hook.pre-start for container \"%d\"\n", e.vmid, e.vmid)
+	fmt.Fprintf(w, "lxc-start: %d: ../src/lxc/start.c: __lxc_start: 2034 Failed to initialize container \"%d\"\n", e.vmid, e.vmid)
+}
+
+// debugLine is the line of LXC's debug log (`pct start --debug`) that
+// carries the hook's own message.
+func (e *prestartError) debugLine() string {
+	return fmt.Sprintf("DEBUG    utils - ../src/lxc/utils.c:run_buffer:560 - Script exec /usr/share/lxc/hooks/lxc-pve-prestart-hook %d lxc pre-start produced output: %s",
+		e.vmid, strings.TrimSuffix(errorText(e.err), "\n"))
 }
 
 // reLxcPrefix strips the `lxc-start: <vmid>: ` prefix of LXC messages, as

@@ -190,10 +190,11 @@ func testLifecycle(t *testing.T, unpriv bool) {
 		t.Fatalf("ctStatus = %v, %d, %v", running, pid, err)
 	}
 	// The host sees the entrypoint as the container's init.
-	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if !strings.Contains(string(cmdline), "sleep") {
-		t.Errorf("init cmdline = %q", cmdline)
-	}
+	// (start.sh prints, then execs sleep: poll, RUNNING may come first.)
+	waitFor(t, "init to exec sleep", func() bool {
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		return strings.Contains(string(cmdline), "sleep")
+	})
 	environ, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
 	if !bytes.Contains(environ, []byte("GREETING=hello world\x00")) {
 		t.Errorf("init environment lacks GREETING: %q", environ)

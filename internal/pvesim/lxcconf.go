@@ -63,10 +63,12 @@ func (n *Node) volumePath(volid string) (string, error) {
 	return "", fmt.Errorf("unable to parse volume ID '%s'", volid)
 }
 
-// lxcConfig is what startCT writes to var/lib/lxc/<vmid>/config.
+// lxcConfig is what startCT writes to var/lib/lxc/<vmid>/config, plus
+// the files that config refers to (rules.seccomp) in the same directory.
 type lxcConfig struct {
 	text     strings.Builder
-	rootfs   string
+	rootfs   string            // lxc.rootfs.path: var/lib/lxc/<vmid>/rootfs
+	files    map[string][]byte // name in var/lib/lxc/<vmid> -> content
 	warnings []string
 }
 
@@ -77,15 +79,53 @@ func (c *lxcConfig) add(key, value string) {
 	c.text.WriteByte('\n')
 }
 
-// buildLxcConfig turns a container's .conf into the LXC configuration the
-// way pve-container's update_lxc_config does on a cgroup v1 host, with
-// the simulator's adaptations (see docs/PVESIM.md): no AppArmor, no
-// console, LXC choosing the cgroup names, mount points as LXC mount
-// entries, and env as `lxc.environment` because LXC 5 has no
-// `lxc.environment.runtime`.
+// lxcGen is what the generator's output depends on in the node's PVE
+// version.
+type lxcGen struct {
+	pve9       bool // pve-container 6.x (master): abi/4.0 AppArmor lines
+	entrypoint bool // pve-container >= 6.0.15: entrypoint becomes lxc.init.cmd
+	devShm     bool // pve-container >= 6.1.10: /dev/shm tmpfs for application containers
+}
+
+// lxcGen is what the node's version changes in the generated config:
+// PVE 9 (pve-container 6.x, master) adds the abi/4.0 AppArmor rules; the
+// simulated 9.1 node (pve-container 6.1.10) knows entrypoint and mounts
+// /dev/shm for application containers. Before 9.1 an `entrypoint` key in
+// a config is an unknown setting that update_lxc_config never reads.
+func (n *Node) lxcGen() lxcGen {
+	v := n.PVEVersion()
+	return lxcGen{pve9: v >= pvecfg.V9_0, entrypoint: v >= pvecfg.V9_1, devShm: v >= pvecfg.V9_1}
+}
+
+// keptRawLines are the raw lxc.* lines of conf that the node's version
+// keeps: the config loader drops refused keys (with the real warning), so
+// every line left in conf.Raw reaches LXC, in file order.
+func (n *Node) keptRawLines(conf *pvecfg.Config) []pvecfg.RawLine { return conf.Raw }
+
+// hasRaw is PVE::LXC::Config->has_lxc_entry.
+func hasRaw(raw []pvecfg.RawLine, key string) bool {
+	for _, r := range raw {
+		if r.Key == key {
+			return true
+		}
+	}
+	return false
+}
+
+// buildLxcConfig turns a container's .conf into the LXC configuration
+// the way pve-container's update_lxc_config does, line for line in its
+// order, with the adaptations this host needs (docs/PVESIM.md lists
+// them): cgroup v1 keys where the host has cgroup v1 (as PVE 8 wrote
+// them), no console, LXC choosing the cgroup names, device passthrough
+// through mount entries, and env as `lxc.environment` because LXC 5 has
+// no `lxc.environment.runtime`. Mount points are not in it: startCT
+// mounts them under rootfs before LXC runs, as Proxmox's pre-start hook
+// does.
 func (n *Node) buildLxcConfig(vmid int, conf *pvecfg.Config) (*lxcConfig, error) {
-	c := &lxcConfig{}
+	c := &lxcConfig{files: map[string][]byte{}}
 	opt := func(k string) string { v, _ := conf.Get(k); return v }
+	gen := n.lxcGen()
+	raw := n.keptRawLines(conf)
 
 	arch := opt("arch")
 	if arch == "" {
@@ -93,14 +133,8 @@ func (n *Node) buildLxcConfig(vmid int, conf *pvecfg.Config) (*lxcConfig, error)
 	}
 	c.add("lxc.arch", arch)
 
-	unpriv := opt("unprivileged") == "1"
-	customIDMap := false
-	for _, r := range conf.Raw {
-		if r.Key == "lxc.idmap" {
-			customIDMap = true
-		}
-	}
-	userns := unpriv || customIDMap
+	customIDMap := hasRaw(raw, "lxc.idmap")
+	unpriv := opt("unprivileged") == "1" || customIDMap
 
 	ostype := opt("ostype")
 	if ostype == "" {
@@ -111,7 +145,7 @@ func (n *Node) buildLxcConfig(vmid int, conf *pvecfg.Config) (*lxcConfig, error)
 		inc = filepath.Join(lxcConfigDir, "common.conf")
 	}
 	c.add("lxc.include", inc)
-	if userns {
+	if unpriv {
 		inc = filepath.Join(lxcConfigDir, ostype+".userns.conf")
 		if !fileExists(inc) {
 			inc = filepath.Join(lxcConfigDir, "userns.conf")
@@ -120,14 +154,21 @@ func (n *Node) buildLxcConfig(vmid int, conf *pvecfg.Config) (*lxcConfig, error)
 	}
 
 	features, _ := pvecfg.ParseProps(opt("features"), "")
-	// No AppArmor on the simulator's hosts; Proxmox would generate a
-	// profile here.
-	c.add("lxc.apparmor.profile", "unconfined")
-	if v, _ := features.Get("fuse"); v == "1" && fileExists(filepath.Join(hostDevicePath, "fuse")) {
+	feature := func(k string) bool { v, _ := features.Get(k); return v == "1" }
+	if err := n.seccompConfig(c, vmid, raw, unpriv, feature); err != nil {
+		return nil, err
+	}
+	apparmorConfig(c, gen, raw, features)
+	if feature("fuse") && fileExists(filepath.Join(hostDevicePath, "fuse")) {
+		c.add("lxc.apparmor.raw", "mount fstype=fuse,")
 		c.add("lxc.mount.entry", "/dev/fuse dev/fuse none bind,create=file 0 0")
 	}
-	if v, _ := features.Get("force_rw_sys"); userns && v != "1" {
+	if unpriv && !feature("force_rw_sys") {
 		c.add("lxc.mount.auto", "sys:mixed")
+	}
+	if ep, ok := conf.Get("entrypoint"); ok && ep != "/sbin/init" && gen.entrypoint && gen.devShm {
+		// No init system sets /dev/shm up in an application container.
+		c.add("lxc.mount.entry", "shm dev/shm tmpfs rw,nosuid,nodev,create=dir 0 0")
 	}
 
 	devKeys := numberedKeys(conf, "dev")
@@ -141,7 +182,19 @@ func (n *Node) buildLxcConfig(vmid int, conf *pvecfg.Config) (*lxcConfig, error)
 		if err := statDevice(p, &st); err != nil {
 			return nil, fmt.Errorf("%s: passthrough device '%s' - %w", k, p, err)
 		}
-		c.add("lxc.cgroup.devices.allow", fmt.Sprintf("%c %d:%d rw", st.kind, st.major, st.minor))
+		perms := "rw"
+		if v, _ := dev.Get("deny-write"); v == "1" {
+			perms = "r"
+		}
+		c.add(devicesKey("allow"), fmt.Sprintf("%c %d:%d %s", st.kind, st.major, st.minor, perms))
+		if perms == "r" {
+			c.add(devicesKey("deny"), fmt.Sprintf("%c %d:%d w", st.kind, st.major, st.minor))
+		}
+		// Proxmox creates the node in the container's /dev from its
+		// autodev hook; an LXC mount entry (applied after autodev) has
+		// the same result here.
+		rel := strings.TrimPrefix(path.Clean(p), "/")
+		c.add("lxc.mount.entry", fmt.Sprintf("%s %s none bind,create=file 0 0", escapeMountField(p), escapeMountField(rel)))
 	}
 
 	c.add("lxc.monitor.unshare", "1")
@@ -153,8 +206,8 @@ func (n *Node) buildLxcConfig(vmid int, conf *pvecfg.Config) (*lxcConfig, error)
 	// stdio, so its stdout is discarded and its stderr lands in
 	// /run/pve/ct-<vmid>.stderr as the reference describes.
 	c.add("lxc.console.path", "none")
-	if cgroupV1Has("devices") {
-		c.add("lxc.cgroup.devices.deny", "c 5:1 rwm")
+	if cgroupV1Has("devices") || cgroupV2Mode() {
+		c.add(devicesKey("deny"), "c 5:1 rwm")
 	}
 	tty := opt("tty")
 	if tty == "" {
@@ -169,175 +222,190 @@ func (n *Node) buildLxcConfig(vmid int, conf *pvecfg.Config) (*lxcConfig, error)
 	}
 	c.add("lxc.uts.name", hostname)
 
-	if cgroupV1Has("memory") {
-		memory := atoiDefault(opt("memory"), 512)
-		swap := atoiDefault(opt("swap"), 0)
-		c.add("lxc.cgroup.memory.limit_in_bytes", strconv.FormatInt(int64(memory)<<20, 10))
-		// memsw exists only with swap accounting enabled in the kernel.
-		if fileExists(filepath.Join(cgroupV1Root, "memory", "memory.memsw.limit_in_bytes")) {
-			c.add("lxc.cgroup.memory.memsw.limit_in_bytes", strconv.FormatInt(int64(memory+swap)<<20, 10))
-		}
-	}
-	if cgroupV1Has("cpu") {
-		if cl := opt("cpulimit"); cl != "" && cl != "0" {
-			f, err := strconv.ParseFloat(cl, 64)
-			if err == nil && f > 0 {
-				c.add("lxc.cgroup.cpu.cfs_period_us", "100000")
-				c.add("lxc.cgroup.cpu.cfs_quota_us", strconv.Itoa(int(100000*f)))
-			}
-		}
-		c.add("lxc.cgroup.cpu.shares", strconv.Itoa(clampCPUShares(opt("cpuunits"))))
-	}
+	limits(c, opt)
 
-	rootfsOpt := opt("rootfs")
-	if rootfsOpt == "" {
+	if opt("rootfs") == "" {
 		return nil, errors.New("missing 'rootfs' configuration")
 	}
-	rootProps, err := pvecfg.ParseProps(rootfsOpt, "volume")
-	if err != nil {
-		return nil, fmt.Errorf("unable to parse rootfs: %w", err)
-	}
-	vol, _ := rootProps.Get("volume")
-	c.rootfs, err = n.volumePath(vol)
-	if err != nil {
-		return nil, err
-	}
+	c.rootfs = n.ctRootfsDir(vmid)
 	c.add("lxc.rootfs.path", c.rootfs)
-	if ro, _ := rootProps.Get("ro"); ro == "1" {
-		c.add("lxc.rootfs.options", "ro")
-	}
 
-	for _, k := range numberedKeys(conf, "net") {
-		net, err := pvecfg.ParseProps(opt(k), "")
-		if err != nil {
-			return nil, fmt.Errorf("unable to parse %s: %w", k, err)
-		}
-		idx := strings.TrimPrefix(k, "net")
-		prefix := "lxc.net." + idx + "."
-		bridge, _ := net.Get("bridge")
-		if bridge == "" || !fileExists(filepath.Join(sysClassNet, bridge, "bridge")) {
-			// Real Proxmox fails the start here; the simulator keeps
-			// the container but without this interface.
-			c.warnings = append(c.warnings, fmt.Sprintf("%s: bridge '%s' does not exist on this host - starting without this interface", k, bridge))
-			c.add(prefix+"type", "empty")
-			continue
-		}
-		c.add(prefix+"type", "veth")
-		c.add(prefix+"veth.pair", fmt.Sprintf("veth%di%s", vmid, idx))
-		c.add(prefix+"link", bridge)
-		if v, ok := net.Get("hwaddr"); ok {
-			c.add(prefix+"hwaddr", v)
-		}
-		if v, ok := net.Get("name"); ok {
-			c.add(prefix+"name", v)
-		}
-		if v, ok := net.Get("mtu"); ok {
-			c.add(prefix+"mtu", v)
-		}
-		if v, _ := net.Get("link_down"); v != "1" {
-			c.add(prefix+"flags", "up")
-		}
-	}
-
-	mounts, err := n.mountEntries(conf)
-	if err != nil {
-		return nil, err
-	}
-	for _, m := range mounts {
-		c.add("lxc.mount.entry", m)
-	}
-	for _, k := range devKeys {
-		dev, _ := pvecfg.ParseProps(opt(k), "path")
-		p, _ := dev.Get("path")
-		rel := strings.TrimPrefix(path.Clean(p), "/")
-		c.add("lxc.mount.entry", fmt.Sprintf("%s %s none bind,create=file 0 0", escapeMountField(p), escapeMountField(rel)))
-	}
-
-	// Before 9.1 `entrypoint` is an unknown setting: kept in the file,
-	// ignored by update_lxc_config.
-	if ep := opt("entrypoint"); ep != "" && n.PVEVersion().HasOCI() {
+	if ep, ok := conf.Get("entrypoint"); ok && gen.entrypoint {
 		c.add("lxc.init.cmd", ep)
 	}
+
+	if err := n.netBlocks(vmid, conf, c); err != nil {
+		return nil, err
+	}
+
 	for _, e := range conf.Env {
-		c.add("lxc.environment", e)
+		c.add("lxc.environment", e) // LXC 5 knows no lxc.environment.runtime
 	}
 
 	hadCpuset := false
-	for _, r := range conf.Raw {
+	for _, r := range raw {
 		key := r.Key
 		if key == pvecfg.EnvKey {
 			key = "lxc.environment" // LXC 5 knows no .runtime variant
 		}
-		if key == "lxc.cgroup.cpuset.cpus" || key == "lxc.cgroup2.cpuset.cpus" {
+		if key == "lxc.cgroup2.cpuset.cpus" || (!gen.pve9 && key == "lxc.cgroup.cpuset.cpus") {
 			hadCpuset = true
 		}
 		c.add(key, r.Value)
 	}
-	if cores := atoiDefault(opt("cores"), 0); cores > 0 && !hadCpuset && cgroupV1Has("cpuset") {
-		if set := cpusetOf(cores); set != "" {
-			c.add("lxc.cgroup.cpuset.cpus", set)
+	if cores := atoiDefault(opt("cores"), 0); cores > 0 && !hadCpuset {
+		if key, set := cpusetOf(cores); set != "" {
+			c.add(key, set)
 		}
 	}
 	return c, nil
 }
 
-// mountEntries turns mpN options into LXC mount entries, sorted by the
-// mount path so parents are mounted first (Proxmox mounts them in that
-// order in its pre-start hook).
-func (n *Node) mountEntries(conf *pvecfg.Config) ([]string, error) {
-	type mp struct{ target, entry string }
-	var list []mp
-	for _, k := range numberedKeys(conf, "mp") {
-		v, _ := conf.Get(k)
-		props, err := pvecfg.ParseProps(v, "volume")
-		if err != nil {
-			return nil, fmt.Errorf("unable to parse %s: %w", k, err)
+// limits writes the memory and cpu lines: PVE 8's cgroup v1 keys where
+// the host mounts the v1 controllers (PVE 9 supports only cgroup v2),
+// else PVE 9's cgroup v2 keys.
+func limits(c *lxcConfig, opt func(string) string) {
+	memory := atoiDefault(opt("memory"), 512)
+	if memory == 0 {
+		memory = 512
+	}
+	swap := atoiDefault(opt("swap"), 0)
+	switch {
+	case cgroupV1Has("memory"):
+		c.add("lxc.cgroup.memory.limit_in_bytes", strconv.FormatInt(int64(memory)<<20, 10))
+		// memsw exists only with swap accounting enabled in the kernel;
+		// LXC refuses the key without it.
+		if fileExists(filepath.Join(cgroupV1Root, "memory", "memory.memsw.limit_in_bytes")) {
+			c.add("lxc.cgroup.memory.memsw.limit_in_bytes", strconv.FormatInt(int64(memory+swap)<<20, 10))
 		}
-		vol, _ := props.Get("volume")
-		target, _ := props.Get("mp")
-		if vol == "" || target == "" {
-			return nil, fmt.Errorf("%s: missing volume or mount path", k)
+	case cgroupV2Has("memory"):
+		high := int64(memory) * 1024 * 1016
+		if memory >= 16*1024 {
+			high = int64(memory-128) << 20
 		}
-		if err := pvecfg.VerifyMountPath(target); err != nil {
-			return nil, fmt.Errorf("%s: %w", k, err)
+		c.add("lxc.cgroup2.memory.max", strconv.FormatInt(int64(memory)<<20, 10))
+		c.add("lxc.cgroup2.memory.high", strconv.FormatInt(high, 10))
+		c.add("lxc.cgroup2.memory.swap.max", strconv.FormatInt(int64(swap)<<20, 10))
+	}
+	cpulimit := 0.0
+	if cl := opt("cpulimit"); cl != "" {
+		cpulimit, _ = strconv.ParseFloat(cl, 64)
+	}
+	switch {
+	case cgroupV1Has("cpu"):
+		if cpulimit > 0 {
+			c.add("lxc.cgroup.cpu.cfs_period_us", "100000")
+			c.add("lxc.cgroup.cpu.cfs_quota_us", strconv.Itoa(int(100000*cpulimit)))
 		}
-		if strings.HasPrefix(vol, "/dev/") {
-			return nil, fmt.Errorf("%s: device mount points are not supported by the simulator", k)
+		c.add("lxc.cgroup.cpu.shares", strconv.Itoa(clampCPUShares(opt("cpuunits"))))
+	case cgroupV2Has("cpu"):
+		if cpulimit > 0 {
+			c.add("lxc.cgroup2.cpu.max", strconv.Itoa(int(100000*cpulimit))+" 100000")
 		}
-		src, err := n.volumePath(vol)
-		if err != nil {
-			return nil, err
+		if u := opt("cpuunits"); u != "" {
+			c.add("lxc.cgroup2.cpu.weight", strconv.Itoa(clampCPUWeight(u)))
 		}
-		st, err := os.Stat(src)
-		if err != nil {
-			return nil, fmt.Errorf("%s: mount point source '%s' - %w", k, src, err)
-		}
-		opts := "bind"
-		if st.IsDir() {
-			opts += ",create=dir"
-		} else {
-			opts += ",create=file"
-		}
-		if ro, _ := props.Get("ro"); ro == "1" {
-			opts += ",ro"
-		}
-		if mo, ok := props.Get("mountoptions"); ok {
-			for _, o := range strings.Split(mo, ";") {
-				switch o {
-				case "noexec", "nosuid", "nodev", "noatime", "lazytime":
-					opts += "," + o
-				}
+	}
+}
+
+// seccompConfig is make_seccomp_config: nothing for privileged
+// containers (the included common.conf has LXC's default profile) or
+// when a raw lxc.seccomp.profile is set; for unprivileged ones a
+// rules.seccomp next to the config, LXC's common.seccomp plus Proxmox's
+// extra rules (keyctl unless features keyctl=1, btrfs ioctls, AF_ALG
+// sockets).
+func (n *Node) seccompConfig(c *lxcConfig, vmid int, raw []pvecfg.RawLine, unpriv bool, feature func(string) bool) error {
+	if hasRaw(raw, "lxc.seccomp.profile") {
+		var used []string
+		for _, f := range []string{"keyctl", "mknod"} {
+			if feature(f) {
+				used = append(used, f)
 			}
 		}
-		rel := strings.TrimPrefix(path.Clean("/"+target), "/")
-		list = append(list, mp{target: rel, entry: fmt.Sprintf("%s %s none %s 0 0", escapeMountField(src), escapeMountField(rel), opts)})
+		if len(used) > 0 {
+			c.warnings = append(c.warnings, "explicitly configured lxc.seccomp.profile overrides the following settings: "+strings.Join(used, ", "))
+		}
+		return nil
 	}
-	sort.SliceStable(list, func(i, j int) bool { return list[i].target < list[j].target })
-	out := make([]string, len(list))
-	for i, m := range list {
-		out[i] = m.entry
+	if !unpriv {
+		return nil
 	}
-	return out, nil
+	// mknod=1 needs pve-lxc-syscalld's notify proxy, which this host
+	// does not run: the feature adds no rules here (docs/PVESIM.md).
+	rules := map[string][]string{
+		"ioctl":  {"errno 1 [1,0x9400,SCMP_CMP_MASKED_EQ,0xff00]"},
+		"socket": {"errno 97 [0,38,SCMP_CMP_EQ]"},
+	}
+	if !feature("keyctl") {
+		rules["keyctl"] = []string{"errno 38"}
+	}
+	names := make([]string, 0, len(rules))
+	for k := range rules {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var extra strings.Builder
+	for _, k := range names {
+		for _, r := range rules[k] {
+			extra.WriteString(k + " " + r + "\n")
+		}
+	}
+	base, err := os.ReadFile(filepath.Join(lxcConfigDir, "common.seccomp"))
+	if err != nil {
+		return fmt.Errorf("unable to read LXC's seccomp profile: %w", err)
+	}
+	c.files["rules.seccomp"] = append(base, extra.String()...)
+	c.add("lxc.seccomp.profile", filepath.Join(n.ctDir(vmid), "rules.seccomp"))
+	return nil
+}
+
+// apparmorConfig is make_apparmor_config: the generated profile with its
+// raw rules, unless a raw lxc.apparmor.profile overrides it. This host
+// has no AppArmor, so LXC reads these lines and applies nothing.
+func apparmorConfig(c *lxcConfig, gen lxcGen, raw []pvecfg.RawLine, features pvecfg.Props) {
+	var lines [][2]string
+	add := func(k, v string) { lines = append(lines, [2]string{k, v}) }
+	add("lxc.apparmor.profile", "generated")
+	if gen.pve9 {
+		add("lxc.apparmor.raw", "allow mqueue,")
+	}
+	var uses []string
+	if v, _ := features.Get("fuse"); v == "1" {
+		uses = append(uses, "features:fuse")
+	}
+	if v, _ := features.Get("nesting"); v == "1" {
+		uses = append(uses, "features:nesting")
+		add("lxc.apparmor.allow_nesting", "1")
+		if gen.pve9 {
+			add("lxc.apparmor.raw", "allow userns,")
+		}
+	} else {
+		add("lxc.apparmor.raw", "deny mount -> /proc/,")
+		add("lxc.apparmor.raw", "deny mount -> /sys/,")
+	}
+	if mount, ok := features.Get("mount"); ok && mount != "" {
+		uses = append(uses, "features:mount")
+		for _, fs := range strings.FieldsFunc(mount, func(r rune) bool { return r == ';' || r == ',' || r == ' ' }) {
+			add("lxc.apparmor.raw", "mount fstype="+fs+",")
+		}
+	}
+	if hasRaw(raw, "lxc.apparmor.profile") {
+		if len(uses) > 0 {
+			c.warnings = append(c.warnings, "explicitly configured lxc.apparmor.profile overrides the following settings: "+strings.Join(uses, ", "))
+		}
+		return
+	}
+	for _, l := range lines {
+		c.add(l[0], l[1])
+	}
+}
+
+// devicesKey is the devices controller key of the host's cgroup version.
+func devicesKey(what string) string {
+	if cgroupV1Has("devices") {
+		return "lxc.cgroup.devices." + what
+	}
+	return "lxc.cgroup2.devices." + what
 }
 
 // escapeMountField escapes a path for an fstab-style field, which LXC
@@ -392,16 +460,21 @@ func clampCPUShares(v string) int {
 	return n
 }
 
-// cpusetOf picks the first n cpus of the host's effective cpuset.
-// Proxmox picks them at random; first-n keeps runs reproducible.
-func cpusetOf(n int) string {
+// cpusetOf picks the first n cpus of the host's effective cpuset and
+// returns the key for the host's cgroup version with them. Proxmox picks
+// them at random; first-n keeps runs reproducible.
+func cpusetOf(n int) (string, string) {
+	key := "lxc.cgroup.cpuset.cpus"
 	b, err := os.ReadFile(filepath.Join(cgroupV1Root, "cpuset", "cpuset.effective_cpus"))
 	if err != nil {
-		return ""
+		key = "lxc.cgroup2.cpuset.cpus"
+		if b, err = os.ReadFile(filepath.Join(cgroupV1Root, "cpuset.cpus.effective")); err != nil {
+			return "", ""
+		}
 	}
 	cpus := parseCPUList(strings.TrimSpace(string(b)))
 	if len(cpus) == 0 {
-		return ""
+		return "", ""
 	}
 	if n < len(cpus) {
 		cpus = cpus[:n]
@@ -410,7 +483,7 @@ func cpusetOf(n int) string {
 	for i, c := range cpus {
 		parts[i] = strconv.Itoa(c)
 	}
-	return strings.Join(parts, ",")
+	return key, strings.Join(parts, ",")
 }
 
 func parseCPUList(s string) []int {
@@ -439,6 +512,35 @@ func parseCPUList(s string) []int {
 
 func cgroupV1Has(controller string) bool {
 	return fileExists(filepath.Join(cgroupV1Root, controller, "cgroup.procs"))
+}
+
+// cgroupV2Mode reports a unified (cgroup v2) hierarchy at the cgroup root.
+func cgroupV2Mode() bool {
+	return fileExists(filepath.Join(cgroupV1Root, "cgroup.controllers"))
+}
+
+// cgroupV2Has reports whether the unified hierarchy offers controller.
+func cgroupV2Has(controller string) bool {
+	b, err := os.ReadFile(filepath.Join(cgroupV1Root, "cgroup.controllers"))
+	if err != nil {
+		return false
+	}
+	for _, f := range strings.Fields(string(b)) {
+		if f == controller {
+			return true
+		}
+	}
+	return false
+}
+
+// clampCPUWeight is PVE::CGroup::clamp_cpu_shares for cgroup v2:
+// range 1..10000.
+func clampCPUWeight(v string) int {
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 100
+	}
+	return min(max(n, 1), 10000)
 }
 
 func fileExists(p string) bool {

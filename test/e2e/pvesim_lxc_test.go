@@ -285,3 +285,69 @@ func TestPvesimInitWithTemplatesAndCatalogue(t *testing.T) {
 		}
 	}
 }
+
+// hostMountsUnder lists the host's mount points at or below root.
+func hostMountsUnder(t *testing.T, root string) []string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && (f[4] == root || strings.HasPrefix(f[4], root+"/")) {
+			found = append(found, f[4])
+		}
+	}
+	return found
+}
+
+// TestPvesimBindMountRules drives the built pct: a file or a missing path
+// as a bind mount point fails the create with Proxmox's words and leaves
+// nothing; a good one receives the template's files below its target;
+// a mount point under /dev is hidden by LXC's /dev; nothing is ever
+// mounted on the host.
+func TestPvesimBindMountRules(t *testing.T) {
+	s := newLxcSim(t)
+	tmpl := "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
+	s.must("pveam", "download", "local", "debian-12-standard_12.7-1_amd64.tar.zst")
+	hostFile := filepath.Join(s.root, "hosts")
+	os.WriteFile(hostFile, []byte("127.0.0.1 localhost\n"), 0o644)
+	hostEtc := filepath.Join(s.root, "host-etc")
+	os.MkdirAll(hostEtc, 0o755)
+	hostDev := filepath.Join(s.root, "host-dev")
+	os.MkdirAll(hostDev, 0o755)
+	os.WriteFile(filepath.Join(hostDev, "marker"), []byte("x\n"), 0o644)
+
+	for _, src := range []string{hostFile, filepath.Join(s.root, "nothere")} {
+		r := s.run("", "pct", "create", "210", tmpl, "--rootfs", "local:1", "--mp0", src+",mp=/etc/hosts")
+		if want := "mounting container failed\nunable to create CT 210 - directory '" + src + "' does not exist\n"; r.Code != 255 || r.Stderr != want {
+			t.Errorf("create with mp0 %s: %s\nwant stderr %q", src, r, want)
+		}
+		if r := s.run("", "pct", "config", "210"); r.Code == 0 {
+			t.Errorf("config left after a failed create:\n%s", r.Stdout)
+		}
+		if ents, _ := os.ReadDir(filepath.Join(s.root, "var/lib/vz/images")); len(ents) != 0 {
+			t.Errorf("volumes left after a failed create: %v", ents)
+		}
+	}
+
+	s.cleanupCT(211)
+	s.must("pct", "create", "211", tmpl, "--rootfs", "local:1", "--unprivileged", "0",
+		"--mp0", hostEtc+",mp=/etc", "--mp1", hostDev+",mp=/dev/host")
+	if _, err := os.Lstat(filepath.Join(hostEtc, "os-release")); err != nil {
+		t.Errorf("the template's /etc did not land in the bind source: %v", err)
+	}
+	if m := hostMountsUnder(t, s.root); len(m) != 0 {
+		t.Fatalf("mounted on the host after create: %v", m)
+	}
+	s.must("pct", "start", "211")
+	if m := hostMountsUnder(t, s.root); len(m) != 0 {
+		t.Errorf("mounted on the host while running: %v", m)
+	}
+	if r := s.run("", "pct", "exec", "211", "--", "sh", "-c", "cat /etc/os-release >/dev/null && test ! -e /dev/host/marker && test ! -e /dev/shm"); r.Code != 0 {
+		t.Errorf("inside: /etc from the host, /dev/host hidden, no /dev/shm: %s", r)
+	}
+	s.must("pct", "stop", "211")
+}
