@@ -163,6 +163,7 @@ func (n *Node) pctDestroy(c *call) error {
 				os.Remove(filepath.Dir(path)) // images/<vmid> when empty
 			}
 		}
+		n.killDHClients(vmid) // their pid files go with the directory
 		os.RemoveAll(filepath.Join(n.LxcPath(), strconv.Itoa(vmid)))
 		if c.flag("purge") {
 			fmt.Fprintf(n.Stdout, "purging CT %d from related configurations..\n", vmid)

@@ -207,36 +207,8 @@ func (n *Node) buildLxcConfig(vmid int, conf *pvecfg.Config) (*lxcConfig, error)
 		c.add("lxc.rootfs.options", "ro")
 	}
 
-	for _, k := range numberedKeys(conf, "net") {
-		net, err := pvecfg.ParseProps(opt(k), "")
-		if err != nil {
-			return nil, fmt.Errorf("unable to parse %s: %w", k, err)
-		}
-		idx := strings.TrimPrefix(k, "net")
-		prefix := "lxc.net." + idx + "."
-		bridge, _ := net.Get("bridge")
-		if bridge == "" || !fileExists(filepath.Join(sysClassNet, bridge, "bridge")) {
-			// Real Proxmox fails the start here; the simulator keeps
-			// the container but without this interface.
-			c.warnings = append(c.warnings, fmt.Sprintf("%s: bridge '%s' does not exist on this host - starting without this interface", k, bridge))
-			c.add(prefix+"type", "empty")
-			continue
-		}
-		c.add(prefix+"type", "veth")
-		c.add(prefix+"veth.pair", fmt.Sprintf("veth%di%s", vmid, idx))
-		c.add(prefix+"link", bridge)
-		if v, ok := net.Get("hwaddr"); ok {
-			c.add(prefix+"hwaddr", v)
-		}
-		if v, ok := net.Get("name"); ok {
-			c.add(prefix+"name", v)
-		}
-		if v, ok := net.Get("mtu"); ok {
-			c.add(prefix+"mtu", v)
-		}
-		if v, _ := net.Get("link_down"); v != "1" {
-			c.add(prefix+"flags", "up")
-		}
+	if err := n.netBlocks(vmid, conf, c); err != nil {
+		return nil, err
 	}
 
 	mounts, err := n.mountEntries(conf)

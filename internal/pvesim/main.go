@@ -17,6 +17,8 @@ const (
 
 const mainUsage = `usage: pvesim <pct|pveam|pvesh> [ARGS...]
        pvesim init [--with-templates]
+       pvesim bridge-up [--netns NAME] [--bridge vmbr0] [--address 10.99.0.1/24]
+       pvesim bridge-down [--force]
 Installed as pct, pveam or pvesh (symlinks) it acts as that tool.
 Environment: PVESIM_ROOT (required), PVESIM_NODE, PVESIM_LOG, PVESIM_LATENCY_MS,
 PVESIM_FAIL, PVESIM_LOCK_TIMEOUT_MS; see docs/PVESIM.md.
@@ -37,8 +39,12 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		tool, rest = rest[0], rest[1:]
 	}
+	if tool == lxcNetAddBrTool {
+		// LXC's net up hook: no simulated root needed.
+		return runLxcNetAddBr(rest, stderr)
+	}
 	switch tool {
-	case "pct", "pveam", "pvesh", "init":
+	case "pct", "pveam", "pvesh", "init", "bridge-up", "bridge-down":
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, mainUsage)
 		return 0
@@ -68,6 +74,8 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		code = n.runOther(tool, rest)
 	case "init":
 		code = runInit(n, rest)
+	case "bridge-up", "bridge-down":
+		code = runBridge(n, tool, rest)
 	}
 	if logPath := os.Getenv("PVESIM_LOG"); logPath != "" {
 		logInvocation(logPath, tool, rest, code, time.Since(start), stderr)
