@@ -87,7 +87,7 @@ func (n *Node) startCT(vmid int, conf *pvecfg.Config) error {
 	}
 	defer logFile.Close()
 
-	cmd := n.lxcCommand("lxc-start", "-F", "-n", strconv.Itoa(vmid), "-P", n.LxcPath())
+	cmd := exec.Command("lxc-start", "-F", "-n", strconv.Itoa(vmid), "-P", n.LxcPath())
 	cmd.Stdin = nil  // /dev/null
 	cmd.Stdout = nil // /dev/null: Proxmox discards the container's stdout
 	cmd.Stderr = logFile
@@ -145,7 +145,7 @@ func (n *Node) printStartLog(vmid int) {
 
 // lxcState asks LXC for the container's state (RUNNING, STOPPED, ...).
 func (n *Node) lxcState(vmid int) (string, error) {
-	out, err := n.lxcCommand("lxc-info", "-P", n.LxcPath(), "-n", strconv.Itoa(vmid), "-s", "-H").Output()
+	out, err := exec.Command("lxc-info", "-P", n.LxcPath(), "-n", strconv.Itoa(vmid), "-s", "-H").Output()
 	if err != nil {
 		return "", err
 	}
@@ -158,35 +158,19 @@ func (n *Node) commandSocket(vmid int) string {
 	return "@" + filepath.Join(n.LxcPath(), strconv.Itoa(vmid), "command")
 }
 
-// socketListed reports whether the abstract socket name is bound in the
-// host's network namespace.
+// socketListed reports whether the abstract socket name is bound.
 func socketListed(name string) (bool, error) {
 	data, err := os.ReadFile("/proc/net/unix")
 	if err != nil {
 		return false, err
 	}
-	return unixListed(data, name), nil
-}
-
-// socketListed reports whether the abstract socket name is bound where
-// n's LXC monitors run (its test bridge's namespace, if any).
-func (n *Node) socketListed(name string) (bool, error) {
-	data, err := n.netUnix()
-	if err != nil {
-		return false, err
-	}
-	return unixListed(data, name), nil
-}
-
-// unixListed looks for name in the text of /proc/net/unix.
-func unixListed(data []byte, name string) bool {
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
 		if len(f) >= 8 && f[7] == name {
-			return true
+			return true, nil
 		}
 	}
-	return false
+	return false, nil
 }
 
 // ctStatus reports whether the container runs and the host PID of its
@@ -198,7 +182,7 @@ func (n *Node) ctStatus(vmid int) (bool, int, error) {
 	var active bool
 	if len(sock) <= 107 {
 		var err error
-		if active, err = n.socketListed(sock); err != nil {
+		if active, err = socketListed(sock); err != nil {
 			return false, 0, err
 		}
 	} else {
@@ -209,7 +193,7 @@ func (n *Node) ctStatus(vmid int) (bool, int, error) {
 	if !active {
 		return false, 0, nil
 	}
-	out, err := n.lxcCommand("lxc-info", "-P", n.LxcPath(), "-n", strconv.Itoa(vmid), "-p").Output()
+	out, err := exec.Command("lxc-info", "-P", n.LxcPath(), "-n", strconv.Itoa(vmid), "-p").Output()
 	if err == nil {
 		if m := regexp.MustCompile(`(?m)^PID:\s+(\d+)$`).FindSubmatch(out); m != nil {
 			pid, _ := strconv.Atoi(string(m[1]))
@@ -227,7 +211,7 @@ func (n *Node) stopCT(vmid int) error {
 		n.killDHClients(vmid)
 		return nil
 	}
-	out, err := n.lxcCommand("lxc-stop", "-P", n.LxcPath(), "-n", strconv.Itoa(vmid), "--kill").CombinedOutput()
+	out, err := exec.Command("lxc-stop", "-P", n.LxcPath(), "-n", strconv.Itoa(vmid), "--kill").CombinedOutput()
 	if err != nil {
 		if running, _, _ := n.ctStatus(vmid); running {
 			return fmt.Errorf("command 'lxc-stop -n %d --kill' failed: %s", vmid, strings.TrimSpace(string(out)))
@@ -254,7 +238,7 @@ func (n *Node) shutdownCT(vmid int, timeout time.Duration, forceStop bool) error
 		args = append(args, "--nokill")
 	}
 	args = append(args, "--timeout", strconv.Itoa(secs))
-	out, err := n.lxcCommand("lxc-stop", args...).CombinedOutput()
+	out, err := exec.Command("lxc-stop", args...).CombinedOutput()
 	if err != nil {
 		if msg := strings.TrimSpace(string(out)); msg != "" {
 			n.warnf("%s\n", msg)
@@ -297,7 +281,7 @@ func (n *Node) execCT(vmid int, argv []string) (int, error) {
 		return 255, errors.New("missing command")
 	}
 	args := append([]string{"-P", n.LxcPath(), "-n", strconv.Itoa(vmid), "--"}, argv...)
-	cmd := n.lxcCommand("lxc-attach", args...)
+	cmd := exec.Command("lxc-attach", args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = n.Stdin, n.Stdout, n.Stderr
 	cmd.Env = hostEnv()
 	err := cmd.Run()

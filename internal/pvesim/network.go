@@ -6,13 +6,15 @@ package pvesim
 //   - the lxc.net.<N>.* block pve-container's update_lxc_config writes
 //     for each net<N> (netBlocks);
 //   - the test bridge: `pvesim bridge-up` creates a network namespace
-//     owned by the caller with a bridge and a DHCP server (dnsmasq) in it,
-//     records it for the node, and from then on every LXC command of the
-//     node runs inside that namespace (lxcCommand), so the host end of a
-//     container's veth lands next to the bridge; `pvesim bridge-down`
-//     removes it all. The host's own network namespace is never changed;
+//     owned by the caller with a bridge and a DHCP server (dnsmasq) in it
+//     and records it for the node; `pvesim bridge-down` removes it all.
+//     The host's own network namespace is never configured;
 //   - the veth's attachment to its bridge, done by an LXC net up hook as
-//     Proxmox's lxcnetaddbr does (runLxcNetAddBr);
+//     Proxmox's lxcnetaddbr does (runLxcNetAddBr); with a test bridge the
+//     hook first moves the host end into the bridge's namespace. LXC
+//     itself (monitor, command socket) stays in the host's namespace, so
+//     lxc-info/lxc-attach work from the host as on a real node, also for
+//     the product under test;
 //   - the DHCP client Proxmox runs for `host-managed=1,ip=dhcp`
 //     interfaces after the start (startHostManagedDHCP, killDHClients).
 
@@ -29,7 +31,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,7 +38,6 @@ import (
 	"time"
 
 	"github.com/google/renameio/v2"
-	"golang.org/x/sys/unix"
 
 	"github.com/nexcage/nexcage/internal/pvesim/pvecfg"
 )
@@ -104,84 +104,6 @@ func (n *Node) LoadNet() (*NetRecord, error) {
 		return nil, fmt.Errorf("%s is damaged (%v); run 'pvesim bridge-down' and 'pvesim bridge-up' again", n.NetRecordPath(), err)
 	}
 	return &r, nil
-}
-
-// netns is the node's network namespace, "" when LXC runs in the host's.
-// A damaged record warns and counts as none.
-func (n *Node) netns() string {
-	r, err := n.LoadNet()
-	if err != nil {
-		n.warnf("%v\n", err)
-		return ""
-	}
-	if r == nil {
-		return ""
-	}
-	return r.Netns
-}
-
-// lxcCommand is exec.Command(name, args...) run inside the node's network
-// namespace when it has one: LXC's monitor, and with it the abstract
-// command socket every lxc-* tool talks to, lives there. nsenter enters
-// only the network namespace, so the mounts (cgroups, /sys) stay the
-// host's, as LXC needs them.
-func (n *Node) lxcCommand(name string, args ...string) *exec.Cmd {
-	if ns := n.netns(); ns != "" {
-		return exec.Command("nsenter", append([]string{"--net=" + netnsPath(ns), "--", name}, args...)...)
-	}
-	return exec.Command(name, args...)
-}
-
-// netUnix reads /proc/net/unix as the node's LXC monitors see it: from
-// the node's network namespace when it has one (abstract sockets belong
-// to a network namespace).
-func (n *Node) netUnix() ([]byte, error) {
-	ns := n.netns()
-	if ns == "" {
-		return os.ReadFile("/proc/net/unix")
-	}
-	return readInNetns(netnsPath(ns), "/proc/thread-self/net/unix")
-}
-
-// readInNetns reads file from a thread that joined the network namespace
-// at nsPath and then returns to its own. If it cannot return, the thread
-// stays locked and so ends with its goroutine: no other goroutine ever
-// runs in the wrong namespace.
-func readInNetns(nsPath, file string) ([]byte, error) {
-	type result struct {
-		data []byte
-		err  error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		own, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, err}
-			return
-		}
-		defer own.Close()
-		f, err := os.Open(nsPath)
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, fmt.Errorf("network namespace of the node: %w", err)}
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, fmt.Errorf("entering network namespace %s: %w", nsPath, err)}
-			return
-		}
-		data, err := os.ReadFile(file)
-		if unix.Setns(int(own.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		ch <- result{data, err}
-	}()
-	r := <-ch
-	return r.data, r.err
 }
 
 // knowsHostManaged reports whether the node's Proxmox VE has the net<N>
@@ -297,7 +219,7 @@ func (n *Node) netBlocks(vmid int, conf *pvecfg.Config, c *lxcConfig) error {
 		}
 		c.add(prefix+"mtu", strconv.Itoa(mtu))
 		linkDown := propBool(net, "link_down")
-		hook, err := netUpHook(bridge, linkDown)
+		hook, err := netUpHook(rec, bridge, linkDown)
 		if err != nil {
 			return err
 		}
@@ -341,9 +263,9 @@ func propBool(p pvecfg.Props, key string) bool {
 var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_./+:@%=-]+$`)
 
 // netUpHook is the lxc.net.<N>.script.up value: this binary as
-// `pvesim lxcnetaddbr <bridge> up|down`. LXC appends
+// `pvesim lxcnetaddbr <netns|-> <bridge> up|down`. LXC appends
 // `<name> net up veth <host veth>` and runs the line with `sh -c`.
-func netUpHook(bridge string, linkDown bool) (string, error) {
+func netUpHook(rec *NetRecord, bridge string, linkDown bool) (string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return "", fmt.Errorf("unable to find the pvesim binary for the network hook: %w", err)
@@ -351,44 +273,57 @@ func netUpHook(bridge string, linkDown bool) (string, error) {
 	if !shellSafe.MatchString(exe) || !shellSafe.MatchString(bridge) {
 		return "", fmt.Errorf("cannot use '%s' / bridge '%s' in an LXC hook line (only [A-Za-z0-9_./+:@%%=-] are passed unquoted); move pvesim to a plain path", exe, bridge)
 	}
+	ns := "-"
+	if rec != nil {
+		if !shellSafe.MatchString(rec.Netns) {
+			return "", fmt.Errorf("cannot use netns '%s' in an LXC hook line", rec.Netns)
+		}
+		ns = rec.Netns
+	}
 	state := "up"
 	if linkDown {
 		state = "down"
 	}
-	return exe + " " + lxcNetAddBrTool + " " + bridge + " " + state, nil
+	return exe + " " + lxcNetAddBrTool + " " + ns + " " + bridge + " " + state, nil
 }
 
 var reVethName = regexp.MustCompile(`^veth\d+i\d+$`)
 
 // runLxcNetAddBr is the net up hook (Proxmox's lxcnetaddbr and
-// net_tap_plug): args are `<bridge> <up|down>` followed by what LXC
-// appends, `<name> net up veth <host veth>`. It attaches the host end to
-// the bridge and sets it up; with link_down=1 it sets it down and leaves
-// it unattached. It runs where LXC's monitor runs, i.e. in the node's
-// network namespace.
+// net_tap_plug): args are `<netns|-> <bridge> <up|down>` followed by what
+// LXC appends, `<name> net up veth <host veth>`. With a netns it moves the
+// host end there first. It attaches the host end to the bridge and sets
+// it up; with link_down=1 it sets it down and leaves it unattached.
 func runLxcNetAddBr(args []string, stderr io.Writer) int {
-	if len(args) < 7 || args[3] != "net" || args[4] != "up" || args[5] != "veth" {
+	if len(args) < 8 || args[4] != "net" || args[5] != "up" || args[6] != "veth" {
 		fmt.Fprintf(stderr, "lxcnetaddbr: got unexpected arguments %q\n", args)
 		return 1
 	}
-	bridge, state, iface := args[0], args[1], args[len(args)-1]
+	ns, bridge, state, iface := args[0], args[1], args[2], args[len(args)-1]
 	if !reVethName.MatchString(iface) {
 		fmt.Fprintf(stderr, "lxcnetaddbr: got unexpected interface name '%s'\n", iface)
 		return 1
 	}
-	steps := [][]string{{"link", "set", "dev", iface, "down"}}
-	if state != "down" {
-		steps = [][]string{
-			{"link", "set", "dev", iface, "master", bridge},
-			{"link", "set", "dev", iface, "up"},
+	var in []string // `ip` arguments selecting the namespace
+	var steps [][]string
+	if ns != "-" {
+		if !reNetnsName.MatchString(ns) {
+			fmt.Fprintf(stderr, "lxcnetaddbr: got unexpected netns name '%s'\n", ns)
+			return 1
 		}
+		steps = append(steps, []string{"link", "set", "dev", iface, "netns", ns})
+		in = []string{"-n", ns}
+	}
+	if state == "down" {
+		steps = append(steps, append(in, "link", "set", "dev", iface, "down"))
+	} else {
+		steps = append(steps,
+			append(append([]string{}, in...), "link", "set", "dev", iface, "master", bridge),
+			append(append([]string{}, in...), "link", "set", "dev", iface, "up"))
 	}
 	for _, s := range steps {
 		if out, err := exec.Command("ip", s...).CombinedOutput(); err != nil {
 			fmt.Fprintf(stderr, "lxcnetaddbr: command 'ip %s' failed: %v: %s\n", strings.Join(s, " "), err, strings.TrimSpace(string(out)))
-			if state != "down" && strings.Contains(string(out), "does not exist") {
-				fmt.Fprintf(stderr, "bridge '%s' does not exist\n", bridge)
-			}
 			return 1
 		}
 	}
@@ -481,7 +416,7 @@ func (n *Node) manageDHClient(start bool, vmid, ipversion int, eth, rootdir stri
 		return err
 	}
 	defer logFile.Close()
-	cmd := n.lxcCommand(argv[0], argv[1:]...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Env = hostEnv()
 	runErr := cmd.Run()
@@ -696,10 +631,10 @@ func runIP(args ...string) error {
 }
 
 // BridgeDown removes the node's test network: the DHCP clients of its
-// containers, dnsmasq and the namespace. Containers of the node still
-// running in it are refused (they would lose their LXC monitor's socket
-// with the namespace's name), unless force, which stops them first. A
-// node without a test bridge is left as it is.
+// containers, dnsmasq and the namespace. While containers of the node
+// run it refuses (deleting the namespace would take their interfaces
+// away), unless force, which stops them first. A node without a test
+// bridge is left as it is.
 func BridgeDown(n *Node, force bool) error {
 	rec, err := n.LoadNet()
 	if err != nil {
@@ -710,12 +645,12 @@ func BridgeDown(n *Node, force bool) error {
 		_ = os.Remove(n.NetRecordPath())
 		return err
 	}
-	running, err := n.runningInNetns()
+	running, err := n.runningCTs()
 	if err != nil {
 		return err
 	}
 	if len(running) > 0 && !force {
-		return fmt.Errorf("containers %v still run in netns '%s'; stop them first or use --force", running, rec.Netns)
+		return fmt.Errorf("containers %v still run on the bridge in netns '%s'; stop them first or use --force", running, rec.Netns)
 	}
 	for _, vmid := range running {
 		if err := n.stopCT(vmid); err != nil {
@@ -730,8 +665,8 @@ func BridgeDown(n *Node, force bool) error {
 	}
 	killPidFile(n.dnsmasqPidFile(), "dnsmasq")
 	if force {
-		// Whatever else is left (a DHCP client of a destroyed
-		// container...) must not keep the namespace alive.
+		// Whatever else is left in the namespace must not keep it
+		// alive.
 		if out, err := exec.Command("ip", "netns", "pids", rec.Netns).Output(); err == nil {
 			for _, f := range strings.Fields(string(out)) {
 				if pid, err := strconv.Atoi(f); err == nil && pid > 1 && pid != os.Getpid() {
@@ -749,8 +684,8 @@ func BridgeDown(n *Node, force bool) error {
 	return os.Remove(n.NetRecordPath())
 }
 
-// runningInNetns lists the node's containers that are running.
-func (n *Node) runningInNetns() ([]int, error) {
+// runningCTs lists the node's containers that are running.
+func (n *Node) runningCTs() ([]int, error) {
 	entries, err := os.ReadDir(n.NodeLxcDir())
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil

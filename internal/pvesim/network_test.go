@@ -45,7 +45,7 @@ func TestNetBlocks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	up := "lxc.net.0.script.up = " + exe + " lxcnetaddbr vmbr0 up\n"
+	up := "lxc.net.0.script.up = " + exe + " lxcnetaddbr - vmbr0 up\n"
 	head := "lxc.net.0.type = veth\nlxc.net.0.veth.pair = veth100i0\nlxc.net.0.hwaddr = BC:24:11:00:00:01\nlxc.net.0.name = eth0\n"
 	const net0 = "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01"
 	cases := []struct {
@@ -69,7 +69,7 @@ func TestNetBlocks(t *testing.T) {
 		{"8.4 ignores host-managed", "8.4", net0 + ",host-managed=1,ip=10.99.0.5/24", head + "lxc.net.0.mtu = 1500\n" + up},
 		{"9.0 ignores host-managed", "9.0", net0 + ",host-managed=1,ip=dhcp", head + "lxc.net.0.mtu = 1500\n" + up},
 		{"link_down wins over host-managed", "9.1", net0 + ",host-managed=1,ip=dhcp,link_down=1",
-			head + "lxc.net.0.mtu = 1500\nlxc.net.0.script.up = " + exe + " lxcnetaddbr vmbr0 down\n"},
+			head + "lxc.net.0.mtu = 1500\nlxc.net.0.script.up = " + exe + " lxcnetaddbr - vmbr0 down\n"},
 		{"smaller mtu", "9.1", net0 + ",mtu=1400", head + "lxc.net.0.mtu = 1400\n" + up},
 	}
 	for _, tc := range cases {
@@ -156,11 +156,15 @@ func TestBridgeSubnet(t *testing.T) {
 
 func TestLxcNetAddBrRefusesOddArguments(t *testing.T) {
 	var b strings.Builder
-	if code := runLxcNetAddBr([]string{"vmbr0", "up", "100", "net", "up", "veth", "eth0;reboot"}, &b); code != 1 || !strings.Contains(b.String(), "unexpected interface name") {
+	if code := runLxcNetAddBr([]string{"-", "vmbr0", "up", "100", "net", "up", "veth", "eth0;reboot"}, &b); code != 1 || !strings.Contains(b.String(), "unexpected interface name") {
 		t.Errorf("exit %d, %q", code, b.String())
 	}
 	b.Reset()
-	if code := runLxcNetAddBr([]string{"vmbr0", "up"}, &b); code != 1 || !strings.Contains(b.String(), "unexpected arguments") {
+	if code := runLxcNetAddBr([]string{"-", "vmbr0", "up"}, &b); code != 1 || !strings.Contains(b.String(), "unexpected arguments") {
+		t.Errorf("exit %d, %q", code, b.String())
+	}
+	b.Reset()
+	if code := runLxcNetAddBr([]string{"../x", "vmbr0", "up", "100", "net", "up", "veth", "veth100i0"}, &b); code != 1 || !strings.Contains(b.String(), "unexpected netns name") {
 		t.Errorf("exit %d, %q", code, b.String())
 	}
 }

@@ -258,7 +258,7 @@ func TestPvesimBridgeDownRefusesRunning(t *testing.T) {
 	s := newNetSim(t, "9.1")
 	s.startCT(106, "--ostype", "unmanaged", "--net0", "name=eth0,bridge=vmbr0")
 	r := s.run("", "pvesim", "bridge-down")
-	want := "pvesim bridge-down: containers [106] still run in netns '" + s.netns + "'; stop them first or use --force\n"
+	want := "pvesim bridge-down: containers [106] still run on the bridge in netns '" + s.netns + "'; stop them first or use --force\n"
 	if r.Code == 0 || r.Stderr != want {
 		t.Fatalf("bridge-down: exit %d, %q; want %q", r.Code, r.Stderr, want)
 	}
