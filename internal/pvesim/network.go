@@ -354,9 +354,11 @@ func hostManagedDHCP(conf *pvecfg.Config) (v4, v6 []string) {
 
 // startHostManagedDHCP is the end of vm_start on PVE 9.1: for every
 // host-managed DHCP interface the host runs dhclient in the container's
-// network (and UTS) namespace through lxc-attach. lxc-attach drops the
-// capabilities the container's init lacks, so the client needs net_admin
-// and net_raw kept. A failure only warns; the container keeps running.
+// network (and UTS) namespace through lxc-attach. `lxc-attach -s` implies
+// -e (elevated privileges: LXC's lxc_attach.c), so the client keeps the
+// host's capabilities and cgroup whatever the container drops
+// (lxc.cap.drop of net_admin/net_raw does not stop it). A failure only
+// warns; the container keeps running.
 func (n *Node) startHostManagedDHCP(vmid int, conf *pvecfg.Config) {
 	if !n.knowsHostManaged() {
 		return

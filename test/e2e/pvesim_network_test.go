@@ -268,3 +268,51 @@ func TestPvesimBridgeDownRefusesRunning(t *testing.T) {
 		t.Errorf("after bridge-down --force: %s", r.Stdout)
 	}
 }
+
+// `lxc-attach -s NETWORK|UTSNAME` implies elevated privileges (LXC's
+// lxc_attach.c: "-s implies -e"), so Proxmox's host-managed dhclient does
+// not lose the capabilities the container drops: a container without
+// net_admin and net_raw still gets its lease.
+func TestPvesimNetHostManagedDHCPIgnoresContainerCaps(t *testing.T) {
+	s := newNetSim(t, "9.1")
+	s.cleanupCT(107)
+	s.must("pct", "create", "107", netTemplate, "--rootfs", "local:1", "--ostype", "unmanaged",
+		"--net0", "name=eth0,bridge=vmbr0,host-managed=1,ip=dhcp")
+	conf := filepath.Join(s.root, "etc/pve/nodes/pve/lxc/107.conf")
+	f, err := os.OpenFile(conf, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("lxc.cap.drop: net_admin net_raw\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if r := s.must("pct", "start", "107"); strings.Contains(r.Stderr, "DHCP failed") {
+		t.Fatalf("start: %s", r)
+	}
+	// The drop is in effect for the container itself.
+	r := s.must("pct", "status", "107", "--verbose")
+	m := regexp.MustCompile(`(?m)^pid: (\d+)$`).FindStringSubmatch(r.Stdout)
+	if m == nil {
+		t.Fatalf("no pid: %s", r.Stdout)
+	}
+	status, _ := os.ReadFile("/proc/" + m[1] + "/status")
+	bnd := regexp.MustCompile(`(?m)^CapBnd:\s+([0-9a-f]+)$`).FindSubmatch(status)
+	if bnd == nil {
+		t.Fatalf("no CapBnd in %s", status)
+	}
+	caps, _ := strconv.ParseUint(string(bnd[1]), 16, 64)
+	const netAdmin, netRaw = 12, 13
+	if caps&(1<<netAdmin|1<<netRaw) != 0 {
+		t.Fatalf("init's bounding set %x still has net_admin/net_raw", caps)
+	}
+	var got []string
+	for _, a := range s.ipv4(107) {
+		if strings.HasPrefix(a, "eth0 10.99.0.") {
+			got = append(got, a)
+		}
+	}
+	if len(got) != 1 {
+		t.Errorf("eth0 addresses %q, want one lease", s.ipv4(107))
+	}
+}
