@@ -107,17 +107,9 @@ func (n *Node) LoadNet() (*NetRecord, error) {
 }
 
 // knowsHostManaged reports whether the node's Proxmox VE has the net<N>
-// option host-managed (pve-container >= 6.0.15, PVE 9.1).
-//
-// TODO(s1-versions): n.PVEVersion().HasOCI() once the version accessor
-// has landed; until then the environment decides, default 9.1.
-func (n *Node) knowsHostManaged() bool {
-	switch os.Getenv("PVESIM_PVE_VERSION") {
-	case "", "9.1":
-		return true
-	}
-	return false
-}
+// option host-managed (pve-container >= 6.0.15, PVE 9.1, like the other
+// OCI-era options).
+func (n *Node) knowsHostManaged() bool { return n.PVEVersion().HasOCI() }
 
 // errNoBridge is read_bridge_mtu's failure.
 type errNoBridge struct{ bridge string }

@@ -28,14 +28,17 @@ func fakeHostBridge(t *testing.T, name, mtu string) {
 // netBlockOf runs netBlocks for a config holding the given net<N> lines.
 func netBlockOf(t *testing.T, version string, nets map[string]string) (string, []string, error) {
 	t.Helper()
-	t.Setenv("PVESIM_PVE_VERSION", version)
-	n := &Node{Root: t.TempDir(), Name: "pve"}
+	v, err := pvecfg.ParseVersion(version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &Node{Root: t.TempDir(), Name: "pve", Version: v}
 	conf := &pvecfg.Config{Options: map[string]string{}}
 	for k, v := range nets {
 		conf.Set(k, v)
 	}
 	c := &lxcConfig{}
-	err := n.netBlocks(100, conf, c)
+	err = n.netBlocks(100, conf, c)
 	return c.text.String(), c.warnings, err
 }
 
