@@ -124,6 +124,9 @@ func (n *Node) pctSet(c *call) error {
 		if err := prepareConfigOptions(upd); err != nil {
 			return err
 		}
+		if err := n.checkNetParams(upd); err != nil {
+			return err
+		}
 		for k, v := range upd.Options {
 			if strings.HasPrefix(k, "mp") || k == "rootfs" {
 				v, err = n.setVolume(vmid, k, v)

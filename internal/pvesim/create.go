@@ -130,6 +130,9 @@ func (n *Node) pctCreate(c *call) error {
 	if err := prepareConfigOptions(conf); err != nil {
 		return err
 	}
+	if err := n.checkNetParams(conf); err != nil {
+		return err
+	}
 	unpriv := true
 	if v, ok := c.opts["unprivileged"]; ok {
 		unpriv = v == "1"

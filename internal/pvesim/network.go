@@ -759,3 +759,45 @@ func runBridge(n *Node, tool string, args []string) int {
 	fmt.Fprintf(n.Stdout, "%s\n", data)
 	return 0
 }
+
+// checkNetParams is what update_pct_config checks of the net<N> options
+// given to `pct create` and `pct set`, in its order: an `mtu` needs the
+// bridge (`bridge '<br>' does not exist`) and must not exceed the
+// bridge's MTU, and `host-managed=1` (9.1) refuses `ip6=auto`. Without a
+// test bridge, a bridge the host lacks is not checked, as at start (see
+// netBlocks).
+func (n *Node) checkNetParams(conf *pvecfg.Config) error {
+	rec, err := n.LoadNet()
+	if err != nil {
+		return err
+	}
+	keys := numberedKeys(conf, "net")
+	sort.Strings(keys)
+	for _, k := range keys {
+		v, _ := conf.Get(k)
+		p, err := pvecfg.ParseProps(v, "")
+		if err != nil {
+			return fmt.Errorf("unable to parse %s: %w", k, err)
+		}
+		if s, _ := p.Get("mtu"); s != "" && s != "0" {
+			mtu, err := strconv.Atoi(s)
+			if err != nil {
+				return fmt.Errorf("unable to parse %s: mtu '%s'", k, s)
+			}
+			bridge, _ := p.Get("bridge")
+			bridgeMTU, err := n.bridgeMTU(rec, bridge)
+			var nb *errNoBridge
+			switch {
+			case errors.As(err, &nb) && rec == nil:
+			case err != nil:
+				return dief("%v", err)
+			case mtu > bridgeMTU:
+				return dief("%s: MTU size '%d' is bigger than bridge MTU '%d'", k, mtu, bridgeMTU)
+			}
+		}
+		if ip6, _ := p.Get("ip6"); ip6 == "auto" && n.knowsHostManaged() && !propBool(p, "link_down") && propBool(p, "host-managed") {
+			return dief("%s: SLAAC is not supported for host-managed network configuration.", k)
+		}
+	}
+	return nil
+}

@@ -171,3 +171,31 @@ func TestLxcNetAddBrRefusesOddArguments(t *testing.T) {
 		t.Errorf("exit %d, %q", code, b.String())
 	}
 }
+
+// pct create/set: update_pct_config's net checks.
+func TestCheckNetParams(t *testing.T) {
+	fakeHostBridge(t, "vmbr0", "1500")
+	for _, tc := range []struct{ version, net0, want string }{
+		{"9.1", "name=eth0,bridge=vmbr0,mtu=1500", ""},
+		{"9.1", "name=eth0,bridge=vmbr0,mtu=9000", "net0: MTU size '9000' is bigger than bridge MTU '1500'"},
+		// Without a test bridge a bridge missing on the host is not
+		// checked (the start leaves the interface out instead).
+		{"9.1", "name=eth0,bridge=vmbr9,mtu=9000", ""},
+		{"9.1", "name=eth0,bridge=vmbr0,host-managed=1,ip6=auto", "net0: SLAAC is not supported for host-managed network configuration."},
+		{"9.1", "name=eth0,bridge=vmbr0,host-managed=1,ip6=auto,link_down=1", ""},
+		{"9.1", "name=eth0,bridge=vmbr0,ip6=auto", ""},
+	} {
+		v, _ := pvecfg.ParseVersion(tc.version)
+		n := &Node{Root: t.TempDir(), Name: "pve", Version: v}
+		conf := pvecfg.NewConfig()
+		conf.Set("net0", tc.net0)
+		err := n.checkNetParams(conf)
+		got := ""
+		if err != nil {
+			got = err.Error()
+		}
+		if got != tc.want {
+			t.Errorf("%s %s: got %q, want %q", tc.version, tc.net0, got, tc.want)
+		}
+	}
+}

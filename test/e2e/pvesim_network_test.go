@@ -228,27 +228,59 @@ func TestPvesimNetHostManagedStatic(t *testing.T) {
 	}
 }
 
-// The start-time checks of update_lxc_config with their exact messages.
-func TestPvesimNetStartErrors(t *testing.T) {
+// The checks of update_pct_config (pct create/set, when an mtu is given)
+// and of update_lxc_config (pct start) with their exact messages.
+func TestPvesimNetBridgeAndMTUErrors(t *testing.T) {
 	s := newNetSim(t, "9.1")
-	for _, tc := range []struct {
-		vmid int
-		net0 string
-		want string
-	}{
-		{104, "name=eth0,bridge=vmbr7", "bridge 'vmbr7' does not exist\n"},
-		{105, "name=eth0,bridge=vmbr0,mtu=9000", "net0: MTU size '9000' is bigger than bridge MTU '1500'\n"},
-	} {
-		id := strconv.Itoa(tc.vmid)
-		s.cleanupCT(tc.vmid)
-		s.must("pct", "create", id, netTemplate, "--rootfs", "local:1", "--ostype", "unmanaged", "--net0", tc.net0)
-		r := s.run("", "pct", "start", id)
-		if r.Code != 255 || r.Stderr != tc.want {
-			t.Errorf("pct start with %s: exit %d, stderr %q; want 255, %q", tc.net0, r.Code, r.Stderr, tc.want)
+	create := func(vmid int, net0 string) Result {
+		s.cleanupCT(vmid)
+		return s.run("", "pct", "create", strconv.Itoa(vmid), netTemplate, "--rootfs", "local:1", "--ostype", "unmanaged", "--net0", net0)
+	}
+	want := func(what string, r Result, stderr string) {
+		t.Helper()
+		if r.Code != 255 || r.Stderr != stderr {
+			t.Errorf("%s: exit %d, stderr %q; want 255, %q", what, r.Code, r.Stderr, stderr)
 		}
+	}
+	// pct create refuses an mtu it cannot check or that is too big,
+	// before anything is created.
+	want("create, missing bridge with mtu", create(104, "name=eth0,bridge=vmbr7,mtu=1400"), "bridge 'vmbr7' does not exist\n")
+	want("create, mtu 9000", create(105, "name=eth0,bridge=vmbr0,mtu=9000"), "net0: MTU size '9000' is bigger than bridge MTU '1500'\n")
+	for _, id := range []string{"104", "105"} {
+		if _, err := os.Stat(filepath.Join(s.root, "etc/pve/nodes/pve/lxc", id+".conf")); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("CT %s config after the refused create: %v", id, err)
+		}
+	}
+
+	// Without an mtu the bridge is first looked at by pct start.
+	if r := create(106, "name=eth0,bridge=vmbr7"); r.Code != 0 {
+		t.Fatalf("create: %s", r)
+	}
+	want("start, missing bridge", s.run("", "pct", "start", "106"), "bridge 'vmbr7' does not exist\n")
+
+	// An mtu that fitted at create but not at start (the bridge's MTU
+	// went down); pct set checks it too.
+	if r := create(107, "name=eth0,bridge=vmbr0,mtu=1500"); r.Code != 0 {
+		t.Fatalf("create: %s", r)
+	}
+	if out, err := exec.Command("ip", "-n", s.netns, "link", "set", "dev", "vmbr0", "mtu", "1400").CombinedOutput(); err != nil {
+		t.Fatalf("lowering the bridge MTU: %v %s", err, out)
+	}
+	want("start, mtu 1500 on a 1400 bridge", s.run("", "pct", "start", "107"), "net0: MTU size '1500' is bigger than bridge MTU '1400'\n")
+	want("set, mtu 1500 on a 1400 bridge", s.run("", "pct", "set", "107", "--net0", "name=eth0,bridge=vmbr0,mtu=1500"), "net0: MTU size '1500' is bigger than bridge MTU '1400'\n")
+	for _, id := range []string{"106", "107"} {
 		if r := s.must("pct", "status", id); r.Stdout != "status: stopped\n" {
-			t.Errorf("after the failed start: %s", r.Stdout)
+			t.Errorf("CT %s after the failed start: %s", id, r.Stdout)
 		}
+	}
+
+	// Without an mtu the interface takes the bridge's.
+	if r := create(108, "name=eth0,bridge=vmbr0"); r.Code != 0 {
+		t.Fatalf("create: %s", r)
+	}
+	s.must("pct", "start", "108")
+	if r := s.must("pct", "exec", "108", "--", "cat", "/sys/class/net/eth0/mtu"); r.Stdout != "1400\n" {
+		t.Errorf("eth0 mtu %q, want the bridge's 1400", r.Stdout)
 	}
 }
 
