@@ -46,6 +46,7 @@ const (
 const mainUsage = `usage: pvesim <pct|pveam|pvesh|pveversion> [ARGS...]
        pvesim init [--with-templates] [--pve-version 8.4|9.0|9.1]
        pvesim bridge-up [--netns NAME] [--bridge vmbr0] [--address 10.99.0.1/24]
+                        [--dns IP,...] [--extra-bridge NAME,...]
        pvesim bridge-down [--force]
 Installed as pct, pveam, pvesh or pveversion (symlinks) it acts as that tool.
 Environment: PVESIM_ROOT (required), PVESIM_NODE, PVESIM_PVE_VERSION, PVESIM_LOG,

@@ -76,6 +76,11 @@ type NetRecord struct {
 	Address   string `json:"address"`    // the bridge's address, CIDR
 	DHCPStart string `json:"dhcp_start"` // first address dnsmasq hands out
 	DHCPEnd   string `json:"dhcp_end"`   // last one
+	// DNS are the name servers the DHCP server announces (option 6).
+	DNS []string `json:"dns,omitempty"`
+	// ExtraBridges are further bridges in the namespace, without address
+	// or DHCP server.
+	ExtraBridges []string `json:"extra_bridges,omitempty"`
 }
 
 // netnsPath is the bind mount that keeps a named namespace alive.
@@ -479,9 +484,11 @@ func waitGone(pid int, limit time.Duration) {
 
 // BridgeOptions are the arguments of `pvesim bridge-up`.
 type BridgeOptions struct {
-	Netns   string // name of the namespace; "" picks pvesim-<random>
-	Bridge  string // "" is vmbr0
-	Address string // the bridge's address, CIDR; "" is 10.99.0.1/24
+	Netns        string   // name of the namespace; "" picks pvesim-<random>
+	Bridge       string   // "" is vmbr0
+	Address      string   // the bridge's address, CIDR; "" is 10.99.0.1/24
+	DNS          []string // name servers announced by DHCP (none by default)
+	ExtraBridges []string // more bridges, without address or DHCP
 }
 
 var reNetnsName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
@@ -526,6 +533,18 @@ func BridgeUp(n *Node, opts BridgeOptions) (rec *NetRecord, err error) {
 	if err != nil {
 		return nil, err
 	}
+	seen := map[string]bool{opts.Bridge: true}
+	for _, b := range opts.ExtraBridges {
+		if !reBridgeName.MatchString(b) || seen[b] {
+			return nil, fmt.Errorf("invalid or repeated bridge name '%s'", b)
+		}
+		seen[b] = true
+	}
+	for _, d := range opts.DNS {
+		if a, err := netip.ParseAddr(d); err != nil || !a.Is4() {
+			return nil, fmt.Errorf("invalid name server '%s': want an IPv4 address", d)
+		}
+	}
 	if err := os.MkdirAll(n.NetDir(), 0o755); err != nil {
 		return nil, err
 	}
@@ -536,7 +555,7 @@ func BridgeUp(n *Node, opts BridgeOptions) (rec *NetRecord, err error) {
 		return nil, err
 	}
 	rec = &NetRecord{Netns: opts.Netns, Bridge: opts.Bridge, Address: opts.Address,
-		DHCPStart: first.String(), DHCPEnd: last.String()}
+		DHCPStart: first.String(), DHCPEnd: last.String(), DNS: opts.DNS, ExtraBridges: opts.ExtraBridges}
 	defer func() {
 		if err != nil {
 			killPidFile(n.dnsmasqPidFile(), "dnsmasq")
@@ -545,12 +564,18 @@ func BridgeUp(n *Node, opts BridgeOptions) (rec *NetRecord, err error) {
 		}
 	}()
 	ns := opts.Netns
-	for _, args := range [][]string{
+	steps := [][]string{
 		{"-n", ns, "link", "set", "dev", "lo", "up"},
 		{"-n", ns, "link", "add", "name", opts.Bridge, "type", "bridge"},
 		{"-n", ns, "addr", "add", opts.Address, "dev", opts.Bridge},
 		{"-n", ns, "link", "set", "dev", opts.Bridge, "up"},
-	} {
+	}
+	for _, b := range opts.ExtraBridges {
+		steps = append(steps,
+			[]string{"-n", ns, "link", "add", "name", b, "type", "bridge"},
+			[]string{"-n", ns, "link", "set", "dev", b, "up"})
+	}
+	for _, args := range steps {
 		if err := runIP(args...); err != nil {
 			return nil, err
 		}
@@ -568,6 +593,9 @@ func BridgeUp(n *Node, opts BridgeOptions) (rec *NetRecord, err error) {
 		"--log-facility=" + filepath.Join(n.NetDir(), "dnsmasq.log"),
 		"--log-dhcp",
 	}
+	if len(opts.DNS) > 0 {
+		dnsmasq = append(dnsmasq, "--dhcp-option=option:dns-server,"+strings.Join(opts.DNS, ","))
+	}
 	// dnsmasq daemonizes once it is serving; its parent reports start-up
 	// errors and exits with their status, so Run is enough to know.
 	if out, err := exec.Command("nsenter", dnsmasq...).CombinedOutput(); err != nil {
@@ -583,17 +611,30 @@ func BridgeUp(n *Node, opts BridgeOptions) (rec *NetRecord, err error) {
 	return rec, nil
 }
 
-// bridgeSubnet checks the bridge address (a private IPv4 address with a
-// prefix of /8 to /24 that is neither the network's nor its broadcast
-// address nor inside the DHCP pool) and returns it and the pool.
+// testNets are the IPv4 documentation ranges (RFC 5737), never routed,
+// allowed for a test bridge next to the private ranges.
+var testNets = []netip.Prefix{
+	netip.MustParsePrefix("192.0.2.0/24"),
+	netip.MustParsePrefix("198.51.100.0/24"),
+	netip.MustParsePrefix("203.0.113.0/24"),
+}
+
+// bridgeSubnet checks the bridge address (a private or documentation
+// IPv4 address with a prefix of /8 to /24 that is neither the network's
+// nor its broadcast address nor inside the DHCP pool) and returns it and
+// the pool.
 func bridgeSubnet(cidr string) (netip.Prefix, netip.Addr, netip.Addr, error) {
 	var zero netip.Addr
 	pfx, err := netip.ParsePrefix(cidr)
 	if err != nil || !pfx.Addr().Is4() {
 		return pfx, zero, zero, fmt.Errorf("invalid bridge address '%s': want an IPv4 CIDR such as %s", cidr, defaultBridgeCIDR)
 	}
-	if !pfx.Addr().IsPrivate() {
-		return pfx, zero, zero, fmt.Errorf("bridge address '%s' is not private (10/8, 172.16/12, 192.168/16)", cidr)
+	allowed := pfx.Addr().IsPrivate()
+	for _, t := range testNets {
+		allowed = allowed || t.Contains(pfx.Addr()) && pfx.Bits() >= t.Bits()
+	}
+	if !allowed {
+		return pfx, zero, zero, fmt.Errorf("bridge address '%s' is neither private (10/8, 172.16/12, 192.168/16) nor a documentation network (192.0.2/24, 198.51.100/24, 203.0.113/24)", cidr)
 	}
 	if pfx.Bits() < 8 || pfx.Bits() > 24 {
 		return pfx, zero, zero, fmt.Errorf("bridge address '%s': the prefix must be /8 to /24", cidr)
@@ -702,8 +743,9 @@ func (n *Node) runningCTs() ([]int, error) {
 }
 
 // runBridge is `pvesim bridge-up [--netns NAME] [--bridge NAME]
-// [--address CIDR]` (prints the record as JSON) and
-// `pvesim bridge-down [--force]`.
+// [--address CIDR] [--dns IP[,IP...]] [--extra-bridge NAME[,NAME...]]`
+// (prints the record as one JSON line) and `pvesim bridge-down [--force]`.
+// --dns and --extra-bridge may be repeated.
 func runBridge(n *Node, tool string, args []string) int {
 	if os.Geteuid() != 0 {
 		fmt.Fprintf(n.Stderr, "pvesim %s: must run as root (network namespaces)\n", tool)
@@ -711,24 +753,18 @@ func runBridge(n *Node, tool string, args []string) int {
 	}
 	var opts BridgeOptions
 	force := false
+	valued := map[string]bool{"netns": true, "bridge": true, "address": true, "dns": true, "extra-bridge": true}
 	for i := 0; i < len(args); i++ {
-		name, val, hasVal := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
 		if !strings.HasPrefix(args[i], "-") {
 			fmt.Fprintf(n.Stderr, "pvesim %s: unexpected argument '%s'\n%s", tool, args[i], mainUsage)
 			return exitUsage
 		}
-		if tool == "bridge-down" && name == "force" && !hasVal {
+		name, val, hasVal := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+		switch {
+		case tool == "bridge-down" && name == "force" && !hasVal:
 			force = true
 			continue
-		}
-		var dst *string
-		switch {
-		case tool == "bridge-up" && name == "netns":
-			dst = &opts.Netns
-		case tool == "bridge-up" && name == "bridge":
-			dst = &opts.Bridge
-		case tool == "bridge-up" && name == "address":
-			dst = &opts.Address
+		case tool == "bridge-up" && valued[name]:
 		default:
 			fmt.Fprintf(n.Stderr, "pvesim %s: unknown option '%s'\n%s", tool, args[i], mainUsage)
 			return exitUsage
@@ -741,7 +777,18 @@ func runBridge(n *Node, tool string, args []string) int {
 			i++
 			val = args[i]
 		}
-		*dst = val
+		switch name {
+		case "netns":
+			opts.Netns = val
+		case "bridge":
+			opts.Bridge = val
+		case "address":
+			opts.Address = val
+		case "dns":
+			opts.DNS = append(opts.DNS, strings.Split(val, ",")...)
+		case "extra-bridge":
+			opts.ExtraBridges = append(opts.ExtraBridges, strings.Split(val, ",")...)
+		}
 	}
 	if tool == "bridge-down" {
 		if err := BridgeDown(n, force); err != nil {

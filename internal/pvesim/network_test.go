@@ -150,7 +150,10 @@ func TestBridgeSubnet(t *testing.T) {
 	if err != nil || first.String() != "10.99.0.100" || last.String() != "10.99.0.199" {
 		t.Errorf("10.99.0.1/24: %v %v %v", first, last, err)
 	}
-	for _, bad := range []string{"8.8.8.1/24", "10.99.0.150/24", "10.99.0.0/24", "10.99.0.255/24", "10.99.0.1/25", "fd00::1/64", "10.99.0.1"} {
+	if _, first, _, err := bridgeSubnet("198.51.100.1/24"); err != nil || first.String() != "198.51.100.100" {
+		t.Errorf("198.51.100.1/24 (documentation range): %v %v", first, err)
+	}
+	for _, bad := range []string{"198.51.0.1/16", "8.8.8.1/24", "10.99.0.150/24", "10.99.0.0/24", "10.99.0.255/24", "10.99.0.1/25", "fd00::1/64", "10.99.0.1"} {
 		if _, _, _, err := bridgeSubnet(bad); err == nil {
 			t.Errorf("%s accepted", bad)
 		}

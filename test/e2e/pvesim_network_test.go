@@ -27,12 +27,12 @@ const netTemplate = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
 // newNetSim starts a node behaving as the given Proxmox VE version with a
 // test bridge; the bridge, dnsmasq and the namespace are removed (and
 // checked to be gone) when the test ends, after its containers.
-func newNetSim(t *testing.T, version string) *netSim {
+func newNetSim(t *testing.T, version string, bridgeArgs ...string) *netSim {
 	t.Helper()
 	t.Setenv("PVESIM_PVE_VERSION", version)
 	s := &netSim{lxcSim: newLxcSim(t)}
 	s.must("pvesim", "init", "--with-templates")
-	r := s.must("pvesim", "bridge-up")
+	r := s.must("pvesim", append([]string{"bridge-up"}, bridgeArgs...)...)
 	t.Cleanup(func() {
 		if r := s.run("", "pvesim", "bridge-down", "--force"); r.Code != 0 {
 			t.Errorf("bridge-down: %s", r)
@@ -51,14 +51,10 @@ func newNetSim(t *testing.T, version string) *netSim {
 		t.Fatal(err)
 	}
 	s.dnsmasqPid, _ = strconv.Atoi(strings.TrimSpace(string(pidData)))
-	if rec.Bridge != "vmbr0" || rec.Address != "10.99.0.1/24" || !strings.HasPrefix(rec.Netns, "pvesim-") {
+	if rec.Bridge != "vmbr0" || !strings.HasPrefix(rec.Netns, "pvesim-") {
 		t.Fatalf("bridge-up record %+v", rec)
 	}
-	// The bridge lives in the test's namespace, not on the host.
-	if _, err := os.Stat("/sys/class/net/vmbr0"); err == nil {
-		t.Log("note: the host has a vmbr0 of its own; pvesim does not use it with a test bridge")
-	}
-	if out, err := exec.Command("ip", "-n", s.netns, "-o", "-4", "addr", "show", "dev", "vmbr0").Output(); err != nil || !strings.Contains(string(out), "inet 10.99.0.1/24 ") {
+	if out, err := exec.Command("ip", "-n", s.netns, "-o", "-4", "addr", "show", "dev", "vmbr0").Output(); err != nil || !strings.Contains(string(out), "inet "+rec.Address+" ") {
 		t.Fatalf("vmbr0 in %s: %q %v", s.netns, out, err)
 	}
 	return s
@@ -171,10 +167,24 @@ func TestPvesimNetManagedTemplateStaysDown(t *testing.T) {
 
 // host-managed=1,ip=dhcp on 9.1: LXC brings eth0 and lo up, and the host's
 // dhclient (through lxc-attach) gets eth0 a lease from the bridge's
-// dnsmasq; pct stop kills the client.
+// dnsmasq; pct stop kills the client. Privileged and unprivileged.
 func TestPvesimNetHostManagedDHCP(t *testing.T) {
+	for _, unpriv := range []string{"0", "1"} {
+		t.Run("unprivileged="+unpriv, func(t *testing.T) { testHostManagedDHCP(t, unpriv) })
+	}
+}
+
+func testHostManagedDHCP(t *testing.T, unpriv string) {
 	s := newNetSim(t, "9.1")
-	s.startCT(102, "--ostype", "unmanaged", "--net0", "name=eth0,bridge=vmbr0,host-managed=1,ip=dhcp")
+	opts := []string{"--unprivileged", unpriv, "--net0", "name=eth0,bridge=vmbr0,host-managed=1,ip=dhcp"}
+	if unpriv == "1" {
+		// A privileged `unmanaged` container does not start in pvesim
+		// at all (LXC cannot create its ttys with common.conf alone:
+		// a problem of its own); the privileged case keeps the
+		// template's debian, for which host-managed works the same.
+		opts = append(opts, "--ostype", "unmanaged")
+	}
+	s.startCT(102, opts...)
 	if !s.ifUp(102, "eth0") || !s.ifUp(102, "lo") {
 		t.Fatal("eth0 or lo down with host-managed=1")
 	}
@@ -346,5 +356,34 @@ func TestPvesimNetHostManagedDHCPIgnoresContainerCaps(t *testing.T) {
 	}
 	if len(got) != 1 {
 		t.Errorf("eth0 addresses %q, want one lease", s.ipv4(107))
+	}
+}
+
+// bridge-up options: a documentation range, a name server announced by
+// DHCP (LXC's dhclient-script writes it below $ROOTFS, i.e. into the
+// container's resolv.conf) and a second bridge without DHCP.
+func TestPvesimBridgeUpOptions(t *testing.T) {
+	s := newNetSim(t, "9.1", "--address", "198.51.100.1/24", "--dns", "198.51.100.53", "--extra-bridge", "vmbr1")
+	if s.address != "198.51.100.1/24" {
+		t.Fatalf("address %q", s.address)
+	}
+	rec, _ := os.ReadFile(filepath.Join(s.root, "var/lib/pvesim/nodes/pve/network.json"))
+	for _, want := range []string{`"dhcp_start": "198.51.100.100"`, `"dhcp_end": "198.51.100.199"`, `"dns": [`, `"extra_bridges": [`} {
+		if !strings.Contains(string(rec), want) {
+			t.Errorf("record lacks %s:\n%s", want, rec)
+		}
+	}
+	s.startCT(120, "--ostype", "unmanaged", "--net0", "name=eth0,bridge=vmbr0,host-managed=1,ip=dhcp",
+		"--net1", "name=eth1,bridge=vmbr1,host-managed=1,ip=192.168.77.2/24")
+	got := strings.Join(s.ipv4(120), ",")
+	if !regexp.MustCompile(`^lo 127\.0\.0\.1/8,eth0 198\.51\.100\.1\d\d/24,eth1 192\.168\.77\.2/24$`).MatchString(got) {
+		t.Errorf("addresses %q", got)
+	}
+	if r := s.must("pct", "exec", "120", "--", "cat", "/etc/resolv.conf"); !strings.Contains(r.Stdout, "nameserver 198.51.100.53\n") {
+		t.Errorf("resolv.conf %q", r.Stdout)
+	}
+	out, err := exec.Command("ip", "-n", s.netns, "-o", "link", "show", "dev", "veth120i1").Output()
+	if err != nil || !strings.Contains(string(out), " master vmbr1 ") {
+		t.Errorf("veth120i1: %q %v", out, err)
 	}
 }
