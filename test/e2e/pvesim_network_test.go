@@ -199,6 +199,10 @@ func testHostManagedDHCP(t *testing.T, unpriv string) {
 	if !lease.IsValid() || lease.Bits() != 24 || lease.Addr().Compare(lo) < 0 || lease.Addr().Compare(hi) > 0 {
 		t.Fatalf("eth0 addresses %q, want one lease in 10.99.0.100-199/24", addrs)
 	}
+	// dnsmasq announces the bridge as the router; dhclient-script sets it.
+	if r := s.must("pct", "exec", "102", "--", "ip", "-4", "route", "show", "default"); !strings.HasPrefix(r.Stdout, "default via 10.99.0.1 dev eth0") {
+		t.Errorf("default route %q", r.Stdout)
+	}
 	leases, _ := os.ReadFile(filepath.Join(s.root, "var/lib/pvesim/nodes/pve/dnsmasq.leases"))
 	if !strings.Contains(string(leases), " "+lease.Addr().String()+" ") {
 		t.Errorf("dnsmasq leases %q lack %s", leases, lease.Addr())
