@@ -378,7 +378,8 @@ func TestPvesimBridgeUpOptions(t *testing.T) {
 		}
 	}
 	s.startCT(120, "--ostype", "unmanaged", "--net0", "name=eth0,bridge=vmbr0,host-managed=1,ip=dhcp",
-		"--net1", "name=eth1,bridge=vmbr1,host-managed=1,ip=192.168.77.2/24")
+		"--net1", "name=eth1,bridge=vmbr1,host-managed=1,ip=192.168.77.2/24",
+		"--net2", "name=eth2,bridge=vmbr0,host-managed=1,ip=192.168.78.2/24,link_down=1")
 	got := strings.Join(s.ipv4(120), ",")
 	if !regexp.MustCompile(`^lo 127\.0\.0\.1/8,eth0 198\.51\.100\.1\d\d/24,eth1 192\.168\.77\.2/24$`).MatchString(got) {
 		t.Errorf("addresses %q", got)
@@ -389,5 +390,14 @@ func TestPvesimBridgeUpOptions(t *testing.T) {
 	out, err := exec.Command("ip", "-n", s.netns, "-o", "link", "show", "dev", "veth120i1").Output()
 	if err != nil || !strings.Contains(string(out), " master vmbr1 ") {
 		t.Errorf("veth120i1: %q %v", out, err)
+	}
+	// link_down=1: "pulling the plug" - the host end is down and on no
+	// bridge, and host-managed does nothing for it.
+	out, err = exec.Command("ip", "-n", s.netns, "-o", "link", "show", "dev", "veth120i2").Output()
+	if err != nil || strings.Contains(string(out), " master ") || strings.Contains(string(out), ",UP") {
+		t.Errorf("veth120i2 with link_down=1: %q %v", out, err)
+	}
+	if s.ifUp(120, "eth2") {
+		t.Error("eth2 (link_down=1) is up in the container")
 	}
 }
