@@ -105,8 +105,11 @@ func (n *Node) LoadNet() (*NetRecord, error) {
 		return nil, err
 	}
 	var r NetRecord
-	if err := json.Unmarshal(data, &r); err != nil || r.Netns == "" || r.Bridge == "" {
+	if err := json.Unmarshal(data, &r); err != nil {
 		return nil, fmt.Errorf("%s is damaged (%v); run 'pvesim bridge-down' and 'pvesim bridge-up' again", n.NetRecordPath(), err)
+	}
+	if r.Netns == "" || r.Bridge == "" {
+		return nil, fmt.Errorf("%s is damaged (no netns or bridge); run 'pvesim bridge-down' and 'pvesim bridge-up' again", n.NetRecordPath())
 	}
 	return &r, nil
 }
@@ -497,10 +500,10 @@ var reBridgeName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]{0,14}$`)
 // BridgeUp creates the node's test network: a new network namespace, in
 // it `lo` up and a bridge with opts.Address, and dnsmasq serving DHCP on
 // the bridge only (no DNS: --port=0; no config file, no resolv.conf, no
-// hosts file of the host is read). It records the namespace so that
-// every later LXC command of the node runs in it. Nothing is configured
-// in the host's network namespace. On failure everything made so far is
-// removed again.
+// hosts file of the host is read). It records the namespace so that the
+// node's `pct start` puts the containers' veths on its bridges. Nothing
+// is configured in the host's network namespace. On failure everything
+// made so far is removed again.
 func BridgeUp(n *Node, opts BridgeOptions) (rec *NetRecord, err error) {
 	if err := checkRoot(n.Root); err != nil {
 		return nil, err
