@@ -8,7 +8,10 @@ LDFLAGS := -X github.com/nexcage/nexcage/internal/version.Version=$(VERSION) -X 
 STATICCHECK_VERSION := v0.8.2
 # FUZZTIME is how long `make fuzz` runs each fuzz target.
 FUZZTIME ?= 30s
-APT_PACKAGES := runc crun lxc busybox-static zstd xz-utils bzip2 skopeo docker-registry tar iproute2 ca-certificates git containerd
+# dnsmasq-base (the binary without the dnsmasq package's host-wide DNS
+# service) and isc-dhcp-client (/sbin/dhclient, what Proxmox runs for
+# host-managed DHCP) serve pvesim's test bridge (`pvesim bridge-up`).
+APT_PACKAGES := runc crun lxc busybox-static zstd xz-utils bzip2 skopeo docker-registry tar iproute2 ca-certificates git containerd dnsmasq-base isc-dhcp-client
 
 .PHONY: all deps build test unit e2e lint fuzz demo clean gendocs deb bench
 

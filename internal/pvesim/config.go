@@ -180,6 +180,9 @@ func (n *Node) pctSet(c *call) error {
 		if err := prepareConfigOptions(upd, ver); err != nil {
 			return err
 		}
+		if err := n.checkNetParams(upd); err != nil {
+			return err
+		}
 		pending.Set("delete", strings.Join(pendingDel, ","))
 		if len(pendingDel) == 0 {
 			delete(pending.Options, "delete")

@@ -134,6 +134,9 @@ func (n *Node) pctCreate(c *call) error {
 	if err := prepareConfigOptions(conf, n.PVEVersion()); err != nil {
 		return err
 	}
+	if err := n.checkNetParams(conf); err != nil {
+		return err
+	}
 	unpriv := true
 	if v, ok := c.opts["unprivileged"]; ok {
 		unpriv = v == "1"

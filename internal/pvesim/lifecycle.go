@@ -175,6 +175,7 @@ func (n *Node) pctDestroy(c *call) error {
 		if err := w.destroyContainer(vmid, conf, c.flag("destroy-unreferenced-disks")); err != nil {
 			return err
 		}
+		n.killDHClients(vmid) // their pid files go with the directory
 		if c.flag("purge") {
 			fmt.Fprintf(w.Stdout, "purging CT %d from related configurations..\n", vmid)
 		}

@@ -57,6 +57,7 @@ func (n *Node) startCT(vmid int, conf *pvecfg.Config) error {
 	for _, w := range cfg.warnings {
 		n.warnf("%s\n", w)
 	}
+	n.killDHClients(vmid) // clients left by a container that stopped on its own
 	dir := n.ctDir(vmid)
 	if err := os.MkdirAll(cfg.rootfs, 0o755); err != nil {
 		return err
@@ -134,12 +135,14 @@ func (n *Node) startCT(vmid int, conf *pvecfg.Config) error {
 		}
 		state, _ := n.lxcState(vmid)
 		if state == "RUNNING" {
+			n.startHostManagedDHCP(vmid, conf)
 			return nil
 		}
 		if time.Now().After(deadline) {
 			// Proxmox: the monitor socket timed out; it warns and
 			// carries on.
 			n.warnf("problem with monitor socket, but continuing anyway: got timeout\n")
+			n.startHostManagedDHCP(vmid, conf)
 			return nil
 		}
 		time.Sleep(pollInterval)
@@ -263,6 +266,7 @@ func (n *Node) ctStatus(vmid int) (bool, int, error) {
 // its monitor is gone. A container that is not running is left alone.
 func (n *Node) stopCT(vmid int) error {
 	if running, _, _ := n.ctStatus(vmid); !running {
+		n.killDHClients(vmid)
 		return nil
 	}
 	out, err := exec.Command("lxc-stop", "-P", n.LxcPath(), "-n", strconv.Itoa(vmid), "--kill").CombinedOutput()
@@ -271,7 +275,11 @@ func (n *Node) stopCT(vmid int) error {
 			return fmt.Errorf("command 'lxc-stop -n %d --kill' failed: %s", vmid, strings.TrimSpace(string(out)))
 		}
 	}
-	return n.waitStopped(vmid, stopGrace)
+	err = n.waitStopped(vmid, stopGrace)
+	if err == nil {
+		n.killDHClients(vmid) // vm_stop_cleanup
+	}
+	return err
 }
 
 // shutdownCT asks the container's init to halt (`lxc-stop` without
@@ -299,6 +307,7 @@ func (n *Node) shutdownCT(vmid int, timeout time.Duration, forceStop bool) error
 	if err := n.waitStopped(vmid, time.Second); err != nil {
 		return errors.New("container did not stop")
 	}
+	n.killDHClients(vmid) // vm_stop_cleanup
 	return nil
 }
 

@@ -45,6 +45,9 @@ const (
 
 const mainUsage = `usage: pvesim <pct|pveam|pvesh|pveversion> [ARGS...]
        pvesim init [--with-templates] [--pve-version 8.4|9.0|9.1]
+       pvesim bridge-up [--netns NAME] [--bridge vmbr0] [--address 10.99.0.1/24]
+                        [--dns IP,...] [--extra-bridge NAME,...]
+       pvesim bridge-down [--force]
 Installed as pct, pveam, pvesh or pveversion (symlinks) it acts as that tool.
 Environment: PVESIM_ROOT (required), PVESIM_NODE, PVESIM_PVE_VERSION, PVESIM_LOG,
 PVESIM_LATENCY_MS, PVESIM_FAIL, PVESIM_LOCK_TIMEOUT_MS, PVESIM_PAUSE; see docs/PVESIM.md.
@@ -74,8 +77,12 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		tool, rest = rest[0], rest[1:]
 	}
+	if tool == lxcNetAddBrTool {
+		// LXC's net up hook: no simulated root needed.
+		return runLxcNetAddBr(rest, stderr)
+	}
 	switch tool {
-	case "pct", "pveam", "pvesh", "pveversion", "init", workerTool:
+	case "pct", "pveam", "pvesh", "pveversion", "init", workerTool, "bridge-up", "bridge-down":
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, mainUsage)
 		return 0
@@ -121,6 +128,8 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		code = n.Pveversion(rest)
 	case "init":
 		code = runInit(n, rest)
+	case "bridge-up", "bridge-down":
+		code = runBridge(n, tool, rest)
 	}
 	if logPath := os.Getenv("PVESIM_LOG"); logPath != "" {
 		logInvocation(logPath, tool, rest, code, time.Since(start), stderr)

@@ -90,7 +90,7 @@ func processGone(pid int) bool {
 	return i < 0 || strings.HasPrefix(s[i+1:], " Z")
 }
 
-func waitGone(t *testing.T, pid int) {
+func waitProcessGone(t *testing.T, pid int) {
 	t.Helper()
 	for deadline := time.Now().Add(2 * time.Minute); !processGone(pid); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -185,7 +185,7 @@ func killedCreate(t *testing.T, root, point string) {
 	if err := os.WriteFile(release, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waitGone(t, worker)
+	waitProcessGone(t, worker)
 }
 
 // SIGKILL to pct kills only pct. Paused before any output: the worker
