@@ -2,8 +2,10 @@ package proxmox
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,9 +16,11 @@ import (
 	"github.com/nexcage/nexcage/internal/bundle"
 	"github.com/nexcage/nexcage/internal/config"
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/inithelper"
 	"github.com/nexcage/nexcage/internal/procfs"
 	"github.com/nexcage/nexcage/internal/runtime"
 	"github.com/nexcage/nexcage/internal/state"
+	"github.com/nexcage/nexcage/internal/supervisor"
 	"github.com/nexcage/nexcage/internal/template"
 	"github.com/nexcage/nexcage/internal/testutil"
 )
@@ -25,6 +29,13 @@ import (
 // Its create refuses VMIDs listed in taken (as if another node had them)
 // and writes a .conf for the others; a VMID listed in badconf gets a
 // directory instead of a .conf file, so appending raw lines fails.
+//
+// The backend's nexcage (SelfExe, the init helper's binary and the
+// supervisor) is a scripted fake supervisor: it reports listening, waits
+// for the fake pct start of its container, reports its own pid as the
+// ready init helper's, and then stands in for the container until it is
+// killed. So the unit tests run the real create path, supervised start
+// and delete included, without LXC.
 type fakeNode struct {
 	dir, etc, log string
 	backend       *Backend
@@ -58,9 +69,27 @@ create)
 	printf 'hostname: x\ntags: nexcage\n' > "$conf"; exit 0;;
 destroy)
 	if [ -d "$conf" ]; then rmdir "$conf"; else rm "$conf"; fi; exit 0;;
+start)
+	touch ` + dir + `/started-$2; exit 0;;
 esac
 exit 0
 `
+	sup := `#!/bin/sh
+[ "$1" = "` + supervisor.Verb + `" ] || exit 2
+while [ $# -gt 0 ]; do
+	case "$1" in --name) name=$2;; esac
+	shift
+done
+echo ` + supervisor.ReportListening + ` >&3
+while [ ! -e ` + dir + `/started-$name ]; do sleep 0.01; done
+echo "` + supervisor.ReportReady + ` $$" >&3
+exec 3>&-
+exec sleep 600
+`
+	self := filepath.Join(dir, "fake-nexcage")
+	if err := os.WriteFile(self, []byte(sup), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	pct := filepath.Join(dir, "pct")
 	if err := os.WriteFile(pct, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
@@ -75,9 +104,8 @@ exit 0
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The scripted pct runs no LXC container for an init helper to live
-	// in; the supervised create is covered by the e2e tests.
-	b.NoInitHelper = true
+	b.SelfExe = self
+	b.lxcInfo = "true" // the fake container stops at once
 	f.backend = b
 	return f
 }
@@ -115,24 +143,53 @@ func TestCreateRetriesTakenVMIDAndCheckpointsFirst(t *testing.T) {
 	if strings.Join(cps, ",") != "100,101,102" {
 		t.Errorf("checkpoints = %q", cps)
 	}
+	// create runs the container (pct start) with the init helper
+	// waiting for `start`; its supervisor reported the helper ready.
 	calls := f.calls(t)
-	if len(calls) != 3 || !strings.HasPrefix(calls[2], "create 102 local:vztmpl/nexcage-") {
+	if len(calls) != 4 || !strings.HasPrefix(calls[2], "create 102 local:vztmpl/nexcage-") || calls[3] != "start 102" {
 		t.Errorf("pct calls = %q", calls)
 	}
+	if c.Pid <= 0 || c.Data[DataSupervisor] != strconv.Itoa(c.Pid) || !supervised(c) {
+		t.Errorf("supervised container = %+v", c)
+	}
 	conf, _ := os.ReadFile(filepath.Join(f.etc, "nodes/pve/lxc/102.conf"))
-	if !strings.Contains(string(conf), "lxc.init.cmd: sleep 1\n") || !strings.Contains(string(conf), "lxc.environment.runtime: TERM=xterm\n") {
-		t.Errorf("raw lines not appended:\n%s", conf)
+	if !strings.Contains(string(conf), "lxc.init.cmd: /.nexcage/nexcage __nexcage-init /.nexcage/init.sock\n") ||
+		strings.Contains(string(conf), "lxc.environment") {
+		t.Errorf("raw lines:\n%s", conf)
+	}
+	if p := helperProcessOf(t, c); strings.Join(p.Args, " ") != "sleep 1" || !strings.Contains(strings.Join(p.Env, " "), "TERM=xterm") {
+		t.Errorf("process for the init helper = %+v", p)
 	}
 	// Delete destroys it and removes the packed template.
 	if err := f.backend.Delete(context.Background(), c, false); err != nil {
 		t.Fatal(err)
 	}
-	if got := f.calls(t); got[len(got)-1] != "destroy 102 --purge 1" {
-		t.Errorf("last pct call = %q", got[len(got)-1])
+	if got := f.calls(t); strings.Join(got[4:], "|") != "stop 102|destroy 102 --purge 1" {
+		t.Errorf("pct calls of delete = %q", got[4:])
 	}
 	if ents, _ := filepath.Glob(filepath.Join(f.dir, "vz/template/cache/nexcage-*")); len(ents) != 0 {
 		t.Errorf("packed template left: %v", ents)
 	}
+	if left := filesUnder(t, f.backend.helperBase()); len(left) > 0 {
+		t.Errorf("left in the helper base: %q", left)
+	}
+	if _, alive := procfs.StartTime(c.Pid); alive && c.Pid > 0 {
+		t.Errorf("supervisor %d still runs after delete", c.Pid)
+	}
+}
+
+// helperProcessOf reads the process create handed to c's supervisor.
+func helperProcessOf(t *testing.T, c *state.Container) *inithelper.Process {
+	t.Helper()
+	data, err := os.ReadFile(c.Data[DataHelperDir] + ".json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m inithelper.Message
+	if err := json.Unmarshal(data, &m); err != nil || m.Process == nil {
+		t.Fatalf("process description %s: %v", data, err)
+	}
+	return m.Process
 }
 
 func TestCreateRollsBackWhenRawLinesFail(t *testing.T) {
@@ -225,11 +282,11 @@ func TestApplyImageConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := strings.Join(rawLines(r), "\n")
-	for _, want := range []string{"lxc.init.cmd: /entry run", "lxc.environment.runtime: A=1", "lxc.init.cwd: /app", "lxc.init.uid: 1000", "lxc.init.gid: 100"} {
-		if !strings.Contains(got, want) {
-			t.Errorf("raw lines lack %q:\n%s", want, got)
-		}
+	// The image's process runs through the init helper like a bundle's.
+	checkNoDroppedKeys(t, r)
+	if p := r.Process; p == nil || strings.Join(p.Args, " ") != "/entry run" || strings.Join(p.Env, " ") != "A=1" ||
+		p.Cwd != "/app" || p.UID != 1000 || p.GID != 100 {
+		t.Errorf("process for the init helper = %+v", r.Process)
 	}
 	if err := applyImageConfig(in.Spec, &template.ImageConfig{Cmd: []string{"x"}, User: "nginx"}); errs.KindOf(err) != errs.KindUnsupported {
 		t.Errorf("named user: %v", err)
@@ -237,7 +294,7 @@ func TestApplyImageConfig(t *testing.T) {
 	// Without a process, a template keeps its own init.
 	in2 := baseInput(t)
 	in2.Spec.Process = nil
-	in2.KeepTemplateInit = true
+	in2.KeepTemplateInit, in2.InitHelperDir = true, ""
 	r2, err := Translate(in2)
 	if err != nil || strings.Contains(strings.Join(rawLines(r2), "\n"), "lxc.init.cmd") {
 		t.Errorf("template init: %v %v", rawLines(r2), err)
