@@ -6,6 +6,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/moby/sys/capability"
 	"golang.org/x/sys/unix"
@@ -459,7 +460,7 @@ func (id *Identity) mayExec(fi os.FileInfo) bool {
 	if id == nil || id.UID == 0 {
 		return m&0o111 != 0
 	}
-	st, ok := fi.Sys().(*unix.Stat_t)
+	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
 		return m&0o111 != 0
 	}

@@ -507,7 +507,11 @@ func (b *Backend) exec(ctx context.Context, c *state.Container, args []string, s
 		return 0, errs.Wrap(errs.KindInternal, err, "exec in container %s: pipe", c.ID)
 	}
 	defer wr.Close()
-	cmd := exec.Command(b.lxcAttach, "-P", b.lxcPath, "-n", strconv.Itoa(vmid), "--clear-env", "--",
+	// --elevated-privileges=CAP: lxc-attach would otherwise narrow the
+	// helper to the bounding set of the container's init (the bundle's
+	// process), which may lack CAP_SETUID/CAP_SETGID/CAP_SETPCAP; the
+	// helper drops to the exec'd process's own sets itself.
+	cmd := exec.Command(b.lxcAttach, "-P", b.lxcPath, "-n", strconv.Itoa(vmid), "--clear-env", "--elevated-privileges=CAP", "--",
 		inithelper.Binary, inithelper.ExecVerb)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio.Stdin, stdio.Stdout, stdio.Stderr
 	if f.detach {
@@ -580,17 +584,21 @@ func (b *Backend) execProcess(c *state.Container, f *execFlags) (*inithelper.Pro
 		if err != nil {
 			return nil, addContainer(c.ID, err)
 		}
+		if p.Capabilities == nil {
+			// Never more than the container's own process may have
+			// (lxc-attach runs the helper with all of the container's).
+			if cp := b.containerProcess(c); cp != nil {
+				p.Capabilities = cp.Capabilities
+			}
+		}
 		return p, nil
 	}
 	if len(f.command) == 0 {
 		return nil, errs.New(errs.KindUsage, "exec: no command given")
 	}
-	p := &inithelper.Process{Cwd: "/"}
-	if data, err := os.ReadFile(b.helperPaths(c.Data[DataHelperDir]).process); err == nil {
-		var m inithelper.Message
-		if json.Unmarshal(data, &m) == nil && m.Process != nil {
-			p = m.Process
-		}
+	p := b.containerProcess(c)
+	if p == nil {
+		p = &inithelper.Process{Cwd: "/"}
 	}
 	p.Args, p.Sysctl = f.command, nil
 	p.Env = append(p.Env, f.env...)
@@ -610,6 +618,20 @@ func (b *Backend) execProcess(c *state.Container, f *execFlags) (*inithelper.Pro
 		p.NoNewPrivileges = true
 	}
 	return p, nil
+}
+
+// containerProcess is the process create handed to c's init helper, nil
+// when it cannot be read.
+func (b *Backend) containerProcess(c *state.Container) *inithelper.Process {
+	data, err := os.ReadFile(b.helperPaths(c.Data[DataHelperDir]).process)
+	if err != nil {
+		return nil
+	}
+	var m inithelper.Message
+	if json.Unmarshal(data, &m) != nil {
+		return nil
+	}
+	return m.Process
 }
 
 // ps lists the container's processes by host pid: `ps --format json`
