@@ -95,7 +95,7 @@ func writeSysctls(s map[string]string) error {
 			return err
 		}
 		p = procSys + strings.TrimPrefix(p, "/proc/sys/")
-		f, err := os.OpenFile(p, os.O_WRONLY, 0)
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
 		if err == nil {
 			_, err = f.WriteString(s[k])
 			if cerr := f.Close(); err == nil {
