@@ -470,3 +470,76 @@ exit 0
 		t.Errorf("left in the helper base: %q", left)
 	}
 }
+
+// TestCreateAndExecCarryTheWholeProcess runs the real create path (fake
+// pct, fake supervisor) with a bundle whose process asks for every field:
+// the init helper gets all of it and the config none of it; then exec,
+// through a fake lxc-attach, hands the process to the exec helper on fd 3,
+// never on the command line, starting from the container's process as
+// runc does.
+func TestCreateAndExecCarryTheWholeProcess(t *testing.T) {
+	f := newFakeNode(t, "", "")
+	attach := filepath.Join(f.dir, "lxc-attach")
+	script := `#!/bin/sh
+echo "$*" > ` + f.dir + `/attach.argv
+cat <&3 > ` + f.dir + `/attach.process
+exit 7
+`
+	if err := os.WriteFile(attach, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f.backend.lxcAttach = attach
+	var cps []string
+	c, opts := createOpts(t, &cps)
+	umask := uint32(0o027)
+	p := opts.Spec.Process
+	p.User = specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{1001}, Umask: &umask}
+	p.Cwd, p.NoNewPrivileges = "/app", true
+	p.Env = append(p.Env, "SECRET=s3cr3t")
+	p.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 777, Hard: 888}}
+	p.Capabilities = &specs.LinuxCapabilities{Bounding: []string{"CAP_KILL"}, Effective: []string{"CAP_KILL"}, Permitted: []string{"CAP_KILL"}}
+	opts.Spec.Linux.Sysctl = map[string]string{"net.ipv4.ip_unprivileged_port_start": "0"}
+	if err := f.backend.Create(context.Background(), c, opts); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := f.backend.Delete(context.Background(), c, true); err != nil {
+			t.Error(err)
+		}
+	}()
+	conf, _ := os.ReadFile(filepath.Join(f.etc, "nodes/pve/lxc/100.conf"))
+	for _, k := range droppedRawKeys {
+		if strings.Contains(string(conf), k) {
+			t.Errorf("config has %s:\n%s", k, conf)
+		}
+	}
+	hp := helperProcessOf(t, c)
+	if hp.UID != 1000 || hp.Cwd != "/app" || !hp.NoNewPrivileges || hp.Umask == nil || *hp.Umask != 0o027 ||
+		len(hp.Rlimits) != 1 || hp.Capabilities == nil || hp.Sysctl["net.ipv4.ip_unprivileged_port_start"] != "0" {
+		t.Errorf("process for the init helper = %+v", hp)
+	}
+
+	// exec without --process: the container's process with the command
+	// and --env added; --user overrides the user.
+	var out strings.Builder
+	code, err := f.backend.Passthrough(context.Background(), c, "exec",
+		[]string{"--env", "EXTRA=1", "--user", "5:6", c.ID, "sh", "-c", "echo hi"}, runtime.Stdio{Stdout: &out, Stderr: &out})
+	if err != nil || code != 7 {
+		t.Fatalf("exec = %d, %v", code, err)
+	}
+	argv, _ := os.ReadFile(filepath.Join(f.dir, "attach.argv"))
+	if strings.Contains(string(argv), "s3cr3t") || strings.Contains(string(argv), "echo hi") ||
+		!strings.HasSuffix(strings.TrimSpace(string(argv)), "-- "+inithelper.Binary+" "+inithelper.ExecVerb) {
+		t.Errorf("lxc-attach argv = %q", argv)
+	}
+	var ep inithelper.Process
+	data, _ := os.ReadFile(filepath.Join(f.dir, "attach.process"))
+	if err := json.Unmarshal(data, &ep); err != nil {
+		t.Fatalf("process on fd 3: %q: %v", data, err)
+	}
+	if strings.Join(ep.Args, "|") != "sh|-c|echo hi" || ep.UID != 5 || ep.GID != 6 || ep.Cwd != "/app" || !ep.NoNewPrivileges ||
+		ep.Capabilities == nil || len(ep.Rlimits) != 1 || ep.Sysctl != nil ||
+		!strings.Contains(strings.Join(ep.Env, " "), "SECRET=s3cr3t") || !strings.HasSuffix(strings.Join(ep.Env, " "), "EXTRA=1") {
+		t.Errorf("exec process = %+v", ep)
+	}
+}
