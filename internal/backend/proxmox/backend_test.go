@@ -1,6 +1,9 @@
 package proxmox
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"os"
@@ -541,5 +544,50 @@ exit 7
 		ep.Capabilities == nil || len(ep.Rlimits) != 1 || ep.Sysctl != nil ||
 		!strings.Contains(strings.Join(ep.Env, " "), "SECRET=s3cr3t") || !strings.HasSuffix(strings.Join(ep.Env, " "), "EXTRA=1") {
 		t.Errorf("exec process = %+v", ep)
+	}
+}
+
+// TestCreateFromTemplateWithProcessUsesHelper: a bundle that names a
+// template (annotation) but has a process runs it through the init
+// helper too: the helper directory is bind-mounted into any rootfs.
+func TestCreateFromTemplateWithProcessUsesHelper(t *testing.T) {
+	f := newFakeNode(t, "", "")
+	tmpl := "debian-12-standard_12.7-1_amd64.tar.gz"
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for _, d := range []string{"./bin/", "./etc/"} {
+		if err := tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.dir, "vz/template/cache", tmpl), buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var cps []string
+	c, opts := createOpts(t, &cps)
+	opts.Spec.Annotations = map[string]string{AnnotationTemplate: "local:vztmpl/" + tmpl}
+	if err := f.backend.Create(context.Background(), c, opts); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := f.backend.Delete(context.Background(), c, true); err != nil {
+			t.Error(err)
+		}
+	}()
+	calls := f.calls(t)
+	if len(calls) != 2 || !strings.HasPrefix(calls[0], "create 100 local:vztmpl/"+tmpl) || calls[1] != "start 100" {
+		t.Errorf("pct calls = %q", calls)
+	}
+	conf, _ := os.ReadFile(filepath.Join(f.etc, "nodes/pve/lxc/100.conf"))
+	if !supervised(c) || !strings.Contains(string(conf), "lxc.init.cmd: /.nexcage/nexcage __nexcage-init") ||
+		!strings.Contains(string(conf), "lxc.mount.entry: "+c.Data[DataHelperDir]+" .nexcage none bind,ro,create=dir 0 0") {
+		t.Errorf("not run through the helper: %+v\n%s", c.Data, conf)
 	}
 }
