@@ -111,10 +111,11 @@ func checkProcessReport(t *testing.T, what, report string) {
 
 // TestProxmoxProcessThroughHelper: the whole OCI process reaches the
 // container's process through nexcage's init helper, on every Proxmox
-// version pvesim plays (the helper path is the same on all), and exec
+// version pvesim plays (PVESIM_PVE_VERSION; the helper path is the same
+// on all; NEXCAGE_TEST_PVE_VERSIONS="8.4" narrows the list), and exec
 // applies the same fields without ever putting the process on argv.
 func TestProxmoxProcessThroughHelper(t *testing.T) {
-	versions := []string{"8.4", "9.1"}
+	versions := []string{"8.4", "9.0", "9.1"}
 	if v := os.Getenv("NEXCAGE_TEST_PVE_VERSIONS"); v != "" {
 		versions = strings.Fields(v)
 	}
@@ -122,6 +123,10 @@ func TestProxmoxProcessThroughHelper(t *testing.T) {
 		t.Run("pve"+version, func(t *testing.T) {
 			e := newPveEnvWith(t, false, "", "PVESIM_PVE_VERSION="+version)
 			n := e.n
+			// The simulated node really is that version (pvesim records it).
+			if rec, err := os.ReadFile(filepath.Join(e.root, "var/lib/pvesim/nodes/pve/pve-version")); err != nil || strings.TrimSpace(string(rec)) != version {
+				t.Fatalf("pvesim node version = %q, %v; want %s", rec, err, version)
+			}
 			script := processReport + "exec sleep 1000\n"
 			bundle, out := processBundle(t, []string{"sh", "-c", script})
 			id := "proc-" + strings.ReplaceAll(version, ".", "")
