@@ -96,6 +96,10 @@ func ExecMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "nexcage exec: bad process description on fd %d: %v\n", ExecFD, err)
 		return 2
 	}
+	if err := narrowTo(p.ContainerBounding); err != nil {
+		fmt.Fprintf(os.Stderr, "nexcage exec: %v\n", err)
+		return 126
+	}
 	path, err := Prepare(&p, false)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "nexcage exec: %v\n", err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -218,6 +219,45 @@ func contains(cs []capability.Cap, c capability.Cap) bool {
 		}
 	}
 	return false
+}
+
+// narrowTo drops every capability outside mask (hex, as CapBnd in
+// /proc/<pid>/status) from all of the calling thread's sets; "" keeps
+// them.
+func narrowTo(mask string) error {
+	if mask == "" {
+		return nil
+	}
+	m, err := strconv.ParseUint(mask, 16, 64)
+	if err != nil {
+		return fmt.Errorf("the container's bounding set %q is not a hex mask", mask)
+	}
+	caps, err := capability.NewPid2(0)
+	if err == nil {
+		err = caps.Load()
+	}
+	if err != nil {
+		return fmt.Errorf("cannot read the helper's capabilities: %w", err)
+	}
+	last, err := capability.LastCap()
+	if err != nil {
+		return err
+	}
+	for c := capability.Cap(0); c <= last; c++ {
+		if m&(1<<uint(c)) == 0 {
+			caps.Unset(capability.CAPS|capability.BOUNDS|capability.AMBS, c)
+		}
+	}
+	if err := caps.Apply(capability.BOUNDS); err != nil {
+		return fmt.Errorf("cannot narrow to the container's bounding set: %w", err)
+	}
+	if err := caps.Apply(capability.CAPS); err != nil {
+		return fmt.Errorf("cannot narrow to the container's bounding set: %w", err)
+	}
+	if err := verifyCaps(caps); err != nil {
+		return fmt.Errorf("narrowing to the container's bounding set: %w", err)
+	}
+	return nil
 }
 
 // checkRlimits tells whether every rlimit can be set: soft <= hard, and

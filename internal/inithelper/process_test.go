@@ -191,6 +191,51 @@ func TestExecRootKeepsOnlyItsCapabilities(t *testing.T) {
 	}
 }
 
+// selfBoundingWithout is this process's CapBnd without capability c.
+func selfBoundingWithout(t *testing.T, c capability.Cap) (string, uint64) {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapBnd:"); ok {
+			m, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m &^= 1 << uint(c)
+			return fmt.Sprintf("%016x", m), m
+		}
+	}
+	t.Fatal("no CapBnd")
+	return "", 0
+}
+
+// TestExecNarrowsToContainerBounding: lxc-attach gives the exec helper
+// every capability; it narrows itself to the container's bounding set
+// first, so a process without capabilities of its own (root) gets the
+// container's set, and one asking for more is refused.
+func TestExecNarrowsToContainerBounding(t *testing.T) {
+	mask, _ := selfBoundingWithout(t, capability.CAP_KILL)
+	p := testProcess(t, "/")
+	p.UID, p.GID, p.AdditionalGids, p.Rlimits, p.Capabilities = 0, 0, nil, nil, nil
+	p.ContainerBounding = mask
+	stdout, stderr, code := runExecHelper(t, p)
+	if code != 0 {
+		t.Fatalf("exit %d: %s%s", code, stdout, stderr)
+	}
+	if got := reportLines(stdout)["CapBnd"]; got != mask {
+		t.Errorf("CapBnd = %q, want the container's %q", got, mask)
+	}
+	p = testProcess(t, "/")
+	p.ContainerBounding = mask
+	_, stderr, code = runExecHelper(t, p)
+	if code != 126 || !strings.Contains(stderr, "process.capabilities.bounding asks for CAP_KILL, which this container does not have") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}
+
 // TestExecRefuses: a process that cannot get what it asks for fails
 // before anything runs, with a message naming the problem.
 func TestExecRefuses(t *testing.T) {

@@ -541,7 +541,7 @@ exit 7
 		t.Fatalf("process on fd 3: %q: %v", data, err)
 	}
 	if strings.Join(ep.Args, "|") != "sh|-c|echo hi" || ep.UID != 5 || ep.GID != 6 || ep.Cwd != "/app" || !ep.NoNewPrivileges ||
-		ep.Capabilities == nil || len(ep.Rlimits) != 1 || ep.Sysctl != nil ||
+		ep.Capabilities == nil || len(ep.Rlimits) != 1 || ep.Sysctl != nil || ep.ContainerBounding == "" ||
 		!strings.Contains(strings.Join(ep.Env, " "), "SECRET=s3cr3t") || !strings.HasSuffix(strings.Join(ep.Env, " "), "EXTRA=1") {
 		t.Errorf("exec process = %+v", ep)
 	}

@@ -43,6 +43,9 @@ const (
 	DataSupervisor     = "supervisor"       // pid of the supervisor
 	DataSupervisorTime = "supervisor_start" // its start time, against pid reuse
 	DataStarted        = "started"          // "1" once start released the process
+	// DataCapBnd is the container's own bounding set (hex CapBnd of the
+	// init helper as LXC started it), to which exec narrows its helper.
+	DataCapBnd = "cap_bnd"
 )
 
 // helperBase is where the helper directories live. It is under the LXC
@@ -293,6 +296,9 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 	if st, ok := procfs.StartTime(pid); ok {
 		c.Data[DataStartTime] = st
 	}
+	if bnd, ok := capBnd(pid); ok {
+		c.Data[DataCapBnd] = bnd
+	}
 	if opts.PidFile != "" {
 		// Digits only, no newline: containerd's shim parses it with Atoi.
 		if err := renameio.WriteFile(opts.PidFile, []byte(strconv.Itoa(sup.Pid)), 0o644); err != nil {
@@ -300,6 +306,20 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 		}
 	}
 	return nil
+}
+
+// capBnd is the CapBnd line of /proc/<pid>/status.
+func capBnd(pid int) (string, bool) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return "", false
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapBnd:"); ok {
+			return strings.TrimSpace(v), true
+		}
+	}
+	return "", false
 }
 
 // fileOrNull passes f on when it is a file (a descriptor can be
@@ -498,6 +518,7 @@ func (b *Backend) exec(ctx context.Context, c *state.Container, args []string, s
 	if err != nil {
 		return 0, err
 	}
+	p.ContainerBounding = c.Data[DataCapBnd]
 	pj, _ := json.Marshal(p)
 	// The process (its environment may hold secrets) goes to the exec
 	// helper through a pipe on descriptor inithelper.ExecFD, never on
