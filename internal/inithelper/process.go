@@ -171,9 +171,16 @@ func checkCaps(p *Process, w *wanted) error {
 	if err != nil {
 		return fmt.Errorf("cannot read the helper's capabilities: %w", err)
 	}
-	needUser := unix.Getuid() != int(p.UID) || unix.Getgid() != int(p.GID)
-	if needUser && !(cur.Get(capability.EFFECTIVE, capability.CAP_SETUID) && cur.Get(capability.EFFECTIVE, capability.CAP_SETGID)) {
-		return fmt.Errorf("cannot switch to uid %d gid %d: the container's init lacks CAP_SETUID/CAP_SETGID", p.UID, p.GID)
+	gids := make([]int, len(p.AdditionalGids))
+	for i, g := range p.AdditionalGids {
+		gids[i] = int(g)
+	}
+	curGroups, _ := unix.Getgroups()
+	if (unix.Getgid() != int(p.GID) || !sameInts(curGroups, gids)) && !cur.Get(capability.EFFECTIVE, capability.CAP_SETGID) {
+		return fmt.Errorf("cannot switch to gid %d and groups %v: the helper lacks CAP_SETGID", p.GID, p.AdditionalGids)
+	}
+	if unix.Getuid() != int(p.UID) && !cur.Get(capability.EFFECTIVE, capability.CAP_SETUID) {
+		return fmt.Errorf("cannot switch to uid %d: the helper lacks CAP_SETUID", p.UID)
 	}
 	if w == nil {
 		return nil
