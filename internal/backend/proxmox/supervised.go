@@ -622,9 +622,22 @@ func (b *Backend) execProcess(c *state.Container, f *execFlags) (*inithelper.Pro
 		p = &inithelper.Process{Cwd: "/"}
 	}
 	p.Args, p.Sysctl = f.command, nil
+	for _, e := range f.env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" || strings.ContainsRune(e, 0) {
+			return nil, errs.New(errs.KindUsage, "exec: --env %q is not NAME=value", e)
+		}
+	}
 	p.Env = append(p.Env, f.env...)
 	if f.cwd != "" {
-		p.Cwd = f.cwd
+		if !filepath.IsAbs(f.cwd) {
+			return nil, errs.New(errs.KindUsage, "exec: --cwd %q is not an absolute path", f.cwd)
+		}
+		p.Cwd = filepath.Clean(f.cwd)
+	}
+	for _, a := range p.Args {
+		if strings.ContainsRune(a, 0) {
+			return nil, errs.New(errs.KindUsage, "exec: an argument contains a NUL byte")
+		}
 	}
 	if f.user != "" {
 		u, g, _ := strings.Cut(f.user, ":")
