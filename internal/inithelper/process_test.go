@@ -13,6 +13,7 @@ import (
 
 	"github.com/moby/sys/capability"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
 	"github.com/nexcage/nexcage/internal/testutil"
@@ -31,7 +32,9 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(ExecMain(os.Args[2:]))
 	}
-	os.Exit(m.Run())
+	// The tests start helpers (exec.Cmd's copying goroutines): none may
+	// be left behind.
+	goleak.VerifyTestMain(m)
 }
 
 func testHelperPrepare() error {
