@@ -167,6 +167,18 @@ func executable(p string, id *Identity) error {
 		}
 		return fmt.Errorf("permission denied")
 	}
+	// The user must also be able to search every directory on the way
+	// (mode bits; ACLs are not read).
+	if id != nil && id.UID != 0 {
+		for d := filepath.Dir(filepath.Clean(p)); ; d = filepath.Dir(d) {
+			if di, err := os.Stat(d); err == nil && !id.mayExec(di) {
+				return fmt.Errorf("permission denied for uid %d gid %d: cannot search %s", id.UID, id.GID, d)
+			}
+			if d == "/" || d == "." {
+				break
+			}
+		}
+	}
 	return nil
 }
 

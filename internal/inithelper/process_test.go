@@ -250,6 +250,13 @@ func TestExecRefuses(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Mkdir(filepath.Join(dir, "private"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	hidden := filepath.Join(dir, "private", "tool")
+	if err := os.WriteFile(hidden, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		name   string
 		mutate func(p *Process)
@@ -259,6 +266,7 @@ func TestExecRefuses(t *testing.T) {
 	}{
 		{"args[0] missing", func(p *Process) { p.Args = []string{"no-such-tool"} }, nil, 127, `"no-such-tool": executable file not found in $PATH`},
 		{"args[0] not executable by the user", func(p *Process) { p.Args = []string{secret} }, nil, 126, "permission denied for uid 1000"},
+		{"args[0] in a directory the user cannot search", func(p *Process) { p.Args = []string{hidden} }, nil, 126, "cannot search " + filepath.Dir(hidden)},
 		{"cwd missing", func(p *Process) { p.Cwd = "/nonexistent" }, nil, 126, `process.cwd "/nonexistent": no such file or directory`},
 		{"cwd a file", func(p *Process) { p.Cwd = secret }, nil, 126, "is not a directory"},
 		{"capability the helper lacks", func(p *Process) {
