@@ -2,7 +2,9 @@ package inithelper
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,11 +18,11 @@ import (
 // PATH variable (the value runc and Docker use).
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// InitMain is the container's init: it connects to the supervisor,
-// checks that process.args[0] can be run, waits for `start`, then takes
-// the stdio the supervisor passes and execs the process (so the
-// process is the container's PID 1, as with runc). It returns only on
-// failure.
+// InitMain is the container's init: it connects to the supervisor, gets
+// the process, prepares it (network, sysctls, checks: Prepare) and
+// reports ready, waits for `start`, then takes the stdio the supervisor
+// passes, applies the process (Apply) and execs it, so the process is
+// the container's PID 1, as with runc. It returns only on failure.
 func InitMain(args []string) int {
 	if len(args) != 1 {
 		fmt.Fprintln(os.Stderr, "nexcage: "+InitVerb+": internal helper; usage: "+InitVerb+" <socket>")
@@ -38,14 +40,14 @@ func InitMain(args []string) int {
 		return 127
 	}
 	m, _, err := Receive(conn)
-	if err != nil || m.Type != MsgProcess || len(m.Args) == 0 {
+	if err != nil || m.Type != MsgProcess || m.Process == nil || len(m.Process.Args) == 0 {
 		return fail("no process from the supervisor (%v)", err)
 	}
-	cwd := m.Cwd
-	if cwd == "" {
-		cwd = "/"
-	}
-	path, err := LookPath(m.Args[0], m.Env, cwd)
+	p := m.Process
+	// Network setup of the container (interfaces, addresses, resolv.conf)
+	// belongs here: after it, Prepare writes the net.* sysctls, which may
+	// name the interfaces.
+	path, err := Prepare(p, true)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -65,70 +67,67 @@ func InitMain(args []string) int {
 			_ = unix.Close(fd)
 		}
 	}
-	if err := os.Chdir(cwd); err != nil {
-		return fail("chdir to cwd (%q) set in config.json failed: %v", cwd, err)
-	}
 	// The socket is close-on-exec: a successful exec closes it, which is
 	// the supervisor's signal that the process runs.
-	err = unix.Exec(path, m.Args, m.Env)
-	return fail("exec %q: %v", m.Args[0], err)
-}
-
-// ExecProcess is what the exec helper runs (from runc's process.json).
-type ExecProcess struct {
-	Args           []string `json:"args"`
-	Env            []string `json:"env,omitempty"`
-	Cwd            string   `json:"cwd,omitempty"`
-	UID            uint32   `json:"uid"`
-	GID            uint32   `json:"gid"`
-	AdditionalGids []uint32 `json:"additionalGids,omitempty"`
+	return fail("%v", execProcess(p, path))
 }
 
 // ExecMain runs inside the container (started by lxc-attach as root): it
-// switches to the process's user, changes to its cwd and execs it with
-// exactly its environment. It returns only on failure (status 127 when
-// the command cannot be run, as a shell does).
+// reads the Process from descriptor ExecFD, prepares and applies it as
+// the init helper does (without sysctls) and execs it with exactly its
+// environment. It returns only on failure (status 127 when the command
+// cannot be found, 126 when it cannot be run, as a shell does).
 func ExecMain(args []string) int {
-	if len(args) != 1 {
-		fmt.Fprintln(os.Stderr, "nexcage: "+ExecVerb+": internal helper; usage: "+ExecVerb+" <process json>")
+	if len(args) != 0 {
+		fmt.Fprintln(os.Stderr, "nexcage: "+ExecVerb+": internal helper; usage: "+ExecVerb+" (process JSON on fd 3)")
 		return 2
 	}
-	var p ExecProcess
-	if err := json.Unmarshal([]byte(args[0]), &p); err != nil || len(p.Args) == 0 {
-		fmt.Fprintf(os.Stderr, "nexcage exec: bad process description: %v\n", err)
+	f := os.NewFile(ExecFD, "process")
+	var p Process
+	data, err := io.ReadAll(io.LimitReader(f, maxMessage+1))
+	_ = f.Close()
+	if err == nil && len(data) > maxMessage {
+		err = fmt.Errorf("more than %d bytes", maxMessage)
+	}
+	if err == nil {
+		err = json.Unmarshal(data, &p)
+	}
+	if err != nil || len(p.Args) == 0 {
+		fmt.Fprintf(os.Stderr, "nexcage exec: bad process description on fd %d: %v\n", ExecFD, err)
 		return 2
 	}
-	cwd := p.Cwd
-	if cwd == "" {
-		cwd = "/"
-	}
-	if err := switchUser(p); err != nil {
+	if err := narrowTo(p.ContainerBounding); err != nil {
 		fmt.Fprintf(os.Stderr, "nexcage exec: %v\n", err)
 		return 126
 	}
-	if err := os.Chdir(cwd); err != nil {
-		fmt.Fprintf(os.Stderr, "nexcage exec: chdir to cwd (%q) failed: %v\n", cwd, err)
-		return 126
-	}
-	path, err := LookPath(p.Args[0], p.Env, cwd)
+	path, err := Prepare(&p, false)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "nexcage exec: %v\n", err)
-		return 127
+		if errors.Is(err, errNotFound) || errors.Is(err, os.ErrNotExist) {
+			return 127
+		}
+		return 126
 	}
-	err = unix.Exec(path, p.Args, p.Env)
-	fmt.Fprintf(os.Stderr, "nexcage exec: exec %q: %v\n", p.Args[0], err)
-	return 127
+	err = execProcess(&p, path)
+	fmt.Fprintf(os.Stderr, "nexcage exec: %v\n", err)
+	return 126
 }
+
+// errNotFound is LookPath's error when args[0] does not exist.
+var errNotFound = errors.New("executable file not found")
 
 // LookPath finds name as execve would after a PATH search with the
 // process's own environment; the error texts follow runc's.
-func LookPath(name string, env []string, cwd string) (string, error) {
+//
+// With id, the file must be executable by that user, group and
+// supplementary groups (mode bits; id nil: by anyone).
+func LookPath(name string, env []string, cwd string, id *Identity) (string, error) {
 	if strings.Contains(name, "/") {
 		p := name
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(cwd, p)
 		}
-		if err := executable(p); err != nil {
+		if err := executable(p, id); err != nil {
 			return "", fmt.Errorf("exec: %q: stat %s: %w", name, name, err)
 		}
 		return p, nil
@@ -147,14 +146,14 @@ func LookPath(name string, env []string, cwd string) (string, error) {
 			dir = filepath.Join(cwd, dir)
 		}
 		p := filepath.Join(dir, name)
-		if executable(p) == nil {
+		if executable(p, id) == nil {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("exec: %q: executable file not found in $PATH", name)
+	return "", fmt.Errorf("exec: %q: %w in $PATH", name, errNotFound)
 }
 
-func executable(p string) error {
+func executable(p string, id *Identity) error {
 	fi, err := os.Stat(p)
 	if err != nil {
 		return unwrapPath(err)
@@ -162,8 +161,23 @@ func executable(p string) error {
 	if fi.IsDir() {
 		return fmt.Errorf("is a directory")
 	}
-	if fi.Mode()&0o111 == 0 {
+	if !id.mayExec(fi) {
+		if id != nil && id.UID != 0 {
+			return fmt.Errorf("permission denied for uid %d gid %d", id.UID, id.GID)
+		}
 		return fmt.Errorf("permission denied")
+	}
+	// The user must also be able to search every directory on the way
+	// (mode bits; ACLs are not read).
+	if id != nil && id.UID != 0 {
+		for d := filepath.Dir(filepath.Clean(p)); ; d = filepath.Dir(d) {
+			if di, err := os.Stat(d); err == nil && !id.mayExec(di) {
+				return fmt.Errorf("permission denied for uid %d gid %d: cannot search %s", id.UID, id.GID, d)
+			}
+			if d == "/" || d == "." {
+				break
+			}
+		}
 	}
 	return nil
 }
@@ -176,48 +190,13 @@ func unwrapPath(err error) error {
 }
 
 func init() {
-	// The init helper must exec from the main thread: when another thread
+	// The helpers must exec from the main thread: when another thread
 	// execs, the kernel reports the thread-group leader as exited, which
-	// the supervisor would take for the container's exit.
-	if len(os.Args) > 1 && os.Args[1] == InitVerb {
+	// the supervisor would take for the container's exit. And the
+	// credentials, capabilities and no_new_privs they set are per thread:
+	// they must be set on the thread that execs. main runs the helper
+	// verbs on the main goroutine, which this locks to the main thread.
+	if len(os.Args) > 1 && (os.Args[1] == InitVerb || os.Args[1] == ExecVerb) {
 		runtime.LockOSThread()
 	}
-}
-
-// switchUser sets the process's groups, gid and uid, each only when it
-// differs from the current one: the container's capability set may lack
-// CAP_SETGID/CAP_SETUID, which a process staying root does not need.
-func switchUser(p ExecProcess) error {
-	gids := make([]int, len(p.AdditionalGids))
-	for i, g := range p.AdditionalGids {
-		gids[i] = int(g)
-	}
-	if cur, err := unix.Getgroups(); err != nil || !sameInts(cur, gids) {
-		if err := unix.Setgroups(gids); err != nil {
-			return fmt.Errorf("setgroups %v: %w", gids, err)
-		}
-	}
-	if unix.Getgid() != int(p.GID) || unix.Getegid() != int(p.GID) {
-		if err := unix.Setresgid(int(p.GID), int(p.GID), int(p.GID)); err != nil {
-			return fmt.Errorf("setgid %d: %w", p.GID, err)
-		}
-	}
-	if unix.Getuid() != int(p.UID) || unix.Geteuid() != int(p.UID) {
-		if err := unix.Setresuid(int(p.UID), int(p.UID), int(p.UID)); err != nil {
-			return fmt.Errorf("setuid %d: %w", p.UID, err)
-		}
-	}
-	return nil
-}
-
-func sameInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -2,7 +2,10 @@
 // container: the init helper that holds the container in the OCI
 // "created" state until `start` releases it and then execs process.args
 // (in the manner of lxcri), and the exec helper that `nexcage exec`
-// runs through lxc-attach to apply a process's env, cwd and user.
+// runs through lxc-attach. Both apply the whole OCI process themselves
+// (user, groups, cwd, env, umask, rlimits, capabilities,
+// noNewPrivileges; the init helper also the net.* sysctls), so nothing
+// depends on raw LXC keys that some Proxmox versions drop (process.go).
 //
 // nexcage is a static binary; the Proxmox backend bind-mounts a copy of it
 // read-only at MountPoint in the container, with the supervisor's socket.
@@ -14,6 +17,7 @@ import (
 	"fmt"
 	"net"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,10 +25,15 @@ import (
 const (
 	// InitVerb is `nexcage __nexcage-init <socket>`: the container's init.
 	InitVerb = "__nexcage-init"
-	// ExecVerb is `nexcage __nexcage-exec <process json>`, run in the
-	// container by lxc-attach.
+	// ExecVerb is `nexcage __nexcage-exec`, run in the container by
+	// lxc-attach; it reads its Process as JSON from descriptor ExecFD
+	// (never from argv, which every local user can read in /proc).
 	ExecVerb = "__nexcage-exec"
 )
+
+// ExecFD is the descriptor the exec helper reads its Process from, until
+// end of file.
+const ExecFD = 3
 
 // Paths inside the container.
 const (
@@ -42,11 +51,14 @@ const (
 // Message types of the init protocol (one JSON message per packet on a
 // SOCK_SEQPACKET unix socket):
 //
-//	supervisor -> helper  process  {args, env, cwd}
+//	supervisor -> helper  process  {process}
+//	helper                checks the process and writes its sysctls
+//	                      (Prepare); a failure is an error {msg}
 //	helper -> supervisor  ready | error {msg}
 //	supervisor -> helper  start    + 3 fds (stdin, stdout, stderr)
-//	helper                execs; the socket closes (close-on-exec), which
-//	                      tells the supervisor the process runs; or error {msg}
+//	helper                applies the process (Apply) and execs; the
+//	                      socket closes (close-on-exec), which tells the
+//	                      supervisor the process runs; or error {msg}
 const (
 	MsgProcess = "process"
 	MsgReady   = "ready"
@@ -56,11 +68,42 @@ const (
 
 // Message is one packet of the init protocol.
 type Message struct {
-	Type string   `json:"type"`
-	Args []string `json:"args,omitempty"`
-	Env  []string `json:"env,omitempty"`
-	Cwd  string   `json:"cwd,omitempty"`
-	Msg  string   `json:"msg,omitempty"`
+	Type    string   `json:"type"`
+	Process *Process `json:"process,omitempty"`
+	Msg     string   `json:"msg,omitempty"`
+}
+
+// Process is the OCI process as the helpers apply it: every field of
+// specs.Process the Proxmox backend honours, already validated by the
+// backend's translation. The order in which the helpers apply them is
+// documented at Apply and in docs/PROXMOX.md.
+type Process struct {
+	Args []string `json:"args"`
+	// Env is the process's whole environment (nothing is inherited).
+	Env []string `json:"env,omitempty"`
+	// Cwd is an absolute path inside the container; "" is "/".
+	Cwd            string   `json:"cwd,omitempty"`
+	UID            uint32   `json:"uid"`
+	GID            uint32   `json:"gid"`
+	AdditionalGids []uint32 `json:"additionalGids,omitempty"`
+	// Umask nil means 0022, as with runc.
+	Umask           *uint32             `json:"umask,omitempty"`
+	NoNewPrivileges bool                `json:"noNewPrivileges,omitempty"`
+	Rlimits         []specs.POSIXRlimit `json:"rlimits,omitempty"`
+	// Capabilities nil leaves the sets as they are (a uid other than 0
+	// then loses them all at setuid, as with runc).
+	Capabilities *specs.LinuxCapabilities `json:"capabilities,omitempty"`
+	// Sysctl holds net.* keys only (the init helper writes them under
+	// /proc/sys/net, in the container's network namespace); the exec
+	// helper refuses a process that has any.
+	Sysctl map[string]string `json:"sysctl,omitempty"`
+	// ContainerBounding, for the exec helper only, is the container's own
+	// bounding set (hex, as CapBnd in /proc/<pid>/status of the init
+	// helper LXC started). lxc-attach runs the exec helper with all
+	// capabilities (--elevated-privileges=CAP, so it may switch user);
+	// it first narrows itself to this set, so an exec'd process never
+	// gets more than the container has.
+	ContainerBounding string `json:"containerBounding,omitempty"`
 }
 
 // maxMessage bounds one packet (args and env of a process).

@@ -31,6 +31,13 @@ type pveEnv struct {
 // extraProxmox is added to the proxmox section (e.g. `"timeout": 1`).
 func newPveEnv(t *testing.T, withTemplates bool, extraProxmox string) *pveEnv {
 	t.Helper()
+	return newPveEnvWith(t, withTemplates, extraProxmox)
+}
+
+// newPveEnvWith is newPveEnv with extra environment for pvesim and the
+// nexcage that drives it (e.g. PVESIM_PVE_VERSION=8.4).
+func newPveEnvWith(t *testing.T, withTemplates bool, extraProxmox string, extraEnv ...string) *pveEnv {
+	t.Helper()
 	sim := PvesimBin(t)
 	// An unprivileged container's root (an unmapped host uid) must be able
 	// to traverse the test's temp root to reach its rootfs and bind-mount
@@ -46,7 +53,7 @@ func newPveEnv(t *testing.T, withTemplates bool, extraProxmox string) *pveEnv {
 	if err := os.MkdirAll(e.root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	e.env = []string{"PVESIM_ROOT=" + e.root, "PVESIM_LOG=" + e.log, "PVESIM_LOCK_TIMEOUT_MS=500"}
+	e.env = append([]string{"PVESIM_ROOT=" + e.root, "PVESIM_LOG=" + e.log, "PVESIM_LOCK_TIMEOUT_MS=500"}, extraEnv...)
 	args := []string{"init"}
 	if withTemplates {
 		args = append(args, "--with-templates")

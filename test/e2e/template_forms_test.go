@@ -228,10 +228,10 @@ func TestTemplateForms(t *testing.T) {
 	cases := []struct {
 		name, image string
 		imageInit   bool // the image config's sleep runs as init
-		// helper: a bundle with a process runs through nexcage's init
-		// helper (docs/CONTAINERD.md): create = pct create + pct start,
-		// start = no pct call. Templates and images keep create = pct
-		// create, start = pct start.
+		// helper: a process (a bundle's, or an OCI image config's) runs
+		// through nexcage's init helper (docs/CONTAINERD.md): create =
+		// pct create + pct start, start = no pct call. A template alone
+		// keeps its own init: create = pct create, start = pct start.
 		helper bool
 	}{
 		{"volid", "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst", false, false},
@@ -241,9 +241,9 @@ func TestTemplateForms(t *testing.T) {
 		{"path", archive, false, false},
 		{"url", srv.URL + "/rootfs.tar.gz#sha256=" + strings.TrimPrefix(digestOf(data), "sha256:"), false, false},
 		{"bundle", bundle, true, true},
-		{"oci-layout", layout + ":v1", true, false},
-		{"oci-archive", ociArchive, true, false},
-		{"docker-archive", dockerArchive + ":app:v1", true, false},
+		{"oci-layout", layout + ":v1", true, true},
+		{"oci-archive", ociArchive, true, true},
+		{"docker-archive", dockerArchive + ":app:v1", true, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -214,7 +214,7 @@ func (e *soakEnv) iteration(t testing.TB) {
 		t.Fatal(err)
 	}
 	if _, err := proxmox.Translate(proxmox.Input{ID: "soak", Spec: b.Spec, BundleDir: b.Dir, Storage: "local",
-		Bridge: "vmbr0", Unprivileged: true, CanInjectScript: true}); err != nil {
+		Bridge: "vmbr0", Unprivileged: true, InitHelperDir: "/var/lib/lxc/.nexcage/soak-0"}); err != nil {
 		t.Fatal(err)
 	}
 	list, err := e.store.List()

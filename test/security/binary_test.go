@@ -187,7 +187,7 @@ func TestIDsCannotLeaveRoot(t *testing.T) {
 
 // TestNoConfigInjection creates a Proxmox container whose process args,
 // env and annotations carry newlines and Proxmox syntax, where the
-// backend can carry them safely (in its init script), and checks the
+// backend can carry them safely (over the init helper's socket), and checks the
 // written <vmid>.conf line by line: no injected hook, no extra key, every
 // raw key one Proxmox accepts.
 func TestNoConfigInjection(t *testing.T) {

@@ -62,10 +62,8 @@ type Backend struct {
 	// SelfExe is the nexcage binary used as init helper and supervisor;
 	// empty means os.Executable().
 	SelfExe string
-	// NoInitHelper makes create leave bundle containers stopped (start
-	// is then a pct start) instead of running them through the init
-	// helper; for tests of the pct sequence without LXC.
-	NoInitHelper bool
+	// lxcAttach is the lxc-attach binary exec uses.
+	lxcAttach string
 
 	// supervisors holds, per container id, the exit of the supervisors
 	// this process started (for a foreground run's Wait).
@@ -103,7 +101,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Backend, error) {
 		log:    log,
 		pct:    &pve.Pct{Path: pct, Timeout: timeout, Retries: 3, RetryDelay: 500 * time.Millisecond, Log: log},
 		etcPve: orDefault(p.EtcPve, "/etc/pve"), lxcPath: orDefault(p.LxcPath, "/var/lib/lxc"),
-		node: p.Node, lxcInfo: "lxc-info", PidTimeout: 30 * time.Second,
+		node: p.Node, lxcInfo: "lxc-info", lxcAttach: "lxc-attach", PidTimeout: 30 * time.Second,
 	}
 	b.tmpl = TemplateResolver(cfg, log, os.Stderr, nil)
 	return b, nil
@@ -214,9 +212,6 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 			rootfs = filepath.Join(opts.Bundle, rootfs)
 		}
 		in.OSType = template.DetectOSType(rootfs)
-		if _, err := os.Lstat(filepath.Join(rootfs, "bin/sh")); err == nil {
-			in.CanInjectScript = true
-		}
 	} else {
 		// A template (volume id, file or short name, path, URL, OCI
 		// image ...) resolved and validated by internal/template.
@@ -240,7 +235,10 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 		c.Data[DataTemplateRef] = ref
 		undo = append(undo, func() { b.releaseResolved(ostemplate, ref, c.ID) })
 	}
-	helper := wantsHelper(opts) && image == "" && !b.NoInitHelper
+	// Every container with a process runs it through the init helper,
+	// whatever its rootfs (packed bundle rootfs or template): the helper
+	// directory is bind-mounted by lxc.mount.entry.
+	helper := wantsHelper(in.Spec)
 	if helper {
 		dir, err := b.prepareHelper(c)
 		if err != nil {
@@ -281,7 +279,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	c.Pid = 0
 	if helper {
 		// pct start now: the init helper holds process.args until start.
-		if err := b.startSupervised(ctx, c, vmid, opts); err != nil {
+		if err := b.startSupervised(ctx, c, vmid, opts, req.Process); err != nil {
 			return err
 		}
 	}
@@ -296,9 +294,6 @@ func (b *Backend) pack(ctx context.Context, c *state.Container, rootfs string, r
 	popts := template.PackOptions{Rootfs: rootfs, Source: c.Bundle, What: "packing the rootfs of " + c.ID}
 	for _, t := range req.MountTargets {
 		popts.Targets = append(popts.Targets, template.Target{Path: t.Path, File: t.File})
-	}
-	if req.InitScript != nil {
-		popts.Extra = append(popts.Extra, template.ExtraFile{Path: InitScriptPath, Mode: 0o755, Data: req.InitScript})
 	}
 	p, err := b.tmpl.PackAndAcquire(ctx, popts, c.Data[DataTemplateRef])
 	if err != nil {
@@ -583,7 +578,7 @@ func applyImageConfig(s *specs.Spec, ic *template.ImageConfig) error {
 		u, g, hasGroup := strings.Cut(ic.User, ":")
 		uid, err := strconv.ParseUint(u, 10, 32)
 		if err != nil {
-			return unsupported("image config User", "%q is not numeric; only uid[:gid] can be mapped to lxc.init.uid/gid", ic.User)
+			return unsupported("image config User", "%q is not numeric; only uid[:gid] can be used on Proxmox (the image's user database is not read)", ic.User)
 		}
 		p.User.UID = uint32(uid)
 		if hasGroup {

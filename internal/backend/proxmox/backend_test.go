@@ -1,9 +1,14 @@
 package proxmox
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,9 +19,11 @@ import (
 	"github.com/nexcage/nexcage/internal/bundle"
 	"github.com/nexcage/nexcage/internal/config"
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/inithelper"
 	"github.com/nexcage/nexcage/internal/procfs"
 	"github.com/nexcage/nexcage/internal/runtime"
 	"github.com/nexcage/nexcage/internal/state"
+	"github.com/nexcage/nexcage/internal/supervisor"
 	"github.com/nexcage/nexcage/internal/template"
 	"github.com/nexcage/nexcage/internal/testutil"
 )
@@ -25,6 +32,13 @@ import (
 // Its create refuses VMIDs listed in taken (as if another node had them)
 // and writes a .conf for the others; a VMID listed in badconf gets a
 // directory instead of a .conf file, so appending raw lines fails.
+//
+// The backend's nexcage (SelfExe, the init helper's binary and the
+// supervisor) is a scripted fake supervisor: it reports listening, waits
+// for the fake pct start of its container, reports its own pid as the
+// ready init helper's, and then stands in for the container until it is
+// killed. So the unit tests run the real create path, supervised start
+// and delete included, without LXC.
 type fakeNode struct {
 	dir, etc, log string
 	backend       *Backend
@@ -58,9 +72,27 @@ create)
 	printf 'hostname: x\ntags: nexcage\n' > "$conf"; exit 0;;
 destroy)
 	if [ -d "$conf" ]; then rmdir "$conf"; else rm "$conf"; fi; exit 0;;
+start)
+	touch ` + dir + `/started-$2; exit 0;;
 esac
 exit 0
 `
+	sup := `#!/bin/sh
+[ "$1" = "` + supervisor.Verb + `" ] || exit 2
+while [ $# -gt 0 ]; do
+	case "$1" in --name) name=$2;; esac
+	shift
+done
+echo ` + supervisor.ReportListening + ` >&3
+while [ ! -e ` + dir + `/started-$name ]; do sleep 0.01; done
+echo "` + supervisor.ReportReady + ` $$" >&3
+exec 3>&-
+exec sleep 600
+`
+	self := filepath.Join(dir, "fake-nexcage")
+	if err := os.WriteFile(self, []byte(sup), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	pct := filepath.Join(dir, "pct")
 	if err := os.WriteFile(pct, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
@@ -75,9 +107,8 @@ exit 0
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The scripted pct runs no LXC container for an init helper to live
-	// in; the supervised create is covered by the e2e tests.
-	b.NoInitHelper = true
+	b.SelfExe = self
+	b.lxcInfo = "true" // the fake container stops at once
 	f.backend = b
 	return f
 }
@@ -115,24 +146,53 @@ func TestCreateRetriesTakenVMIDAndCheckpointsFirst(t *testing.T) {
 	if strings.Join(cps, ",") != "100,101,102" {
 		t.Errorf("checkpoints = %q", cps)
 	}
+	// create runs the container (pct start) with the init helper
+	// waiting for `start`; its supervisor reported the helper ready.
 	calls := f.calls(t)
-	if len(calls) != 3 || !strings.HasPrefix(calls[2], "create 102 local:vztmpl/nexcage-") {
+	if len(calls) != 4 || !strings.HasPrefix(calls[2], "create 102 local:vztmpl/nexcage-") || calls[3] != "start 102" {
 		t.Errorf("pct calls = %q", calls)
 	}
+	if c.Pid <= 0 || c.Data[DataSupervisor] != strconv.Itoa(c.Pid) || !supervised(c) {
+		t.Errorf("supervised container = %+v", c)
+	}
 	conf, _ := os.ReadFile(filepath.Join(f.etc, "nodes/pve/lxc/102.conf"))
-	if !strings.Contains(string(conf), "lxc.init.cmd: sleep 1\n") || !strings.Contains(string(conf), "lxc.environment.runtime: TERM=xterm\n") {
-		t.Errorf("raw lines not appended:\n%s", conf)
+	if !strings.Contains(string(conf), "lxc.init.cmd: /.nexcage/nexcage __nexcage-init /.nexcage/init.sock\n") ||
+		strings.Contains(string(conf), "lxc.environment") {
+		t.Errorf("raw lines:\n%s", conf)
+	}
+	if p := helperProcessOf(t, c); strings.Join(p.Args, " ") != "sleep 1" || !strings.Contains(strings.Join(p.Env, " "), "TERM=xterm") {
+		t.Errorf("process for the init helper = %+v", p)
 	}
 	// Delete destroys it and removes the packed template.
 	if err := f.backend.Delete(context.Background(), c, false); err != nil {
 		t.Fatal(err)
 	}
-	if got := f.calls(t); got[len(got)-1] != "destroy 102 --purge 1" {
-		t.Errorf("last pct call = %q", got[len(got)-1])
+	if got := f.calls(t); strings.Join(got[4:], "|") != "stop 102|destroy 102 --purge 1" {
+		t.Errorf("pct calls of delete = %q", got[4:])
 	}
 	if ents, _ := filepath.Glob(filepath.Join(f.dir, "vz/template/cache/nexcage-*")); len(ents) != 0 {
 		t.Errorf("packed template left: %v", ents)
 	}
+	if left := filesUnder(t, f.backend.helperBase()); len(left) > 0 {
+		t.Errorf("left in the helper base: %q", left)
+	}
+	if _, alive := procfs.StartTime(c.Pid); alive && c.Pid > 0 {
+		t.Errorf("supervisor %d still runs after delete", c.Pid)
+	}
+}
+
+// helperProcessOf reads the process create handed to c's supervisor.
+func helperProcessOf(t *testing.T, c *state.Container) *inithelper.Process {
+	t.Helper()
+	data, err := os.ReadFile(c.Data[DataHelperDir] + ".json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m inithelper.Message
+	if err := json.Unmarshal(data, &m); err != nil || m.Process == nil {
+		t.Fatalf("process description %s: %v", data, err)
+	}
+	return m.Process
 }
 
 func TestCreateRollsBackWhenRawLinesFail(t *testing.T) {
@@ -225,11 +285,11 @@ func TestApplyImageConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := strings.Join(rawLines(r), "\n")
-	for _, want := range []string{"lxc.init.cmd: /entry run", "lxc.environment.runtime: A=1", "lxc.init.cwd: /app", "lxc.init.uid: 1000", "lxc.init.gid: 100"} {
-		if !strings.Contains(got, want) {
-			t.Errorf("raw lines lack %q:\n%s", want, got)
-		}
+	// The image's process runs through the init helper like a bundle's.
+	checkNoDroppedKeys(t, r)
+	if p := r.Process; p == nil || strings.Join(p.Args, " ") != "/entry run" || strings.Join(p.Env, " ") != "A=1" ||
+		p.Cwd != "/app" || p.UID != 1000 || p.GID != 100 {
+		t.Errorf("process for the init helper = %+v", r.Process)
 	}
 	if err := applyImageConfig(in.Spec, &template.ImageConfig{Cmd: []string{"x"}, User: "nginx"}); errs.KindOf(err) != errs.KindUnsupported {
 		t.Errorf("named user: %v", err)
@@ -237,7 +297,7 @@ func TestApplyImageConfig(t *testing.T) {
 	// Without a process, a template keeps its own init.
 	in2 := baseInput(t)
 	in2.Spec.Process = nil
-	in2.KeepTemplateInit = true
+	in2.KeepTemplateInit, in2.InitHelperDir = true, ""
 	r2, err := Translate(in2)
 	if err != nil || strings.Contains(strings.Join(rawLines(r2), "\n"), "lxc.init.cmd") {
 		t.Errorf("template init: %v %v", rawLines(r2), err)
@@ -411,5 +471,123 @@ exit 0
 	}
 	if left := filesUnder(t, f.backend.helperBase()); len(left) > 0 {
 		t.Errorf("left in the helper base: %q", left)
+	}
+}
+
+// TestCreateAndExecCarryTheWholeProcess runs the real create path (fake
+// pct, fake supervisor) with a bundle whose process asks for every field:
+// the init helper gets all of it and the config none of it; then exec,
+// through a fake lxc-attach, hands the process to the exec helper on fd 3,
+// never on the command line, starting from the container's process as
+// runc does.
+func TestCreateAndExecCarryTheWholeProcess(t *testing.T) {
+	f := newFakeNode(t, "", "")
+	attach := filepath.Join(f.dir, "lxc-attach")
+	script := `#!/bin/sh
+echo "$*" > ` + f.dir + `/attach.argv
+cat <&3 > ` + f.dir + `/attach.process
+exit 7
+`
+	if err := os.WriteFile(attach, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f.backend.lxcAttach = attach
+	var cps []string
+	c, opts := createOpts(t, &cps)
+	umask := uint32(0o027)
+	p := opts.Spec.Process
+	p.User = specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{1001}, Umask: &umask}
+	p.Cwd, p.NoNewPrivileges = "/app", true
+	p.Env = append(p.Env, "SECRET=s3cr3t")
+	p.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 777, Hard: 888}}
+	p.Capabilities = &specs.LinuxCapabilities{Bounding: []string{"CAP_KILL"}, Effective: []string{"CAP_KILL"}, Permitted: []string{"CAP_KILL"}}
+	opts.Spec.Linux.Sysctl = map[string]string{"net.ipv4.ip_unprivileged_port_start": "0"}
+	if err := f.backend.Create(context.Background(), c, opts); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := f.backend.Delete(context.Background(), c, true); err != nil {
+			t.Error(err)
+		}
+	}()
+	conf, _ := os.ReadFile(filepath.Join(f.etc, "nodes/pve/lxc/100.conf"))
+	for _, k := range droppedRawKeys {
+		if strings.Contains(string(conf), k) {
+			t.Errorf("config has %s:\n%s", k, conf)
+		}
+	}
+	hp := helperProcessOf(t, c)
+	if hp.UID != 1000 || hp.Cwd != "/app" || !hp.NoNewPrivileges || hp.Umask == nil || *hp.Umask != 0o027 ||
+		len(hp.Rlimits) != 1 || hp.Capabilities == nil || hp.Sysctl["net.ipv4.ip_unprivileged_port_start"] != "0" {
+		t.Errorf("process for the init helper = %+v", hp)
+	}
+
+	// exec without --process: the container's process with the command
+	// and --env added; --user overrides the user.
+	var out strings.Builder
+	code, err := f.backend.Passthrough(context.Background(), c, "exec",
+		[]string{"--env", "EXTRA=1", "--user", "5:6", c.ID, "sh", "-c", "echo hi"}, runtime.Stdio{Stdout: &out, Stderr: &out})
+	if err != nil || code != 7 {
+		t.Fatalf("exec = %d, %v", code, err)
+	}
+	argv, _ := os.ReadFile(filepath.Join(f.dir, "attach.argv"))
+	if strings.Contains(string(argv), "s3cr3t") || strings.Contains(string(argv), "echo hi") ||
+		!strings.HasSuffix(strings.TrimSpace(string(argv)), "-- "+inithelper.Binary+" "+inithelper.ExecVerb) {
+		t.Errorf("lxc-attach argv = %q", argv)
+	}
+	var ep inithelper.Process
+	data, _ := os.ReadFile(filepath.Join(f.dir, "attach.process"))
+	if err := json.Unmarshal(data, &ep); err != nil {
+		t.Fatalf("process on fd 3: %q: %v", data, err)
+	}
+	if strings.Join(ep.Args, "|") != "sh|-c|echo hi" || ep.UID != 5 || ep.GID != 6 || ep.Cwd != "/app" || !ep.NoNewPrivileges ||
+		ep.Capabilities == nil || len(ep.Rlimits) != 1 || ep.Sysctl != nil || ep.ContainerBounding == "" ||
+		!strings.Contains(strings.Join(ep.Env, " "), "SECRET=s3cr3t") || !strings.HasSuffix(strings.Join(ep.Env, " "), "EXTRA=1") {
+		t.Errorf("exec process = %+v", ep)
+	}
+}
+
+// TestCreateFromTemplateWithProcessUsesHelper: a bundle that names a
+// template (annotation) but has a process runs it through the init
+// helper too: the helper directory is bind-mounted into any rootfs.
+func TestCreateFromTemplateWithProcessUsesHelper(t *testing.T) {
+	f := newFakeNode(t, "", "")
+	tmpl := "debian-12-standard_12.7-1_amd64.tar.gz"
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for _, d := range []string{"./bin/", "./etc/"} {
+		if err := tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.dir, "vz/template/cache", tmpl), buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var cps []string
+	c, opts := createOpts(t, &cps)
+	opts.Spec.Annotations = map[string]string{AnnotationTemplate: "local:vztmpl/" + tmpl}
+	if err := f.backend.Create(context.Background(), c, opts); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := f.backend.Delete(context.Background(), c, true); err != nil {
+			t.Error(err)
+		}
+	}()
+	calls := f.calls(t)
+	if len(calls) != 2 || !strings.HasPrefix(calls[0], "create 100 local:vztmpl/"+tmpl) || calls[1] != "start 100" {
+		t.Errorf("pct calls = %q", calls)
+	}
+	conf, _ := os.ReadFile(filepath.Join(f.etc, "nodes/pve/lxc/100.conf"))
+	if !supervised(c) || !strings.Contains(string(conf), "lxc.init.cmd: /.nexcage/nexcage __nexcage-init") ||
+		!strings.Contains(string(conf), "lxc.mount.entry: "+c.Data[DataHelperDir]+" .nexcage none bind,ro,create=dir 0 0") {
+		t.Errorf("not run through the helper: %+v\n%s", c.Data, conf)
 	}
 }

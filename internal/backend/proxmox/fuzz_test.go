@@ -31,7 +31,11 @@ func fuzzBundle(f *testing.F) string {
 
 // loadAndTranslate runs the real pipeline: bundle.Load of config.json,
 // then Translate, checking the outcome with checkTranslation.
-func loadAndTranslate(t *testing.T, dir string, data []byte, script bool) {
+//
+// Every translation gets an init helper directory, as every create does;
+// templateInit says whether a spec without process is a template-only
+// container (which keeps the template's init) or an error.
+func loadAndTranslate(t *testing.T, dir string, data []byte, templateInit bool) {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(dir, bundle.ConfigFile), data, 0o644); err != nil {
 		t.Fatal(err)
@@ -44,7 +48,7 @@ func loadAndTranslate(t *testing.T, dir string, data []byte, script bool) {
 		return
 	}
 	in := Input{ID: "fuzz-ct", Spec: b.Spec, BundleDir: b.Dir, Storage: "local-lvm", Bridge: "vmbr0",
-		Unprivileged: true, CanInjectScript: script}
+		Unprivileged: true, InitHelperDir: "/var/lib/lxc/.nexcage/fuzz-ct-0", KeepTemplateInit: templateInit}
 	req, err := Translate(in)
 	checkTranslation(t, req, err)
 }
@@ -153,8 +157,8 @@ func FuzzTranslate(f *testing.F) {
 	})
 	f.Add([]byte(`{"ociVersion":"1.0.2","root":{"path":"rootfs"}}`), false)
 	dir := fuzzBundle(f)
-	f.Fuzz(func(t *testing.T, data []byte, script bool) {
-		loadAndTranslate(t, dir, data, script)
+	f.Fuzz(func(t *testing.T, data []byte, templateInit bool) {
+		loadAndTranslate(t, dir, data, templateInit)
 	})
 }
 
@@ -184,6 +188,6 @@ func FuzzTranslateFields(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		loadAndTranslate(t, dir, data, true)
+		loadAndTranslate(t, dir, data, false)
 	})
 }

@@ -43,6 +43,9 @@ const (
 	DataSupervisor     = "supervisor"       // pid of the supervisor
 	DataSupervisorTime = "supervisor_start" // its start time, against pid reuse
 	DataStarted        = "started"          // "1" once start released the process
+	// DataCapBnd is the container's own bounding set (hex CapBnd of the
+	// init helper as LXC started it), to which exec narrows its helper.
+	DataCapBnd = "cap_bnd"
 )
 
 // helperBase is where the helper directories live. It is under the LXC
@@ -63,9 +66,11 @@ func (b *Backend) helperPaths(dir string) helperPaths {
 func supervised(c *state.Container) bool { return c.Data[DataHelperDir] != "" }
 
 // wantsHelper tells whether create runs the container through the init
-// helper: a bundle with a process to run.
-func wantsHelper(opts runtime.CreateOptions) bool {
-	return opts.Bundle != "" && opts.Spec != nil && opts.Spec.Process != nil && len(opts.Spec.Process.Args) > 0
+// helper: every spec with a process to run (from a bundle, or from the
+// OCI image config of a template-only container). A template alone
+// keeps the template's own init.
+func wantsHelper(spec *specs.Spec) bool {
+	return spec != nil && spec.Process != nil && len(spec.Process.Args) > 0
 }
 
 // prepareHelper makes the helper directory of c (with a copy of the
@@ -187,14 +192,12 @@ func copyFile(src, dst string, mode os.FileMode) error {
 // startSupervised starts the supervisor, then the container (pct start),
 // and waits until the init helper is connected and ready. It fills c's
 // pid and writes opts.PidFile with the supervisor's pid.
-func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid int, opts runtime.CreateOptions) (err error) {
+func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid int, opts runtime.CreateOptions, proc *inithelper.Process) (err error) {
 	hp := b.helperPaths(c.Data[DataHelperDir])
-	p := opts.Spec.Process
-	cwd := p.Cwd
-	if cwd == "" {
-		cwd = "/"
+	if proc == nil {
+		return errs.New(errs.KindInternal, "container %s: no process for the init helper", c.ID)
 	}
-	msg, _ := json.Marshal(inithelper.Message{Args: p.Args, Env: p.Env, Cwd: cwd})
+	msg, _ := json.Marshal(inithelper.Message{Process: proc})
 	if err := renameio.WriteFile(hp.process, msg, 0o600); err != nil {
 		return errs.Wrap(errs.KindBackend, err, "container %s: cannot write the process description", c.ID)
 	}
@@ -278,8 +281,12 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 	}
 	rest, ok := strings.CutPrefix(l, supervisor.ReportReady+" ")
 	if !ok {
+		where := "the image config"
+		if opts.Bundle != "" {
+			where = filepath.Join(opts.Bundle, "config.json")
+		}
 		return errs.New(errs.KindBackend, "container %s: %s", c.ID, strings.TrimPrefix(l, supervisor.ReportError+" ")).
-			WithHint("check process.args, process.cwd and PATH in %s/config.json", opts.Bundle)
+			WithHint("the process in %s cannot run as asked (check process.args, cwd, user, capabilities, rlimits, linux.sysctl and PATH)", where)
 	}
 	pid, perr := strconv.Atoi(rest)
 	if perr != nil || pid <= 0 {
@@ -289,6 +296,9 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 	if st, ok := procfs.StartTime(pid); ok {
 		c.Data[DataStartTime] = st
 	}
+	if bnd, ok := capBnd(pid); ok {
+		c.Data[DataCapBnd] = bnd
+	}
 	if opts.PidFile != "" {
 		// Digits only, no newline: containerd's shim parses it with Atoi.
 		if err := renameio.WriteFile(opts.PidFile, []byte(strconv.Itoa(sup.Pid)), 0o644); err != nil {
@@ -296,6 +306,20 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 		}
 	}
 	return nil
+}
+
+// capBnd is the CapBnd line of /proc/<pid>/status.
+func capBnd(pid int) (string, bool) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return "", false
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapBnd:"); ok {
+			return strings.TrimSpace(v), true
+		}
+	}
+	return "", false
 }
 
 // fileOrNull passes f on when it is a file (a descriptor can be
@@ -394,7 +418,7 @@ func (b *Backend) Passthrough(ctx context.Context, c *state.Container, verb stri
 // execFlags are runc exec's flags this backend understands.
 type execFlags struct {
 	process, pidFile, cwd, user string
-	detach                      bool
+	detach, noNewPrivs          bool
 	env                         []string
 	command                     []string
 }
@@ -459,6 +483,7 @@ func parseExecArgs(id string, args []string) (*execFlags, error) {
 		case "console-socket":
 			return nil, errs.New(errs.KindUnsupported, "exec: --console-socket is not supported on the proxmox-lxc backend")
 		case "no-new-privs":
+			f.noNewPrivs = !hasVal || val == "true"
 		default:
 			return nil, errs.New(errs.KindUnsupported, "exec: flag %s is not supported on the proxmox-lxc backend", a)
 		}
@@ -489,44 +514,43 @@ func (b *Backend) exec(ctx context.Context, c *state.Container, args []string, s
 		return 0, errs.New(errs.KindUnsupported, "exec: container %s was not created with nexcage's init helper", c.ID).
 			WithHint("use `pct exec` for containers created from a template")
 	}
-	p := inithelper.ExecProcess{Args: f.command, Env: f.env, Cwd: f.cwd}
-	if f.process != "" {
-		data, err := os.ReadFile(f.process)
-		if err != nil {
-			return 0, errs.Wrap(errs.KindUsage, err, "exec: cannot read the process file")
-		}
-		var sp specs.Process
-		if err := json.Unmarshal(data, &sp); err != nil {
-			return 0, errs.Wrap(errs.KindUsage, err, "exec: %s is not a process JSON", f.process)
-		}
-		if sp.Terminal {
-			return 0, errs.New(errs.KindUnsupported, "exec: a terminal is not supported on the proxmox-lxc backend")
-		}
-		p = inithelper.ExecProcess{Args: sp.Args, Env: sp.Env, Cwd: sp.Cwd, UID: sp.User.UID, GID: sp.User.GID, AdditionalGids: sp.User.AdditionalGids}
-	} else if f.user != "" {
-		u, g, _ := strings.Cut(f.user, ":")
-		uid, err1 := strconv.ParseUint(u, 10, 32)
-		gid, err2 := strconv.ParseUint(orDefault(g, "0"), 10, 32)
-		if err1 != nil || err2 != nil {
-			return 0, errs.New(errs.KindUsage, "exec: --user %q is not uid[:gid]", f.user)
-		}
-		p.UID, p.GID = uint32(uid), uint32(gid)
+	p, err := b.execProcess(c, f)
+	if err != nil {
+		return 0, err
 	}
-	if len(p.Args) == 0 {
-		return 0, errs.New(errs.KindUsage, "exec: no command given")
-	}
+	p.ContainerBounding = c.Data[DataCapBnd]
 	pj, _ := json.Marshal(p)
-	cmd := exec.Command("lxc-attach", "-P", b.lxcPath, "-n", strconv.Itoa(vmid), "--clear-env", "--",
-		inithelper.Binary, inithelper.ExecVerb, string(pj))
+	// The process (its environment may hold secrets) goes to the exec
+	// helper through a pipe on descriptor inithelper.ExecFD, never on
+	// argv, which every local user can read in /proc/<pid>/cmdline.
+	rd, wr, err := os.Pipe()
+	if err != nil {
+		return 0, errs.Wrap(errs.KindInternal, err, "exec in container %s: pipe", c.ID)
+	}
+	defer wr.Close()
+	// --elevated-privileges=CAP: lxc-attach would otherwise narrow the
+	// helper to the bounding set of the container's init (the bundle's
+	// process), which may lack CAP_SETUID/CAP_SETGID/CAP_SETPCAP; the
+	// helper drops to the exec'd process's own sets itself.
+	cmd := exec.Command(b.lxcAttach, "-P", b.lxcPath, "-n", strconv.Itoa(vmid), "--clear-env", "--elevated-privileges=CAP", "--",
+		inithelper.Binary, inithelper.ExecVerb)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio.Stdin, stdio.Stdout, stdio.Stderr
 	if f.detach {
 		// Descriptors only: the process outlives this nexcage.
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = fileOrNull(stdio.Stdin), fileOrNull(stdio.Stdout), fileOrNull(stdio.Stderr)
 	}
+	cmd.ExtraFiles = make([]*os.File, inithelper.ExecFD-2)
+	cmd.ExtraFiles[inithelper.ExecFD-3] = rd
 	b.log.Debug("exec", "id", c.ID, "argv", cmd.Args)
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	_ = rd.Close()
+	if err != nil {
 		return 0, errs.Wrap(errs.KindBackend, err, "exec in container %s: cannot run lxc-attach", c.ID)
 	}
+	// A write error means lxc-attach or the helper failed before reading:
+	// their own message and status say why.
+	_, _ = wr.Write(pj)
+	_ = wr.Close()
 	if f.detach {
 		if f.pidFile != "" {
 			if err := renameio.WriteFile(f.pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
@@ -553,6 +577,95 @@ func (b *Backend) exec(ctx context.Context, c *state.Container, args []string, s
 		return 0, errs.Wrap(errs.KindBackend, err, "exec in container %s", c.ID)
 	}
 	return 0, nil
+}
+
+// execProcess is the process `exec` runs: the --process file as it is
+// (runc's process.json, validated like a bundle's process), or, as runc
+// does, the container's own process with the command, --env (added),
+// --cwd, --user and --no-new-privs of the command line: so an exec'd
+// process gets the same user, groups, umask, rlimits, capabilities and
+// noNewPrivileges as the container's unless told otherwise.
+func (b *Backend) execProcess(c *state.Container, f *execFlags) (*inithelper.Process, error) {
+	if f.process != "" {
+		data, err := os.ReadFile(f.process)
+		if err != nil {
+			return nil, errs.Wrap(errs.KindUsage, err, "exec: cannot read the process file")
+		}
+		var sp specs.Process
+		if err := json.Unmarshal(data, &sp); err != nil {
+			return nil, errs.Wrap(errs.KindUsage, err, "exec: %s is not a process JSON", f.process)
+		}
+		if sp.Terminal {
+			return nil, errs.New(errs.KindUnsupported, "exec: a terminal is not supported on the proxmox-lxc backend")
+		}
+		if len(sp.Args) == 0 {
+			return nil, errs.New(errs.KindUsage, "exec: no command given")
+		}
+		p, err := HelperProcess(&sp)
+		if err != nil {
+			return nil, addContainer(c.ID, err)
+		}
+		if p.Capabilities == nil {
+			// Never more than the container's own process may have
+			// (lxc-attach runs the helper with all of the container's).
+			if cp := b.containerProcess(c); cp != nil {
+				p.Capabilities = cp.Capabilities
+			}
+		}
+		return p, nil
+	}
+	if len(f.command) == 0 {
+		return nil, errs.New(errs.KindUsage, "exec: no command given")
+	}
+	p := b.containerProcess(c)
+	if p == nil {
+		p = &inithelper.Process{Cwd: "/"}
+	}
+	p.Args, p.Sysctl = f.command, nil
+	for _, e := range f.env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" || strings.ContainsRune(e, 0) {
+			return nil, errs.New(errs.KindUsage, "exec: --env %q is not NAME=value", e)
+		}
+	}
+	p.Env = append(p.Env, f.env...)
+	if f.cwd != "" {
+		if !filepath.IsAbs(f.cwd) {
+			return nil, errs.New(errs.KindUsage, "exec: --cwd %q is not an absolute path", f.cwd)
+		}
+		p.Cwd = filepath.Clean(f.cwd)
+	}
+	for _, a := range p.Args {
+		if strings.ContainsRune(a, 0) {
+			return nil, errs.New(errs.KindUsage, "exec: an argument contains a NUL byte")
+		}
+	}
+	if f.user != "" {
+		u, g, _ := strings.Cut(f.user, ":")
+		uid, err1 := strconv.ParseUint(u, 10, 32)
+		gid, err2 := strconv.ParseUint(orDefault(g, "0"), 10, 32)
+		if err1 != nil || err2 != nil {
+			return nil, errs.New(errs.KindUsage, "exec: --user %q is not uid[:gid]", f.user)
+		}
+		p.UID, p.GID = uint32(uid), uint32(gid)
+	}
+	if f.noNewPrivs {
+		p.NoNewPrivileges = true
+	}
+	return p, nil
+}
+
+// containerProcess is the process create handed to c's init helper, nil
+// when it cannot be read.
+func (b *Backend) containerProcess(c *state.Container) *inithelper.Process {
+	data, err := os.ReadFile(b.helperPaths(c.Data[DataHelperDir]).process)
+	if err != nil {
+		return nil
+	}
+	var m inithelper.Message
+	if json.Unmarshal(data, &m) != nil {
+		return nil
+	}
+	return m.Process
 }
 
 // ps lists the container's processes by host pid: `ps --format json`

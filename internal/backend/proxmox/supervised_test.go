@@ -38,8 +38,8 @@ func TestTranslateInitHelper(t *testing.T) {
 	if want := "/var/lib/lxc/.nexcage/c1-abc .nexcage none bind,ro,create=dir 0 0"; raw["lxc.mount.entry"] != want {
 		t.Errorf("lxc.mount.entry = %q, want %q", raw["lxc.mount.entry"], want)
 	}
-	if req.InitScript != nil {
-		t.Errorf("init script generated in helper mode: %q", req.InitScript)
+	if req.Process == nil || strings.Join(req.Process.Args, "|") != "sh|-c|echo 'a b'; exit 3" {
+		t.Errorf("process for the helper = %+v", req.Process)
 	}
 	found := false
 	for _, m := range req.MountTargets {

@@ -17,7 +17,6 @@ import (
 
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/inithelper"
-	"github.com/nexcage/nexcage/internal/lazyre"
 	"github.com/nexcage/nexcage/internal/pve"
 )
 
@@ -37,10 +36,6 @@ const (
 // Tag is put on every container nexcage creates, so that people can
 // recognise them in the Proxmox UI.
 const Tag = "nexcage"
-
-// InitScriptPath is where a generated exec script lives inside a packed
-// rootfs when process.args cannot be written as a plain lxc.init.cmd.
-const InitScriptPath = "/.nexcage/init"
 
 // DefaultRootfsSizeGiB is Proxmox's own default root disk size.
 const DefaultRootfsSizeGiB = "4"
@@ -65,20 +60,18 @@ type Input struct {
 	Unprivileged bool
 	// OSType detected from the rootfs ("" = let pct detect it).
 	OSType string
-	// CanInjectScript is true when the rootfs is packed by nexcage and has
-	// /bin/sh, so a generated init script can carry arguments lxc.init.cmd
-	// cannot express.
-	CanInjectScript bool
 	// KeepTemplateInit is set when the container comes from a template
 	// alone (no bundle): a spec without process then keeps the template's
 	// own init instead of being an error.
 	KeepTemplateInit bool
 	// Stat checks mount sources; nil means os.Stat.
 	Stat func(string) (fs.FileInfo, error)
-	// InitHelperDir, when set, is the host directory holding the init
-	// helper and its supervisor's socket: it is bind-mounted read-only at
-	// inithelper.MountPoint and the helper becomes the container's init,
-	// which runs process.args only on `start` (a real OCI created state).
+	// InitHelperDir is the host directory holding the init helper and its
+	// supervisor's socket; a spec with a process needs one. It is
+	// bind-mounted read-only at inithelper.MountPoint (by lxc.mount.entry,
+	// so into any rootfs, packed or from a template) and the helper
+	// becomes the container's init, which applies the process and runs it
+	// only on `start` (a real OCI created state).
 	InitHelperDir string
 	// Node is the node's Proxmox version: what its pct and config parser
 	// accept (proxmox-pct.md §9). The zero value is an unknown node,
@@ -92,9 +85,9 @@ type Request struct {
 	Hostname string
 	Options  []pve.Option
 	Raw      []pve.RawLine
-	// InitScript, when not nil, must be placed at InitScriptPath (mode 0755)
-	// in the packed rootfs; lxc.init.cmd then runs it.
-	InitScript []byte
+	// Process is what the init helper applies and runs (nil for a
+	// template-only container, which keeps the template's own init).
+	Process *inithelper.Process
 	// MountTargets are mount destinations that a packed rootfs should
 	// contain, so they can be mounted even on a read-only root.
 	MountTargets []MountTarget
@@ -522,7 +515,11 @@ func countCPUs(s string) (int, error) {
 	return n, nil
 }
 
-// process maps process.* to lxc.init.*, environment, limits and caps.
+// process maps process.*: everything of it goes to nexcage's init
+// helper (Request.Process), which applies it itself on every Proxmox
+// version, since PVE 8 and 9.0 drop the raw lxc.init.*/lxc.environment
+// keys (proxmox-pct.md §9.3). Only what LXC itself must set before init
+// runs (AppArmor profile, SELinux context) stays a raw key.
 func (t *translator) process() error {
 	p := t.in.Spec.Process
 	if p == nil && t.in.KeepTemplateInit {
@@ -537,77 +534,14 @@ func (t *translator) process() error {
 	if p.Terminal {
 		t.warn("process.terminal is not supported on Proxmox (the container has a console instead); ignored")
 	}
-	if t.in.InitHelperDir != "" {
-		if err := t.initHelper(p.Args); err != nil {
-			return err
-		}
-	} else if err := t.initCmd(p.Args); err != nil {
+	hp, err := HelperProcess(p)
+	if err != nil {
 		return err
 	}
-	for i, e := range p.Env {
-		field := fmt.Sprintf("process.env[%d]", i)
-		k, _, ok := strings.Cut(e, "=")
-		if !ok || k == "" || strings.ContainsAny(k, " \t") {
-			return invalid(field, "%q is not NAME=value", e)
-		}
-		if err := checkText(field, e); err != nil {
-			return err
-		}
-		t.raw(pve.EnvKey, e)
+	if err := t.initHelper(); err != nil {
+		return err
 	}
-	if p.Cwd != "" && p.Cwd != "/" {
-		cwd := path.Clean("/" + p.Cwd)
-		if err := checkText("process.cwd", cwd); err != nil {
-			return err
-		}
-		t.raw("lxc.init.cwd", cwd)
-	}
-	if p.User.Username != "" {
-		return unsupported("process.user.username", "only numeric uid/gid can be mapped (lxc.init.uid/gid)")
-	}
-	if p.User.UID != 0 {
-		t.raw("lxc.init.uid", strconv.FormatUint(uint64(p.User.UID), 10))
-	}
-	if p.User.GID != 0 {
-		t.raw("lxc.init.gid", strconv.FormatUint(uint64(p.User.GID), 10))
-	}
-	if len(p.User.AdditionalGids) > 0 {
-		gs := make([]string, len(p.User.AdditionalGids))
-		for i, g := range p.User.AdditionalGids {
-			gs[i] = strconv.FormatUint(uint64(g), 10)
-		}
-		t.raw("lxc.init.groups", strings.Join(gs, ","))
-	}
-	if p.User.Umask != nil {
-		t.warn("process.user.umask cannot be set through LXC; ignored")
-	}
-	for i, rl := range p.Rlimits {
-		field := fmt.Sprintf("process.rlimits[%d]", i)
-		name := strings.ToLower(strings.TrimPrefix(rl.Type, "RLIMIT_"))
-		if !rlimitNames[name] {
-			return invalid(field, "unknown rlimit type %q", rl.Type)
-		}
-		t.raw("lxc.prlimit."+name, rlimitValue(rl.Soft)+":"+rlimitValue(rl.Hard))
-	}
-	if c := p.Capabilities; c != nil {
-		if c.Bounding != nil {
-			keep := make([]string, 0, len(c.Bounding))
-			for i, cp := range c.Bounding {
-				n := strings.ToLower(strings.TrimPrefix(strings.ToUpper(cp), "CAP_"))
-				if !reCapName.MatchString(n) {
-					return invalid(fmt.Sprintf("process.capabilities.bounding[%d]", i), "%q is not a capability", cp)
-				}
-				keep = append(keep, n)
-			}
-			// LXC refuses keep and drop together; Proxmox's common config
-			// sets drop, so clear it first. An empty keep list is "none".
-			t.raw("lxc.cap.drop", "")
-			if len(keep) == 0 {
-				keep = []string{"none"}
-			}
-			t.raw("lxc.cap.keep", strings.Join(keep, " "))
-		}
-	}
+	t.req.Process = hp
 	if p.ApparmorProfile != "" {
 		if err := checkProp("process.apparmorProfile", p.ApparmorProfile); err != nil {
 			return err
@@ -629,64 +563,95 @@ func (t *translator) process() error {
 	return nil
 }
 
-var reCapName = lazyre.New(`^[a-z0-9_]+$`)
-
-var rlimitNames = map[string]bool{
-	"as": true, "core": true, "cpu": true, "data": true, "fsize": true, "locks": true,
-	"memlock": true, "msgqueue": true, "nice": true, "nofile": true, "nproc": true,
-	"rss": true, "rtprio": true, "rttime": true, "sigpending": true, "stack": true,
-}
-
-func rlimitValue(v uint64) string {
-	if v == math.MaxUint64 {
-		return "unlimited"
+// HelperProcess validates an OCI process and returns what nexcage's init
+// and exec helpers apply: args, env, cwd, numeric user and groups, umask,
+// noNewPrivileges, rlimits and the five capability sets. Sysctls are
+// added by the translation (linux.sysctl is not part of the process).
+func HelperProcess(p *specs.Process) (*inithelper.Process, error) {
+	if len(p.Args) == 0 {
+		return nil, invalid("process.args", "empty; the container needs a command")
 	}
-	return strconv.FormatUint(v, 10)
-}
-
-// initCmd writes process.args as lxc.init.cmd. LXC splits that value on
-// blanks and only knows whole-word quotes without escapes, so arguments
-// that are not plain words go through a generated script (when nexcage
-// packs the rootfs and it has /bin/sh); otherwise it is an error.
-func (t *translator) initCmd(args []string) error {
-	plain := true
-	for i, a := range args {
+	for i, a := range p.Args {
 		if strings.ContainsRune(a, 0) {
-			return invalid(fmt.Sprintf("process.args[%d]", i), "contains a NUL byte")
-		}
-		if !plainWord(a) {
-			plain = false
+			return nil, invalid(fmt.Sprintf("process.args[%d]", i), "contains a NUL byte")
 		}
 	}
-	if plain {
-		t.raw("lxc.init.cmd", strings.Join(args, " "))
-		return nil
+	for i, e := range p.Env {
+		field := fmt.Sprintf("process.env[%d]", i)
+		k, _, ok := strings.Cut(e, "=")
+		if !ok || k == "" || strings.ContainsAny(k, " \t") {
+			return nil, invalid(field, "%q is not NAME=value", e)
+		}
+		if strings.ContainsRune(e, 0) {
+			return nil, invalid(field, "contains a NUL byte")
+		}
 	}
-	if !t.in.CanInjectScript {
-		return unsupported("process.args", "%q has arguments with blanks, quotes, backslashes or control characters, which lxc.init.cmd cannot carry, and the rootfs is not packed by nexcage or has no /bin/sh for a wrapper script", args).
-			WithHint("use a bundle rootfs with /bin/sh, or put the command in a script inside the image")
+	cwd := "/"
+	if p.Cwd != "" {
+		if !path.IsAbs(p.Cwd) {
+			return nil, invalid("process.cwd", "%q is not an absolute path", p.Cwd)
+		}
+		if strings.ContainsRune(p.Cwd, 0) {
+			return nil, invalid("process.cwd", "contains a NUL byte")
+		}
+		cwd = path.Clean(p.Cwd)
 	}
-	var b strings.Builder
-	b.WriteString("#!/bin/sh\n# generated by nexcage: runs process.args of the OCI spec\nexec")
-	for _, a := range args {
-		b.WriteString(" " + shellQuote(a))
+	if p.User.Username != "" {
+		return nil, unsupported("process.user.username", "%q: only a numeric uid/gid can be used on Proxmox (the user database of the image is not read)", p.User.Username).
+			WithHint("set process.user.uid and gid to the user's numbers instead")
 	}
-	b.WriteString("\n")
-	t.req.InitScript = []byte(b.String())
-	t.raw("lxc.init.cmd", InitScriptPath)
-	return nil
+	hp := &inithelper.Process{
+		Args: p.Args, Env: p.Env, Cwd: cwd, UID: p.User.UID, GID: p.User.GID,
+		AdditionalGids: p.User.AdditionalGids, NoNewPrivileges: p.NoNewPrivileges,
+	}
+	if p.User.Umask != nil {
+		if *p.User.Umask > 0o777 {
+			return nil, invalid("process.user.umask", "%#o is not a umask (0 to 0777)", *p.User.Umask)
+		}
+		u := *p.User.Umask
+		hp.Umask = &u
+	}
+	seen := map[string]bool{}
+	for i, rl := range p.Rlimits {
+		field := fmt.Sprintf("process.rlimits[%d]", i)
+		if _, ok := inithelper.RlimitResource(rl.Type); !ok {
+			return nil, invalid(field, "unknown rlimit type %q", rl.Type)
+		}
+		if seen[rl.Type] {
+			return nil, invalid(field, "%s given twice", rl.Type)
+		}
+		seen[rl.Type] = true
+		if rl.Soft > rl.Hard {
+			return nil, invalid(field, "%s: soft limit %d is above the hard limit %d", rl.Type, rl.Soft, rl.Hard)
+		}
+		hp.Rlimits = append(hp.Rlimits, rl)
+	}
+	if c := p.Capabilities; c != nil {
+		sets := []struct {
+			name string
+			caps []string
+		}{{"bounding", c.Bounding}, {"effective", c.Effective}, {"permitted", c.Permitted}, {"inheritable", c.Inheritable}, {"ambient", c.Ambient}}
+		for _, s := range sets {
+			for i, cp := range s.caps {
+				if _, ok := inithelper.CapabilityByName(cp); !ok {
+					return nil, invalid(fmt.Sprintf("process.capabilities.%s[%d]", s.name, i), "%q is not a capability", cp)
+				}
+			}
+		}
+		cc := *c
+		hp.Capabilities = &cc
+	}
+	return hp, nil
 }
 
 // initHelper makes nexcage's init helper the container's init. It gets
-// process.args from its supervisor over a socket, so the arguments need
-// no quoting at all.
-func (t *translator) initHelper(args []string) error {
-	for i, a := range args {
-		if strings.ContainsRune(a, 0) {
-			return invalid(fmt.Sprintf("process.args[%d]", i), "contains a NUL byte")
-		}
-	}
+// the process from its supervisor over a socket, so nothing of it needs
+// quoting or a raw key.
+func (t *translator) initHelper() error {
 	dir := t.in.InitHelperDir
+	if dir == "" {
+		return errs.New(errs.KindInternal, "the bundle has a process but no init helper directory was prepared for it")
+	}
 	if !filepath.IsAbs(dir) || strings.ContainsAny(dir, " \t\n\r\\\x00") {
 		return errs.New(errs.KindInvalidConfig, "init helper directory %q must be an absolute path without blanks or backslashes", dir).
 			WithHint("set proxmox.lxc_path to such a path")
@@ -1015,13 +980,18 @@ func (t *translator) devices() error {
 	return nil
 }
 
-// allowedSysctls are the only lxc.sysctl.* keys Proxmox accepts.
+// allowedSysctls are the only lxc.sysctl.* keys Proxmox accepts (every
+// supported version): they stay raw keys, set by LXC.
 var allowedSysctls = map[string]bool{
 	"fs.mqueue": true, "kernel.msgmax": true, "kernel.msgmnb": true, "kernel.msgmni": true,
 	"kernel.sem": true, "kernel.shmall": true, "kernel.shmmax": true, "kernel.shmmni": true,
 	"kernel.shm_rmid_forced": true,
 }
 
+// sysctl maps linux.sysctl: the IPC keys Proxmox accepts become
+// lxc.sysctl.* lines; net.* keys, which Proxmox refuses as raw keys, go
+// to the init helper, which writes them in the container's network
+// namespace before the process runs; anything else is refused.
 func (t *translator) sysctl() error {
 	if t.in.Spec.Linux == nil {
 		return nil
@@ -1033,14 +1003,28 @@ func (t *translator) sysctl() error {
 	sort.Strings(keys)
 	for _, k := range keys {
 		field := "linux.sysctl[" + k + "]"
-		if !allowedSysctls[k] {
-			return unsupported(field, "Proxmox only accepts the IPC sysctls fs.mqueue, kernel.msgmax, kernel.msgmnb, kernel.msgmni, kernel.sem, kernel.shmall, kernel.shmmax, kernel.shmmni, kernel.shm_rmid_forced")
-		}
 		v := t.in.Spec.Linux.Sysctl[k]
 		if err := checkText(field, v); err != nil {
 			return err
 		}
-		t.raw("lxc.sysctl."+k, v)
+		if allowedSysctls[k] {
+			t.raw("lxc.sysctl."+k, v)
+			continue
+		}
+		if strings.HasPrefix(k, "net.") {
+			if _, err := inithelper.SysctlPath(k); err != nil {
+				return invalid(field, "%v", err)
+			}
+			if t.req.Process == nil {
+				return unsupported(field, "net.* sysctls are written by nexcage's init helper, which only runs a container that has a process")
+			}
+			if t.req.Process.Sysctl == nil {
+				t.req.Process.Sysctl = map[string]string{}
+			}
+			t.req.Process.Sysctl[k] = v
+			continue
+		}
+		return unsupported(field, "Proxmox only accepts the IPC sysctls fs.mqueue, kernel.msgmax, kernel.msgmnb, kernel.msgmni, kernel.sem, kernel.shmall, kernel.shmmax, kernel.shmmni, kernel.shm_rmid_forced, and nexcage's init helper sets net.* ones; no other sysctl can be set in a Proxmox container")
 	}
 	return nil
 }
@@ -1048,9 +1032,6 @@ func (t *translator) sysctl() error {
 // misc handles the spec fields that Proxmox covers itself or cannot do.
 func (t *translator) misc() error {
 	s := t.in.Spec
-	if s.Process != nil && s.Process.NoNewPrivileges {
-		t.warn("process.noNewPrivileges cannot be set on Proxmox (lxc.no_new_privs is not an allowed key); ignored")
-	}
 	//lint:ignore SA1019 deprecated prestart hooks must be refused like the others
 	if s.Hooks != nil && (len(s.Hooks.Prestart)+len(s.Hooks.CreateRuntime)+len(s.Hooks.CreateContainer)+
 		len(s.Hooks.StartContainer)+len(s.Hooks.Poststart)+len(s.Hooks.Poststop) > 0) {

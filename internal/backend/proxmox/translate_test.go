@@ -31,7 +31,28 @@ func baseInput(t *testing.T) Input {
 	s.Process.Capabilities = nil
 	s.Process.Rlimits = nil
 	s.Hostname = ""
-	return Input{ID: "test-oci", Spec: s, BundleDir: dir, Storage: "local-lvm", Bridge: "vmbr0", Unprivileged: true}
+	return Input{ID: "test-oci", Spec: s, BundleDir: dir, Storage: "local-lvm", Bridge: "vmbr0", Unprivileged: true,
+		InitHelperDir: testHelperDir}
+}
+
+// testHelperDir is the init helper directory translations are given.
+const testHelperDir = "/var/lib/lxc/.nexcage/test-oci-abc"
+
+// droppedRawKeys are raw keys some Proxmox versions drop (proxmox-pct.md
+// §9.3) or that would narrow LXC's own capability set below what the
+// init helper needs: no translation of a process may write them.
+var droppedRawKeys = []string{"lxc.init.uid", "lxc.init.gid", "lxc.init.groups", "lxc.init.cwd",
+	"lxc.environment", "lxc.prlimit.", "lxc.cap.keep", "lxc.cap.drop", "lxc.no_new_privs"}
+
+func checkNoDroppedKeys(t *testing.T, r *Request) {
+	t.Helper()
+	for _, l := range r.Raw {
+		for _, k := range droppedRawKeys {
+			if strings.HasPrefix(l.Key, k) {
+				t.Errorf("raw key %s: %q written; the init helper carries it", l.Key, l.Value)
+			}
+		}
+	}
 }
 
 func rawLines(r *Request) []string {
@@ -72,15 +93,19 @@ func TestTranslateDefaults(t *testing.T) {
 		}
 	}
 	wantRaw := []string{
-		"lxc.init.cmd: sh",
-		"lxc.environment.runtime: PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"lxc.environment.runtime: TERM=xterm",
+		"lxc.init.cmd: /.nexcage/nexcage __nexcage-init /.nexcage/init.sock",
+		"lxc.mount.entry: " + testHelperDir + " .nexcage none bind,ro,create=dir 0 0",
 	}
 	if got := rawLines(r); strings.Join(got, "\n") != strings.Join(wantRaw, "\n") {
 		t.Errorf("raw = %q, want %q", got, wantRaw)
 	}
-	if r.InitScript != nil || r.Template != "" || !r.Unprivileged {
+	if r.Template != "" || !r.Unprivileged {
 		t.Errorf("unexpected request %+v", r)
+	}
+	p := r.Process
+	if p == nil || strings.Join(p.Args, " ") != "sh" || p.Cwd != "/" ||
+		strings.Join(p.Env, "|") != "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin|TERM=xterm" {
+		t.Errorf("process for the init helper = %+v", p)
 	}
 }
 
@@ -94,7 +119,6 @@ func TestTranslateRows(t *testing.T) {
 		noOpts   []string          // options that must be absent
 		raw      []string          // raw lines that must be present
 		warn     string            // substring of a warning
-		script   string            // substring of InitScript
 		mountDir string
 	}{
 		{name: "hostname from spec", mutate: func(in *Input) { in.Spec.Hostname = "web1" }, opts: map[string]string{"hostname": "web1"}},
@@ -120,23 +144,6 @@ func TestTranslateRows(t *testing.T) {
 		{name: "cpuunits from shares", mutate: func(in *Input) { res(in).CPU = &specs.LinuxCPU{Shares: ptr(uint64(1024))} }, opts: map[string]string{"cpuunits": "100"}},
 		{name: "pids", mutate: func(in *Input) { res(in).Pids = &specs.LinuxPids{Limit: ptr(int64(64))} }, raw: []string{"lxc.cgroup2.pids.max: 64"}},
 		{name: "unified", mutate: func(in *Input) { res(in).Unified = map[string]string{"memory.high": "1G"} }, raw: []string{"lxc.cgroup2.memory.high: 1G"}},
-		{name: "args plain", mutate: func(in *Input) { in.Spec.Process.Args = []string{"/bin/sleep", "100"} }, raw: []string{"lxc.init.cmd: /bin/sleep 100"}},
-		{name: "args with blanks use a script", mutate: func(in *Input) {
-			in.CanInjectScript = true
-			in.Spec.Process.Args = []string{"sh", "-c", "echo 'hi there'; sleep 1"}
-		}, raw: []string{"lxc.init.cmd: " + InitScriptPath}, script: `exec 'sh' '-c' 'echo '\''hi there'\''; sleep 1'`},
-		{name: "env all lines", mutate: func(in *Input) { in.Spec.Process.Env = []string{"A=1", "B=two words", "C="} },
-			raw: []string{"lxc.environment.runtime: A=1", "lxc.environment.runtime: B=two words", "lxc.environment.runtime: C="}},
-		{name: "cwd", mutate: func(in *Input) { in.Spec.Process.Cwd = "/srv/app/../www" }, raw: []string{"lxc.init.cwd: /srv/www"}},
-		{name: "user", mutate: func(in *Input) {
-			in.Spec.Process.User = specs.User{UID: 1000, GID: 100, AdditionalGids: []uint32{10, 20}}
-		}, raw: []string{"lxc.init.uid: 1000", "lxc.init.gid: 100", "lxc.init.groups: 10,20"}},
-		{name: "rlimits", mutate: func(in *Input) {
-			in.Spec.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 1024, Hard: 4096}, {Type: "RLIMIT_CORE", Soft: ^uint64(0), Hard: ^uint64(0)}}
-		}, raw: []string{"lxc.prlimit.nofile: 1024:4096", "lxc.prlimit.core: unlimited:unlimited"}},
-		{name: "capabilities", mutate: func(in *Input) {
-			in.Spec.Process.Capabilities = &specs.LinuxCapabilities{Bounding: []string{"CAP_KILL", "CAP_NET_BIND_SERVICE"}}
-		}, raw: []string{"lxc.cap.drop: ", "lxc.cap.keep: kill net_bind_service"}},
 		{name: "apparmor", mutate: func(in *Input) { in.Spec.Process.ApparmorProfile = "lxc-container-default-cgns" },
 			raw: []string{"lxc.apparmor.profile: lxc-container-default-cgns"}},
 		{name: "ipc sysctl", mutate: func(in *Input) { in.Spec.Linux.Sysctl = map[string]string{"kernel.shmmax": "1000000"} },
@@ -199,7 +206,6 @@ func TestTranslateRows(t *testing.T) {
 			opts: map[string]string{"ostype": "unmanaged"}},
 		{name: "annotation tags", mutate: func(in *Input) { in.Spec.Annotations = map[string]string{AnnotationTags: "web;Prod,nexcage"} },
 			opts: map[string]string{"tags": "nexcage;web;prod"}},
-		{name: "noNewPrivileges warned", mutate: func(in *Input) { in.Spec.Process.NoNewPrivileges = true }, warn: "noNewPrivileges"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -230,9 +236,7 @@ func TestTranslateRows(t *testing.T) {
 			if tc.warn != "" && !strings.Contains(strings.Join(r.Warnings, "\n"), tc.warn) {
 				t.Errorf("warnings %q lack %q", r.Warnings, tc.warn)
 			}
-			if tc.script != "" && !strings.Contains(string(r.InitScript), tc.script) {
-				t.Errorf("init script %q lacks %q", r.InitScript, tc.script)
-			}
+			checkNoDroppedKeys(t, r)
 			if tc.mountDir != "" {
 				found := false
 				for _, m := range r.MountTargets {
@@ -262,20 +266,30 @@ func TestTranslateErrors(t *testing.T) {
 		kind   errs.Kind
 		field  string
 	}{
-		{"env newline injection", func(in *Input) { in.Spec.Process.Env = []string{"A=1\nlxc.hook.pre-start: /bin/evil"} }, errs.KindInvalidBundle, "process.env[0]"},
 		{"env not NAME=value", func(in *Input) { in.Spec.Process.Env = []string{"JUSTNAME"} }, errs.KindInvalidBundle, "process.env[0]"},
-		{"env trailing blank", func(in *Input) { in.Spec.Process.Env = []string{"A=1 "} }, errs.KindInvalidBundle, "process.env[0]"},
-		{"cwd newline", func(in *Input) { in.Spec.Process.Cwd = "/x\nlxc.init.uid: 0" }, errs.KindInvalidBundle, "process.cwd"},
-		{"args newline", func(in *Input) { in.Spec.Process.Args = []string{"sh", "-c", "x\ny"} }, errs.KindUnsupported, "process.args"},
-		{"args need script but cannot", func(in *Input) { in.Spec.Process.Args = []string{"echo", "a b"} }, errs.KindUnsupported, "process.args"},
+		{"env NUL", func(in *Input) { in.Spec.Process.Env = []string{"A=\x00"} }, errs.KindInvalidBundle, "process.env[0]"},
+		{"cwd relative", func(in *Input) { in.Spec.Process.Cwd = "srv" }, errs.KindInvalidBundle, "process.cwd"},
+		{"args NUL", func(in *Input) { in.Spec.Process.Args = []string{"sh", "-c", "x\x00y"} }, errs.KindInvalidBundle, "process.args[2]"},
 		{"no args", func(in *Input) { in.Spec.Process.Args = nil }, errs.KindInvalidBundle, "process.args"},
 		{"username", func(in *Input) { in.Spec.Process.User.Username = "nobody" }, errs.KindUnsupported, "process.user.username"},
+		{"umask too wide", func(in *Input) { in.Spec.Process.User.Umask = ptr(uint32(0o1777)) }, errs.KindInvalidBundle, "process.user.umask"},
 		{"bad rlimit", func(in *Input) { in.Spec.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_BOGUS"}} }, errs.KindInvalidBundle, "process.rlimits[0]"},
+		{"rlimit soft above hard", func(in *Input) {
+			in.Spec.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 10, Hard: 5}}
+		}, errs.KindInvalidBundle, "process.rlimits[0]"},
+		{"rlimit twice", func(in *Input) {
+			in.Spec.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 1, Hard: 5}, {Type: "RLIMIT_NOFILE", Soft: 1, Hard: 5}}
+		}, errs.KindInvalidBundle, "process.rlimits[1]"},
+		{"unknown ambient capability", func(in *Input) {
+			in.Spec.Process.Capabilities = &specs.LinuxCapabilities{Ambient: []string{"CAP_FLY"}}
+		}, errs.KindInvalidBundle, "process.capabilities.ambient[0]"},
 		{"bad capability", func(in *Input) {
 			in.Spec.Process.Capabilities = &specs.LinuxCapabilities{Bounding: []string{"CAP_X\nlxc.x"}}
 		}, errs.KindInvalidBundle, "process.capabilities.bounding[0]"},
 		{"apparmor injection", func(in *Input) { in.Spec.Process.ApparmorProfile = "unconfined\nlxc.hook.mount: /x" }, errs.KindInvalidBundle, "process.apparmorProfile"},
-		{"sysctl not allowed", func(in *Input) { in.Spec.Linux.Sysctl = map[string]string{"net.ipv4.ip_forward": "1"} }, errs.KindUnsupported, "linux.sysctl[net.ipv4.ip_forward]"},
+		{"sysctl not allowed", func(in *Input) { in.Spec.Linux.Sysctl = map[string]string{"vm.swappiness": "1"} }, errs.KindUnsupported, "linux.sysctl[vm.swappiness]"},
+		{"net sysctl leaving /proc/sys/net", func(in *Input) { in.Spec.Linux.Sysctl = map[string]string{"net.ipv4/../../kernel.x": "1"} }, errs.KindInvalidBundle, "linux.sysctl[net.ipv4/../../kernel.x]"},
+		{"net sysctl value newline", func(in *Input) { in.Spec.Linux.Sysctl = map[string]string{"net.ipv4.ip_forward": "1\n0"} }, errs.KindInvalidBundle, "linux.sysctl[net.ipv4.ip_forward]"},
 		{"sysctl value newline", func(in *Input) { in.Spec.Linux.Sysctl = map[string]string{"kernel.sem": "1\nlxc.x: y"} }, errs.KindInvalidBundle, "linux.sysctl[kernel.sem]"},
 		{"unified key injection", func(in *Input) { res(in).Unified = map[string]string{"memory.max: 1\nlxc.hook": "1"} }, errs.KindInvalidBundle, "linux.resources.unified"},
 		{"unified value newline", func(in *Input) { res(in).Unified = map[string]string{"memory.max": "1\nlxc.hook.start: /x"} }, errs.KindInvalidBundle, "linux.resources.unified[memory.max]"},
@@ -357,6 +371,73 @@ func TestTranslateErrors(t *testing.T) {
 				t.Errorf("error %q does not name field %q and the container", err, tc.field)
 			}
 		})
+	}
+}
+
+// TestTranslateProcessToHelper: the whole process goes to the init
+// helper (Request.Process) and none of it into raw keys that PVE 8 and
+// 9.0 drop; net.* sysctls go to the helper, IPC ones stay raw keys.
+func TestTranslateProcessToHelper(t *testing.T) {
+	in := baseInput(t)
+	p := in.Spec.Process
+	p.Args = []string{"sh", "-c", "echo 'a b'\necho \"c\""}
+	p.Env = []string{"A=1", "B=two words\nand a line", "C="}
+	p.Cwd = "/srv/app/../www"
+	p.User = specs.User{UID: 1000, GID: 100, AdditionalGids: []uint32{10, 20}, Umask: ptr(uint32(0o027))}
+	p.NoNewPrivileges = true
+	p.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 1024, Hard: 4096}, {Type: "RLIMIT_CORE", Soft: ^uint64(0), Hard: ^uint64(0)}}
+	p.Capabilities = &specs.LinuxCapabilities{
+		Bounding: []string{"CAP_KILL", "CAP_NET_BIND_SERVICE"}, Effective: []string{"CAP_KILL"},
+		Permitted: []string{"CAP_KILL"}, Inheritable: []string{"CAP_KILL"}, Ambient: []string{"CAP_KILL"},
+	}
+	in.Spec.Linux.Sysctl = map[string]string{"net.ipv4.ip_unprivileged_port_start": "0", "kernel.shmmax": "1000000"}
+	r, err := Translate(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkNoDroppedKeys(t, r)
+	lines := strings.Join(rawLines(r), "\n")
+	if !strings.Contains(lines, "lxc.sysctl.kernel.shmmax: 1000000") || strings.Contains(lines, "net.ipv4") {
+		t.Errorf("sysctl raw lines:\n%s", lines)
+	}
+	if strings.Contains(strings.Join(r.Warnings, "\n"), "noNewPrivileges") || strings.Contains(strings.Join(r.Warnings, "\n"), "umask") {
+		t.Errorf("honoured fields warned about: %q", r.Warnings)
+	}
+	hp := r.Process
+	switch {
+	case hp == nil:
+		t.Fatal("no process for the init helper")
+	case strings.Join(hp.Args, "|") != strings.Join(p.Args, "|"), strings.Join(hp.Env, "|") != strings.Join(p.Env, "|"):
+		t.Errorf("args/env = %q %q", hp.Args, hp.Env)
+	case hp.Cwd != "/srv/www", hp.UID != 1000, hp.GID != 100, len(hp.AdditionalGids) != 2, hp.AdditionalGids[1] != 20:
+		t.Errorf("cwd/user = %q %d %d %v", hp.Cwd, hp.UID, hp.GID, hp.AdditionalGids)
+	case hp.Umask == nil || *hp.Umask != 0o027, !hp.NoNewPrivileges:
+		t.Errorf("umask/noNewPrivileges = %v %v", hp.Umask, hp.NoNewPrivileges)
+	case len(hp.Rlimits) != 2 || hp.Rlimits[0] != p.Rlimits[0] || hp.Rlimits[1] != p.Rlimits[1]:
+		t.Errorf("rlimits = %+v", hp.Rlimits)
+	case hp.Capabilities == nil || strings.Join(hp.Capabilities.Bounding, ",") != "CAP_KILL,CAP_NET_BIND_SERVICE" ||
+		strings.Join(hp.Capabilities.Ambient, ",") != "CAP_KILL" || strings.Join(hp.Capabilities.Effective, ",") != "CAP_KILL":
+		t.Errorf("capabilities = %+v", hp.Capabilities)
+	case len(hp.Sysctl) != 1 || hp.Sysctl["net.ipv4.ip_unprivileged_port_start"] != "0":
+		t.Errorf("sysctl = %v", hp.Sysctl)
+	}
+	// A template-only container (no process) keeps its init: no helper,
+	// and a net.* sysctl has nobody to write it.
+	in2 := baseInput(t)
+	in2.Spec.Process, in2.KeepTemplateInit, in2.InitHelperDir = nil, true, ""
+	r2, err := Translate(in2)
+	if err != nil || r2.Process != nil || len(r2.Raw) != 0 {
+		t.Errorf("template init: %v %v %v", r2, rawLines(r2), err)
+	}
+	in2.Spec.Linux.Sysctl = map[string]string{"net.ipv4.ip_forward": "1"}
+	if _, err := Translate(in2); errs.KindOf(err) != errs.KindUnsupported {
+		t.Errorf("net sysctl without a process: %v", err)
+	}
+	// A process without a helper directory is a bug of the caller.
+	in3 := baseInput(t)
+	in3.InitHelperDir = ""
+	if _, err := Translate(in3); errs.KindOf(err) != errs.KindInternal {
+		t.Errorf("no helper directory: %v", err)
 	}
 }
 

@@ -80,22 +80,3 @@ func checkPath(field, p string) error {
 func isVolumeID(s string) bool {
 	return !strings.HasPrefix(s, "/") && reVolumeID.MatchString(s)
 }
-
-// plainWord reports whether s can be one word of lxc.init.cmd as is: LXC
-// splits that value on blanks and treats quotes specially (no escapes).
-func plainWord(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, r := range s {
-		if r <= ' ' || r == 0x7f || r == '"' || r == '\'' || r == '\\' {
-			return false
-		}
-	}
-	return true
-}
-
-// shellQuote quotes s for a POSIX shell script.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
