@@ -194,6 +194,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	in := Input{
 		ID: c.ID, Spec: opts.Spec, BundleDir: opts.Bundle, Storage: rootStorage,
 		Bridge: b.cfg.Network.Bridge, Unprivileged: b.cfg.Proxmox.Unprivileged == nil || *b.cfg.Proxmox.Unprivileged,
+		Node: b.nodeVersionForCreate(ctx, c.ID),
 	}
 	if in.Spec == nil {
 		// A container from a template alone keeps the template's init.
@@ -214,6 +215,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 			rootfs = filepath.Join(opts.Bundle, rootfs)
 		}
 		in.OSType = template.DetectOSType(rootfs)
+		in.Rootfs = rootfs
 		if _, err := os.Lstat(filepath.Join(rootfs, "bin/sh")); err == nil {
 			in.CanInjectScript = true
 		}

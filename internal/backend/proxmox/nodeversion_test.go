@@ -1,0 +1,149 @@
+package proxmox
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/state"
+)
+
+// writePveversion writes a fake `pveversion` into dir that prints what a
+// node with these pve-manager and pve-container versions prints, and
+// appends a line to dir/pveversion.log per call.
+func writePveversion(t *testing.T, dir, manager, container string) string {
+	t.Helper()
+	p := filepath.Join(dir, "pveversion")
+	script := `#!/bin/sh
+echo "$*" >> ` + filepath.Join(dir, "pveversion.log") + `
+[ "$1" = "-v" ] || exit 2
+cat <<EOT
+proxmox-ve: ` + manager + ` (running kernel: 6.8.12-9-pve)
+pve-manager: ` + manager + ` (running version: ` + manager + `/2a5fa54a8503f96d)
+pve-container: ` + container + `
+lxc-pve: 6.0.0-1
+EOT
+`
+	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func pveversionCalls(t *testing.T, dir string) int {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "pveversion.log"))
+	if os.IsNotExist(err) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(data), "\n")
+}
+
+// TestNodeVersionCached: pveversion runs once; the answer is cached in
+// the backend's directory and used until the program changes.
+func TestNodeVersionCached(t *testing.T) {
+	f := newFakeNode(t, "", "")
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		v, err := f.backend.NodeVersion(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Container != "6.1.10" || v.PVE() != "9.1" {
+			t.Fatalf("version %+v", v)
+		}
+	}
+	if n := pveversionCalls(t, f.dir); n != 1 {
+		t.Errorf("pveversion ran %d times, want 1 (cached after the first)", n)
+	}
+	if _, err := os.Stat(filepath.Join(f.backend.helperBase(), nodeVersionFile)); err != nil {
+		t.Errorf("no cache file: %v", err)
+	}
+	// An upgrade replaces the program: the cache no longer applies.
+	p := writePveversion(t, f.dir, "8.4.1", "5.3.5")
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(p, old, old); err != nil {
+		t.Fatal(err)
+	}
+	v, err := f.backend.NodeVersion(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Container != "5.3.5" {
+		t.Errorf("after the program changed: %+v, want 5.3.5", v)
+	}
+	if n := pveversionCalls(t, f.dir); n != 2 {
+		t.Errorf("pveversion ran %d times, want 2", n)
+	}
+}
+
+// TestNodeVersionUnreadable: a missing or failing pveversion is an
+// error, never cached.
+func TestNodeVersionUnreadable(t *testing.T) {
+	f := newFakeNode(t, "", "")
+	f.backend.cfg.Proxmox.PveversionPath = filepath.Join(f.dir, "no-such-pveversion")
+	if v, err := f.backend.NodeVersion(context.Background()); err == nil || v.Known() || !strings.Contains(err.Error(), "proxmox.pveversion_path") {
+		t.Errorf("missing pveversion: %+v, %v", v, err)
+	}
+	bad := filepath.Join(f.dir, "bad-pveversion")
+	if err := os.WriteFile(bad, []byte("#!/bin/sh\necho 'pve-manager: 9.1.1'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f.backend.cfg.Proxmox.PveversionPath = bad
+	if v, err := f.backend.NodeVersion(context.Background()); err == nil || v.Known() || !strings.Contains(err.Error(), "pve-container") {
+		t.Errorf("output without pve-container: %+v, %v", v, err)
+	}
+	if _, err := os.Stat(filepath.Join(f.backend.helperBase(), nodeVersionFile)); !os.IsNotExist(err) {
+		t.Errorf("a failure was cached: %v", err)
+	}
+}
+
+// TestCreateOnOldNodeRefusesDroppedKeys: on PVE 8.4, and on a node whose
+// version is unknown (treated as the oldest), a bundle that needs a raw
+// key the node would drop is refused before pct runs, naming the key, the
+// version and the fix.
+func TestCreateOnOldNodeRefusesDroppedKeys(t *testing.T) {
+	for name, setup := range map[string]func(f *fakeNode){
+		"8.4":     func(f *fakeNode) { f.backend.cfg.Proxmox.PveversionPath = writePveversion(t, t.TempDir(), "8.4.1", "5.3.5") },
+		"unknown": func(f *fakeNode) { f.backend.cfg.Proxmox.PveversionPath = filepath.Join(f.dir, "none") },
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFakeNode(t, "", "")
+			setup(f)
+			var cps []string
+			c, opts := createOpts(t, &cps)
+			opts.Spec.Process.Env = []string{"A=1"}
+			err := f.backend.Create(context.Background(), c, opts)
+			if errs.KindOf(err) != errs.KindUnsupported {
+				t.Fatalf("err = %v (kind %v), want unsupported", err, errs.KindOf(err))
+			}
+			msg := err.Error()
+			for _, want := range []string{"ct1", "lxc.environment.runtime", "PVE 9.1", "pveversion"} {
+				if name == "8.4" && want == "pveversion" {
+					want = "upgrade the node"
+				}
+				if !strings.Contains(msg, want) {
+					t.Errorf("error %q lacks %q", msg, want)
+				}
+			}
+			if name == "8.4" && !strings.Contains(msg, "PVE 8.4 (pve-container 5.3.5)") {
+				t.Errorf("error %q does not name the node's version", msg)
+			}
+			for _, l := range f.calls(t) {
+				if strings.HasPrefix(l, "create") {
+					t.Errorf("pct create ran: %s", l)
+				}
+			}
+			if c.Status != state.Creating {
+				t.Errorf("status %v", c.Status)
+			}
+		})
+	}
+}
