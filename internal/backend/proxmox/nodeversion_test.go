@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/pve"
 	"github.com/nexcage/nexcage/internal/state"
 )
 
@@ -145,5 +146,68 @@ func TestCreateOnOldNodeRefusesDroppedKeys(t *testing.T) {
 				t.Errorf("status %v", c.Status)
 			}
 		})
+	}
+}
+
+// TestTranslateVersionAwareRawKeys: translation never writes a raw key
+// the node would drop; the refusal is "unsupported" and names the key,
+// the node's version and the fix.
+func TestTranslateVersionAwareRawKeys(t *testing.T) {
+	node91early := pve.NodeVersion{Manager: "9.1.1", Container: "6.0.18"}
+	for _, tc := range []struct {
+		name string
+		node pve.NodeVersion
+		key  string
+		ok   bool
+	}{
+		{"cwd on 8.4", node84, "lxc.init.cwd", false},
+		{"cwd on 9.0", node90, "lxc.init.cwd", true},
+		{"env on 9.0", node90, "lxc.environment.runtime", false},
+		{"env on 9.1", node91early, "lxc.environment.runtime", true},
+		{"uid on early 9.1", node91early, "lxc.init.uid", false},
+		{"groups on late 9.1", node91, "lxc.init.groups", true},
+		{"gid on an unknown node", pve.NodeVersion{}, "lxc.init.gid", false},
+		{"net sysctl never", node91, "lxc.sysctl.net.ipv4.ip_forward", false},
+		{"mount entry everywhere", node84, "lxc.mount.entry", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := checkRawKey("c1", tc.node, tc.key)
+			if (err == nil) != tc.ok {
+				t.Fatalf("err = %v, want accepted=%v", err, tc.ok)
+			}
+			if err == nil {
+				return
+			}
+			if k := errs.KindOf(err); k != errs.KindUnsupported {
+				t.Errorf("kind %v, want unsupported", k)
+			}
+			msg := err.Error()
+			for _, want := range []string{"c1", tc.key} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("error %q lacks %q", msg, want)
+				}
+			}
+			if strings.HasPrefix(tc.key, "lxc.init.") || strings.HasPrefix(tc.key, "lxc.environment") {
+				if !strings.Contains(msg, tc.node.Summary()) && tc.node.Known() {
+					t.Errorf("error %q does not name the node version %s", msg, tc.node.Summary())
+				}
+				if !strings.Contains(msg, "upgrade the node to PVE") {
+					t.Errorf("error %q gives no fix", msg)
+				}
+			}
+		})
+	}
+	// The same through Translate: the spec's env needs
+	// lxc.environment.runtime, which 9.0 drops.
+	in := baseInput(t)
+	in.Node = node90
+	_, err := Translate(in)
+	if errs.KindOf(err) != errs.KindUnsupported || !strings.Contains(err.Error(), "lxc.environment.runtime") || !strings.Contains(err.Error(), "PVE 9.0") {
+		t.Errorf("Translate on 9.0 with env: %v", err)
+	}
+	in = baseInput(t)
+	in.Node = node91
+	if _, err := Translate(in); err != nil {
+		t.Errorf("Translate on late 9.1: %v", err)
 	}
 }
