@@ -2,6 +2,7 @@ package pve
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -215,4 +216,17 @@ func CheckRawKeyOn(v NodeVersion, key string) error {
 		return &NodeRawKeyError{Key: key, Node: v, MinContainer: min.container, MinPVE: min.pve}
 	}
 	return nil
+}
+
+// DroppedRawKeys lists, sorted, the raw keys that exist in Proxmox but
+// that a node of version v drops (all of them for an unknown version).
+func DroppedRawKeys(v NodeVersion) []string {
+	var out []string
+	for k, min := range versionedRawKeys {
+		if !v.ContainerAtLeast(min.container) {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
 }

@@ -95,3 +95,19 @@ func TestCheckRawKeyOn(t *testing.T) {
 		t.Errorf("unknown node: %v", err)
 	}
 }
+
+func TestDroppedRawKeys(t *testing.T) {
+	for v, want := range map[string]string{
+		"5.3.5":  "lxc.environment.hooks lxc.environment.runtime lxc.init.cwd lxc.init.gid lxc.init.groups lxc.init.uid",
+		"6.0.9":  "lxc.environment.hooks lxc.environment.runtime lxc.init.gid lxc.init.groups lxc.init.uid",
+		"6.0.18": "lxc.init.gid lxc.init.groups lxc.init.uid",
+		"6.1.10": "",
+	} {
+		if got := strings.Join(DroppedRawKeys(NodeVersion{Container: v}), " "); got != want {
+			t.Errorf("%s: %q, want %q", v, got, want)
+		}
+	}
+	if len(DroppedRawKeys(NodeVersion{})) != 6 {
+		t.Error("an unknown node keeps some versioned keys")
+	}
+}
