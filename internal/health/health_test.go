@@ -432,7 +432,7 @@ func TestRealCommandTimeout(t *testing.T) {
 func TestPveVersionSummary(t *testing.T) {
 	for out, want := range map[string]string{
 		pveversion84: "PVE 8.4 (pve-container 5.3.5): process user/cwd/env via the init helper (the node drops lxc.environment.hooks, lxc.environment.runtime, lxc.init.cwd, lxc.init.gid, lxc.init.groups, lxc.init.uid); network via the init helper; no entrypoint/env options, no host-managed",
-		"pve-manager: 9.0.3\npve-container: 6.0.9\n": "PVE 9.0 (pve-container 6.0.9): process user/cwd/env via the init helper (the node drops lxc.environment.hooks, lxc.environment.runtime, lxc.init.gid, lxc.init.groups, lxc.init.uid); network via the init helper; no entrypoint/env options, no host-managed",
+		"pve-manager: 9.0.3\npve-container: 6.0.9\n":  "PVE 9.0 (pve-container 6.0.9): process user/cwd/env via the init helper (the node drops lxc.environment.hooks, lxc.environment.runtime, lxc.init.gid, lxc.init.groups, lxc.init.uid); network via the init helper; no entrypoint/env options, no host-managed",
 		"pve-manager: 9.1.1\npve-container: 6.0.18\n": "PVE 9.1 (pve-container 6.0.18): process user/cwd/env via the init helper (the node drops lxc.init.gid, lxc.init.groups, lxc.init.uid); network through host-managed=1; entrypoint/env options available",
 	} {
 		h := newFakeHost(t)

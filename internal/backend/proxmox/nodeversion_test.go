@@ -112,7 +112,9 @@ func TestNodeVersionUnreadable(t *testing.T) {
 // version and the fix.
 func TestCreateOnOldNodeRefusesDroppedKeys(t *testing.T) {
 	for name, setup := range map[string]func(f *fakeNode){
-		"8.4":     func(f *fakeNode) { f.backend.cfg.Proxmox.PveversionPath = writePveversion(t, t.TempDir(), "8.4.1", "5.3.5") },
+		"8.4": func(f *fakeNode) {
+			f.backend.cfg.Proxmox.PveversionPath = writePveversion(t, t.TempDir(), "8.4.1", "5.3.5")
+		},
 		"unknown": func(f *fakeNode) { f.backend.cfg.Proxmox.PveversionPath = filepath.Join(f.dir, "none") },
 	} {
 		t.Run(name, func(t *testing.T) {
