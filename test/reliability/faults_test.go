@@ -69,12 +69,13 @@ func (w *pveWorld) must(a ...string) testutil.Result {
 // and does not grow with the number of containers: pvesim's flock files
 // and container stderr logs (Proxmox too leaves
 // /run/lock/lxc/pve-config-<vmid>.lock and /run/pve/ct-<vmid>.stderr) and
-// the one lock of nexcage's template cache.
+// the one lock of nexcage's template cache, and nexcage's cache of the
+// node's Proxmox VE version.
 func (w *pveWorld) nodeFiles() []string {
 	var out []string
 	for _, f := range files(w.t, w.node.root) {
 		if strings.HasPrefix(f, "run/lock/") || strings.HasPrefix(f, "run/pve/") || f == "etc/pve/.pvesim-cluster.lock" ||
-			strings.HasSuffix(f, "template/cache/.nexcage/lock") {
+			strings.HasSuffix(f, "template/cache/.nexcage/lock") || f == "var/lib/lxc/.nexcage/node-version.json" {
 			continue
 		}
 		out = append(out, f)
