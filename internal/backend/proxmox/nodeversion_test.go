@@ -1,7 +1,9 @@
 package proxmox
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,6 +122,8 @@ func TestCreateOnOldNodeRefusesDroppedKeys(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f := newFakeNode(t, "", "")
 			setup(f)
+			var logs bytes.Buffer
+			f.backend.log = slog.New(slog.NewTextHandler(&logs, nil))
 			var cps []string
 			c, opts := createOpts(t, &cps)
 			opts.Spec.Process.Env = []string{"A=1"}
@@ -143,6 +147,11 @@ func TestCreateOnOldNodeRefusesDroppedKeys(t *testing.T) {
 				if strings.HasPrefix(l, "create") {
 					t.Errorf("pct create ran: %s", l)
 				}
+			}
+			warned := strings.Contains(logs.String(), "level=WARN") && strings.Contains(logs.String(), "treating it as the oldest supported (PVE 8.4)") &&
+				strings.Contains(logs.String(), "proxmox.pveversion_path")
+			if warned != (name == "unknown") {
+				t.Errorf("warning about the unknown version: %v, want %v; log:\n%s", warned, name == "unknown", logs.String())
 			}
 			if c.Status != state.Creating {
 				t.Errorf("status %v", c.Status)
