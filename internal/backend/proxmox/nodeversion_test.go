@@ -12,7 +12,6 @@ import (
 
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/pve"
-	"github.com/nexcage/nexcage/internal/state"
 )
 
 // writePveversion writes a fake `pveversion` into dir that prints what a
@@ -108,15 +107,13 @@ func TestNodeVersionUnreadable(t *testing.T) {
 	}
 }
 
-// TestCreateOnOldNodeRefusesDroppedKeys: on PVE 8.4, and on a node whose
-// version is unknown (treated as the oldest), a bundle that needs a raw
-// key the node would drop is refused before pct runs, naming the key, the
-// version and the fix.
-func TestCreateOnOldNodeRefusesDroppedKeys(t *testing.T) {
+// TestCreateUsesNodeVersion: create reads the node's version (once,
+// then from the cache) and gives it to translation; an unreadable version
+// is a warning naming proxmox.pveversion_path, and the node counts as the
+// oldest supported, which a bundle needing no newer key runs on.
+func TestCreateUsesNodeVersion(t *testing.T) {
 	for name, setup := range map[string]func(f *fakeNode){
-		"8.4": func(f *fakeNode) {
-			f.backend.cfg.Proxmox.PveversionPath = writePveversion(t, t.TempDir(), "8.4.1", "5.3.5")
-		},
+		"8.4":     func(f *fakeNode) { f.backend.cfg.Proxmox.PveversionPath = writePveversion(t, f.dir, "8.4.1", "5.3.5") },
 		"unknown": func(f *fakeNode) { f.backend.cfg.Proxmox.PveversionPath = filepath.Join(f.dir, "none") },
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -124,37 +121,30 @@ func TestCreateOnOldNodeRefusesDroppedKeys(t *testing.T) {
 			setup(f)
 			var logs bytes.Buffer
 			f.backend.log = slog.New(slog.NewTextHandler(&logs, nil))
-			var cps []string
-			c, opts := createOpts(t, &cps)
-			opts.Spec.Process.Env = []string{"A=1"}
-			err := f.backend.Create(context.Background(), c, opts)
-			if errs.KindOf(err) != errs.KindUnsupported {
-				t.Fatalf("err = %v (kind %v), want unsupported", err, errs.KindOf(err))
-			}
-			msg := err.Error()
-			for _, want := range []string{"ct1", "lxc.environment.runtime", "PVE 9.1", "pveversion"} {
-				if name == "8.4" && want == "pveversion" {
-					want = "upgrade the node"
+			for _, id := range []string{"ct1", "ct2"} {
+				var cps []string
+				c, opts := createOpts(t, &cps)
+				c.ID = id
+				// Needs no raw key a PVE 8.4 node drops.
+				opts.Spec.Process.Env = nil
+				if err := f.backend.Create(context.Background(), c, opts); err != nil {
+					t.Fatalf("create %s: %v", id, err)
 				}
-				if !strings.Contains(msg, want) {
-					t.Errorf("error %q lacks %q", msg, want)
-				}
-			}
-			if name == "8.4" && !strings.Contains(msg, "PVE 8.4 (pve-container 5.3.5)") {
-				t.Errorf("error %q does not name the node's version", msg)
-			}
-			for _, l := range f.calls(t) {
-				if strings.HasPrefix(l, "create") {
-					t.Errorf("pct create ran: %s", l)
-				}
+				t.Cleanup(func() { _ = f.backend.Delete(context.Background(), c, true) })
 			}
 			warned := strings.Contains(logs.String(), "level=WARN") && strings.Contains(logs.String(), "treating it as the oldest supported (PVE 8.4)") &&
 				strings.Contains(logs.String(), "proxmox.pveversion_path")
 			if warned != (name == "unknown") {
 				t.Errorf("warning about the unknown version: %v, want %v; log:\n%s", warned, name == "unknown", logs.String())
 			}
-			if c.Status != state.Creating {
-				t.Errorf("status %v", c.Status)
+			if name == "8.4" {
+				if n := pveversionCalls(t, f.dir); n != 1 {
+					t.Errorf("pveversion ran %d times for two creates, want 1", n)
+				}
+				data, err := os.ReadFile(filepath.Join(f.backend.helperBase(), nodeVersionFile))
+				if err != nil || !strings.Contains(string(data), `"pve_container":"5.3.5"`) {
+					t.Errorf("cache %s: %v", data, err)
+				}
 			}
 		})
 	}
@@ -208,17 +198,17 @@ func TestTranslateVersionAwareRawKeys(t *testing.T) {
 			}
 		})
 	}
-	// The same through Translate: the spec's env needs
-	// lxc.environment.runtime, which 9.0 drops.
-	in := baseInput(t)
-	in.Node = node90
-	_, err := Translate(in)
-	if errs.KindOf(err) != errs.KindUnsupported || !strings.Contains(err.Error(), "lxc.environment.runtime") || !strings.Contains(err.Error(), "PVE 9.0") {
-		t.Errorf("Translate on 9.0 with env: %v", err)
+	// The gate Translate ends with refuses a request holding such a key.
+	req := &Request{Raw: []pve.RawLine{{Key: "lxc.init.cmd", Value: "/sbin/init"}, {Key: "lxc.init.cwd", Value: "/app"}}}
+	err := checkRequest("c1", node84, req)
+	if errs.KindOf(err) != errs.KindUnsupported || !strings.Contains(err.Error(), "lxc.init.cwd") || !strings.Contains(err.Error(), "PVE 8.4") {
+		t.Errorf("request with lxc.init.cwd on 8.4: %v", err)
 	}
-	in = baseInput(t)
-	in.Node = node91
-	if _, err := Translate(in); err != nil {
+	if err := checkRequest("c1", node90, req); err != nil {
+		t.Errorf("request with lxc.init.cwd on 9.0: %v", err)
+	}
+	// Whatever translation writes for a bundle, a late 9.1 keeps.
+	if _, err := Translate(baseInput(t)); err != nil {
 		t.Errorf("Translate on late 9.1: %v", err)
 	}
 }

@@ -162,20 +162,30 @@ func Translate(in Input) (*Request, error) {
 		}
 	}
 	t.finish()
-	for _, r := range t.req.Raw {
-		if err := checkRawKey(in.ID, in.Node, r.Key); err != nil {
-			return nil, err
-		}
-		if err := checkText(r.Key, r.Value); err != nil {
-			return nil, addContainer(in.ID, err)
-		}
-	}
-	for _, o := range t.req.Options {
-		if err := checkText("pct option --"+o.Name, o.Value); err != nil {
-			return nil, addContainer(in.ID, err)
-		}
+	if err := checkRequest(in.ID, in.Node, t.req); err != nil {
+		return nil, err
 	}
 	return t.req, nil
+}
+
+// checkRequest is the last gate before anything reaches pct or the .conf:
+// every raw key must be one the node keeps, and no value may carry a
+// control character or surrounding blanks.
+func checkRequest(id string, node pve.NodeVersion, req *Request) error {
+	for _, r := range req.Raw {
+		if err := checkRawKey(id, node, r.Key); err != nil {
+			return err
+		}
+		if err := checkText(r.Key, r.Value); err != nil {
+			return addContainer(id, err)
+		}
+	}
+	for _, o := range req.Options {
+		if err := checkText("pct option --"+o.Name, o.Value); err != nil {
+			return addContainer(id, err)
+		}
+	}
+	return nil
 }
 
 // checkRawKey refuses a raw key that Proxmox, or this node's version of
