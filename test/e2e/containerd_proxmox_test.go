@@ -101,7 +101,6 @@ func TestContainerdProxmoxRouted(t *testing.T) {
 // assertNothingLeftOn is assertNothingLeft for a nexcage whose state
 // root is root (here: the shim's --root), plus the init helper files
 // (the shared copy of nexcage goes with the last container using it).
-// The node's version cache (node-version.json) is a node fact that stays.
 func (e *pveEnv) assertNothingLeftOn(t *testing.T, root, step string) {
 	t.Helper()
 	saved := e.n
@@ -110,8 +109,6 @@ func (e *pveEnv) assertNothingLeftOn(t *testing.T, root, step string) {
 	e.n = saved
 	ents, _ := os.ReadDir(filepath.Join(e.root, "var/lib/lxc/.nexcage"))
 	for _, en := range ents {
-		if en.Name() != "node-version.json" {
-			t.Errorf("%s: init helper file left: %s", step, en.Name())
-		}
+		t.Errorf("%s: init helper file left: %s", step, en.Name())
 	}
 }

@@ -69,13 +69,12 @@ func (w *pveWorld) must(a ...string) testutil.Result {
 // and does not grow with the number of containers: pvesim's flock files
 // and container stderr logs (Proxmox too leaves
 // /run/lock/lxc/pve-config-<vmid>.lock and /run/pve/ct-<vmid>.stderr) and
-// the one lock of nexcage's template cache, and nexcage's cache of the
-// node's Proxmox VE version.
+// the one lock of nexcage's template cache.
 func (w *pveWorld) nodeFiles() []string {
 	var out []string
 	for _, f := range files(w.t, w.node.root) {
 		if strings.HasPrefix(f, "run/lock/") || strings.HasPrefix(f, "run/pve/") || f == "etc/pve/.pvesim-cluster.lock" ||
-			strings.HasSuffix(f, "template/cache/.nexcage/lock") || f == "var/lib/lxc/.nexcage/node-version.json" {
+			strings.HasSuffix(f, "template/cache/.nexcage/lock") {
 			continue
 		}
 		out = append(out, f)
@@ -100,7 +99,7 @@ func (w *pveWorld) assertClean(step string, allowed ...string) {
 	if ids := w.node.vmids(w.t); len(ids) > 0 {
 		w.t.Errorf("%s: VMIDs left in .vmlist: %v", step, ids)
 	}
-	if left := files(w.t, w.root); len(left) > 0 {
+	if left := stateFiles(w.t, w.root); len(left) > 0 {
 		w.t.Errorf("%s: left under --root: %q", step, left)
 	}
 }

@@ -62,6 +62,10 @@ type Backend struct {
 	// SelfExe is the nexcage binary used as init helper and supervisor;
 	// empty means os.Executable().
 	SelfExe string
+	// StateDir is the backend's private directory in the state root
+	// (state.Store.BackendRoot): it holds the cache of the node's version
+	// (nodeversion.go). Empty: nothing is cached.
+	StateDir string
 	// NoInitHelper makes create leave bundle containers stopped (start
 	// is then a pct start) instead of running them through the init
 	// helper; for tests of the pct sequence without LXC.
@@ -191,10 +195,11 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	if err != nil {
 		return err
 	}
+	node, rememberNode := b.nodeVersionForCreate(ctx, c.ID)
 	in := Input{
 		ID: c.ID, Spec: opts.Spec, BundleDir: opts.Bundle, Storage: rootStorage,
 		Bridge: b.cfg.Network.Bridge, Unprivileged: b.cfg.Proxmox.Unprivileged == nil || *b.cfg.Proxmox.Unprivileged,
-		Node: b.nodeVersionForCreate(ctx, c.ID),
+		Node: node,
 	}
 	if in.Spec == nil {
 		// A container from a template alone keeps the template's init.
@@ -287,6 +292,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 			return err
 		}
 	}
+	rememberNode()
 	b.log.Info("proxmox container created", "id", c.ID, "vmid", vmid, "ostemplate", ostemplate, "pid", c.Pid)
 	return nil
 }

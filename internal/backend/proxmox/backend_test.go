@@ -79,6 +79,7 @@ exit 0
 	// The scripted pct runs no LXC container for an init helper to live
 	// in; the supervised create is covered by the e2e tests.
 	b.NoInitHelper = true
+	b.StateDir = filepath.Join(dir, "state", "@proxmox-lxc")
 	f.backend = b
 	return f
 }

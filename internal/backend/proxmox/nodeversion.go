@@ -20,8 +20,9 @@ import (
 // The node's Proxmox VE version decides what nexcage may write (raw keys
 // an older node drops, options only 9.1 has; proxmox-pct.md §9). It is
 // read with `pveversion -v` once and cached in nodeVersionFile, in the
-// backend's node-local directory (<lxc_path>/.nexcage). The cache is used
-// while
+// backend's directory of the state root (<root>/@proxmox-lxc, StateDir;
+// the state root is node-local, /run/nexcage by default, so a reboot
+// reads the version again). The cache is used while
 //   - the programs that gave it are unchanged: the resolved path, size and
 //     modification time of pveversion (pve-manager) and of pct
 //     (pve-container; an upgrade of pve-container alone replaces
@@ -73,30 +74,46 @@ func programKey(name string) string {
 // answer). The error says why it could not be read; the version is then
 // the zero value (unknown, treated as the oldest supported node).
 func (b *Backend) NodeVersion(ctx context.Context) (pve.NodeVersion, error) {
+	v, remember, err := b.nodeVersion(ctx)
+	remember()
+	return v, err
+}
+
+// nodeVersion is NodeVersion with the caching of a freshly read version
+// left to the caller (remember; a no-op when there is nothing to cache).
+// Create remembers only once it succeeded, so that a refused create
+// leaves nothing in the state root.
+func (b *Backend) nodeVersion(ctx context.Context) (pve.NodeVersion, func(), error) {
+	nothing := func() {}
 	key := programKey(b.pveversionPath()) + " " + programKey(b.pct.Path)
-	cache := filepath.Join(b.helperBase(), nodeVersionFile)
-	if data, err := os.ReadFile(cache); err == nil {
-		var c nodeVersionCache
-		if json.Unmarshal(data, &c) == nil && c.Key == key && c.Version.Known() &&
-			time.Since(c.Read) < nodeVersionMaxAge && time.Since(c.Read) > -time.Minute {
-			return c.Version, nil
+	var cache string
+	if b.StateDir != "" {
+		cache = filepath.Join(b.StateDir, nodeVersionFile)
+		if data, err := os.ReadFile(cache); err == nil {
+			var c nodeVersionCache
+			if json.Unmarshal(data, &c) == nil && c.Key == key && c.Version.Known() &&
+				time.Since(c.Read) < nodeVersionMaxAge && time.Since(c.Read) > -time.Minute {
+				return c.Version, nothing, nil
+			}
 		}
 	}
 	v, err := b.readNodeVersion(ctx)
-	if err != nil {
-		return pve.NodeVersion{}, err
+	if err != nil || cache == "" {
+		return v, nothing, err
 	}
-	data, err := json.Marshal(nodeVersionCache{Key: key, Read: time.Now().UTC(), Version: v})
-	if err == nil {
-		err = os.MkdirAll(b.helperBase(), 0o755)
+	remember := func() {
+		data, err := json.Marshal(nodeVersionCache{Key: key, Read: time.Now().UTC(), Version: v})
+		if err == nil {
+			err = os.MkdirAll(b.StateDir, 0o700)
+		}
+		if err == nil {
+			err = renameio.WriteFile(cache, append(data, '\n'), 0o600)
+		}
+		if err != nil {
+			b.log.Debug("cannot cache the node version", "file", cache, "err", err)
+		}
 	}
-	if err == nil {
-		err = renameio.WriteFile(cache, append(data, '\n'), 0o644)
-	}
-	if err != nil {
-		b.log.Debug("cannot cache the node version", "file", cache, "err", err)
-	}
-	return v, nil
+	return v, remember, nil
 }
 
 // readNodeVersion runs `pveversion -v` and parses it.
@@ -118,15 +135,17 @@ func (b *Backend) readNodeVersion(ctx context.Context) (pve.NodeVersion, error) 
 	return v, nil
 }
 
-// nodeVersionForCreate is NodeVersion for a create: an unreadable version
-// is a warning, and the node is treated as the oldest supported one.
-func (b *Backend) nodeVersionForCreate(ctx context.Context, id string) pve.NodeVersion {
-	v, err := b.NodeVersion(ctx)
+// nodeVersionForCreate is nodeVersion for a create: an unreadable
+// version is a warning, and the node is treated as the oldest supported
+// one. remember caches a freshly read version (call it once the create
+// succeeded).
+func (b *Backend) nodeVersionForCreate(ctx context.Context, id string) (v pve.NodeVersion, remember func()) {
+	v, remember, err := b.nodeVersion(ctx)
 	if err != nil {
 		b.log.Warn("cannot read the node's Proxmox VE version; treating it as the oldest supported (PVE 8.4): "+
 			"no PVE 9 features, and bundle settings only newer nodes keep are refused",
 			"id", id, "err", err, "fix", "make `pveversion -v` work or set proxmox.pveversion_path")
-		return pve.NodeVersion{}
+		return pve.NodeVersion{}, remember
 	}
-	return v
+	return v, remember
 }

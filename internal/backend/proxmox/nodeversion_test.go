@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/pve"
 )
@@ -65,7 +67,7 @@ func TestNodeVersionCached(t *testing.T) {
 	if n := pveversionCalls(t, f.dir); n != 1 {
 		t.Errorf("pveversion ran %d times, want 1 (cached after the first)", n)
 	}
-	if _, err := os.Stat(filepath.Join(f.backend.helperBase(), nodeVersionFile)); err != nil {
+	if _, err := os.Stat(filepath.Join(f.backend.StateDir, nodeVersionFile)); err != nil {
 		t.Errorf("no cache file: %v", err)
 	}
 	// An upgrade replaces the program: the cache no longer applies.
@@ -102,7 +104,7 @@ func TestNodeVersionUnreadable(t *testing.T) {
 	if v, err := f.backend.NodeVersion(context.Background()); err == nil || v.Known() || !strings.Contains(err.Error(), "pve-container") {
 		t.Errorf("output without pve-container: %+v, %v", v, err)
 	}
-	if _, err := os.Stat(filepath.Join(f.backend.helperBase(), nodeVersionFile)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(f.backend.StateDir, nodeVersionFile)); !os.IsNotExist(err) {
 		t.Errorf("a failure was cached: %v", err)
 	}
 }
@@ -141,7 +143,7 @@ func TestCreateUsesNodeVersion(t *testing.T) {
 				if n := pveversionCalls(t, f.dir); n != 1 {
 					t.Errorf("pveversion ran %d times for two creates, want 1", n)
 				}
-				data, err := os.ReadFile(filepath.Join(f.backend.helperBase(), nodeVersionFile))
+				data, err := os.ReadFile(filepath.Join(f.backend.StateDir, nodeVersionFile))
 				if err != nil || !strings.Contains(string(data), `"pve_container":"5.3.5"`) {
 					t.Errorf("cache %s: %v", data, err)
 				}
@@ -210,5 +212,30 @@ func TestTranslateVersionAwareRawKeys(t *testing.T) {
 	// Whatever translation writes for a bundle, a late 9.1 keeps.
 	if _, err := Translate(baseInput(t)); err != nil {
 		t.Errorf("Translate on late 9.1: %v", err)
+	}
+}
+
+// TestNodeVersionCacheOnlyAfterSuccess: a refused create leaves nothing in
+// the state root, and a backend without a state directory caches nothing.
+func TestNodeVersionCacheOnlyAfterSuccess(t *testing.T) {
+	f := newFakeNode(t, "", "")
+	var cps []string
+	c, opts := createOpts(t, &cps)
+	opts.Spec.Mounts = append(opts.Spec.Mounts, specs.Mount{Destination: "/nfs", Type: "nfs", Source: "srv:/x"})
+	if err := f.backend.Create(context.Background(), c, opts); errs.KindOf(err) != errs.KindUnsupported {
+		t.Fatalf("create with an nfs mount: %v", err)
+	}
+	if _, err := os.Stat(f.backend.StateDir); !os.IsNotExist(err) {
+		t.Errorf("a refused create left %s: %v", f.backend.StateDir, err)
+	}
+	f.backend.StateDir = ""
+	for i := 0; i < 2; i++ {
+		if _, err := f.backend.NodeVersion(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One run by the refused create, two without a cache.
+	if n := pveversionCalls(t, f.dir); n != 3 {
+		t.Errorf("pveversion ran %d times, want 3", n)
 	}
 }
