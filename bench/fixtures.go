@@ -124,7 +124,7 @@ func newPveEnv(dir, pvesim string) (*pveEnv, error) {
 			return nil, err
 		}
 	}
-	for _, tool := range []string{"pct", "pveam", "pvesh"} {
+	for _, tool := range []string{"pct", "pveam", "pvesh", "pveversion"} {
 		if err := os.Symlink(pvesim, filepath.Join(e.bin, tool)); err != nil {
 			return nil, err
 		}
@@ -136,13 +136,14 @@ func newPveEnv(dir, pvesim string) (*pveEnv, error) {
 	}
 	cfg := map[string]any{
 		"proxmox": map[string]any{
-			"pct_path":   filepath.Join(e.bin, "pct"),
-			"pveam_path": filepath.Join(e.bin, "pveam"),
-			"pvesh_path": filepath.Join(e.bin, "pvesh"),
-			"etc_pve":    filepath.Join(e.root, "etc/pve"),
-			"lxc_path":   filepath.Join(e.root, "var/lib/lxc"),
-			"node":       "pve",
-			"timeout":    120,
+			"pct_path":        filepath.Join(e.bin, "pct"),
+			"pveam_path":      filepath.Join(e.bin, "pveam"),
+			"pvesh_path":      filepath.Join(e.bin, "pvesh"),
+			"pveversion_path": filepath.Join(e.bin, "pveversion"),
+			"etc_pve":         filepath.Join(e.root, "etc/pve"),
+			"lxc_path":        filepath.Join(e.root, "var/lib/lxc"),
+			"node":            "pve",
+			"timeout":         120,
 		},
 		"storage": map[string]any{"image_path": filepath.Join(dir, "images")},
 		"runtime": map[string]any{"routing": []map[string]string{

@@ -152,7 +152,7 @@ func setup(nexcage, pvesim string, n int) (*env, error) {
 			return fail(err)
 		}
 	}
-	for _, tool := range []string{"pct", "pveam", "pvesh"} {
+	for _, tool := range []string{"pct", "pveam", "pvesh", "pveversion"} {
 		if err := os.Symlink(pvesim, filepath.Join(bin, tool)); err != nil {
 			return fail(err)
 		}
@@ -166,7 +166,8 @@ func setup(nexcage, pvesim string, n int) (*env, error) {
 	cfg := map[string]any{
 		"proxmox": map[string]any{
 			"pct_path": filepath.Join(bin, "pct"), "pveam_path": filepath.Join(bin, "pveam"), "pvesh_path": filepath.Join(bin, "pvesh"),
-			"etc_pve": filepath.Join(e.sim, "etc/pve"), "lxc_path": filepath.Join(e.sim, "var/lib/lxc"), "node": "pve",
+			"pveversion_path": filepath.Join(bin, "pveversion"),
+			"etc_pve":         filepath.Join(e.sim, "etc/pve"), "lxc_path": filepath.Join(e.sim, "var/lib/lxc"), "node": "pve",
 		},
 		"storage":          map[string]any{"image_path": filepath.Join(e.sim, "nexcage-images")},
 		"container_config": map[string]any{"default_container_type": "lxc"},

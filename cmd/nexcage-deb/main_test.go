@@ -67,6 +67,7 @@ func TestPackagedConfig(t *testing.T) {
 	}
 	d := config.Default()
 	d.Proxmox.PctPath, d.Proxmox.PveamPath, d.Proxmox.PveshPath = "/usr/sbin/pct", "/usr/sbin/pveam", "/usr/bin/pvesh"
+	d.Proxmox.PveversionPath = "/usr/bin/pveversion"
 	c.Path = ""
 	c.Runtime.Routing, d.Runtime.Routing = nil, nil
 	c.ContainerConfig.CrunNamePatterns, d.ContainerConfig.CrunNamePatterns = nil, nil

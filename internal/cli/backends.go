@@ -25,6 +25,8 @@ func (a *App) backends(store *state.Store) *runtime.Registry {
 		if err != nil {
 			return nil, err
 		}
+		// Its private directory in the state root: the node version cache.
+		b.StateDir = store.BackendRoot(config.BackendProxmox)
 		// Progress of packing, downloads and pulls: a bar on a terminal
 		// stderr, else start/end lines that the stderr log level keeps.
 		b.SetTemplates(a.templates())

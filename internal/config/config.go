@@ -49,6 +49,7 @@ func Default() *Config {
 			PctPath:         "pct",
 			PveamPath:       "pveam",
 			PveshPath:       "pvesh",
+			PveversionPath:  "pveversion",
 			EtcPve:          "/etc/pve",
 			LxcPath:         "/var/lib/lxc",
 			Node:            hostNode(),

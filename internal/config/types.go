@@ -21,9 +21,12 @@ type Proxmox struct {
 	PctPath   string `json:"pct_path"`   // default: "pct" looked up on PATH
 	PveamPath string `json:"pveam_path"` // default: "pveam" on PATH
 	PveshPath string `json:"pvesh_path"` // default: "pvesh" on PATH
-	EtcPve    string `json:"etc_pve"`    // default /etc/pve
-	LxcPath   string `json:"lxc_path"`   // default /var/lib/lxc
-	Node      string `json:"node"`       // default: host name
+	// PveversionPath is the program that reports the node's Proxmox VE
+	// package versions (`pveversion -v`); default "pveversion" on PATH.
+	PveversionPath string `json:"pveversion_path"`
+	EtcPve         string `json:"etc_pve"`  // default /etc/pve
+	LxcPath        string `json:"lxc_path"` // default /var/lib/lxc
+	Node           string `json:"node"`     // default: host name
 	// Storage for container root filesystems; default: first storage in
 	// storage.cfg whose content includes rootdir.
 	Storage         string `json:"storage"`

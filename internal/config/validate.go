@@ -74,7 +74,8 @@ func (c *Config) validate() ([]string, error) {
 
 	for key, v := range map[string]string{
 		"proxmox.pct_path": p.PctPath, "proxmox.pveam_path": p.PveamPath, "proxmox.pvesh_path": p.PveshPath,
-		"runtimes.runc.path": c.Runtimes.Runc.Path, "runtimes.crun.path": c.Runtimes.Crun.Path,
+		"proxmox.pveversion_path": p.PveversionPath,
+		"runtimes.runc.path":      c.Runtimes.Runc.Path, "runtimes.crun.path": c.Runtimes.Crun.Path,
 	} {
 		if err := checkCommand(key, v); err != nil {
 			return nil, err

@@ -210,6 +210,7 @@ var checks = []check{
 	{"pct", toolCheck("pct", func(c *config.Config) string { return c.Proxmox.PctPath }, "list")},
 	{"pveam", toolCheck("pveam", func(c *config.Config) string { return c.Proxmox.PveamPath }, "available")},
 	{"pvesh", toolCheck("pvesh", func(c *config.Config) string { return c.Proxmox.PveshPath }, "get", "/cluster/nextid")},
+	{"pve-version", checkPveVersion},
 	{"etc-pve", checkEtcPve},
 	{"storage", checkRootdirStorage},
 	{"template-storage", checkTemplateStorage},

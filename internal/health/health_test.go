@@ -48,9 +48,10 @@ func newFakeHost(t *testing.T) *fakeHost {
 		filepath.Join(dir, "cgroup"):         unix.TMPFS_MAGIC,
 		filepath.Join(dir, "cgroup/unified"): unix.CGROUP2_SUPER_MAGIC,
 	}
-	for _, tool := range []string{"pct", "pveam", "pvesh", "runc", "crun", "lxc-start", "lxc-info", "lxc-attach"} {
+	for _, tool := range []string{"pct", "pveam", "pvesh", "pveversion", "runc", "crun", "lxc-start", "lxc-info", "lxc-attach"} {
 		h.tools[tool] = "/usr/bin/" + tool
 	}
+	h.answers["/usr/bin/pveversion -v"] = pveversion91
 	h.answers["/usr/bin/pct list"] = ""
 	h.answers["/usr/bin/pveam available"] = "system          debian-12-standard_12.7-1_amd64.tar.zst\n"
 	h.answers["/usr/bin/pvesh get /cluster/nextid"] = "100\n"
@@ -66,6 +67,12 @@ func newFakeHost(t *testing.T) *fakeHost {
 	h.cfg = c
 	return h
 }
+
+// What `pveversion -v` prints on PVE 9.1 and 8.4 (the lines nexcage reads).
+const (
+	pveversion91 = "proxmox-ve: 9.1.0 (running kernel: 6.17.2-1-pve)\npve-manager: 9.1.4 (running version: 9.1.4/5ac30304265fbd8e)\npve-container: 6.1.10\nlxc-pve: 6.0.5-3\n"
+	pveversion84 = "proxmox-ve: 8.4.0 (running kernel: 6.8.12-9-pve)\npve-manager: 8.4.1 (running version: 8.4.1/2a5fa54a8503f96d)\npve-container: 5.3.5\nlxc-pve: 6.0.0-1\n"
+)
 
 func (h *fakeHost) write(t *testing.T, rel, data string) {
 	t.Helper()
@@ -128,6 +135,7 @@ func TestAllPass(t *testing.T) {
 		"pct":              "answers `pct list`",
 		"pveam":            "answers `pveam available`",
 		"pvesh":            "answers `pvesh get /cluster/nextid`",
+		"pve-version":      "PVE 9.1 (pve-container 6.1.10): process user/cwd/env via the init helper (the node keeps lxc.init.* and lxc.environment.runtime too); network through host-managed=1; entrypoint/env options available",
 		"etc-pve":          `names node "pve1"`,
 		"storage":          `proxmox.storage "local-lvm" allows rootdir`,
 		"template-storage": `proxmox.template_storage "local" allows vztmpl`,
@@ -178,6 +186,14 @@ func TestEachFailureNamed(t *testing.T) {
 			h.stderr["/usr/bin/pveam available"] = "some noise\nplease run as root\n"
 		}, []string{"pveam"}, nil, "failed: please run as root"},
 		{"pvesh missing", func(t *testing.T, h *fakeHost) { delete(h.tools, "pvesh") }, []string{"pvesh"}, nil, "pvesh not found"},
+		{"pveversion missing", func(t *testing.T, h *fakeHost) { delete(h.tools, "pveversion") }, nil, []string{"pve-version"},
+			`pveversion not found (proxmox.pveversion_path "pveversion"): nexcage treats the node as the oldest supported (PVE 8.4)`},
+		{"pveversion fails", func(t *testing.T, h *fakeHost) {
+			delete(h.answers, "/usr/bin/pveversion -v")
+			h.stderr["/usr/bin/pveversion -v"] = "permission denied\n"
+		}, nil, []string{"pve-version"}, "failed: permission denied; nexcage treats the node as the oldest supported"},
+		{"pveversion without pve-container", func(t *testing.T, h *fakeHost) { h.answers["/usr/bin/pveversion -v"] = "pve-manager: 9.1.4\n" },
+			nil, []string{"pve-version"}, "no pve-container version"},
 		{"wrong node", func(t *testing.T, h *fakeHost) { h.cfg.Proxmox.Node = "pve9" }, []string{"etc-pve"}, nil, "has no nodes/pve9 (nodes: pve1)"},
 		{"etc_pve missing", func(t *testing.T, h *fakeHost) {
 			h.cfg.Proxmox.EtcPve = filepath.Join(h.dir, "nope")
@@ -362,7 +378,7 @@ func TestOutputFormats(t *testing.T) {
 	delete(h.tools, "pct")
 	r := h.run(t)
 	out := text(t, r)
-	for _, want := range []string{"FAIL  pct", "-> run nexcage on a Proxmox VE host", "PASS  runc", "FAIL: 13 passed, 0 warnings, 1 failed"} {
+	for _, want := range []string{"FAIL  pct", "-> run nexcage on a Proxmox VE host", "PASS  runc", "FAIL: 14 passed, 0 warnings, 1 failed"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("text output lacks %q:\n%s", want, out)
 		}
@@ -408,5 +424,23 @@ func TestRealCommandTimeout(t *testing.T) {
 	out, _, err := runCommand(context.Background(), "/bin/echo", "hi")
 	if err != nil || string(out) != "hi\n" {
 		t.Errorf("echo: %q %v", out, err)
+	}
+}
+
+// TestPveVersionSummary: health shows the node's version and what follows
+// from it, per version (proxmox-pct.md §9).
+func TestPveVersionSummary(t *testing.T) {
+	for out, want := range map[string]string{
+		pveversion84: "PVE 8.4 (pve-container 5.3.5): process user/cwd/env via the init helper (the node drops lxc.environment.hooks, lxc.environment.runtime, lxc.init.cwd, lxc.init.gid, lxc.init.groups, lxc.init.uid); network via the init helper; no entrypoint/env options, no host-managed",
+		"pve-manager: 9.0.3\npve-container: 6.0.9\n":  "PVE 9.0 (pve-container 6.0.9): process user/cwd/env via the init helper (the node drops lxc.environment.hooks, lxc.environment.runtime, lxc.init.gid, lxc.init.groups, lxc.init.uid); network via the init helper; no entrypoint/env options, no host-managed",
+		"pve-manager: 9.1.1\npve-container: 6.0.18\n": "PVE 9.1 (pve-container 6.0.18): process user/cwd/env via the init helper (the node drops lxc.init.gid, lxc.init.groups, lxc.init.uid); network through host-managed=1; entrypoint/env options available",
+	} {
+		h := newFakeHost(t)
+		h.answers["/usr/bin/pveversion -v"] = out
+		r := h.run(t)
+		c, _ := r.Find("pve-version")
+		if c.Status != Pass || c.Detail != want {
+			t.Errorf("%s %q\nwant %q", c.Status, c.Detail, want)
+		}
 	}
 }

@@ -205,3 +205,57 @@ func orNone(list []string) string {
 	}
 	return strings.Join(list, ", ")
 }
+
+// checkPveVersion reads the node's Proxmox VE version (`pveversion -v`)
+// and says what follows from it for nexcage (proxmox-pct.md §9). A node
+// whose version cannot be read works as the oldest supported one, so this
+// is a warning, never a failure.
+func checkPveVersion(ctx context.Context, e *Env) Result {
+	note := unused(e.Config, config.BackendProxmox)
+	name := e.Config.Proxmox.PveversionPath
+	if name == "" {
+		name = "pveversion"
+	}
+	oldest := "nexcage treats the node as the oldest supported (PVE 8.4)"
+	path, err := e.LookPath(name)
+	if err != nil {
+		return result(Warn, fmt.Sprintf("pveversion not found (proxmox.pveversion_path %q): %s%s", name, oldest, note),
+			"run nexcage on a Proxmox VE host (pve-manager ships pveversion) or set proxmox.pveversion_path")
+	}
+	cctx, cancel := context.WithTimeout(ctx, e.Timeout)
+	defer cancel()
+	out, stderr, err := e.Command(cctx, path, "-v")
+	if err != nil {
+		why := lastLine(stderr)
+		if why == "" {
+			why = err.Error()
+		}
+		return result(Warn, fmt.Sprintf("`%s -v` failed: %s; %s%s", path, why, oldest, note),
+			fmt.Sprintf("run `%s -v` as root to see why", path))
+	}
+	v, err := pve.ParsePveversion(string(out))
+	if err != nil {
+		return result(Warn, fmt.Sprintf("`%s -v`: %v; %s%s", path, err, oldest, note),
+			"check that pve-container is installed (`pveversion -v` lists it)")
+	}
+	return pass("%s", VersionSummary(v))
+}
+
+// VersionSummary says what a node's version means for nexcage, e.g.
+// "PVE 8.4 (pve-container 5.3.5): process user/cwd/env via the init
+// helper (the node drops lxc.environment.hooks, ...); network via the init
+// helper; no entrypoint/env options, no host-managed".
+func VersionSummary(v pve.NodeVersion) string {
+	var parts []string
+	if dropped := pve.DroppedRawKeys(v); len(dropped) > 0 {
+		parts = append(parts, "process user/cwd/env via the init helper (the node drops "+strings.Join(dropped, ", ")+")")
+	} else {
+		parts = append(parts, "process user/cwd/env via the init helper (the node keeps lxc.init.* and lxc.environment.runtime too)")
+	}
+	if v.HasOCI() {
+		parts = append(parts, "network through host-managed=1", "entrypoint/env options available")
+	} else {
+		parts = append(parts, "network via the init helper", "no entrypoint/env options, no host-managed")
+	}
+	return v.Summary() + ": " + strings.Join(parts, "; ")
+}

@@ -2,6 +2,7 @@ package pve
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -167,4 +168,65 @@ func checkRawKey(key string) (warning string, err error) {
 		return "", nil
 	}
 	return "", &RawKeyError{Key: key}
+}
+
+// versionedRawKeys are the raw keys that only newer pve-container
+// versions keep (proxmox-pct.md §9.3): an older node warns `unable to
+// parse config` and drops the line, so the setting silently does
+// nothing. This is the product's own list; pvesim keeps its own.
+var versionedRawKeys = map[string]struct{ container, pve string }{
+	"lxc.init.cwd":            {"6.0.1", "9.0"},
+	"lxc.environment.runtime": {"6.0.15", "9.1"},
+	"lxc.environment.hooks":   {"6.0.15", "9.1"},
+	"lxc.init.uid":            {"6.1.0", "9.1"},
+	"lxc.init.gid":            {"6.1.0", "9.1"},
+	"lxc.init.groups":         {"6.1.0", "9.1"},
+}
+
+// NodeRawKeyError says that a raw key exists in Proxmox but the node's
+// version drops it.
+type NodeRawKeyError struct {
+	Key string
+	// Node is the node's version (the zero value when it is unknown,
+	// which counts as the oldest supported node).
+	Node NodeVersion
+	// MinContainer and MinPVE are the first pve-container and PVE
+	// releases that keep the key.
+	MinContainer, MinPVE string
+}
+
+func (e *NodeRawKeyError) Error() string {
+	have := "a node of unknown version (treated as the oldest supported, PVE 8)"
+	if e.Node.Known() {
+		have = "this node (" + e.Node.Summary() + ")"
+	}
+	return fmt.Sprintf("lxc key '%s' is kept only from pve-container %s (PVE %s); %s drops it with 'unable to parse config'",
+		e.Key, e.MinContainer, e.MinPVE, have)
+}
+
+// CheckRawKeyOn reports whether a node of version v keeps the raw LXC
+// key: CheckRawKey, plus the keys only newer versions accept. An unknown
+// version is treated as the oldest supported node. The error is a
+// *RawKeyError or a *NodeRawKeyError.
+func CheckRawKeyOn(v NodeVersion, key string) error {
+	if err := CheckRawKey(key); err != nil {
+		return err
+	}
+	if min, ok := versionedRawKeys[key]; ok && !v.ContainerAtLeast(min.container) {
+		return &NodeRawKeyError{Key: key, Node: v, MinContainer: min.container, MinPVE: min.pve}
+	}
+	return nil
+}
+
+// DroppedRawKeys lists, sorted, the raw keys that exist in Proxmox but
+// that a node of version v drops (all of them for an unknown version).
+func DroppedRawKeys(v NodeVersion) []string {
+	var out []string
+	for k, min := range versionedRawKeys {
+		if !v.ContainerAtLeast(min.container) {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
 }

@@ -93,6 +93,28 @@ func (v NodeVersion) String() string {
 	return s
 }
 
+// PVE is the Proxmox VE release as "major.minor" ("8.4", "9.1"), from
+// pve-manager, or "" when unknown.
+func (v NodeVersion) PVE() string {
+	n, ok := splitVersion(v.Manager)
+	if !ok || len(n) < 2 {
+		return ""
+	}
+	return strconv.Itoa(n[0]) + "." + strconv.Itoa(n[1])
+}
+
+// Summary is the form shown to people, e.g. "PVE 8.4 (pve-container
+// 5.3.5)", or "unknown".
+func (v NodeVersion) Summary() string {
+	if !v.Known() {
+		return "unknown"
+	}
+	if p := v.PVE(); p != "" {
+		return "PVE " + p + " (pve-container " + v.Container + ")"
+	}
+	return "pve-container " + v.Container
+}
+
 // splitVersion turns "6.0.15" or "6.0.0-1" into numbers (a Debian
 // revision after '-' or '~' is ignored).
 func splitVersion(s string) ([]int, bool) {

@@ -132,7 +132,7 @@ func newHealthNode(t *testing.T) *healthNode {
 	t.Helper()
 	sim := PvesimBin(t)
 	h := &healthNode{root: filepath.Join(t.TempDir(), "pve"), bin: t.TempDir()}
-	for _, tool := range []string{"pct", "pveam", "pvesh"} {
+	for _, tool := range []string{"pct", "pveam", "pvesh", "pveversion"} {
 		if err := os.Symlink(sim, filepath.Join(h.bin, tool)); err != nil {
 			t.Fatal(err)
 		}
@@ -157,6 +157,7 @@ func (h *healthNode) config(t *testing.T, edit func(p map[string]any, net map[st
 		"pct_path":         filepath.Join(h.bin, "pct"),
 		"pveam_path":       filepath.Join(h.bin, "pveam"),
 		"pvesh_path":       filepath.Join(h.bin, "pvesh"),
+		"pveversion_path":  filepath.Join(h.bin, "pveversion"),
 		"etc_pve":          filepath.Join(h.root, "etc/pve"),
 		"node":             "pve",
 		"storage":          "local",
@@ -195,6 +196,10 @@ func TestHealthOnPvesimNode(t *testing.T) {
 		for _, c := range r.Checks {
 			if c.Name == "routing" && !strings.Contains(c.Detail, `"cilium-agent" -> crun`) {
 				t.Errorf("routing: %q", c.Detail)
+			}
+			// pvesim is a 9.1 node unless told otherwise.
+			if c.Name == "pve-version" && !strings.HasPrefix(c.Detail, "PVE 9.1 (pve-container 6.") {
+				t.Errorf("pve-version: %q", c.Detail)
 			}
 		}
 	})
@@ -296,6 +301,10 @@ func TestHealthBareHost(t *testing.T) {
 		if st[n] != "PASS" {
 			t.Errorf("%s: %s, want PASS", n, st[n])
 		}
+	}
+	// An unreadable version only warns: nexcage works as on the oldest node.
+	if st["pve-version"] != "WARN" {
+		t.Errorf("pve-version: %s, want WARN", st["pve-version"])
 	}
 	for _, c := range r.Checks {
 		if (c.Name == "runc" || c.Name == "crun") && !strings.Contains(c.Detail, "version") {

@@ -43,7 +43,7 @@ func newPveEnvWith(t *testing.T, withTemplates bool, extraProxmox string, extraE
 	// to traverse the test's temp root to reach its rootfs and bind-mount
 	// sources, as on a real host.
 	bin := testutil.ContainerTempDir(t)
-	for _, tool := range []string{"pct", "pveam", "pvesh"} {
+	for _, tool := range []string{"pct", "pveam", "pvesh", "pveversion"} {
 		if err := os.Symlink(sim, filepath.Join(bin, tool)); err != nil {
 			t.Fatal(err)
 		}
@@ -71,6 +71,7 @@ func newPveEnvWith(t *testing.T, withTemplates bool, extraProxmox string, extraE
     "pct_path": "`+e.pct+`",
     "pveam_path": "`+filepath.Join(bin, "pveam")+`",
     "pvesh_path": "`+filepath.Join(bin, "pvesh")+`",
+    "pveversion_path": "`+filepath.Join(bin, "pveversion")+`",
     "etc_pve": "`+filepath.Join(e.root, "etc/pve")+`",
     "lxc_path": "`+filepath.Join(e.root, "var/lib/lxc")+`",
     "node": "pve",

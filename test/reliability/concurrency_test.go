@@ -175,7 +175,7 @@ func TestTwoNodesShareCluster(t *testing.T) {
 		}
 	})
 	w.assertClean("after both nodes deleted")
-	if left := files(t, root2); len(left) > 0 {
+	if left := stateFiles(t, root2); len(left) > 0 {
 		t.Errorf("left under pve2's --root: %q", left)
 	}
 }

@@ -99,7 +99,7 @@ func (w *pveWorld) assertClean(step string, allowed ...string) {
 	if ids := w.node.vmids(w.t); len(ids) > 0 {
 		w.t.Errorf("%s: VMIDs left in .vmlist: %v", step, ids)
 	}
-	if left := files(w.t, w.root); len(left) > 0 {
+	if left := stateFiles(w.t, w.root); len(left) > 0 {
 		w.t.Errorf("%s: left under --root: %q", step, left)
 	}
 }

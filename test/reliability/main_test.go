@@ -44,6 +44,20 @@ func files(t testing.TB, root string) []string {
 	return out
 }
 
+// stateFiles lists the files under a state root (--root) but the
+// Proxmox backend's cache of the node's version, a node fact that stays
+// once a create succeeded (docs/PROXMOX.md, "Node version").
+func stateFiles(t testing.TB, root string) []string {
+	t.Helper()
+	var out []string
+	for _, f := range files(t, root) {
+		if f != "@proxmox-lxc/node-version.json" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 // added returns the entries of after that are not in before.
 func added(before, after []string) []string {
 	seen := map[string]bool{}

@@ -27,7 +27,7 @@ func newSimNode(t testing.TB) *simNode {
 	// traverse the test's temp root to reach its rootfs, bundle and mount
 	// sources, as on a real host.
 	n := &simNode{root: filepath.Join(testutil.ContainerTempDir(t), "pve"), bin: t.TempDir()}
-	for _, tool := range []string{"pct", "pveam", "pvesh"} {
+	for _, tool := range []string{"pct", "pveam", "pvesh", "pveversion"} {
 		if err := os.Symlink(sim, filepath.Join(n.bin, tool)); err != nil {
 			t.Fatal(err)
 		}
@@ -49,13 +49,14 @@ func newSimNode(t testing.TB) *simNode {
 func (n *simNode) proxmoxConfig() map[string]any {
 	return map[string]any{
 		"proxmox": map[string]any{
-			"pct_path":   filepath.Join(n.bin, "pct"),
-			"pveam_path": filepath.Join(n.bin, "pveam"),
-			"pvesh_path": filepath.Join(n.bin, "pvesh"),
-			"etc_pve":    filepath.Join(n.root, "etc/pve"),
-			"lxc_path":   filepath.Join(n.root, "var/lib/lxc"),
-			"node":       "pve",
-			"timeout":    60,
+			"pct_path":        filepath.Join(n.bin, "pct"),
+			"pveam_path":      filepath.Join(n.bin, "pveam"),
+			"pvesh_path":      filepath.Join(n.bin, "pvesh"),
+			"pveversion_path": filepath.Join(n.bin, "pveversion"),
+			"etc_pve":         filepath.Join(n.root, "etc/pve"),
+			"lxc_path":        filepath.Join(n.root, "var/lib/lxc"),
+			"node":            "pve",
+			"timeout":         60,
 		},
 		"storage":          map[string]any{"image_path": filepath.Join(n.root, "nexcage-images")},
 		"container_config": map[string]any{"default_container_type": "lxc"},

@@ -64,6 +64,10 @@ type Backend struct {
 	SelfExe string
 	// lxcAttach is the lxc-attach binary exec uses.
 	lxcAttach string
+	// StateDir is the backend's private directory in the state root
+	// (state.Store.BackendRoot): it holds the cache of the node's version
+	// (nodeversion.go). Empty: nothing is cached.
+	StateDir string
 
 	// supervisors holds, per container id, the exit of the supervisors
 	// this process started (for a foreground run's Wait).
@@ -189,9 +193,11 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	if err != nil {
 		return err
 	}
+	node, rememberNode := b.nodeVersionForCreate(ctx, c.ID)
 	in := Input{
 		ID: c.ID, Spec: opts.Spec, BundleDir: opts.Bundle, Storage: rootStorage,
 		Bridge: b.cfg.Network.Bridge, Unprivileged: b.cfg.Proxmox.Unprivileged == nil || *b.cfg.Proxmox.Unprivileged,
+		Node: node,
 	}
 	if in.Spec == nil {
 		// A container from a template alone keeps the template's init.
@@ -212,6 +218,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 			rootfs = filepath.Join(opts.Bundle, rootfs)
 		}
 		in.OSType = template.DetectOSType(rootfs)
+		in.Rootfs = rootfs
 	} else {
 		// A template (volume id, file or short name, path, URL, OCI
 		// image ...) resolved and validated by internal/template.
@@ -283,6 +290,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 			return err
 		}
 	}
+	rememberNode()
 	b.log.Info("proxmox container created", "id", c.ID, "vmid", vmid, "ostemplate", ostemplate, "pid", c.Pid)
 	return nil
 }

@@ -99,6 +99,7 @@ exec sleep 600
 	}
 	cfg := config.Default()
 	cfg.Proxmox.PctPath, cfg.Proxmox.EtcPve, cfg.Proxmox.Node = pct, f.etc, "pve"
+	cfg.Proxmox.PveversionPath = writePveversion(t, dir, "9.1.4", "6.1.10")
 	// Never the host's /var/lib/lxc: the VMID lock and helper files live there.
 	cfg.Proxmox.LxcPath = filepath.Join(dir, "lxc")
 	cfg.Proxmox.VMIDRange = [2]int{100, 105}
@@ -109,6 +110,7 @@ exec sleep 600
 	}
 	b.SelfExe = self
 	b.lxcInfo = "true" // the fake container stops at once
+	b.StateDir = filepath.Join(dir, "state", "@proxmox-lxc")
 	f.backend = b
 	return f
 }

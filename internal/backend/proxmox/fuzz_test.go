@@ -18,13 +18,19 @@ import (
 // and a "file" that mounts may name; config.json is rewritten per input.
 func fuzzBundle(f *testing.F) string {
 	dir := f.TempDir()
-	for _, d := range []string{"rootfs", "data"} {
-		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+	for _, d := range []string{"rootfs/etc", "rootfs/run", "rootfs/var", "data", "with space"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			f.Fatal(err)
 		}
 	}
 	if err := os.WriteFile(filepath.Join(dir, "file"), []byte("x"), 0o644); err != nil {
 		f.Fatal(err)
+	}
+	// Symlinks in the image that mount destinations may cross.
+	for link, to := range map[string]string{"rootfs/var/run": "/run", "rootfs/up": "../../..", "rootfs/etc/resolv.conf": "../run/resolv.conf"} {
+		if err := os.Symlink(to, filepath.Join(dir, link)); err != nil {
+			f.Fatal(err)
+		}
 	}
 	return dir
 }
@@ -47,19 +53,22 @@ func loadAndTranslate(t *testing.T, dir string, data []byte, templateInit bool) 
 		}
 		return
 	}
-	in := Input{ID: "fuzz-ct", Spec: b.Spec, BundleDir: b.Dir, Storage: "local-lvm", Bridge: "vmbr0",
-		Unprivileged: true, InitHelperDir: "/var/lib/lxc/.nexcage/fuzz-ct-0", KeepTemplateInit: templateInit}
-	req, err := Translate(in)
-	checkTranslation(t, req, err)
+	for _, node := range []pve.NodeVersion{node84, node91} {
+		in := Input{ID: "fuzz-ct", Spec: b.Spec, BundleDir: b.Dir, Storage: "local-lvm", Bridge: "vmbr0",
+			Unprivileged: true, InitHelperDir: "/var/lib/lxc/.nexcage/fuzz-ct-0", KeepTemplateInit: templateInit, Node: node, Rootfs: filepath.Join(b.Dir, "rootfs")}
+		req, err := Translate(in)
+		checkTranslation(t, node, req, err)
+	}
 }
 
 // checkTranslation holds the translation's safety contract: a refusal is
 // a bundle, config or unsupported-feature error naming the container;
 // an accepted request carries no control character in any pct option or
-// raw line, uses only raw keys Proxmox accepts, makes a valid pct create
-// command line, and writes a .conf that reads back as exactly its own
-// entries (no value can inject a line).
-func checkTranslation(t *testing.T, req *Request, err error) {
+// raw line, uses only raw keys the node's version keeps, writes every
+// lxc.mount.entry as six fstab fields, makes a valid pct create command
+// line, and writes a .conf that reads back as exactly its own entries (no
+// value can inject a line).
+func checkTranslation(t *testing.T, node pve.NodeVersion, req *Request, err error) {
 	t.Helper()
 	if err != nil {
 		switch errs.KindOf(err) {
@@ -86,8 +95,13 @@ func checkTranslation(t *testing.T, req *Request, err error) {
 		if ctl(r.Key) || ctl(r.Value) {
 			t.Fatalf("raw line %s: %q carries a control character", r.Key, r.Value)
 		}
-		if err := pve.CheckRawKey(r.Key); err != nil {
-			t.Fatalf("raw key %s not accepted by Proxmox: %v", r.Key, err)
+		if err := pve.CheckRawKeyOn(node, r.Key); err != nil {
+			t.Fatalf("raw key %s not kept by %s: %v", r.Key, node.Summary(), err)
+		}
+		if r.Key == "lxc.mount.entry" {
+			if f := strings.Split(r.Value, " "); len(f) != 6 || f[4] != "0" || f[5] != "0" || strings.Contains(r.Value, "  ") {
+				t.Fatalf("lxc.mount.entry %q is not six fstab fields", r.Value)
+			}
 		}
 		if r.Key == pve.EnvKey {
 			conf.Env = append(conf.Env, r.Value)
@@ -154,6 +168,17 @@ func FuzzTranslate(f *testing.F) {
 		s.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 10, Soft: 10}}
 		s.Process.User = specs.User{UID: 1000, GID: 1000}
 		s.Process.ApparmorProfile = "x\ny"
+	})
+	// containerd's shape: file binds, /dev/shm, /dev/mqueue, a secret,
+	// destinations crossing the image's symlinks, blanks in a source.
+	seed(func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts,
+			specs.Mount{Destination: "/etc/hosts", Source: "file", Type: "bind", Options: []string{"rbind", "rprivate", "rw"}},
+			specs.Mount{Destination: "/etc/resolv.conf", Source: "file", Type: "bind", Options: []string{"rbind", "ro"}},
+			specs.Mount{Destination: "/dev/shm", Source: "data", Type: "bind", Options: []string{"rbind"}},
+			specs.Mount{Destination: "/run/secrets/x", Source: "file", Type: "bind", Options: []string{"rbind", "ro"}},
+			specs.Mount{Destination: "/var/run/app", Source: "with space", Type: "bind", Options: []string{"rbind"}},
+			specs.Mount{Destination: "/up/x y", Source: "data", Type: "bind", Options: []string{"rbind"}})
 	})
 	f.Add([]byte(`{"ociVersion":"1.0.2","root":{"path":"rootfs"}}`), false)
 	dir := fuzzBundle(f)

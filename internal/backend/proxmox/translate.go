@@ -3,6 +3,7 @@
 package proxmox
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"math"
@@ -64,8 +65,14 @@ type Input struct {
 	// alone (no bundle): a spec without process then keeps the template's
 	// own init instead of being an error.
 	KeepTemplateInit bool
-	// Stat checks mount sources; nil means os.Stat.
+	// Stat checks mount sources (after their symlinks are resolved); nil
+	// means os.Stat.
 	Stat func(string) (fs.FileInfo, error)
+	// Rootfs is the bundle's root file system on this host (absolute),
+	// when nexcage packs it: mount destinations are resolved inside it
+	// (docs/MAPPING.md, "Mounts"). "" when the container comes from a
+	// template nexcage cannot look into.
+	Rootfs string
 	// InitHelperDir is the host directory holding the init helper and its
 	// supervisor's socket; a spec with a process needs one. It is
 	// bind-mounted read-only at inithelper.MountPoint (by lxc.mount.entry,
@@ -148,20 +155,50 @@ func Translate(in Input) (*Request, error) {
 		}
 	}
 	t.finish()
-	for _, r := range t.req.Raw {
-		if err := pve.CheckRawKey(r.Key); err != nil {
-			return nil, errs.Wrap(errs.KindUnsupported, err, "container %s: raw key %s is not accepted by Proxmox", in.ID, r.Key)
-		}
-		if err := checkText(r.Key, r.Value); err != nil {
-			return nil, addContainer(in.ID, err)
-		}
-	}
-	for _, o := range t.req.Options {
-		if err := checkText("pct option --"+o.Name, o.Value); err != nil {
-			return nil, addContainer(in.ID, err)
-		}
+	if err := checkRequest(in.ID, in.Node, t.req); err != nil {
+		return nil, err
 	}
 	return t.req, nil
+}
+
+// checkRequest is the last gate before anything reaches pct or the .conf:
+// every raw key must be one the node keeps, and no value may carry a
+// control character or surrounding blanks.
+func checkRequest(id string, node pve.NodeVersion, req *Request) error {
+	for _, r := range req.Raw {
+		if err := checkRawKey(id, node, r.Key); err != nil {
+			return err
+		}
+		if err := checkText(r.Key, r.Value); err != nil {
+			return addContainer(id, err)
+		}
+	}
+	for _, o := range req.Options {
+		if err := checkText("pct option --"+o.Name, o.Value); err != nil {
+			return addContainer(id, err)
+		}
+	}
+	return nil
+}
+
+// checkRawKey refuses a raw key that Proxmox, or this node's version of
+// it, would drop with only a warning (proxmox-pct.md §9.3): the setting
+// would silently not apply, so the container would run with less than
+// the bundle asks for.
+func checkRawKey(id string, node pve.NodeVersion, key string) error {
+	err := pve.CheckRawKeyOn(node, key)
+	if err == nil {
+		return nil
+	}
+	var ne *pve.NodeRawKeyError
+	if errors.As(err, &ne) {
+		e := errs.Wrap(errs.KindUnsupported, err, "container %s", id)
+		if !node.Known() {
+			return e.WithHint("nexcage could not read the node's version: check that `pveversion -v` works (proxmox.pveversion_path), or upgrade the node to PVE %s or later", ne.MinPVE)
+		}
+		return e.WithHint("upgrade the node to PVE %s or later (pve-container >= %s), drop the field of the bundle that needs %s, or route this container to runc/crun", ne.MinPVE, ne.MinContainer, key)
+	}
+	return errs.Wrap(errs.KindUnsupported, err, "container %s: raw key %s is not accepted by Proxmox", id, key)
 }
 
 func addContainer(id string, err error) error {
@@ -691,149 +728,6 @@ func (t *translator) root() error {
 		}
 		t.opts["ostype"] = t.in.OSType
 	}
-	return nil
-}
-
-// standardMounts are provided by LXC itself in every container.
-var standardMounts = map[string][]string{
-	"/proc":          {"proc"},
-	"/sys":           {"sysfs"},
-	"/dev":           {"tmpfs", "devtmpfs"},
-	"/dev/pts":       {"devpts"},
-	"/dev/shm":       {"tmpfs", "shm"},
-	"/dev/mqueue":    {"mqueue"},
-	"/sys/fs/cgroup": {"cgroup", "cgroup2"},
-}
-
-// Mount options Proxmox accepts in mountoptions=.
-var pveMountOptions = map[string]bool{"discard": true, "lazytime": true, "noatime": true, "nodev": true, "noexec": true, "nosuid": true}
-
-// Bind mount options that only restate defaults or set propagation, which
-// Proxmox handles itself: accepted silently.
-var ignoredBindOptions = map[string]bool{
-	"bind": true, "rbind": true, "rw": true, "private": true, "rprivate": true, "slave": true, "rslave": true,
-	"shared": true, "rshared": true, "unbindable": true, "runbindable": true,
-	"suid": true, "dev": true, "exec": true, "async": true,
-}
-
-// Options that change atime or similar behaviour mildly: warned, ignored.
-var warnedBindOptions = map[string]bool{"relatime": true, "strictatime": true, "nodiratime": true, "diratime": true, "atime": true, "norelatime": true, "nostrictatime": true, "nosymfollow": true}
-
-func (t *translator) mounts() error {
-	for i, m := range t.in.Spec.Mounts {
-		field := fmt.Sprintf("mounts[%d] (%s)", i, m.Destination)
-		if m.Destination == "" {
-			return invalid(fmt.Sprintf("mounts[%d]", i), "no destination")
-		}
-		dest := path.Clean("/" + m.Destination)
-		if types, ok := standardMounts[dest]; ok && (contains(types, m.Type) || (m.Type == "" && contains(types, m.Source))) {
-			continue
-		}
-		isBind := m.Type == "bind" || contains(m.Options, "bind") || contains(m.Options, "rbind")
-		switch {
-		case isBind:
-			if err := t.bindMount(field, m, dest); err != nil {
-				return err
-			}
-		case m.Type == "tmpfs":
-			if err := t.tmpfsMount(field, m, dest); err != nil {
-				return err
-			}
-		default:
-			return unsupported(field, "mount type %q from %q cannot be expressed on Proxmox (only bind mounts, Proxmox volumes and tmpfs)", m.Type, m.Source)
-		}
-	}
-	return nil
-}
-
-func (t *translator) bindMount(field string, m specs.Mount, dest string) error {
-	if dest == "/" {
-		return invalid(field, "cannot bind mount over /")
-	}
-	if err := checkPath(field+" destination", dest); err != nil {
-		return err
-	}
-	src := m.Source
-	if src == "" {
-		return invalid(field, "bind mount without source")
-	}
-	var vol string
-	var isFile bool
-	if isVolumeID(src) {
-		if err := checkProp(field+" source", src); err != nil {
-			return err
-		}
-		vol = src
-	} else {
-		if !filepath.IsAbs(src) {
-			src = filepath.Join(t.in.BundleDir, src)
-		}
-		src = filepath.Clean(src)
-		if err := checkPath(field+" source", src); err != nil {
-			return err
-		}
-		fi, err := t.in.Stat(src)
-		if err != nil {
-			return errs.Wrap(errs.KindInvalidBundle, err, "%s: bind source %s does not exist", field, src).
-				WithHint("create it or fix the mount's source in config.json (relative sources are taken from the bundle directory)")
-		}
-		isFile = !fi.IsDir()
-		vol = src
-	}
-	v := vol + ",mp=" + dest
-	var ro bool
-	var mopts []string
-	for _, o := range m.Options {
-		switch {
-		case o == "ro":
-			ro = true
-		case pveMountOptions[o]:
-			if !contains(mopts, o) {
-				mopts = append(mopts, o)
-			}
-		case ignoredBindOptions[o]:
-		case warnedBindOptions[o]:
-			t.warn("%s: mount option %q is not supported by Proxmox; ignored", field, o)
-		default:
-			return unsupported(field, "mount option %q is not supported by Proxmox (allowed: ro, discard, lazytime, noatime, nodev, noexec, nosuid)", o)
-		}
-	}
-	if ro {
-		v += ",ro=1"
-	}
-	if len(mopts) > 0 {
-		v += ",mountoptions=" + strings.Join(mopts, ";")
-	}
-	if len(t.mps) >= 256 {
-		return unsupported(field, "more than 256 mount points")
-	}
-	t.mps = append(t.mps, v)
-	t.req.MountTargets = append(t.req.MountTargets, MountTarget{Path: dest, File: isFile})
-	return nil
-}
-
-func (t *translator) tmpfsMount(field string, m specs.Mount, dest string) error {
-	if dest == "/" {
-		return invalid(field, "cannot mount tmpfs over /")
-	}
-	if err := checkPath(field+" destination", dest); err != nil {
-		return err
-	}
-	opts := []string{}
-	for _, o := range m.Options {
-		switch {
-		case o == "ro" || o == "rw" || pveMountOptions[o] || warnedBindOptions[o] || ignoredBindOptions[o] && o != "bind" && o != "rbind":
-			opts = append(opts, o)
-		case reMountOptKV.MatchString(o):
-			opts = append(opts, o)
-		default:
-			return unsupported(field, "tmpfs option %q is not supported", o)
-		}
-	}
-	opts = append(opts, "create=dir")
-	// LXC takes a relative target as relative to the container's rootfs.
-	t.raw("lxc.mount.entry", "tmpfs "+strings.TrimPrefix(dest, "/")+" tmpfs "+strings.Join(opts, ",")+" 0 0")
-	t.req.MountTargets = append(t.req.MountTargets, MountTarget{Path: dest})
 	return nil
 }
 

@@ -14,14 +14,13 @@ import (
 // Proxmox property string (`,` and `=`), and they name the offending field.
 
 var (
-	reDNSLabel   = lazyre.New(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	reBridge     = lazyre.New(`^[A-Za-z0-9_.-]{1,15}$`)
-	reIfName     = lazyre.New(`^[A-Za-z0-9_.-]{1,15}$`)
-	reTag        = lazyre.New(`^[a-z0-9_][a-z0-9_+.-]*$`)
-	reStorage    = lazyre.New(`^[a-z][a-z0-9_.-]*[a-z0-9]$`)
-	reVolumeID   = lazyre.New(`^([a-z][a-z0-9_.-]*[a-z0-9]):(.+)$`)
-	reCgroupKey  = lazyre.New(`^[a-z0-9_]+(\.[a-z0-9_]+)+$`)
-	reMountOptKV = lazyre.New(`^(size|mode|uid|gid|nr_inodes|nr_blocks)=[A-Za-z0-9%]+$`)
+	reDNSLabel  = lazyre.New(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	reBridge    = lazyre.New(`^[A-Za-z0-9_.-]{1,15}$`)
+	reIfName    = lazyre.New(`^[A-Za-z0-9_.-]{1,15}$`)
+	reTag       = lazyre.New(`^[a-z0-9_][a-z0-9_+.-]*$`)
+	reStorage   = lazyre.New(`^[a-z][a-z0-9_.-]*[a-z0-9]$`)
+	reVolumeID  = lazyre.New(`^([a-z][a-z0-9_.-]*[a-z0-9]):(.+)$`)
+	reCgroupKey = lazyre.New(`^[a-z0-9_]+(\.[a-z0-9_]+)+$`)
 )
 
 // invalid returns the error for a bad value of a bundle field.
