@@ -54,7 +54,7 @@ func TestPctCreateValidations(t *testing.T) {
 		{"unknown distro", []string{"create", "100", weirdTmpl},
 			"unable to create CT 100 - unable to detect OS distribution\n"},
 		{"missing bind source", []string{"create", "100", debianTmpl, "--rootfs", "local:1", "--mp0", "/nonexistent/src,mp=/data"},
-			"mounting container failed\nunable to create CT 100 - directory '/nonexistent/src' does not exist\n"},
+			"unable to create CT 100 - directory '/nonexistent/src' does not exist\n"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
