@@ -2,6 +2,9 @@ package proxmox
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -581,5 +584,125 @@ exit 0
 	}
 	if left := filesUnder(t, f.backend.helperBase()); len(left) > 0 {
 		t.Errorf("left in the helper base: %q", left)
+	}
+}
+
+// TestPersistBeforeAcquire: at every checkpoint of a create, each
+// resource that exists (packed template, its reference file, the CT
+// config) was already named by an earlier checkpoint, so a crash at any
+// point leaves a record that names everything delete --force must free.
+func TestPersistBeforeAcquire(t *testing.T) {
+	f := newFakeNode(t, "100", "")
+	cache := filepath.Join(f.dir, "vz/template/cache")
+	var saved []map[string]string // the records checkpointed so far
+	named := func(key, val string) bool {
+		for _, d := range saved {
+			if d[key] == val {
+				return true
+			}
+		}
+		return false
+	}
+	check := func(when string) {
+		t.Helper()
+		tmpls, _ := filepath.Glob(filepath.Join(cache, "nexcage-*"))
+		for _, p := range tmpls {
+			if strings.HasSuffix(p, ".json") {
+				continue
+			}
+			if !named(DataOSTemplate, "local:vztmpl/"+filepath.Base(p)) {
+				t.Errorf("%s: template %s exists but no earlier checkpoint names it", when, filepath.Base(p))
+			}
+		}
+		refs, _ := filepath.Glob(filepath.Join(cache, ".nexcage/*.refs/*"))
+		for _, p := range refs {
+			if !named(DataTemplateRef, filepath.Base(p)) {
+				t.Errorf("%s: template reference %s exists but no earlier checkpoint names it", when, filepath.Base(p))
+			}
+		}
+		confs, _ := filepath.Glob(filepath.Join(f.etc, "nodes/pve/lxc/*.conf"))
+		for _, p := range confs {
+			if !named(DataVMID, strings.TrimSuffix(filepath.Base(p), ".conf")) {
+				t.Errorf("%s: CT config %s exists but no earlier checkpoint names its VMID", when, filepath.Base(p))
+			}
+		}
+	}
+	bundle := testutil.BusyboxBundle(t, "", []string{"sleep", "1"}, nil)
+	c := &state.Container{ID: "ct1", Status: state.Creating, Backend: config.BackendProxmox, Created: time.Now()}
+	opts := runtime.CreateOptions{Bundle: bundle, Spec: mustLoadSpec(t, bundle), Checkpoint: func(c *state.Container) error {
+		check(fmt.Sprintf("checkpoint %d", len(saved)+1))
+		saved = append(saved, maps.Clone(c.Data))
+		return nil
+	}}
+	if err := f.backend.Create(context.Background(), c, opts); err != nil {
+		t.Fatal(err)
+	}
+	check("after create")
+	if len(saved) < 3 {
+		t.Errorf("only %d checkpoints", len(saved))
+	}
+}
+
+// TestCreateInterruptedUndoes: a create whose context is cancelled while
+// pct create runs (SIGINT/SIGTERM to nexcage) sends pct SIGTERM, then
+// removes what pct left (it is ours by its reference) and every other
+// resource: nothing stays.
+func TestCreateInterruptedUndoes(t *testing.T) {
+	f := newFakeNode(t, "", "")
+	started := filepath.Join(f.dir, "started")
+	// A pct create that writes its config, announces itself, and ignores
+	// SIGTERM's rollback (as a worker killed at the wrong moment would).
+	script := `#!/bin/sh
+echo "$*" >> ` + f.log + `
+conf=` + f.etc + `/nodes/pve/lxc/$2.conf
+case "$1" in
+create)
+	desc=; prev=
+	for a in "$@"; do [ "$prev" = --description ] && desc=$a; prev=$a; done
+	printf '#%s\nhostname: x\n' "$desc" > "$conf"
+	trap 'exit 1' TERM
+	touch ` + started + `
+	while :; do sleep 0.05; done;;
+destroy)
+	rm -f "$conf"; exit 0;;
+esac
+exit 0
+`
+	if err := os.WriteFile(f.backend.pct.Path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for {
+			if _, err := os.Stat(started); err == nil {
+				cancel()
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+	var cps []string
+	c, opts := createOpts(t, &cps)
+	err := f.backend.Create(ctx, c, opts)
+	if err == nil || errors.Is(err, runtime.ErrCleanupIncomplete) {
+		t.Fatalf("err = %v, want an interrupted create, fully undone", err)
+	}
+	calls := f.calls(t)
+	if calls[len(calls)-1] != "destroy 100 --purge 1 --destroy-unreferenced-disks 1" {
+		t.Errorf("pct calls = %q, want the CT destroyed", calls)
+	}
+	if left := filesUnder(t, filepath.Join(f.etc, "nodes")); len(left) > 0 {
+		t.Errorf("configs left: %q", left)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(f.dir, "vz/template/cache/nexcage-*")); len(ents) != 0 {
+		t.Errorf("packed template left: %v", ents)
+	}
+	if c.Data[DataVMID] != "" {
+		t.Errorf("VMID still recorded after a complete undo: %v", c.Data)
 	}
 }
