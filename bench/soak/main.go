@@ -166,7 +166,7 @@ func setup(nexcage, pvesim string, n int) (*env, error) {
 	cfg := map[string]any{
 		"proxmox": map[string]any{
 			"pct_path": filepath.Join(bin, "pct"), "pveam_path": filepath.Join(bin, "pveam"), "pvesh_path": filepath.Join(bin, "pvesh"),
-			"etc_pve": filepath.Join(e.sim, "etc/pve"), "lxc_path": filepath.Join(e.sim, "var/lib/lxc"), "node": "pve",
+			"etc_pve": filepath.Join(e.sim, "etc/pve"), "lxc_path": filepath.Join(e.sim, "var/lib/lxc"), "lock_dir": filepath.Join(e.sim, "run/lock/lxc"), "node": "pve",
 		},
 		"storage":          map[string]any{"image_path": filepath.Join(e.sim, "nexcage-images")},
 		"container_config": map[string]any{"default_container_type": "lxc"},

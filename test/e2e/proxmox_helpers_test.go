@@ -66,6 +66,7 @@ func newPveEnv(t *testing.T, withTemplates bool, extraProxmox string) *pveEnv {
     "pvesh_path": "`+filepath.Join(bin, "pvesh")+`",
     "etc_pve": "`+filepath.Join(e.root, "etc/pve")+`",
     "lxc_path": "`+filepath.Join(e.root, "var/lib/lxc")+`",
+    "lock_dir": "`+filepath.Join(e.root, "run/lock/lxc")+`",
     "node": "pve",
     "timeout": 120`+extraProxmox+`
   },
