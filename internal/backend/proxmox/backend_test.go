@@ -706,3 +706,25 @@ exit 0
 		t.Errorf("VMID still recorded after a complete undo: %v", c.Data)
 	}
 }
+
+// TestDeleteUnfinishedWithoutForce: a plain delete of an interrupted
+// create whose CT still holds the create lock changes nothing and says to
+// use --force.
+func TestDeleteUnfinishedWithoutForce(t *testing.T) {
+	f := newFakeNode(t, "", "")
+	conf := filepath.Join(f.etc, "nodes/pve/lxc/100.conf")
+	if err := os.WriteFile(conf, []byte("lock: create\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := &state.Container{ID: "ct1", Status: state.Creating, Data: map[string]string{DataVMID: "100", DataOwnerRef: newOwnerRef()}}
+	err := f.backend.Delete(context.Background(), c, false)
+	if errs.KindOf(err) != errs.KindLocked || !strings.Contains(err.Error(), "delete --force ct1") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(f.log); !os.IsNotExist(err) {
+		t.Errorf("pct called: %q", f.calls(t))
+	}
+	if _, err := os.Stat(conf); err != nil {
+		t.Errorf("config: %v", err)
+	}
+}

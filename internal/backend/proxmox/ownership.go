@@ -183,8 +183,13 @@ func (b *Backend) claimUnfinished(ctx context.Context, c *state.Container, vmid 
 			"id", c.ID, "vmid", vmid, "hostname", host)
 		return false, nil
 	}
-	if lock, _ := conf.Get("lock"); lock != "create" || !force {
+	lock, _ := conf.Get("lock")
+	if lock != "create" {
 		return true, nil
+	}
+	if !force {
+		return false, errs.New(errs.KindLocked, "container %s: its create was interrupted and CT %d still holds the create lock", c.ID, vmid).
+			WithHint("run `nexcage delete --force %s` to clear the lock and destroy what the create left", c.ID)
 	}
 	b.log.Warn("clearing the create lock left by an interrupted pct create", "id", c.ID, "vmid", vmid)
 	if err := b.pct.Unlock(ctx, vmid); err != nil && !isReason(err, pve.ReasonNoConfig) {
