@@ -73,6 +73,9 @@ func WithInterrupt(parent context.Context) (context.Context, func() syscall.Sign
 	go func() {
 		select {
 		case s := <-ch:
+			// A second signal ends nexcage at once (default action), in
+			// case the undo hangs; the record stays for delete --force.
+			signal.Stop(ch)
 			got <- s.(syscall.Signal)
 			cancel()
 		case <-done:
@@ -138,6 +141,9 @@ func (r *signalRelay) cancelCreate(parent context.Context) (context.Context, fun
 			case s := <-r.ch:
 				if sig := s.(syscall.Signal); res.sig == 0 && (sig == syscall.SIGINT || sig == syscall.SIGTERM) {
 					res.sig = sig
+					// A second signal ends nexcage at once while the
+					// undo runs; relaying resumes if the create won.
+					signal.Stop(r.ch)
 					cancel()
 				} else {
 					res.pending = append(res.pending, s)
@@ -152,6 +158,9 @@ func (r *signalRelay) cancelCreate(parent context.Context) (context.Context, fun
 		close(done)
 		res := <-out
 		cancel()
+		if res.sig != 0 {
+			signal.Notify(r.ch, relayedSignals...)
+		}
 		return res.sig, res.pending
 	}
 }
