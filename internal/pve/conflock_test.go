@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -154,4 +155,54 @@ func TestOwnerRef(t *testing.T) {
 			t.Errorf("OwnerRef(%q) = %q, want %q", desc, got, want)
 		}
 	}
+}
+
+// FuzzAppendRawText appends raw lines to arbitrary .conf text: every
+// byte of the original stays in order (the output is the original with
+// the new lines inserted at one point), the sections are unchanged, the
+// main section keeps its options and description, and the new lines are
+// read back after the raw lines it had.
+func FuzzAppendRawText(f *testing.F) {
+	for _, s := range []string{
+		"arch: amd64\nhostname: a\nlxc.cap.drop: \n",
+		"#d%3A\nhostname: a\n\n[pve:pending]\nmemory: 64\n\n[snap1]\nhostname: b\n",
+		"hostname: a", "", "\n\n", "[snap]\nx: 1\n", "a: b\r\n\r\n[s]\r\n", "garbage\n[pve:pending]\n",
+	} {
+		f.Add([]byte(s), "/bin/sh -c x")
+	}
+	f.Fuzz(func(t *testing.T, data []byte, value string) {
+		raw := []RawLine{{"lxc.init.cmd", value}, {"lxc.environment.runtime", "A=1"}}
+		out, err := AppendRawText(data, raw)
+		if err != nil {
+			return // a NUL byte or a value that does not fit on a line
+		}
+		add := "lxc.init.cmd: " + value + "\nlxc.environment.runtime: A=1\n"
+		// out is data with add inserted at one point (and a newline
+		// before it when the main section's last line had none).
+		kept := false
+		for i := strings.Index(string(out), add); i >= 0 && !kept; {
+			head, tail := string(out[:i]), string(out[i+len(add):])
+			kept = head+tail == string(data) || (strings.HasSuffix(head, "\n") && head[:len(head)-1]+tail == string(data))
+			next := strings.Index(string(out[i+1:]), add)
+			if next < 0 {
+				break
+			}
+			i += 1 + next
+		}
+		if !kept {
+			t.Fatalf("original bytes changed or lines not added:\nin  %q\nout %q", data, out)
+		}
+		before, _, _ := ParseConfig(data)
+		after, _, err := ParseConfig(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after.Sections != before.Sections || after.Description != before.Description || !reflect.DeepEqual(after.Options, before.Options) {
+			t.Fatalf("the config changed beyond the new lines:\n%#v\n%#v", before, after)
+		}
+		if len(after.Raw) != len(before.Raw)+1 || after.Raw[len(after.Raw)-1] != raw[0] ||
+			len(after.Env) != len(before.Env)+1 || after.Env[len(after.Env)-1] != "A=1" {
+			t.Fatalf("raw lines not read back last:\n%#v\n%#v", before, after)
+		}
+	})
 }
