@@ -137,7 +137,7 @@ setup_pve() {
 	{
 	  "proxmox": {
 	    "pct_path": "$WORK/sbin/pct", "pveam_path": "$WORK/sbin/pveam", "pvesh_path": "$WORK/sbin/pvesh",
-	    "etc_pve": "$WORK/pve/etc/pve", "lxc_path": "$WORK/pve/var/lib/lxc", "node": "pve"
+	    "etc_pve": "$WORK/pve/etc/pve", "lxc_path": "$WORK/pve/var/lib/lxc", "lock_dir": "$WORK/pve/run/lock/lxc", "node": "pve"
 	  },
 	  "storage": {"image_path": "$WORK/images"},
 	  "runtime": {"routing": [{"pattern": "^crun-.*$", "runtime": "crun"}, {"pattern": "^runc-.*$", "runtime": "runc"}]},

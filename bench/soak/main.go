@@ -167,7 +167,7 @@ func setup(nexcage, pvesim string, n int) (*env, error) {
 		"proxmox": map[string]any{
 			"pct_path": filepath.Join(bin, "pct"), "pveam_path": filepath.Join(bin, "pveam"), "pvesh_path": filepath.Join(bin, "pvesh"),
 			"pveversion_path": filepath.Join(bin, "pveversion"),
-			"etc_pve":         filepath.Join(e.sim, "etc/pve"), "lxc_path": filepath.Join(e.sim, "var/lib/lxc"), "node": "pve",
+			"etc_pve":         filepath.Join(e.sim, "etc/pve"), "lxc_path": filepath.Join(e.sim, "var/lib/lxc"), "lock_dir": filepath.Join(e.sim, "run/lock/lxc"), "node": "pve",
 		},
 		"storage":          map[string]any{"image_path": filepath.Join(e.sim, "nexcage-images")},
 		"container_config": map[string]any{"default_container_type": "lxc"},

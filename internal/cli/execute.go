@@ -42,11 +42,27 @@ func (a *App) execute(ctx context.Context) (int, error) {
 	switch inv.Verb {
 	case "create":
 		a.stdio(&inv.Create.Options)
-		_, err := m.Create(ctx, inv.Create)
-		return 0, err
+		// SIGINT/SIGTERM cancel the create: every undo step runs, then
+		// nexcage exits 128+n (docs/CLI.md).
+		ictx, stop := runtime.WithInterrupt(ctx)
+		_, err := m.Create(ictx, inv.Create)
+		if sig := stop(); err != nil {
+			return 0, runtime.Interrupt(sig, err)
+		}
+		return 0, nil
 	case "run":
 		a.stdio(&inv.Create.Options)
-		return m.Run(ctx, inv.Create, inv.Detach)
+		if !inv.Detach {
+			// The foreground run handles signals itself: they cancel the
+			// create, then go to the container.
+			return m.Run(ctx, inv.Create, false)
+		}
+		ictx, stop := runtime.WithInterrupt(ctx)
+		code, err := m.Run(ictx, inv.Create, true)
+		if sig := stop(); err != nil {
+			return code, runtime.Interrupt(sig, err)
+		}
+		return code, nil
 	case "start":
 		return 0, m.Start(ctx, inv.ID)
 	case "state":
@@ -58,7 +74,14 @@ func (a *App) execute(ctx context.Context) (int, error) {
 	case "kill":
 		return 0, m.Kill(ctx, inv.ID, inv.Signal, inv.All)
 	case "delete":
-		return 0, m.Delete(ctx, inv.ID, inv.Force)
+		// Interrupted, pct gets SIGTERM (not left running on its own);
+		// the record stays for another delete.
+		ictx, stop := runtime.WithInterrupt(ctx)
+		err := m.Delete(ictx, inv.ID, inv.Force)
+		if sig := stop(); err != nil {
+			return 0, runtime.Interrupt(sig, err)
+		}
+		return 0, nil
 	case "stop":
 		return 0, m.Stop(ctx, inv.ID, inv.Timeout)
 	case "list":

@@ -71,7 +71,7 @@ func (a *App) Main(ctx context.Context, argv []string) int {
 	code, err := a.execute(ctx)
 	if err != nil {
 		a.report(err)
-		return errs.ExitCode(err)
+		return runtime.ExitCode(err)
 	}
 	return code
 }

@@ -57,6 +57,8 @@ func Default() *Config {
 			VMIDRange:       [2]int{MinVMID, MaxVMID},
 			Timeout:         300,
 			Unprivileged:    yes(),
+			LockDir:         "/run/lock/lxc",
+			KillGrace:       10,
 		},
 		Runtime: Runtime{
 			LogLevel: "info",

@@ -34,6 +34,12 @@ type Proxmox struct {
 	VMIDRange       [2]int `json:"vmid_range"`       // default [100, 999999999]
 	Timeout         int    `json:"timeout"`          // seconds per pct call; default 300
 	Unprivileged    *bool  `json:"unprivileged"`     // default true
+	// LockDir is Proxmox's lock directory, home of the
+	// pve-config-<vmid>.lock files every writer of a CT config takes.
+	LockDir string `json:"lock_dir"` // default /run/lock/lxc
+	// KillGrace is how long a timed-out or interrupted pct has after
+	// SIGTERM (to roll back) before it is killed; seconds, default 10.
+	KillGrace int `json:"kill_grace"`
 }
 
 // Runtime holds general runtime settings and routing rules.

@@ -82,7 +82,7 @@ func (c *Config) validate() ([]string, error) {
 		}
 	}
 	for key, v := range map[string]string{
-		"proxmox.etc_pve": p.EtcPve, "proxmox.lxc_path": p.LxcPath,
+		"proxmox.etc_pve": p.EtcPve, "proxmox.lxc_path": p.LxcPath, "proxmox.lock_dir": p.LockDir,
 		"runtime.root_path": c.Runtime.RootPath, "storage.image_path": c.Storage.ImagePath,
 	} {
 		if err := checkAbsPath(key, v); err != nil {
@@ -109,6 +109,9 @@ func (c *Config) validate() ([]string, error) {
 	}
 	if p.Timeout <= 0 {
 		return nil, fmt.Errorf("proxmox.timeout: %d must be > 0 (seconds)", p.Timeout)
+	}
+	if p.KillGrace <= 0 || p.KillGrace > 3600 {
+		return nil, fmt.Errorf("proxmox.kill_grace: %d must be between 1 and 3600 (seconds)", p.KillGrace)
 	}
 
 	if _, err := ParseLogLevel(c.Runtime.LogLevel); err != nil {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -29,8 +30,15 @@ type Pct struct {
 	// Path of the pct binary ("pct" = looked up on PATH).
 	Path string
 	// Timeout bounds each pct call; when it expires the whole process
-	// group is killed and the call fails with errs.KindTimeout. 0 = none.
+	// group gets SIGTERM, then SIGKILL after KillGrace, and the call fails
+	// with errs.KindTimeout. 0 = none.
 	Timeout time.Duration
+	// KillGrace is how long a pct that got SIGTERM (timeout or cancelled
+	// context) has to end before its process group is killed; 0 =
+	// DefaultKillGrace. pct forwards SIGTERM to its worker, which rolls
+	// back (a create destroys its disks and config); SIGKILL would leave
+	// the worker running with the lock held and the disks behind.
+	KillGrace time.Duration
 	// Retries is how many times a call failing on a container lock or a
 	// lock timeout is tried again (0 = never).
 	Retries int
@@ -131,17 +139,35 @@ func (p *Pct) Shutdown(ctx context.Context, vmid, timeoutSec int, forceStop bool
 	return err
 }
 
-// Destroy runs `pct destroy <vmid> [--purge 1] [--force 1]`.
-func (p *Pct) Destroy(ctx context.Context, vmid int, purge, force bool) error {
+// DefaultKillGrace is Pct.KillGrace when unset.
+const DefaultKillGrace = 10 * time.Second
+
+// DestroyOptions are the flags of `pct destroy`.
+type DestroyOptions struct {
+	// Purge removes the VMID from backup jobs, replication and HA too.
+	Purge bool
+	// Force stops a running container first.
+	Force bool
+	// UnreferencedDisks also frees the volumes of this VMID that the
+	// config does not name (those an interrupted create left behind).
+	UnreferencedDisks bool
+}
+
+// Destroy runs `pct destroy <vmid> [--purge 1] [--force 1]
+// [--destroy-unreferenced-disks 1]`.
+func (p *Pct) Destroy(ctx context.Context, vmid int, o DestroyOptions) error {
 	if err := CheckVMID(vmid); err != nil {
 		return err
 	}
 	args := []string{"destroy", strconv.Itoa(vmid)}
-	if purge {
+	if o.Purge {
 		args = append(args, "--purge", "1")
 	}
-	if force {
+	if o.Force {
 		args = append(args, "--force", "1")
+	}
+	if o.UnreferencedDisks {
+		args = append(args, "--destroy-unreferenced-disks", "1")
 	}
 	_, err := p.call(ctx, "destroy", vmid, false, args)
 	return err
@@ -312,17 +338,49 @@ func (p *Pct) run(ctx context.Context, args []string) (Result, error) {
 		callCtx, cancel = context.WithTimeout(ctx, p.Timeout)
 	}
 	defer cancel()
+	grace := p.KillGrace
+	if grace <= 0 {
+		grace = DefaultKillGrace
+	}
 	cmd := exec.CommandContext(callCtx, bin, args...)
 	cmd.Env = p.Env
-	// pct's helpers (lxc-start, tar ...) run in its process group; a
-	// timeout kills them all, not just pct.
+	// pct's helpers (lxc-start, tar ...) run in its process group. On a
+	// timeout or cancel the group gets SIGTERM first: pct forwards it to
+	// its worker, which rolls back. Whatever still runs after the grace
+	// period is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 5 * time.Second
+	var (
+		mu     sync.Mutex
+		ended  bool
+		killer *time.Timer
+	)
+	cmd.Cancel = func() error {
+		pgid := cmd.Process.Pid
+		mu.Lock()
+		defer mu.Unlock()
+		killer = time.AfterFunc(grace, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if !ended {
+				p.logger().Warn("pct did not end after SIGTERM; killing it", "args", args, "grace", grace)
+				_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			}
+		})
+		return syscall.Kill(-pgid, syscall.SIGTERM)
+	}
+	// Wait gives up on pct's output pipes (held by a child that outlives
+	// pct) this long after pct ended or was told to.
+	cmd.WaitDelay = grace + 5*time.Second
 	var stdout, stderr capped
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
 	err := cmd.Run()
+	mu.Lock()
+	ended = true
+	if killer != nil {
+		killer.Stop()
+	}
+	mu.Unlock()
 	res := Result{Stdout: stdout.String(), Stderr: stderr.String()}
 	p.logger().Debug("pct", "args", args, "duration", time.Since(start), "err", err)
 	if callCtx.Err() == context.DeadlineExceeded && ctx.Err() == nil {

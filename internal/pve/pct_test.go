@@ -112,8 +112,8 @@ func TestPctTimeoutKillsProcessGroup(t *testing.T) {
 	pidFile := filepath.Join(dir, "child")
 	// pct starts a child that would outlive it; the timeout must kill both.
 	p := &Pct{Path: fakePct(t, `sleep 300 & echo $! > `+pidFile+`
-wait`), Timeout: 300 * time.Millisecond}
-	err := p.Destroy(context.Background(), 100, true, false)
+wait`), Timeout: 300 * time.Millisecond, KillGrace: time.Second}
+	err := p.Destroy(context.Background(), 100, DestroyOptions{Purge: true})
 	if errs.KindOf(err) != errs.KindTimeout {
 		t.Fatalf("err = %v (kind %v), want timeout", err, errs.KindOf(err))
 	}
@@ -179,5 +179,69 @@ func TestPctUnlockArgv(t *testing.T) {
 	}
 	if err := p.Unlock(context.Background(), 5); err == nil {
 		t.Error("Unlock of VMID 5 accepted")
+	}
+}
+
+// TestPctTimeoutTermsFirst: on a timeout pct gets SIGTERM and time to end
+// (it forwards SIGTERM to its worker, which rolls back); it is not killed
+// while it winds down within the grace period.
+func TestPctTimeoutTermsFirst(t *testing.T) {
+	dir := t.TempDir()
+	got := filepath.Join(dir, "got")
+	ready := filepath.Join(dir, "ready")
+	// Traps SIGTERM, then takes a moment to "roll back" and exits 0.
+	p := &Pct{Path: fakePct(t, `trap 'echo term > `+got+`; sleep 0.3; echo rolled-back >> `+got+`; exit 0' TERM
+touch `+ready+`
+while :; do sleep 0.05; done`), Timeout: 500 * time.Millisecond, KillGrace: 30 * time.Second}
+	err := p.Destroy(context.Background(), 100, DestroyOptions{})
+	if errs.KindOf(err) != errs.KindTimeout {
+		t.Fatalf("err = %v, want timeout", err)
+	}
+	data, _ := os.ReadFile(got)
+	if string(data) != "term\nrolled-back\n" {
+		t.Errorf("pct saw %q, want SIGTERM and time to roll back", data)
+	}
+}
+
+// TestPctCancelKillsAfterGrace: a cancelled call sends SIGTERM; a pct
+// that ignores it is killed (with its group) after the grace period.
+func TestPctCancelKillsAfterGrace(t *testing.T) {
+	dir := t.TempDir()
+	ready := filepath.Join(dir, "ready")
+	got := filepath.Join(dir, "got")
+	p := &Pct{Path: fakePct(t, `trap 'echo term >> `+got+`' TERM
+touch `+ready+`
+while :; do sleep 0.05; done`), KillGrace: 300 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Destroy(ctx, 100, DestroyOptions{}) }()
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("pct ended early: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	cancel()
+	err := <-done
+	if err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("err = %v, want interrupted", err)
+	}
+	if data, _ := os.ReadFile(got); !strings.HasPrefix(string(data), "term") {
+		t.Errorf("pct did not get SIGTERM before SIGKILL: %q", data)
+	}
+}
+
+func TestPctDestroyArgv(t *testing.T) {
+	argsFile := filepath.Join(t.TempDir(), "args")
+	p := &Pct{Path: fakePct(t, `echo "$*" > `+argsFile)}
+	if err := p.Destroy(context.Background(), 123, DestroyOptions{Purge: true, Force: true, UnreferencedDisks: true}); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(argsFile); string(data) != "destroy 123 --purge 1 --force 1 --destroy-unreferenced-disks 1\n" {
+		t.Errorf("pct got argv %q", data)
 	}
 }

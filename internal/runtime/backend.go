@@ -112,3 +112,9 @@ type Waiter interface {
 // wait for (e.g. one running a template's own init): `run` then leaves
 // it running, as with --detach.
 var ErrCannotWait = errors.New("cannot wait for this container in the foreground")
+
+// ErrCleanupIncomplete is wrapped by a Create error when the backend
+// could not undo everything it had done: the Manager then keeps the
+// container's record (status "creating") so that `delete --force` can
+// free the rest, instead of forgetting it.
+var ErrCleanupIncomplete = errors.New("cleanup after a failed create is incomplete")

@@ -2,9 +2,12 @@ package runtime
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -83,7 +86,7 @@ func (m *Manager) prepare(req CreateRequest) (*state.Container, Backend, CreateO
 	if err != nil {
 		return nil, nil, opts, err
 	}
-	c := &state.Container{ID: req.ID, Status: state.Creating, Backend: d.Backend, Image: opts.Image}
+	c := &state.Container{ID: req.ID, Status: state.Creating, Backend: d.Backend, Image: opts.Image, Nonce: newNonce()}
 	if opts.Bundle != "" {
 		abs, err := filepath.Abs(opts.Bundle)
 		if err != nil {
@@ -120,6 +123,15 @@ func (m *Manager) prepare(req CreateRequest) (*state.Container, Backend, CreateO
 	return c, be, opts, nil
 }
 
+// newNonce is a record's creation nonce (128 random bits, hex).
+func newNonce() string {
+	r := make([]byte, 16)
+	if _, err := rand.Read(r); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+	return hex.EncodeToString(r)
+}
+
 // lock validates id and takes its lock.
 func (m *Manager) lock(ctx context.Context, id string) (*state.Lock, error) {
 	if err := state.ValidateID(id); err != nil {
@@ -146,11 +158,12 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (*state.Contain
 		return nil, err
 	}
 	if err := be.Create(ctx, c, opts); err != nil {
-		m.forget(c)
+		m.failedCreate(c, err)
 		return nil, err
 	}
 	if err := m.Store.Save(c); err != nil {
-		if derr := be.Delete(ctx, c, true); derr != nil {
+		// Cleanup runs even when ctx was cancelled.
+		if derr := be.Delete(context.WithoutCancel(ctx), c, true); derr != nil {
 			m.log().Error("cleanup after failed save", "id", c.ID, "err", derr)
 		}
 		m.forget(c)
@@ -183,6 +196,19 @@ func (m *Manager) beginCreate(req CreateRequest) (*state.Container, Backend, Cre
 	return c, be, opts, nil
 }
 
+// failedCreate removes c's record after a failed create, unless the
+// backend could not undo everything (ErrCleanupIncomplete): then the
+// record stays, status "creating", for `delete --force`.
+func (m *Manager) failedCreate(c *state.Container, err error) {
+	if errors.Is(err, ErrCleanupIncomplete) {
+		if serr := m.Store.Save(c); serr != nil {
+			m.log().Error("cannot keep the record of a create whose undo is incomplete", "id", c.ID, "err", serr)
+		}
+		return
+	}
+	m.forget(c)
+}
+
 // forget removes c's record after a failed create.
 func (m *Manager) forget(c *state.Container) {
 	if err := m.Store.Remove(c.ID); err != nil {
@@ -213,13 +239,24 @@ func (m *Manager) Run(ctx context.Context, req CreateRequest, detach bool) (int,
 			sigs = catchSignals()
 			defer sigs.stop()
 		}
-		err := m.createStart(ctx, c, be, opts)
+		// SIGINT/SIGTERM during create cancel it (its undo runs); the
+		// other signals wait for the container.
+		cctx, endCreate := sigs.cancelCreate(ctx)
+		err := m.createStart(cctx, c, be, opts)
+		sig, pending := endCreate()
 		unlock(l, m.log())
-		if err != nil || detach {
-			return 0, err
+		if err != nil {
+			return 0, Interrupt(sig, err)
+		}
+		if sig != 0 {
+			// Too late to cancel: the container runs and gets it.
+			pending = append([]os.Signal{sig}, pending...)
+		}
+		if detach {
+			return 0, nil
 		}
 		if canWait {
-			return m.waitAndDelete(ctx, c, be, w, sigs)
+			return m.waitAndDelete(ctx, c, be, w, sigs, pending)
 		}
 		m.log().Warn("backend cannot run in the foreground; container left running", "id", c.ID, "backend", c.Backend)
 		return 0, nil
@@ -235,8 +272,9 @@ func (m *Manager) Run(ctx context.Context, req CreateRequest, detach bool) (int,
 	defer unlock(l, m.log())
 	if runErr != nil || !detach {
 		// Failed, or finished in the foreground: the runtime removed the
-		// container, so remove our record too.
-		m.forget(c)
+		// container, so remove our record too (only ours: the id may
+		// have been deleted and created again meanwhile).
+		m.forgetOwn(c)
 		return code, runErr
 	}
 	if err := m.Store.Save(c); err != nil {
@@ -245,15 +283,33 @@ func (m *Manager) Run(ctx context.Context, req CreateRequest, detach bool) (int,
 	return code, nil
 }
 
+// forgetOwn removes the record of id only when it is still c's (same
+// creation nonce). The caller holds the lock.
+func (m *Manager) forgetOwn(c *state.Container) {
+	cur, err := m.Store.Load(c.ID)
+	if err != nil {
+		if errs.KindOf(err) != errs.KindNotFound {
+			m.log().Warn("cannot read the record to remove", "id", c.ID, "err", err)
+		}
+		return
+	}
+	if cur.Nonce != c.Nonce {
+		m.log().Warn("the id now names another container (created after this one was deleted); its record stays", "id", c.ID)
+		return
+	}
+	m.forget(c)
+}
+
 // createStart creates and starts c for Run; the caller holds the lock.
 // On failure nothing is left.
 func (m *Manager) createStart(ctx context.Context, c *state.Container, be Backend, opts CreateOptions) error {
 	if err := be.Create(ctx, c, opts); err != nil {
-		m.forget(c)
+		m.failedCreate(c, err)
 		return err
 	}
 	if err := be.Start(ctx, c); err != nil {
-		if derr := be.Delete(ctx, c, true); derr != nil {
+		// Cleanup runs even when ctx was cancelled.
+		if derr := be.Delete(context.WithoutCancel(ctx), c, true); derr != nil {
 			m.log().Error("cleanup after failed start", "id", c.ID, "err", derr)
 		}
 		m.forget(c)
@@ -267,7 +323,12 @@ func (m *Manager) createStart(ctx context.Context, c *state.Container, be Backen
 // its init, and then deletes c, as `runc run` removes its container when
 // the process exits. A container that cannot be waited for is left
 // running.
-func (m *Manager) waitAndDelete(ctx context.Context, c *state.Container, be Backend, w Waiter, sigs *signalRelay) (int, error) {
+//
+// Only the container this run created is deleted: a record under the same
+// id with another creation nonce is a newer container (this one was
+// deleted and the id created again while the lock was free); it is left
+// alone.
+func (m *Manager) waitAndDelete(ctx context.Context, c *state.Container, be Backend, w Waiter, sigs *signalRelay, pending []os.Signal) (int, error) {
 	type result struct {
 		code int
 		err  error
@@ -277,16 +338,22 @@ func (m *Manager) waitAndDelete(ctx context.Context, c *state.Container, be Back
 		code, err := w.Wait(ctx, c)
 		done <- result{code, err}
 	}()
+	relay := func(s os.Signal) {
+		sig := s.(syscall.Signal)
+		if err := be.Kill(ctx, copyOf(c), sig, false); err != nil {
+			m.log().Debug("signal not relayed", "id", c.ID, "signal", sig, "err", err)
+		}
+	}
+	for _, s := range pending {
+		relay(s)
+	}
 	var res result
 	for waiting := true; waiting; {
 		select {
 		case res = <-done:
 			waiting = false
 		case s := <-sigs.ch:
-			sig := s.(syscall.Signal)
-			if err := be.Kill(ctx, copyOf(c), sig, false); err != nil {
-				m.log().Debug("signal not relayed", "id", c.ID, "signal", sig, "err", err)
-			}
+			relay(s)
 		}
 	}
 	code, werr := res.code, res.err
@@ -308,6 +375,10 @@ func (m *Manager) waitAndDelete(ctx context.Context, c *state.Container, be Back
 	}
 	if err != nil {
 		return code, errors.Join(werr, err)
+	}
+	if cur.Nonce != c.Nonce {
+		m.log().Warn("the id now names another container (created after this run's was deleted); leaving it", "id", c.ID)
+		return code, werr
 	}
 	if err := be.Delete(dctx, cur, true); err != nil {
 		return code, errors.Join(werr, err)

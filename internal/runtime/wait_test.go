@@ -166,3 +166,108 @@ func TestRunRelaysSignals(t *testing.T) {
 		t.Error("record left after the run")
 	}
 }
+
+// A foreground run deletes only the container it created: when, during
+// the wait, its container was deleted and another created under the same
+// id, that newer one (another creation nonce) is left alone.
+func TestRunDeletesOnlyItsOwnContainer(t *testing.T) {
+	w := &waitingFake{fakeBackend: newFake("proxmox-lxc"), code: 0}
+	e := waitEnv(t, w)
+	var newer *state.Container
+	w.during = func() {
+		ctx := context.Background()
+		if err := e.m.Delete(ctx, "ct-1", true); err != nil {
+			t.Errorf("delete during the wait: %v", err)
+		}
+		c, err := e.m.Create(ctx, runtime.CreateRequest{ID: "ct-1", Options: runtime.CreateOptions{Bundle: "/b/good"}})
+		if err != nil {
+			t.Errorf("create during the wait: %v", err)
+		}
+		newer = c
+	}
+	if _, err := e.m.Run(context.Background(), runtime.CreateRequest{ID: "ct-1", Options: runtime.CreateOptions{Bundle: "/b/good"}}, false); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := e.m.Store.Load("ct-1")
+	if err != nil {
+		t.Fatalf("the newer container's record is gone: %v", err)
+	}
+	if newer == nil || cur.Nonce != newer.Nonce || cur.Nonce == "" {
+		t.Errorf("record = %+v, want the newer container's", cur)
+	}
+	if n := len(slices.DeleteFunc(slices.Clone(w.calls), func(s string) bool { return s != "delete" })); n != 1 {
+		t.Errorf("backend deletes = %d (calls %v), want only the one made during the wait", n, w.calls)
+	}
+}
+
+// SIGINT or SIGTERM during the create part of a foreground run cancels
+// the create (the backend sees its context cancelled and undoes), and the
+// run returns an Interrupted error (exit 128+n); no record stays.
+func TestRunInterruptedDuringCreate(t *testing.T) {
+	w := &waitingFake{fakeBackend: newFake("proxmox-lxc")}
+	e := waitEnv(t, w)
+	e.m.Backends = runtime.NewRegistry()
+	cb := &cancelAwareFake{waitingFake: w}
+	e.m.Backends.Register("proxmox-lxc", func() (runtime.Backend, error) { return cb, nil })
+	_, err := e.m.Run(context.Background(), runtime.CreateRequest{ID: "ct-1", Options: runtime.CreateOptions{Bundle: "/b/good"}}, false)
+	var in *runtime.Interrupted
+	if !errors.As(err, &in) || in.Signal != syscall.SIGTERM || runtime.ExitCode(err) != 143 {
+		t.Fatalf("err = %v (exit %d), want interrupted by SIGTERM, exit 143", err, runtime.ExitCode(err))
+	}
+	if !cb.sawCancel {
+		t.Error("the backend's create did not see its context cancelled")
+	}
+	if ok, _ := e.m.Store.Exists("ct-1"); ok {
+		t.Error("record left after an interrupted create")
+	}
+}
+
+// cancelAwareFake's Create sends this process SIGTERM and waits for its
+// context to be cancelled, as a long pct create would.
+type cancelAwareFake struct {
+	*waitingFake
+	sawCancel bool
+}
+
+func (f *cancelAwareFake) Create(ctx context.Context, c *state.Container, opts runtime.CreateOptions) error {
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		f.sawCancel = true
+		return ctx.Err()
+	case <-time.After(30 * time.Second):
+		return errors.New("not cancelled")
+	}
+}
+
+// A create whose undo is incomplete keeps its record (status creating)
+// for delete --force, instead of forgetting what is left.
+func TestCreateKeepsRecordWhenUndoIncomplete(t *testing.T) {
+	w := &incompleteFake{fakeBackend: newFake("proxmox-lxc")}
+	e := newEnv(t)
+	e.m.Backends = runtime.NewRegistry()
+	e.m.Backends.Register("proxmox-lxc", func() (runtime.Backend, error) { return w, nil })
+	_, err := e.m.Create(context.Background(), runtime.CreateRequest{ID: "ct-1", Options: runtime.CreateOptions{Bundle: "/b/good"}})
+	if !errors.Is(err, runtime.ErrCleanupIncomplete) {
+		t.Fatalf("err = %v", err)
+	}
+	c, err := e.m.Store.Load("ct-1")
+	if err != nil || c.Status != state.Creating || c.Data["vmid"] != "100" {
+		t.Fatalf("record = %+v, %v; want it kept with what is left", c, err)
+	}
+	if err := e.m.Delete(context.Background(), "ct-1", true); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type incompleteFake struct{ *fakeBackend }
+
+func (f *incompleteFake) Create(_ context.Context, c *state.Container, opts runtime.CreateOptions) error {
+	c.Data = map[string]string{"vmid": "100"}
+	if err := opts.Checkpoint(c); err != nil {
+		return err
+	}
+	return errors.Join(errors.New("pct create failed"), runtime.ErrCleanupIncomplete)
+}

@@ -36,4 +36,8 @@ type Container struct {
 	Image string `json:"image,omitempty"`
 	// Data holds backend-specific values (for example "vmid").
 	Data map[string]string `json:"data,omitempty"`
+	// Nonce is a random value set once per create: a record with the
+	// same id but another nonce is another container (created after this
+	// one was deleted), which a foreground run must not delete.
+	Nonce string `json:"nonce,omitempty"`
 }

@@ -54,6 +54,11 @@ type PackOptions struct {
 	Source string
 	// What names the work in progress reports; default "packing <Rootfs>".
 	What string
+	// BeforeAcquire, when set, is called with the template's volume id
+	// once its content names it and before anything is written to the
+	// cache or ref is recorded, so that the caller can persist what it
+	// is about to take ("persist before acquire"); an error stops there.
+	BeforeAcquire func(volid string) error
 }
 
 // Packed is a template packed by PackAndAcquire.
@@ -90,6 +95,11 @@ func (r *Resolver) PackAndAcquire(ctx context.Context, opts PackOptions, ref str
 	digest := hex.EncodeToString(h.Sum(nil))
 	name := PackedPrefix + digest[:32] + PackedSuffix
 	p := &Packed{Name: name, Path: filepath.Join(c.Dir, name), VolID: c.VolID(name), Digest: digest}
+	if opts.BeforeAcquire != nil {
+		if err := opts.BeforeAcquire(p.VolID); err != nil {
+			return nil, err
+		}
+	}
 
 	l, err := c.lock(ctx)
 	if err != nil {

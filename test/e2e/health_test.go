@@ -159,6 +159,7 @@ func (h *healthNode) config(t *testing.T, edit func(p map[string]any, net map[st
 		"pvesh_path":       filepath.Join(h.bin, "pvesh"),
 		"pveversion_path":  filepath.Join(h.bin, "pveversion"),
 		"etc_pve":          filepath.Join(h.root, "etc/pve"),
+		"lock_dir":         filepath.Join(h.root, "run/lock/lxc"),
 		"node":             "pve",
 		"storage":          "local",
 		"template_storage": "local",

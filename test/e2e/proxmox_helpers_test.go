@@ -74,6 +74,7 @@ func newPveEnvWith(t *testing.T, withTemplates bool, extraProxmox string, extraE
     "pveversion_path": "`+filepath.Join(bin, "pveversion")+`",
     "etc_pve": "`+filepath.Join(e.root, "etc/pve")+`",
     "lxc_path": "`+filepath.Join(e.root, "var/lib/lxc")+`",
+    "lock_dir": "`+filepath.Join(e.root, "run/lock/lxc")+`",
     "node": "pve",
     "timeout": 120`+extraProxmox+`
   },

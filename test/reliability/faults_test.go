@@ -165,54 +165,79 @@ func waitGone(t *testing.T, pid int, timeout time.Duration) {
 	}
 }
 
-// TestCrashDuringCreate kills nexcage with SIGKILL while `pct create` is
-// held before it starts (the VMID is allocated and checkpointed) and
-// after it finished (the Proxmox container exists, nexcage has not saved
-// it as created). pct then completes as it would on a real host. After
-// the crash `list` still works, `delete --force` removes everything, a
-// fresh create of the same id succeeds and `list` shows no ghost.
+// startHeld starts `nexcage create` of id with pct held at step
+// (PCTWRAP_MODE) and returns it, its exit channel, its output file and the
+// held pct's pid once pct is held.
+func (w *pveWorld) startHeld(id, bundle, step string) (*exec.Cmd, chan error, string, int) {
+	t := w.t
+	t.Helper()
+	held := filepath.Join(w.wrapDir, "held")
+	_ = os.Remove(held)
+	_ = os.Remove(filepath.Join(w.wrapDir, "release"))
+	cmd := exec.Command(w.nexcage, w.args("create", "--bundle", bundle, id)...)
+	cmd.Env = append(append(os.Environ(), w.env...), "PCTWRAP_MODE="+step)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out := filepath.Join(t.TempDir(), "out")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.After(60 * time.Second)
+	for {
+		select {
+		case err := <-exited:
+			data, _ := os.ReadFile(out)
+			t.Fatalf("nexcage create ended before pct was held at %s (%v): %s", step, err, data)
+		case <-deadline:
+			t.Fatalf("timed out waiting for pct to be held at %s", step)
+		case <-time.After(10 * time.Millisecond):
+			if data, err := os.ReadFile(held); err == nil && len(data) > 0 {
+				pct, _ := strconv.Atoi(string(data))
+				return cmd, exited, out, pct
+			}
+		}
+	}
+}
+
+// mountsUnder lists the mounts of this host below dir.
+func mountsUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			out = append(out, f[4])
+		}
+	}
+	return out
+}
+
+// TestCrashDuringCreate kills nexcage with SIGKILL at several steps of
+// create: while `pct create` is held before it starts (the VMID is
+// allocated and checkpointed), after it finished (the Proxmox container
+// exists, nexcage has not saved it as created), and after `pct start` of
+// a supervised container (supervisor and helper directory exist). pct then
+// completes as it would on a real host. After the crash `list` still
+// works, `delete --force` removes everything (no config, volume, VMID,
+// mount, helper directory or supervisor), a fresh create of the same id
+// succeeds and `list` shows no ghost.
 func TestCrashDuringCreate(t *testing.T) {
-	for _, step := range []string{"before-create", "after-create"} {
+	for _, step := range []string{"before-create", "after-create", "after-start"} {
 		t.Run(step, func(t *testing.T) {
 			w := newPveWorld(t, nil)
 			b := testutil.BusyboxBundle(t, "", []string{"sh"}, nil)
 			id := "crash-" + step
-			held := filepath.Join(w.wrapDir, "held")
-			_ = os.Remove(held)
-			_ = os.Remove(filepath.Join(w.wrapDir, "release"))
-
-			cmd := exec.Command(w.nexcage, w.args("create", "--bundle", b, id)...)
-			cmd.Env = append(append(os.Environ(), w.env...), "PCTWRAP_MODE="+step)
-			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-			out := filepath.Join(t.TempDir(), "out")
-			f, err := os.Create(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			cmd.Stdout, cmd.Stderr = f, f
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			exited := make(chan error, 1)
-			go func() { exited <- cmd.Wait() }()
-			var pct int
-			deadline := time.After(60 * time.Second)
-		wait:
-			for {
-				select {
-				case err := <-exited:
-					data, _ := os.ReadFile(out)
-					t.Fatalf("nexcage create ended before pct create was held (%v): %s", err, data)
-				case <-deadline:
-					t.Fatalf("timed out waiting for pct create to be held")
-				case <-time.After(10 * time.Millisecond):
-					if data, err := os.ReadFile(held); err == nil && len(data) > 0 {
-						pct, _ = strconv.Atoi(string(data))
-						break wait
-					}
-				}
-			}
+			cmd, exited, _, pct := w.startHeld(id, b, step)
 			if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
@@ -224,7 +249,24 @@ func TestCrashDuringCreate(t *testing.T) {
 			if ids := w.listIDs(); len(ids) != 1 || ids[0] != id {
 				t.Errorf("after the crash, list shows %q, want [%s]", ids, id)
 			}
+			var supervisor int
+			if step == "after-start" {
+				r := w.must("state", id)
+				var st struct {
+					Data map[string]string `json:"data"`
+				}
+				if err := json.Unmarshal([]byte(r.Stdout), &st); err != nil {
+					t.Fatal(err)
+				}
+				supervisor, _ = strconv.Atoi(st.Data["supervisor"])
+				if supervisor <= 0 || !alive(supervisor) {
+					t.Fatalf("after-start: no live supervisor recorded: %v", st.Data)
+				}
+			}
 			w.must("delete", "--force", id)
+			if supervisor > 0 {
+				waitGone(t, supervisor, 30*time.Second)
+			}
 			// Killed while it held the node's VMID lock (pct create had
 			// not registered the VMID yet), nexcage could not remove the
 			// lock file: one per node, removed by the next create.
@@ -233,6 +275,9 @@ func TestCrashDuringCreate(t *testing.T) {
 				allowed = append(allowed, "var/lib/lxc/.nexcage/vmid.lock")
 			}
 			w.assertClean("after delete --force", allowed...)
+			if m := mountsUnder(t, w.node.root); len(m) > 0 {
+				t.Errorf("mounts left: %q", m)
+			}
 			if ids := w.listIDs(); len(ids) != 0 {
 				t.Errorf("after delete --force, list shows %q", ids)
 			}
@@ -242,6 +287,54 @@ func TestCrashDuringCreate(t *testing.T) {
 			}
 			w.must("delete", id)
 			w.assertClean("after the fresh create and delete")
+		})
+	}
+}
+
+// TestInterruptDuringCreate sends SIGINT or SIGTERM to nexcage while pct
+// is held at a step of create: nexcage cancels, pct gets SIGTERM, every
+// undo step runs, and nexcage exits 128+n with nothing left and no record
+// (no delete needed).
+func TestInterruptDuringCreate(t *testing.T) {
+	for _, tc := range []struct {
+		step string
+		sig  syscall.Signal
+	}{
+		{"before-create", syscall.SIGINT},
+		{"after-create", syscall.SIGTERM},
+		{"after-start", syscall.SIGTERM},
+	} {
+		t.Run(tc.step+"-"+tc.sig.String(), func(t *testing.T) {
+			w := newPveWorld(t, map[string]any{"kill_grace": 5})
+			b := testutil.BusyboxBundle(t, "", []string{"sh"}, nil)
+			id := "intr-" + tc.step
+			cmd, exited, out, pct := w.startHeld(id, b, tc.step)
+			if err := cmd.Process.Signal(tc.sig); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			select {
+			case err = <-exited:
+			case <-time.After(120 * time.Second):
+				t.Fatal("nexcage did not end after the interrupt")
+			}
+			data, _ := os.ReadFile(out)
+			want := 128 + int(tc.sig)
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != want {
+				t.Errorf("nexcage ended with %v, want exit %d: %s", err, want, data)
+			}
+			if !strings.Contains(string(data), "interrupted by") {
+				t.Errorf("no interrupt in the message: %s", data)
+			}
+			// pct got SIGTERM from nexcage, not left running.
+			waitGone(t, pct, 30*time.Second)
+			if ids := w.listIDs(); len(ids) != 0 {
+				t.Errorf("after the interrupt, list shows %q", ids)
+			}
+			w.assertClean("after the interrupt")
+			if m := mountsUnder(t, w.node.root); len(m) > 0 {
+				t.Errorf("mounts left: %q", m)
+			}
 		})
 	}
 }

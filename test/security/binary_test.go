@@ -56,11 +56,11 @@ func newWorld(t *testing.T) *world {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("pvesim init: %v\n%s", err, out)
 	}
-	cfg := fmt.Sprintf(`{"proxmox": {"pct_path": %q, "pveam_path": %q, "pvesh_path": %q, "pveversion_path": %q, "etc_pve": %q, "lxc_path": %q, "node": "pve", "timeout": 60},
+	cfg := fmt.Sprintf(`{"proxmox": {"pct_path": %q, "pveam_path": %q, "pvesh_path": %q, "pveversion_path": %q, "etc_pve": %q, "lxc_path": %q, "lock_dir": %q, "node": "pve", "timeout": 60},
 "storage": {"image_path": %q},
 "runtime": {"routing": [{"pattern": "^runc-.*$", "runtime": "runc"}, {"pattern": ".*", "runtime": "lxc"}]}}`,
 		filepath.Join(bin, "pct"), filepath.Join(bin, "pveam"), filepath.Join(bin, "pvesh"), filepath.Join(bin, "pveversion"),
-		filepath.Join(w.sim, "etc/pve"), filepath.Join(w.sim, "var/lib/lxc"), filepath.Join(w.sim, "nexcage-images"))
+		filepath.Join(w.sim, "etc/pve"), filepath.Join(w.sim, "var/lib/lxc"), filepath.Join(w.sim, "run/lock/lxc"), filepath.Join(w.sim, "nexcage-images"))
 	w.config = filepath.Join(base, "nexcage.json")
 	if err := os.WriteFile(w.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

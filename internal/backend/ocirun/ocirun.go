@@ -186,8 +186,9 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 		err = b.failure("create", c, res, opts)
 	}
 	if err != nil {
-		// The runtime cleans up after itself; make sure nothing is left.
-		_, _ = b.captured(ctx, "delete", "--force", c.ID)
+		// The runtime cleans up after itself; make sure nothing is left
+		// (also after a cancel: SIGINT/SIGTERM to nexcage).
+		_, _ = b.captured(context.WithoutCancel(ctx), "delete", "--force", c.ID)
 		return err
 	}
 	c.Status = state.Created

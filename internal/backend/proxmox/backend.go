@@ -17,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/google/renameio/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nexcage/nexcage/internal/config"
@@ -40,6 +39,10 @@ const (
 	DataStartTime   = "pid_start"    // start time (clock ticks) of the init pid, against pid reuse
 	DataVanished    = "vanished"     // "1" when the Proxmox side no longer exists
 	DataHostname    = "hostname"     // the hostname given to pct create
+	// DataOwnerRef is this container's secret reference, written into the
+	// CT's description at create (nexcage-ref=<hex>): the only proof that
+	// the CT at the recorded VMID is this container's (ownership.go).
+	DataOwnerRef = "owner_ref"
 )
 
 // maxVMIDAttempts bounds the VMIDs one create tries when pct create says
@@ -53,12 +56,16 @@ type Backend struct {
 	pct     *pve.Pct
 	etcPve  string
 	lxcPath string
+	lockDir string // Proxmox's lock directory (pve-config-<vmid>.lock)
 	node    string
 	lxcInfo string
 	// tmpl resolves --image and the template annotation (internal/template).
 	tmpl *template.Resolver
 	// PidTimeout bounds the wait for the init pid after pct start.
 	PidTimeout time.Duration
+	// ConfigLockWait bounds the wait for Proxmox's config lock before
+	// nexcage edits a CT config (default pve.DefaultConfigLockWait).
+	ConfigLockWait time.Duration
 	// SelfExe is the nexcage binary used as init helper and supervisor;
 	// empty means os.Executable().
 	SelfExe string
@@ -100,12 +107,15 @@ func New(cfg *config.Config, log *slog.Logger) (*Backend, error) {
 		pct = "pct"
 	}
 	timeout := time.Duration(p.Timeout) * time.Second
+	grace := time.Duration(p.KillGrace) * time.Second
 	b := &Backend{
 		cfg:    cfg,
 		log:    log,
-		pct:    &pve.Pct{Path: pct, Timeout: timeout, Retries: 3, RetryDelay: 500 * time.Millisecond, Log: log},
+		pct:    &pve.Pct{Path: pct, Timeout: timeout, KillGrace: grace, Retries: 3, RetryDelay: 500 * time.Millisecond, Log: log},
 		etcPve: orDefault(p.EtcPve, "/etc/pve"), lxcPath: orDefault(p.LxcPath, "/var/lib/lxc"),
-		node: p.Node, lxcInfo: "lxc-info", lxcAttach: "lxc-attach", PidTimeout: 30 * time.Second,
+		lockDir: orDefault(p.LockDir, pve.DefaultLockDir),
+		node:    p.Node, lxcInfo: "lxc-info", lxcAttach: "lxc-attach", PidTimeout: 30 * time.Second,
+		ConfigLockWait: pve.DefaultConfigLockWait,
 	}
 	b.tmpl = TemplateResolver(cfg, log, os.Stderr, nil)
 	return b, nil
@@ -171,19 +181,44 @@ func (b *Backend) nodeOf(c *state.Container) string {
 
 // Create makes the Proxmox container with one pct create, then adds the
 // raw lxc lines to its .conf. It does not start it (OCI created !=
-// running). Any failure undoes everything done so far.
+// running). Any failure, and a cancelled ctx (SIGINT/SIGTERM), undoes
+// everything done so far.
+//
+// Persist before acquire: every resource is recorded in c and
+// checkpointed before it is taken (template reference, helper directory,
+// packed template, VMID), so that after a crash at any step `delete
+// --force` finds and frees it. When an undo step fails the error wraps
+// runtime.ErrCleanupIncomplete and the record stays for delete --force.
 func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.CreateOptions) (err error) {
 	if c.Data == nil {
 		c.Data = map[string]string{}
 	}
-	var undo []func()
+	save := func() error {
+		if opts.Checkpoint == nil {
+			return nil
+		}
+		return opts.Checkpoint(c)
+	}
+	var undo []func() error
 	defer func() {
-		if err != nil {
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
+		if err == nil {
+			return
+		}
+		var failed []error
+		for i := len(undo) - 1; i >= 0; i-- {
+			if uerr := undo[i](); uerr != nil {
+				failed = append(failed, uerr)
 			}
 		}
+		if len(failed) > 0 {
+			b.log.Error("create failed and its undo is incomplete; the record stays for delete --force", "id", c.ID, "err", errors.Join(failed...))
+			err = incomplete(c.ID, err, failed)
+		}
 	}()
+	c.Data[DataNode] = b.node
+	if c.Data[DataOwnerRef] == "" {
+		c.Data[DataOwnerRef] = newOwnerRef()
+	}
 
 	storages, err := b.storages()
 	if err != nil {
@@ -236,23 +271,28 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 			}
 		}
 		ref := newRef(c.ID)
+		c.Data[DataTemplateRef], c.Data[DataOSTemplate] = ref, ostemplate
+		if err := save(); err != nil {
+			return err
+		}
+		undo = append(undo, func() error { return b.releaseResolved(ostemplate, ref, c.ID) })
 		if err := b.tmpl.Use(ctx, ostemplate, ref); err != nil {
 			return addContainer(c.ID, err)
 		}
-		c.Data[DataTemplateRef] = ref
-		undo = append(undo, func() { b.releaseResolved(ostemplate, ref, c.ID) })
 	}
 	// Every container with a process runs it through the init helper,
 	// whatever its rootfs (packed bundle rootfs or template): the helper
 	// directory is bind-mounted by lxc.mount.entry.
 	helper := wantsHelper(in.Spec)
 	if helper {
-		dir, err := b.prepareHelper(c)
+		// prepareHelper records the directory (checkpoint) before it
+		// makes it; from then on the undo removes it.
+		undo = append(undo, func() error { b.cleanupHelper(c); return nil })
+		dir, err := b.prepareHelper(c, save)
 		if err != nil {
 			return err
 		}
 		in.InitHelperDir = dir
-		undo = append(undo, func() { b.cleanupHelper(c) })
 	}
 	req, err := Translate(in)
 	if err != nil {
@@ -262,25 +302,29 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 		b.log.Warn(w, "id", c.ID)
 	}
 	if rootfs != "" {
-		p, err := b.pack(ctx, c, rootfs, req)
+		undo = append(undo, func() error {
+			if volid, ref := c.Data[DataOSTemplate], c.Data[DataTemplateRef]; volid != "" && ref != "" {
+				return b.releaseResolved(volid, ref, c.ID)
+			}
+			return nil
+		})
+		p, err := b.pack(ctx, c, rootfs, req, save)
 		if err != nil {
 			return err
 		}
 		ostemplate = p.VolID
-		undo = append(undo, func() { b.releaseResolved(p.VolID, c.Data[DataTemplateRef], c.ID) })
 		c.Data[DataPacked] = p.Name
 	}
 	c.Data[DataOSTemplate] = ostemplate
-	c.Data[DataNode] = b.node
 
-	vmid, err := b.createCT(ctx, c, ostemplate, req, opts.Checkpoint)
+	vmid, err := b.createCT(ctx, c, ostemplate, req, save)
 	if err != nil {
 		return err
 	}
-	undo = append(undo, func() { b.destroyQuietly(c.ID, vmid) })
+	undo = append(undo, func() error { return b.destroyOwn(c, vmid) })
 
-	if err := b.appendRaw(b.confPath(b.node, vmid), req.Raw); err != nil {
-		return errs.Wrap(errs.KindBackend, err, "container %s: cannot add raw lxc settings to CT %d", c.ID, vmid)
+	if err := pve.AppendRawLocked(ctx, b.lockDir, b.confPath(b.node, vmid), vmid, req.Raw, b.configLockWait()); err != nil {
+		return addContainer(c.ID, fmt.Errorf("cannot add raw lxc settings to CT %d: %w", vmid, err))
 	}
 	c.Status = state.Created
 	c.Pid = 0
@@ -297,13 +341,21 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 
 // pack packs the bundle's rootfs, with the mount targets and init script
 // the translation needs, into a template (internal/template's packer).
-func (b *Backend) pack(ctx context.Context, c *state.Container, rootfs string, req *Request) (*template.Packed, error) {
-	c.Data[DataTemplateRef] = newRef(c.ID)
-	popts := template.PackOptions{Rootfs: rootfs, Source: c.Bundle, What: "packing the rootfs of " + c.ID}
+//
+// The packed template's volume id and this container's reference on it
+// are checkpointed once the content's digest names it, before anything is
+// written to the template cache.
+func (b *Backend) pack(ctx context.Context, c *state.Container, rootfs string, req *Request, save func() error) (*template.Packed, error) {
+	ref := newRef(c.ID)
+	popts := template.PackOptions{Rootfs: rootfs, Source: c.Bundle, What: "packing the rootfs of " + c.ID,
+		BeforeAcquire: func(volid string) error {
+			c.Data[DataOSTemplate], c.Data[DataTemplateRef] = volid, ref
+			return save()
+		}}
 	for _, t := range req.MountTargets {
 		popts.Targets = append(popts.Targets, template.Target{Path: t.Path, File: t.File})
 	}
-	p, err := b.tmpl.PackAndAcquire(ctx, popts, c.Data[DataTemplateRef])
+	p, err := b.tmpl.PackAndAcquire(ctx, popts, ref)
 	if err != nil {
 		return nil, addContainer(c.ID, err)
 	}
@@ -321,20 +373,17 @@ func (b *Backend) pack(ctx context.Context, c *state.Container, rootfs string, r
 // still take a VMID between our pick and pct's registration: then pct
 // fails with "already exists" and the next free VMID is tried, up to
 // maxVMIDAttempts times.
-func (b *Backend) createCT(ctx context.Context, c *state.Container, ostemplate string, req *Request, checkpoint func(*state.Container) error) (int, error) {
-	save := func(c *state.Container) error {
-		if checkpoint == nil {
-			return nil
-		}
-		return checkpoint(c)
-	}
+func (b *Backend) createCT(ctx context.Context, c *state.Container, ostemplate string, req *Request, save func() error) (int, error) {
 	lo, hi := b.cfg.Proxmox.VMIDRange[0], b.cfg.Proxmox.VMIDRange[1]
 	if lo == 0 && hi == 0 {
 		lo, hi = 100, 999999999
 	}
-	// Recorded for delete --force: a create killed before pct wrote the
-	// config leaves one that only says `lock: create`.
 	c.Data[DataHostname] = req.Hostname
+	// The CT's description carries our reference: the only thing that
+	// says "this CT is ours" later (ownership.go). It is written with
+	// the full config, so a create killed before that leaves a bare
+	// `lock: create` config instead.
+	opts := withOwnerRef(req.Options, c.Data[DataOwnerRef])
 	tried := map[int]bool{}
 	for attempt := 0; ; attempt++ {
 		nl, err := b.vmidLock(ctx)
@@ -350,14 +399,27 @@ func (b *Backend) createCT(ctx context.Context, c *state.Container, ostemplate s
 		// Persist the VMID before pct creates anything, so that a crash
 		// leaves a record `delete --force` can clean up.
 		c.Data[DataVMID] = strconv.Itoa(vmid)
-		if err := save(c); err != nil {
+		if err := save(); err != nil {
 			_ = nl.UnlockRemove()
 			delete(c.Data, DataVMID)
 			return 0, err
 		}
-		err = b.pctCreateRegistering(ctx, vmid, ostemplate, req.Options, nl)
+		err = b.pctCreateRegistering(ctx, vmid, ostemplate, opts, nl)
 		if err == nil {
 			return vmid, nil
+		}
+		if isReason(err, pve.ReasonTimeout) || ctx.Err() != nil {
+			// pct got SIGTERM (timeout or our own interrupt) and, on a
+			// real node, its worker rolls back. Remove what it may have
+			// left, only if it is ours. If that fails the VMID stays
+			// recorded for delete --force.
+			if cerr := b.removeInterrupted(c, vmid); cerr != nil {
+				_ = save()
+				return 0, incomplete(c.ID, fmt.Errorf("container %s: %w", c.ID, err), []error{cerr})
+			}
+			delete(c.Data, DataVMID)
+			_ = save()
+			return 0, fmt.Errorf("container %s: %w", c.ID, err)
 		}
 		delete(c.Data, DataVMID)
 		var pe *pve.PctError
@@ -368,19 +430,15 @@ func (b *Backend) createCT(ctx context.Context, c *state.Container, ostemplate s
 					b.log.Debug("vmid taken, trying another", "id", c.ID, "vmid", vmid)
 					continue
 				}
-				_ = save(c)
+				_ = save()
 				return 0, errs.Wrap(errs.KindAlreadyExists, err, "container %s: %d VMIDs in proxmox.vmid_range [%d, %d] were taken by other creators while nexcage tried them", c.ID, maxVMIDAttempts, lo, hi).
 					WithHint("retry; if it persists, give nexcage a VMID range of its own (proxmox.vmid_range) that nothing else uses")
-			case pve.ReasonTimeout:
-				// pct was killed mid-create: remove what it left, but
-				// only if the config is recognisably ours.
-				b.destroyIfOurs(c.ID, vmid, req.Hostname)
 			case pve.ReasonTemplateMissing:
-				_ = save(c)
+				_ = save()
 				return 0, errs.Wrap(errs.KindTemplate, err, "container %s: template %s", c.ID, ostemplate)
 			}
 		}
-		_ = save(c)
+		_ = save()
 		return 0, fmt.Errorf("container %s: %w", c.ID, err)
 	}
 }
@@ -455,104 +513,6 @@ func (b *Backend) allocateVMID(lo, hi int, tried map[int]bool) (int, error) {
 		WithHint("widen proxmox.vmid_range or delete unused containers")
 }
 
-// appendRaw adds the raw lxc lines to the .conf, rewriting it atomically.
-func (b *Backend) appendRaw(path string, raw []pve.RawLine) error {
-	if len(raw) == 0 {
-		return nil
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	conf, _, err := pve.ParseConfig(data)
-	if err != nil {
-		return err
-	}
-	for _, r := range raw {
-		if err := pve.CheckRawKey(r.Key); err != nil {
-			return err
-		}
-		if r.Key == pve.EnvKey {
-			conf.Env = append(conf.Env, r.Value)
-		} else {
-			conf.Raw = append(conf.Raw, r)
-		}
-	}
-	out, err := conf.Marshal()
-	if err != nil {
-		return err
-	}
-	return renameio.WriteFile(path, out, 0o640)
-}
-
-// destroyQuietly removes a container during rollback.
-func (b *Backend) destroyQuietly(id string, vmid int) {
-	ctx, cancel := context.WithTimeout(context.Background(), b.pct.Timeout+time.Minute)
-	defer cancel()
-	if err := b.pct.Destroy(ctx, vmid, true, true); err != nil && !isReason(err, pve.ReasonNoConfig) {
-		b.log.Error("rollback: cannot destroy Proxmox container", "id", id, "vmid", vmid, "err", err)
-	}
-}
-
-// claimUnfinished decides what delete does with the VMID of a container
-// whose create never finished. It reports whether the CT there is ours to
-// destroy: its config carries our tag and hostname, or it is a bare
-// `lock: create` config (pct create was killed before it wrote the rest).
-// With force it also clears that stale `create` lock (pct unlock), which
-// pct destroy would refuse. A CT that is not ours is left alone (another
-// creator took the VMID before our pct create could).
-func (b *Backend) claimUnfinished(ctx context.Context, c *state.Container, vmid int, force bool) (bool, error) {
-	data, err := os.ReadFile(b.confPath(b.nodeOf(c), vmid))
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil // pct never registered it
-	}
-	if err != nil {
-		return false, errs.Wrap(errs.KindBackend, err, "container %s: cannot read the config of CT %d", c.ID, vmid)
-	}
-	conf, _, err := pve.ParseConfig(data)
-	if err != nil {
-		return false, errs.Wrap(errs.KindBackend, err, "container %s: cannot parse the config of CT %d", c.ID, vmid)
-	}
-	lock, _ := conf.Get("lock")
-	host, hasHost := conf.Get("hostname")
-	tags, hasTags := conf.Get("tags")
-	ours := strings.Contains(";"+tags+";", ";"+Tag+";") && (c.Data[DataHostname] == "" || host == c.Data[DataHostname])
-	bare := lock == "create" && !hasHost && !hasTags && len(conf.Raw) == 0
-	switch {
-	case !ours && !bare:
-		b.log.Warn("the VMID recorded for an unfinished create holds a CT that is not this container's; leaving it alone",
-			"id", c.ID, "vmid", vmid, "hostname", host, "tags", tags)
-		return false, nil
-	case lock != "create" || !force:
-		return true, nil
-	}
-	// A pct create still running holds the config lock, so pct unlock
-	// fails (lock timeout) rather than pull a create from under its feet.
-	b.log.Warn("clearing the create lock left by an interrupted pct create", "id", c.ID, "vmid", vmid)
-	if err := b.pct.Unlock(ctx, vmid); err != nil && !isReason(err, pve.ReasonNoConfig) {
-		return false, fmt.Errorf("container %s: %w", c.ID, err)
-	}
-	return true, nil
-}
-
-// destroyIfOurs destroys vmid only when its config carries our tag and
-// hostname: after a timeout nobody knows whose container that VMID is.
-func (b *Backend) destroyIfOurs(id string, vmid int, hostname string) {
-	data, err := os.ReadFile(b.confPath(b.node, vmid))
-	if err != nil {
-		return
-	}
-	conf, _, err := pve.ParseConfig(data)
-	if err != nil {
-		return
-	}
-	tags, _ := conf.Get("tags")
-	h, _ := conf.Get("hostname")
-	if h == hostname && strings.Contains(";"+tags+";", ";"+Tag+";") {
-		b.destroyQuietly(id, vmid)
-	}
-}
-
 // newRef is a container's reference on a template: unique even across
 // nexcage state roots that reuse container ids.
 func newRef(id string) string {
@@ -561,13 +521,16 @@ func newRef(id string) string {
 	return SanitizeHostname(id) + "-" + hex.EncodeToString(r)
 }
 
-// releaseResolved drops the container's use of a resolved template.
-func (b *Backend) releaseResolved(volid, ref, id string) {
+// releaseResolved drops the container's use of a resolved template. It
+// runs on a context of its own: undo steps run after a cancel too.
+func (b *Backend) releaseResolved(volid, ref, id string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := b.tmpl.Release(ctx, volid, ref); err != nil {
 		b.log.Warn("cannot release template", "id", id, "template", volid, "err", err)
+		return err
 	}
+	return nil
 }
 
 // applyImageConfig gives a template-only container the process of the
@@ -760,16 +723,20 @@ func (b *Backend) Stop(ctx context.Context, c *state.Container, timeoutSec int) 
 	return nil
 }
 
-// Delete destroys the Proxmox container (pct destroy --purge 1; a running
-// one only with force, after pct stop) and releases the packed template.
-// A container already gone from Proxmox is not an error.
+// Delete destroys the Proxmox container (pct destroy --purge 1
+// --destroy-unreferenced-disks 1; a running one only with force, after
+// pct stop) and releases the packed template. A container already gone
+// from Proxmox, or whose VMID now holds a CT that is not ours (by the
+// reference in its description, ownership.go), is not an error: nothing
+// is destroyed and only our own resources go.
 func (b *Backend) Delete(ctx context.Context, c *state.Container, force bool) error {
 	vmid, ok := vmidOf(c)
 	if ok {
 		if err := b.Refresh(ctx, []*state.Container{c}); err != nil {
 			return err
 		}
-		if c.Status == state.Creating {
+		unfinished := c.Status == state.Creating
+		if unfinished {
 			// create did not finish (it crashed or was killed): the VMID
 			// may hold a half-made CT of ours, or be someone else's.
 			mine, err := b.claimUnfinished(ctx, c, vmid, force)
@@ -779,6 +746,8 @@ func (b *Backend) Delete(ctx context.Context, c *state.Container, force bool) er
 			if !mine {
 				c.Data[DataVanished] = "1"
 			}
+		} else if c.Data[DataVanished] == "" && !b.stillOurs(c, vmid) {
+			c.Data[DataVanished] = "1"
 		}
 		if c.Data[DataVanished] == "" {
 			if c.Status == state.Created && supervised(c) && c.Pid > 0 {
@@ -798,10 +767,18 @@ func (b *Backend) Delete(ctx context.Context, c *state.Container, force bool) er
 					return fmt.Errorf("container %s: %w", c.ID, err)
 				}
 			}
-			err := b.pct.Destroy(ctx, vmid, true, false)
+			if unfinished {
+				// An interrupted pct create may have left the rootfs
+				// mounted (with its loop device); pct destroy cannot
+				// free a mounted volume.
+				if err := b.unmountLeftRootfs(vmid); err != nil {
+					return addContainer(c.ID, err)
+				}
+			}
+			err := b.pct.Destroy(ctx, vmid, destroyOpts)
 			if isReason(err, pve.ReasonDestroyRunning) && force {
 				if err = b.pct.Stop(ctx, vmid); err == nil || isReason(err, pve.ReasonNotRunning) {
-					err = b.pct.Destroy(ctx, vmid, true, false)
+					err = b.pct.Destroy(ctx, vmid, destroyOpts)
 				}
 			}
 			if err != nil && !isReason(err, pve.ReasonNoConfig) {
@@ -811,12 +788,20 @@ func (b *Backend) Delete(ctx context.Context, c *state.Container, force bool) er
 	}
 	// A template packed from the bundle goes with its last user.
 	if ref, volid := c.Data[DataTemplateRef], c.Data[DataOSTemplate]; ref != "" && volid != "" {
-		b.releaseResolved(volid, ref, c.ID)
+		// On failure the record stays, so that a retry releases it.
+		if err := b.releaseResolved(volid, ref, c.ID); err != nil {
+			return addContainer(c.ID, err)
+		}
 	}
 	b.cleanupHelper(c)
 	c.Status, c.Pid = state.Stopped, 0
 	return nil
 }
+
+// destroyOpts frees everything of a VMID that is ours: the volumes the
+// config names and those it does not (left by an interrupted create), and
+// its entries in backup jobs, replication and HA.
+var destroyOpts = pve.DestroyOptions{Purge: true, UnreferencedDisks: true}
 
 // pidsInNamespace lists the host pids sharing init's pid namespace.
 func pidsInNamespace(initPid int) ([]int, error) {

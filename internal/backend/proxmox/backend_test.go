@@ -6,6 +6,9 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,13 +17,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gofrs/flock"
+	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/nexcage/nexcage/internal/bundle"
 	"github.com/nexcage/nexcage/internal/config"
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/inithelper"
 	"github.com/nexcage/nexcage/internal/procfs"
+	"github.com/nexcage/nexcage/internal/pve"
 	"github.com/nexcage/nexcage/internal/runtime"
 	"github.com/nexcage/nexcage/internal/state"
 	"github.com/nexcage/nexcage/internal/supervisor"
@@ -69,7 +76,9 @@ create)
 	for id in ` + badconf + `; do
 		if [ "$2" = "$id" ]; then mkdir "$conf"; exit 0; fi
 	done
-	printf 'hostname: x\ntags: nexcage\n' > "$conf"; exit 0;;
+	desc=; prev=
+	for a in "$@"; do [ "$prev" = --description ] && desc=$a; prev=$a; done
+	printf '#%s\nhostname: x\ntags: nexcage\n' "$desc" > "$conf"; exit 0;;
 destroy)
 	if [ -d "$conf" ]; then rmdir "$conf"; else rm "$conf"; fi; exit 0;;
 start)
@@ -102,6 +111,8 @@ exec sleep 600
 	cfg.Proxmox.PveversionPath = writePveversion(t, dir, "9.1.4", "6.1.10")
 	// Never the host's /var/lib/lxc: the VMID lock and helper files live there.
 	cfg.Proxmox.LxcPath = filepath.Join(dir, "lxc")
+	// Never the host's /run/lock/lxc either.
+	cfg.Proxmox.LockDir = filepath.Join(dir, "lock")
 	cfg.Proxmox.VMIDRange = [2]int{100, 105}
 	cfg.Storage.ImagePath = filepath.Join(dir, "images")
 	b, err := New(cfg, nil)
@@ -143,9 +154,10 @@ func TestCreateRetriesTakenVMIDAndCheckpointsFirst(t *testing.T) {
 	if c.Data[DataVMID] != "102" || c.Status != state.Created {
 		t.Errorf("container = %+v", c)
 	}
-	// The VMID is checkpointed before each pct create, and dropped again
-	// after a VMID turned out to be taken.
-	if strings.Join(cps, ",") != "100,101,102" {
+	// The helper directory and the packed template are checkpointed
+	// before they are taken (no VMID yet), the VMID before each pct
+	// create, and the supervisor's pid right after it starts.
+	if strings.Join(cps, ",") != ",,100,101,102,102" {
 		t.Errorf("checkpoints = %q", cps)
 	}
 	// create runs the container (pct start) with the init helper
@@ -169,8 +181,8 @@ func TestCreateRetriesTakenVMIDAndCheckpointsFirst(t *testing.T) {
 	if err := f.backend.Delete(context.Background(), c, false); err != nil {
 		t.Fatal(err)
 	}
-	if got := f.calls(t); strings.Join(got[4:], "|") != "stop 102|destroy 102 --purge 1" {
-		t.Errorf("pct calls of delete = %q", got[4:])
+	if got := f.calls(t); got[len(got)-1] != "destroy 102 --purge 1 --destroy-unreferenced-disks 1" {
+		t.Errorf("last pct call = %q", got[len(got)-1])
 	}
 	if ents, _ := filepath.Glob(filepath.Join(f.dir, "vz/template/cache/nexcage-*")); len(ents) != 0 {
 		t.Errorf("packed template left: %v", ents)
@@ -206,7 +218,7 @@ func TestCreateRollsBackWhenRawLinesFail(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	calls := f.calls(t)
-	if len(calls) != 2 || calls[1] != "destroy 100 --purge 1 --force 1" {
+	if len(calls) != 2 || calls[1] != "destroy 100 --purge 1 --force 1 --destroy-unreferenced-disks 1" {
 		t.Errorf("pct calls = %q, want create then destroy", calls)
 	}
 	if ents, _ := filepath.Glob(filepath.Join(f.dir, "vz/template/cache/nexcage-*")); len(ents) != 0 {
@@ -317,19 +329,25 @@ func mustLoadSpec(t *testing.T, dir string) *specs.Spec {
 
 // TestDeleteUnfinishedCreate: delete --force of a container whose create
 // was killed (status creating, VMID recorded) clears the stale `create`
-// lock and destroys the CT only when the CT is recognisably ours; a CT of
-// someone else at that VMID is left alone, and only our record goes.
+// lock and destroys the CT only when the CT is ours by its reference (or
+// a bare `lock: create` config); a CT of someone else at that VMID is left
+// alone, whatever its hostname and tags, and only our record goes.
 func TestDeleteUnfinishedCreate(t *testing.T) {
+	const ref = "0123456789abcdef0123456789abcdef"
+	const other = "fedcba9876543210fedcba9876543210"
+	destroy := "destroy 100 --purge 1 --destroy-unreferenced-disks 1"
 	for _, tc := range []struct {
 		name, conf string
 		want       []string // pct calls
 	}{
-		{"bare create lock", "lock: create\n", []string{"unlock 100", "destroy 100 --purge 1"}},
-		{"ours, locked", "hostname: ct1\nlock: create\ntags: nexcage\n", []string{"unlock 100", "destroy 100 --purge 1"}},
-		{"ours, finished", "hostname: ct1\ntags: nexcage\n", []string{"destroy 100 --purge 1"}},
+		{"bare create lock", "lock: create\n", []string{"unlock 100", destroy}},
+		{"ours, locked", "#nexcage-ref=" + ref + "\nhostname: ct1\nlock: create\ntags: nexcage\n", []string{"unlock 100", destroy}},
+		{"ours, finished", "#nexcage-ref=" + ref + "\nhostname: ct1\ntags: nexcage\n", []string{destroy}},
 		{"someone else's, locked", "hostname: web\nlock: create\ntags: prod\n", nil},
 		{"someone else's", "hostname: web\n", nil},
-		{"other hostname, our tag", "hostname: other\nlock: create\ntags: nexcage\n", nil},
+		{"same hostname and tag, no reference", "hostname: ct1\nlock: create\ntags: nexcage\n", nil},
+		{"same hostname and tag, another reference", "#nexcage-ref=" + other + "\nhostname: ct1\ntags: nexcage\n", nil},
+		{"create lock with a snapshot section", "lock: create\n\n[s]\nhostname: a\n", nil},
 		{"never registered", "", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -340,7 +358,7 @@ func TestDeleteUnfinishedCreate(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			c := &state.Container{ID: "ct1", Status: state.Creating, Data: map[string]string{DataVMID: "100", DataHostname: "ct1"}}
+			c := &state.Container{ID: "ct1", Status: state.Creating, Data: map[string]string{DataVMID: "100", DataHostname: "ct1", DataOwnerRef: ref}}
 			if err := f.backend.Delete(context.Background(), c, true); err != nil {
 				t.Fatal(err)
 			}
@@ -359,6 +377,161 @@ func TestDeleteUnfinishedCreate(t *testing.T) {
 	}
 }
 
+// TestOwnershipByReferenceNotHostname: two ids that map to one hostname
+// ("web-1" and "web_1" both become "web-1"). One's create was killed
+// after it recorded a VMID that the other's CT then got; delete --force of
+// the killed one never destroys the other's CT. Neither does a plain
+// delete of a finished container whose CT was replaced under its VMID.
+func TestOwnershipByReferenceNotHostname(t *testing.T) {
+	f := newFakeNode(t, "", "")
+	if SanitizeHostname("web-1") != SanitizeHostname("web_1") {
+		t.Fatalf("test premise: %q != %q", SanitizeHostname("web-1"), SanitizeHostname("web_1"))
+	}
+	var cps []string
+	b, opts := createOpts(t, &cps)
+	b.ID = "web_1"
+	if err := f.backend.Create(context.Background(), b, opts); err != nil {
+		t.Fatal(err)
+	}
+	vmid := b.Data[DataVMID]
+	conf := filepath.Join(f.etc, "nodes/pve/lxc", vmid+".conf")
+	before, err := os.ReadFile(conf)
+	if err != nil || !strings.Contains(string(before), "#nexcage-ref="+b.Data[DataOwnerRef]+"\n") {
+		t.Fatalf("config of web_1 lacks its reference (%v):\n%s", err, before)
+	}
+	// web-1: killed during create, its record names the same VMID and
+	// hostname, with a reference of its own.
+	a := &state.Container{ID: "web-1", Status: state.Creating, Data: map[string]string{
+		DataVMID: vmid, DataHostname: b.Data[DataHostname], DataOwnerRef: newOwnerRef()}}
+	calls := len(f.calls(t))
+	if err := f.backend.Delete(context.Background(), a, true); err != nil {
+		t.Fatal(err)
+	}
+	// A finished record whose CT was replaced: also left alone.
+	a2 := &state.Container{ID: "web-1", Status: state.Stopped, Data: map[string]string{
+		DataVMID: vmid, DataHostname: b.Data[DataHostname], DataOwnerRef: newOwnerRef()}}
+	if err := f.backend.Delete(context.Background(), a2, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.calls(t); len(got) != calls {
+		t.Errorf("pct called for the other container's CT: %q", got[calls:])
+	}
+	if after, _ := os.ReadFile(conf); string(after) != string(before) {
+		t.Errorf("web_1's config changed:\n%s", after)
+	}
+	if err := f.backend.Delete(context.Background(), b, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(conf); !os.IsNotExist(err) {
+		t.Errorf("web_1's own delete left its config: %v", err)
+	}
+}
+
+// TestDeleteUnfinishedWaitsForConfigLock: while a create still holds
+// Proxmox's config lock of the VMID, delete --force waits for it and,
+// after its bound, fails with a lock error and destroys nothing.
+func TestDeleteUnfinishedWaitsForConfigLock(t *testing.T) {
+	f := newFakeNode(t, "", "")
+	f.backend.pct.Timeout, f.backend.pct.KillGrace = 100*time.Millisecond, 100*time.Millisecond
+	f.backend.ConfigLockWait = 100 * time.Millisecond
+	conf := filepath.Join(f.etc, "nodes/pve/lxc/100.conf")
+	if err := os.WriteFile(conf, []byte("lock: create\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	held := holdConfigLock(t, f.backend, 100)
+	c := &state.Container{ID: "ct1", Status: state.Creating, Data: map[string]string{DataVMID: "100", DataOwnerRef: newOwnerRef()}}
+	err := f.backend.Delete(context.Background(), c, true)
+	if errs.KindOf(err) != errs.KindLocked || !strings.Contains(err.Error(), "pve-config-100.lock") {
+		t.Fatalf("err = %v, want a lock timeout", err)
+	}
+	if _, err := os.Stat(f.log); !os.IsNotExist(err) {
+		t.Errorf("pct called while a create held the lock: %q", f.calls(t))
+	}
+	if err := held.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.backend.Delete(context.Background(), c, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(conf); !os.IsNotExist(err) {
+		t.Errorf("config left after the lock was free: %v", err)
+	}
+}
+
+func holdConfigLock(t *testing.T, b *Backend, vmid int) *flock.Flock {
+	t.Helper()
+	if err := os.MkdirAll(b.lockDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l := flock.New(pve.ConfigLockPath(b.lockDir, vmid))
+	if err := l.Lock(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Unlock() })
+	return l
+}
+
+// TestCreateWaitsForConfigLock: the raw lines are added under Proxmox's
+// config lock; while someone else holds it, create waits its bound, then
+// fails with a lock error and rolls back.
+func TestCreateWaitsForConfigLock(t *testing.T) {
+	f := newFakeNode(t, "", "")
+	f.backend.ConfigLockWait = 200 * time.Millisecond
+	holdConfigLock(t, f.backend, 100)
+	var cps []string
+	c, opts := createOpts(t, &cps)
+	err := f.backend.Create(context.Background(), c, opts)
+	if errs.KindOf(err) != errs.KindLocked || !strings.Contains(err.Error(), "pve-config-100.lock") {
+		t.Fatalf("err = %v, want a lock timeout", err)
+	}
+	if calls := f.calls(t); calls[len(calls)-1] != "destroy 100 --purge 1 --force 1 --destroy-unreferenced-disks 1" {
+		t.Errorf("pct calls = %q, want a rollback", calls)
+	}
+}
+
+// TestUnmountLeftRootfs: only what is mounted at <lxc_path>/<vmid>/rootfs
+// and below goes; the rootfs of another VMID stays mounted.
+func TestUnmountLeftRootfs(t *testing.T) {
+	f := newFakeNode(t, "", "")
+	mine := filepath.Join(f.backend.lxcPath, "100", "rootfs")
+	nested := filepath.Join(mine, "data")
+	other := filepath.Join(f.backend.lxcPath, "1000", "rootfs")
+	for _, d := range []string{mine, other} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mount := func(p string) {
+		t.Helper()
+		if err := unix.Mount("tmpfs", p, "tmpfs", 0, "size=1m"); err != nil {
+			t.Skipf("cannot mount tmpfs (needs root): %v", err)
+		}
+		t.Cleanup(func() { _ = unix.Unmount(p, unix.MNT_DETACH) })
+	}
+	mount(mine)
+	if err := os.Mkdir(nested, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mount(nested)
+	mount(other)
+	if err := f.backend.unmountLeftRootfs(100); err != nil {
+		t.Fatal(err)
+	}
+	mounted := func(p string) bool {
+		ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ms) > 0
+	}
+	if mounted(mine) || mounted(nested) {
+		t.Error("rootfs of 100 still mounted")
+	}
+	if !mounted(other) {
+		t.Error("rootfs of 1000 was unmounted too")
+	}
+}
+
 // TestHelperCopyGoesWithLastUser: containers share one copy of the
 // helper binary (hard links); it is removed with the last container that
 // uses it, on delete and on a failed create's rollback alike, so nothing
@@ -370,7 +543,7 @@ func TestHelperCopyGoesWithLastUser(t *testing.T) {
 	a := &state.Container{ID: "a", Data: map[string]string{}}
 	c := &state.Container{ID: "c", Data: map[string]string{}}
 	for _, x := range []*state.Container{a, c} {
-		if _, err := b.prepareHelper(x); err != nil {
+		if _, err := b.prepareHelper(x, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -391,7 +564,7 @@ func TestHelperCopyGoesWithLastUser(t *testing.T) {
 		t.Fatalf("c's helper: %v", err)
 	}
 	d := &state.Container{ID: "d", Data: map[string]string{}}
-	if _, err := b.prepareHelper(d); err != nil {
+	if _, err := b.prepareHelper(d, nil); err != nil {
 		t.Fatal(err)
 	}
 	b.cleanupHelper(c)
@@ -407,7 +580,7 @@ func TestHelperRefusesDynamicBinary(t *testing.T) {
 	f := newFakeNode(t, "", "")
 	b := f.backend
 	b.SelfExe = "/bin/ls" // dynamically linked on Debian
-	_, err := b.prepareHelper(&state.Container{ID: "a", Data: map[string]string{}})
+	_, err := b.prepareHelper(&state.Container{ID: "a", Data: map[string]string{}}, nil)
 	if errs.KindOf(err) != errs.KindInvalidConfig || !strings.Contains(err.Error(), "not a static binary") {
 		t.Fatalf("err = %v", err)
 	}
@@ -591,5 +764,147 @@ func TestCreateFromTemplateWithProcessUsesHelper(t *testing.T) {
 	if !supervised(c) || !strings.Contains(string(conf), "lxc.init.cmd: /.nexcage/nexcage __nexcage-init") ||
 		!strings.Contains(string(conf), "lxc.mount.entry: "+c.Data[DataHelperDir]+" .nexcage none bind,ro,create=dir 0 0") {
 		t.Errorf("not run through the helper: %+v\n%s", c.Data, conf)
+	}
+}
+
+// TestPersistBeforeAcquire: at every checkpoint of a create, each
+// resource that exists (packed template, its reference file, the CT
+// config) was already named by an earlier checkpoint, so a crash at any
+// point leaves a record that names everything delete --force must free.
+func TestPersistBeforeAcquire(t *testing.T) {
+	f := newFakeNode(t, "100", "")
+	cache := filepath.Join(f.dir, "vz/template/cache")
+	var saved []map[string]string // the records checkpointed so far
+	named := func(key, val string) bool {
+		for _, d := range saved {
+			if d[key] == val {
+				return true
+			}
+		}
+		return false
+	}
+	check := func(when string) {
+		t.Helper()
+		tmpls, _ := filepath.Glob(filepath.Join(cache, "nexcage-*"))
+		for _, p := range tmpls {
+			if strings.HasSuffix(p, ".json") {
+				continue
+			}
+			if !named(DataOSTemplate, "local:vztmpl/"+filepath.Base(p)) {
+				t.Errorf("%s: template %s exists but no earlier checkpoint names it", when, filepath.Base(p))
+			}
+		}
+		refs, _ := filepath.Glob(filepath.Join(cache, ".nexcage/*.refs/*"))
+		for _, p := range refs {
+			if !named(DataTemplateRef, filepath.Base(p)) {
+				t.Errorf("%s: template reference %s exists but no earlier checkpoint names it", when, filepath.Base(p))
+			}
+		}
+		confs, _ := filepath.Glob(filepath.Join(f.etc, "nodes/pve/lxc/*.conf"))
+		for _, p := range confs {
+			if !named(DataVMID, strings.TrimSuffix(filepath.Base(p), ".conf")) {
+				t.Errorf("%s: CT config %s exists but no earlier checkpoint names its VMID", when, filepath.Base(p))
+			}
+		}
+	}
+	bundle := testutil.BusyboxBundle(t, "", []string{"sleep", "1"}, nil)
+	c := &state.Container{ID: "ct1", Status: state.Creating, Backend: config.BackendProxmox, Created: time.Now()}
+	opts := runtime.CreateOptions{Bundle: bundle, Spec: mustLoadSpec(t, bundle), Checkpoint: func(c *state.Container) error {
+		check(fmt.Sprintf("checkpoint %d", len(saved)+1))
+		saved = append(saved, maps.Clone(c.Data))
+		return nil
+	}}
+	if err := f.backend.Create(context.Background(), c, opts); err != nil {
+		t.Fatal(err)
+	}
+	check("after create")
+	if len(saved) < 3 {
+		t.Errorf("only %d checkpoints", len(saved))
+	}
+}
+
+// TestCreateInterruptedUndoes: a create whose context is cancelled while
+// pct create runs (SIGINT/SIGTERM to nexcage) sends pct SIGTERM, then
+// removes what pct left (it is ours by its reference) and every other
+// resource: nothing stays.
+func TestCreateInterruptedUndoes(t *testing.T) {
+	f := newFakeNode(t, "", "")
+	started := filepath.Join(f.dir, "started")
+	// A pct create that writes its config, announces itself, and ignores
+	// SIGTERM's rollback (as a worker killed at the wrong moment would).
+	script := `#!/bin/sh
+echo "$*" >> ` + f.log + `
+conf=` + f.etc + `/nodes/pve/lxc/$2.conf
+case "$1" in
+create)
+	desc=; prev=
+	for a in "$@"; do [ "$prev" = --description ] && desc=$a; prev=$a; done
+	printf '#%s\nhostname: x\n' "$desc" > "$conf"
+	trap 'exit 1' TERM
+	touch ` + started + `
+	while :; do sleep 0.05; done;;
+destroy)
+	rm -f "$conf"; exit 0;;
+esac
+exit 0
+`
+	if err := os.WriteFile(f.backend.pct.Path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for {
+			if _, err := os.Stat(started); err == nil {
+				cancel()
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+	var cps []string
+	c, opts := createOpts(t, &cps)
+	err := f.backend.Create(ctx, c, opts)
+	if err == nil || errors.Is(err, runtime.ErrCleanupIncomplete) {
+		t.Fatalf("err = %v, want an interrupted create, fully undone", err)
+	}
+	calls := f.calls(t)
+	if calls[len(calls)-1] != "destroy 100 --purge 1 --destroy-unreferenced-disks 1" {
+		t.Errorf("pct calls = %q, want the CT destroyed", calls)
+	}
+	if left := filesUnder(t, filepath.Join(f.etc, "nodes")); len(left) > 0 {
+		t.Errorf("configs left: %q", left)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(f.dir, "vz/template/cache/nexcage-*")); len(ents) != 0 {
+		t.Errorf("packed template left: %v", ents)
+	}
+	if c.Data[DataVMID] != "" {
+		t.Errorf("VMID still recorded after a complete undo: %v", c.Data)
+	}
+}
+
+// TestDeleteUnfinishedWithoutForce: a plain delete of an interrupted
+// create whose CT still holds the create lock changes nothing and says to
+// use --force.
+func TestDeleteUnfinishedWithoutForce(t *testing.T) {
+	f := newFakeNode(t, "", "")
+	conf := filepath.Join(f.etc, "nodes/pve/lxc/100.conf")
+	if err := os.WriteFile(conf, []byte("lock: create\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := &state.Container{ID: "ct1", Status: state.Creating, Data: map[string]string{DataVMID: "100", DataOwnerRef: newOwnerRef()}}
+	err := f.backend.Delete(context.Background(), c, false)
+	if errs.KindOf(err) != errs.KindLocked || !strings.Contains(err.Error(), "delete --force ct1") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(f.log); !os.IsNotExist(err) {
+		t.Errorf("pct called: %q", f.calls(t))
+	}
+	if _, err := os.Stat(conf); err != nil {
+		t.Errorf("config: %v", err)
 	}
 }

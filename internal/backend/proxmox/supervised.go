@@ -74,21 +74,31 @@ func wantsHelper(spec *specs.Spec) bool {
 }
 
 // prepareHelper makes the helper directory of c (with a copy of the
-// static nexcage binary as the helper) and records it in c.Data.
-func (b *Backend) prepareHelper(c *state.Container) (string, error) {
+// static nexcage binary as the helper). It records the directory in
+// c.Data and calls save (the create's checkpoint) before it makes it, so
+// that a crash cannot leave a directory no record names.
+func (b *Backend) prepareHelper(c *state.Container, save func() error) (string, error) {
 	base := b.helperBase()
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		return "", errs.Wrap(errs.KindBackend, err, "container %s: cannot create %s", c.ID, base)
 	}
 	_ = os.Chmod(base, 0o755)
+	r := make([]byte, 6)
+	_, _ = rand.Read(r)
+	dir := filepath.Join(base, SanitizeHostname(c.ID)+"-"+hex.EncodeToString(r))
+	c.Data[DataHelperDir] = dir
+	if save != nil {
+		if err := save(); err != nil {
+			delete(c.Data, DataHelperDir)
+			return "", err
+		}
+	}
 	bin, self, err := b.helperBinary(base)
 	if err != nil {
 		return "", addContainer(c.ID, err)
 	}
-	r := make([]byte, 6)
-	_, _ = rand.Read(r)
-	dir := filepath.Join(base, SanitizeHostname(c.ID)+"-"+hex.EncodeToString(r))
 	if err := os.Mkdir(dir, 0o755); err != nil {
+		delete(c.Data, DataHelperDir) // never remove a directory we did not make
 		b.removeUnusedHelperCopies()
 		return "", errs.Wrap(errs.KindBackend, err, "container %s: cannot create the helper directory", c.ID)
 	}
@@ -102,7 +112,6 @@ func (b *Backend) prepareHelper(c *state.Container) (string, error) {
 			return "", errs.Wrap(errs.KindBackend, err, "container %s: cannot place the init helper", c.ID)
 		}
 	}
-	c.Data[DataHelperDir] = dir
 	return dir, nil
 }
 
@@ -230,6 +239,14 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 	c.Data[DataSupervisor] = strconv.Itoa(sup.Pid)
 	if st, ok := procfs.StartTime(sup.Pid); ok {
 		c.Data[DataSupervisorTime] = st
+	}
+	if opts.Checkpoint != nil {
+		// Recorded at once, so that delete --force stops it after a crash.
+		if err := opts.Checkpoint(c); err != nil {
+			_ = sup.Kill()
+			_, _ = sup.Wait()
+			return err
+		}
 	}
 	// Reap it if it dies while create still runs; afterwards the shim (or
 	// init) does.

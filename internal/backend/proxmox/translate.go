@@ -700,6 +700,12 @@ func (t *translator) initHelper() error {
 }
 
 // root maps root.readonly and decides the rootfs option.
+//
+// A read-only root needs `ostype: unmanaged`: with a managed ostype the
+// prestart setup writes hostname, network and DNS files into the rootfs,
+// which fails on a read-only mount, and the start fails
+// (proxmox-pct.md §9.6). So root.readonly forces unmanaged, with a
+// warning when another ostype was detected or asked for.
 func (t *translator) root() error {
 	size := DefaultRootfsSizeGiB
 	if v, ok := t.anno(AnnotationRootfsSize); ok {
@@ -718,14 +724,21 @@ func (t *translator) root() error {
 		return errs.New(errs.KindInvalidConfig, "proxmox.storage %q is not a Proxmox storage id", t.in.Storage)
 	}
 	v := t.in.Storage + ":" + size
-	if t.in.Spec.Root != nil && t.in.Spec.Root.Readonly {
+	readonly := t.in.Spec.Root != nil && t.in.Spec.Root.Readonly
+	if readonly {
 		v += ",ro=1"
 	}
 	t.opts["rootfs"] = v
-	if t.in.OSType != "" {
-		if !contains(OSTypes, t.in.OSType) {
-			return invalid("ostype", "%q is not a Proxmox ostype", t.in.OSType)
+	if t.in.OSType != "" && !contains(OSTypes, t.in.OSType) {
+		return invalid("ostype", "%q is not a Proxmox ostype", t.in.OSType)
+	}
+	switch {
+	case readonly:
+		if t.in.OSType != "" && t.in.OSType != "unmanaged" {
+			t.warn("root.readonly: ostype %q replaced by \"unmanaged\": Proxmox's setup for a managed ostype writes into the root file system at every start, which fails on a read-only root", t.in.OSType)
 		}
+		t.opts["ostype"] = "unmanaged"
+	case t.in.OSType != "":
 		t.opts["ostype"] = t.in.OSType
 	}
 	return nil
@@ -787,9 +800,25 @@ func (t *translator) network() error {
 	return nil
 }
 
-// Proxmox's idmap for unprivileged containers.
-var defaultIDMap = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+// Proxmox's idmap for unprivileged containers: pct create shifts the
+// ownership of the unpacked rootfs by it (container id N -> host id
+// 100000+N), and pct start uses it unless the config has raw lxc.idmap
+// lines.
+var defaultIDMap = []specs.LinuxIDMapping{{ContainerID: 0, HostID: unprivBase, Size: unprivSize}}
 
+// The node's unprivileged id range (Proxmox's default idmap).
+const (
+	unprivBase = 100000
+	unprivSize = 65536
+)
+
+// userns maps linux.uidMappings/gidMappings. Proxmox unpacks the rootfs
+// of an unprivileged container with its default idmap, so a bundle's
+// mapping is usable only when it maps ids the same way: every range must
+// lie in the node's unprivileged range with host id = 100000 + container
+// id, and container root must be mapped. Such a mapping (a subset of the
+// default) becomes raw lxc.idmap lines; any other is refused, never
+// ignored: its processes would not own the rootfs's files.
 func (t *translator) userns() error {
 	l := t.in.Spec.Linux
 	if l == nil {
@@ -804,20 +833,23 @@ func (t *translator) userns() error {
 			}
 		}
 	}
-	if !hasUserNS {
-		if len(l.UIDMappings) > 0 || len(l.GIDMappings) > 0 {
-			t.warn("linux.uidMappings/gidMappings without a user namespace; ignored")
-		}
-		return nil
-	}
 	if len(l.UIDMappings) == 0 && len(l.GIDMappings) == 0 {
-		if !t.req.Unprivileged {
+		if hasUserNS && !t.req.Unprivileged {
 			return invalid("linux.namespaces (user)", "the spec asks for a user namespace but the container is configured privileged (unprivileged=0)")
 		}
 		return nil
 	}
 	if !t.req.Unprivileged {
 		return invalid("linux.uidMappings", "user namespace mappings need an unprivileged container, but unprivileged=0 is configured or requested")
+	}
+	if err := checkIDMap("linux.uidMappings", l.UIDMappings); err != nil {
+		return err
+	}
+	if err := checkIDMap("linux.gidMappings", l.GIDMappings); err != nil {
+		return err
+	}
+	if !hasUserNS {
+		t.warn("linux.uidMappings/gidMappings without a user namespace in linux.namespaces: applied, as every unprivileged Proxmox container has one")
 	}
 	if sameMap(l.UIDMappings, defaultIDMap) && sameMap(l.GIDMappings, defaultIDMap) {
 		return nil
@@ -827,6 +859,30 @@ func (t *translator) userns() error {
 	}
 	for _, m := range l.GIDMappings {
 		t.raw("lxc.idmap", fmt.Sprintf("g %d %d %d", m.ContainerID, m.HostID, m.Size))
+	}
+	return nil
+}
+
+// checkIDMap refuses a mapping that does not map ids the way Proxmox
+// unpacked the rootfs (see userns).
+func checkIDMap(field string, ms []specs.LinuxIDMapping) error {
+	hint := fmt.Sprintf("Proxmox unpacks the root file system with container id N owned by host id %d+N, for N < %d; use that mapping (or a part of it that includes container root), or leave %s out", unprivBase, unprivSize, field)
+	if len(ms) == 0 {
+		return unsupported(field, "missing while the other mapping is set; container root must be mapped. %s", hint)
+	}
+	root := false
+	for i, m := range ms {
+		end := uint64(m.HostID) + uint64(m.Size)
+		if m.Size == 0 || m.HostID < unprivBase || end > unprivBase+unprivSize || uint64(m.HostID)-unprivBase != uint64(m.ContainerID) {
+			return unsupported(fmt.Sprintf("%s[%d]", field, i), "container ids %d-%d to host ids %d-%d is outside the node's unprivileged range %d-%d or shifted differently. %s",
+				m.ContainerID, uint64(m.ContainerID)+uint64(m.Size)-1, m.HostID, end-1, unprivBase, unprivBase+unprivSize-1, hint)
+		}
+		if m.ContainerID == 0 {
+			root = true
+		}
+	}
+	if !root {
+		return unsupported(field, "container root (id 0) is not mapped. %s", hint)
 	}
 	return nil
 }

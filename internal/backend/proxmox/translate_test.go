@@ -175,7 +175,13 @@ func TestTranslateRows(t *testing.T) {
 		{name: "devices", mutate: func(in *Input) {
 			in.Spec.Linux.Devices = []specs.LinuxDevice{{Path: "/dev/fuse", Type: "c", Major: 10, Minor: 229, FileMode: ptr(os.FileMode(0o666)), UID: ptr(uint32(0)), GID: ptr(uint32(0))}}
 		}, opts: map[string]string{"dev0": "/dev/fuse,mode=0666,uid=0,gid=0"}},
-		{name: "root readonly", mutate: func(in *Input) { in.Spec.Root.Readonly = true }, opts: map[string]string{"rootfs": "local-lvm:4,ro=1"}},
+		{name: "root readonly", mutate: func(in *Input) { in.Spec.Root.Readonly = true }, opts: map[string]string{"rootfs": "local-lvm:4,ro=1", "ostype": "unmanaged"}},
+		{name: "root readonly replaces a detected ostype", mutate: func(in *Input) { in.Spec.Root.Readonly = true; in.OSType = "alpine" },
+			opts: map[string]string{"rootfs": "local-lvm:4,ro=1", "ostype": "unmanaged"}, warn: `ostype "alpine" replaced by "unmanaged"`},
+		{name: "root readonly replaces an asked ostype", mutate: func(in *Input) {
+			in.Spec.Root.Readonly = true
+			in.Spec.Annotations = map[string]string{AnnotationOSType: "debian"}
+		}, opts: map[string]string{"ostype": "unmanaged"}, warn: `ostype "debian" replaced`},
 		{name: "ostype detected", mutate: func(in *Input) { in.OSType = "alpine" }, opts: map[string]string{"ostype": "alpine"}},
 		{name: "bind mount absolute", mutate: func(in *Input) {
 			in.Spec.Mounts = append(in.Spec.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: filepath.Join(in.BundleDir, "data"), Options: []string{"rbind", "rw"}})
@@ -206,11 +212,11 @@ func TestTranslateRows(t *testing.T) {
 			in.Spec.Linux.NetDevices = map[string]specs.LinuxNetDevice{"eth5": {Name: "data0"}, "dummy1": {}}
 		}, raw: []string{"lxc.net.32.type: phys", "lxc.net.32.link: dummy1", "lxc.net.32.name: dummy1", "lxc.net.33.link: eth5", "lxc.net.33.name: data0", "lxc.net.33.flags: up"}},
 		{name: "unprivileged from config", mutate: func(in *Input) { in.Unprivileged = false }, opts: map[string]string{"unprivileged": "0"}},
-		{name: "custom idmap", mutate: func(in *Input) {
+		{name: "idmap within the node's range", mutate: func(in *Input) {
 			in.Spec.Linux.Namespaces = append(in.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
-			in.Spec.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 200000, Size: 65536}}
-			in.Spec.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 200000, Size: 65536}}
-		}, raw: []string{"lxc.idmap: u 0 200000 65536", "lxc.idmap: g 0 200000 65536"}, opts: map[string]string{"unprivileged": "1"}},
+			in.Spec.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 1000}, {ContainerID: 1000, HostID: 101000, Size: 1}}
+			in.Spec.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+		}, raw: []string{"lxc.idmap: u 0 100000 1000", "lxc.idmap: u 1000 101000 1", "lxc.idmap: g 0 100000 65536"}, opts: map[string]string{"unprivileged": "1"}},
 		{name: "default idmap adds nothing", mutate: func(in *Input) {
 			in.Spec.Linux.Namespaces = append(in.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
 			in.Spec.Linux.UIDMappings = defaultIDMap
@@ -357,6 +363,26 @@ func TestTranslateErrors(t *testing.T) {
 			in.Spec.Linux.NetDevices = map[string]specs.LinuxNetDevice{"eth5": {Name: "x\nlxc.hook"}}
 		}, errs.KindInvalidBundle, "linux.netDevices[eth5].name"},
 		{"bridge injection", func(in *Input) { in.Bridge = "vmbr0,firewall=0" }, errs.KindInvalidConfig, "network.bridge"},
+		{"idmap outside the node's range", func(in *Input) {
+			in.Spec.Linux.Namespaces = append(in.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+			in.Spec.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 200000, Size: 65536}}
+			in.Spec.Linux.GIDMappings = defaultIDMap
+		}, errs.KindUnsupported, "linux.uidMappings[0]"},
+		{"idmap shifted", func(in *Input) {
+			in.Spec.Linux.Namespaces = append(in.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+			in.Spec.Linux.UIDMappings = defaultIDMap
+			in.Spec.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 10}, {ContainerID: 1000, HostID: 100010, Size: 10}}
+		}, errs.KindUnsupported, "linux.gidMappings[1]"},
+		{"idmap without root", func(in *Input) {
+			in.Spec.Linux.Namespaces = append(in.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+			in.Spec.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 1000, HostID: 101000, Size: 1}}
+			in.Spec.Linux.GIDMappings = defaultIDMap
+		}, errs.KindUnsupported, "container root (id 0) is not mapped"},
+		{"idmap without a user namespace, privileged", func(in *Input) {
+			in.Unprivileged = false
+			in.Spec.Linux.UIDMappings = defaultIDMap
+			in.Spec.Linux.GIDMappings = defaultIDMap
+		}, errs.KindInvalidBundle, "linux.uidMappings"},
 		{"idmap with privileged", func(in *Input) {
 			in.Unprivileged = false
 			in.Spec.Linux.Namespaces = append(in.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})

@@ -4,6 +4,7 @@
 //
 //	PCTWRAP_MODE=before-create  hold before pct create does anything
 //	PCTWRAP_MODE=after-create   hold after pct create succeeded
+//	PCTWRAP_MODE=after-start    hold after pct start succeeded
 //	PCTWRAP_MODE=hang           never return (and start a child that
 //	                            never returns either), to test timeouts
 //
@@ -34,8 +35,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "pctwrap: PCTWRAP_REAL not set")
 		os.Exit(255)
 	}
-	isCreate := len(os.Args) > 1 && os.Args[1] == "create"
-	if !isCreate || mode == "" {
+	verb := ""
+	if len(os.Args) > 1 {
+		verb = os.Args[1]
+	}
+	held := (verb == "create" && mode != "after-start") || (verb == "start" && mode == "after-start")
+	if !held || mode == "" {
 		// Transparent: become pvesim's pct.
 		err := syscall.Exec(real, append([]string{"pct"}, os.Args[1:]...), os.Environ())
 		fmt.Fprintln(os.Stderr, "pctwrap:", err)
@@ -45,7 +50,7 @@ func main() {
 	case "before-create":
 		hold(dir)
 		os.Exit(runReal(real))
-	case "after-create":
+	case "after-create", "after-start":
 		code := runReal(real)
 		if code == 0 {
 			hold(dir)
