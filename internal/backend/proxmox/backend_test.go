@@ -817,6 +817,11 @@ func TestPersistBeforeAcquire(t *testing.T) {
 	if err := f.backend.Create(context.Background(), c, opts); err != nil {
 		t.Fatal(err)
 	}
+	defer func() {
+		if err := f.backend.Delete(context.Background(), c, true); err != nil {
+			t.Error(err)
+		}
+	}()
 	check("after create")
 	if len(saved) < 3 {
 		t.Errorf("only %d checkpoints", len(saved))
