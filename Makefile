@@ -8,7 +8,7 @@ LDFLAGS := -X github.com/nexcage/nexcage/internal/version.Version=$(VERSION) -X 
 STATICCHECK_VERSION := v0.8.2
 # FUZZTIME is how long `make fuzz` runs each fuzz target.
 FUZZTIME ?= 30s
-APT_PACKAGES := runc crun lxc busybox-static zstd xz-utils bzip2 skopeo docker-registry tar iproute2 ca-certificates git containerd
+APT_PACKAGES := runc crun lxc busybox-static zstd xz-utils bzip2 skopeo docker-registry tar iproute2 ca-certificates git containerd dnsmasq
 
 .PHONY: all deps build test unit e2e lint fuzz demo clean gendocs deb bench
 
