@@ -273,4 +273,3 @@ func ResolvConfContent(nameservers, search []string) []byte {
 
 // errNoAddress is returned when a node-managed link never got an address.
 var errNoAddress = errors.New("no IPv4 address")
-
