@@ -1,6 +1,7 @@
 package inithelper
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nexcage/nexcage/internal/netsetup"
 )
 
 // DefaultPath is used to find process.args[0] when the process has no
@@ -49,6 +52,9 @@ func InitMain(args []string) int {
 	if err != nil {
 		return fail("%v", err)
 	}
+	if err := setupNetwork(m.Net); err != nil {
+		return fail("%v", err)
+	}
 	if err := Send(conn, Message{Type: MsgReady}, nil); err != nil {
 		return 1
 	}
@@ -72,6 +78,23 @@ func InitMain(args []string) int {
 	// the supervisor's signal that the process runs.
 	err = unix.Exec(path, m.Args, m.Env)
 	return fail("exec %q: %v", m.Args[0], err)
+}
+
+// setupNetwork configures the container's network (internal/netsetup)
+// while the helper still has LXC's capabilities: it runs before ready, so
+// that create fails when the container gets no network.
+func setupNetwork(c *netsetup.Config) error {
+	if c == nil {
+		return nil
+	}
+	res, err := netsetup.Apply(context.Background(), c)
+	if err != nil {
+		return err
+	}
+	for _, name := range res.Missing {
+		fmt.Fprintf(os.Stderr, "nexcage init: the container has no interface %s; not configured\n", name)
+	}
+	return nil
 }
 
 // ExecProcess is what the exec helper runs (from runc's process.json).

@@ -15,6 +15,8 @@ import (
 	"net"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nexcage/nexcage/internal/netsetup"
 )
 
 // Hidden nexcage verbs.
@@ -42,7 +44,8 @@ const (
 // Message types of the init protocol (one JSON message per packet on a
 // SOCK_SEQPACKET unix socket):
 //
-//	supervisor -> helper  process  {args, env, cwd}
+//	supervisor -> helper  process  {args, env, cwd, net}
+//	helper                configures the network (net), if any
 //	helper -> supervisor  ready | error {msg}
 //	supervisor -> helper  start    + 3 fds (stdin, stdout, stderr)
 //	helper                execs; the socket closes (close-on-exec), which
@@ -61,6 +64,9 @@ type Message struct {
 	Env  []string `json:"env,omitempty"`
 	Cwd  string   `json:"cwd,omitempty"`
 	Msg  string   `json:"msg,omitempty"`
+	// Net, in the process message, is the network the helper configures
+	// before it answers ready (nil: none).
+	Net *netsetup.Config `json:"net,omitempty"`
 }
 
 // maxMessage bounds one packet (args and env of a process).

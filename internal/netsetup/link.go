@@ -32,10 +32,13 @@ func linkUp(name string) error {
 func noLink(name string, err error) error {
 	var nf netlink.LinkNotFoundError
 	if errors.As(err, &nf) {
-		return fmt.Errorf("the container has no interface %s", name)
+		return fmt.Errorf("the container has no interface %s: %w", name, errNoLink)
 	}
 	return fmt.Errorf("find interface %s: %w", name, err)
 }
+
+// errNoLink marks an interface the node did not create.
+var errNoLink = errors.New("no such interface")
 
 // explain adds what to do to a permission error: the helper needs
 // CAP_NET_ADMIN (addresses, routes) and CAP_NET_RAW (DHCP) in the

@@ -70,6 +70,11 @@ type Result struct {
 	Addresses map[string]netip.Prefix
 	// Nameservers written to ResolvPath (none when nothing was written).
 	Nameservers []string
+	// Missing are the interfaces the container does not have. A real node
+	// fails the start when it cannot create a netN's veth, so they occur
+	// only on a simulated node started without the bridge (pvesim, which
+	// warns): there is nothing to configure.
+	Missing []string `json:",omitempty"`
 }
 
 // Validate checks c strictly; Apply calls it first.
@@ -229,6 +234,10 @@ func Apply(ctx context.Context, c *Config) (*Result, error) {
 			}
 		case ModeNode:
 			p, err = waitConfigured(ctx, ifc.Name)
+		}
+		if errors.Is(err, errNoLink) && ifc.Mode != ModeNode {
+			res.Missing = append(res.Missing, ifc.Name)
+			continue
 		}
 		if err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {

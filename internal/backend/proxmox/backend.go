@@ -194,6 +194,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	in := Input{
 		ID: c.ID, Spec: opts.Spec, BundleDir: opts.Bundle, Storage: rootStorage,
 		Bridge: b.cfg.Network.Bridge, Unprivileged: b.cfg.Proxmox.Unprivileged == nil || *b.cfg.Proxmox.Unprivileged,
+		Nameservers: b.cfg.Network.DNSServers, NetTimeout: time.Duration(b.cfg.Network.DHCPTimeout) * time.Second,
 	}
 	if in.Spec == nil {
 		// A container from a template alone keeps the template's init.
@@ -256,6 +257,11 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	for _, w := range req.Warnings {
 		b.log.Warn(w, "id", c.ID)
 	}
+	if req.ResolvConf != nil {
+		if err := renameio.WriteFile(filepath.Join(in.InitHelperDir, ResolvConfName), req.ResolvConf, 0o644); err != nil {
+			return errs.Wrap(errs.KindBackend, err, "container %s: cannot write its resolv.conf", c.ID)
+		}
+	}
 	if rootfs != "" {
 		p, err := b.pack(ctx, c, rootfs, req)
 		if err != nil {
@@ -281,7 +287,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	c.Pid = 0
 	if helper {
 		// pct start now: the init helper holds process.args until start.
-		if err := b.startSupervised(ctx, c, vmid, opts); err != nil {
+		if err := b.startSupervised(ctx, c, vmid, opts, req.Net); err != nil {
 			return err
 		}
 	}
