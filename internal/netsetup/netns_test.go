@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -35,8 +37,18 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// childOut is what the child prints: Apply's result and the capability
+// sets of its thread afterwards (/proc/thread-self/status).
+type childOut struct {
+	Result *Result
+	Caps   map[string]string
+}
+
 // childMain applies the config and prints the result as JSON.
 func childMain(cfg string) int {
+	// Capabilities are per thread: Apply runs on the one the init
+	// helper execs from, here this locked one.
+	runtime.LockOSThread()
 	var c Config
 	if err := json.Unmarshal([]byte(cfg), &c); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -47,7 +59,14 @@ func childMain(cfg string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	_ = json.NewEncoder(os.Stdout).Encode(res)
+	out := childOut{Result: res, Caps: map[string]string{}}
+	status, _ := os.ReadFile("/proc/thread-self/status")
+	for _, l := range strings.Split(string(status), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.HasPrefix(k, "Cap") {
+			out.Caps[k] = strings.TrimSpace(v)
+		}
+	}
+	_ = json.NewEncoder(os.Stdout).Encode(out)
 	return 0
 }
 
@@ -119,6 +138,17 @@ func (n *testNet) dnsmasq(t *testing.T) string {
 // apply runs Apply in the container namespace.
 func (n *testNet) apply(t *testing.T, c Config) (*Result, error) {
 	t.Helper()
+	out, err := n.applyCaps(t, c)
+	if err != nil {
+		return nil, err
+	}
+	return out.Result, nil
+}
+
+// applyCaps runs Apply in the container namespace and returns the
+// capability sets after it too.
+func (n *testNet) applyCaps(t *testing.T, c Config) (*childOut, error) {
+	t.Helper()
 	data, _ := json.Marshal(c)
 	cmd := exec.Command("ip", "netns", "exec", n.ct, os.Args[0])
 	cmd.Env = append(os.Environ(), childEnv+"="+string(data))
@@ -127,8 +157,8 @@ func (n *testNet) apply(t *testing.T, c Config) (*Result, error) {
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("%v: %s", err, strings.TrimSpace(errb.String()))
 	}
-	var r Result
-	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+	var r childOut
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil || r.Result == nil {
 		t.Fatalf("child output %q: %v", out.String(), err)
 	}
 	return &r, nil
@@ -301,5 +331,45 @@ func TestApplyMissingInterface(t *testing.T) {
 	_, err = n.apply(t, Config{Interfaces: []Interface{{Name: "eth1", Bridge: "vmbr1", Mode: ModeNode}}, Timeout: time.Second})
 	if err == nil || !strings.Contains(err.Error(), "network: eth1 (bridge vmbr1): the container has no interface eth1") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// capBit reports whether capability c is in the hex set s.
+func capBit(t *testing.T, s string, c uint) bool {
+	t.Helper()
+	v, err := strconv.ParseUint(s, 16, 64)
+	if err != nil {
+		t.Fatalf("capability set %q: %v", s, err)
+	}
+	return v&(1<<c) != 0
+}
+
+func TestApplyDropsCaps(t *testing.T) {
+	n := newTestNet(t)
+	out, err := n.applyCaps(t, Config{
+		Interfaces: []Interface{{Name: "eth0", Mode: ModeStatic, Address: "198.51.100.7/24"}},
+		DropCaps:   NetCaps(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, set := range []string{"CapBnd", "CapEff", "CapPrm", "CapInh"} {
+		for name, c := range netCaps {
+			if capBit(t, out.Caps[set], uint(c)) {
+				t.Errorf("%s still has %s: %s", set, name, out.Caps[set])
+			}
+		}
+	}
+	// The rest stays: CAP_SYS_ADMIN (21) was in the test's sets.
+	if !capBit(t, out.Caps["CapBnd"], 21) || !capBit(t, out.Caps["CapEff"], 21) {
+		t.Errorf("other capabilities were dropped too: %v", out.Caps)
+	}
+	// Without DropCaps nothing is dropped.
+	out, err = n.applyCaps(t, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !capBit(t, out.Caps["CapBnd"], 12) || !capBit(t, out.Caps["CapEff"], 12) {
+		t.Errorf("net_admin dropped without DropCaps: %v", out.Caps)
 	}
 }

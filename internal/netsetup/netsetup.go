@@ -53,6 +53,10 @@ type Config struct {
 	// Timeout bounds the whole setup (every lease or wait); 0 means
 	// DefaultTimeout.
 	Timeout time.Duration `json:"timeout,omitempty"`
+	// DropCaps are capabilities (of NetCaps) the container's init got
+	// only for network setup (the bundle's bounding set lacks them):
+	// Apply drops them from the calling thread's sets when it is done.
+	DropCaps []string `json:"drop_caps,omitempty"`
 }
 
 // Interface is one network interface of the container.
@@ -115,6 +119,11 @@ func (c *Config) Validate() error {
 	}
 	if c.ResolvPath != "" && !strings.HasPrefix(c.ResolvPath, "/") {
 		return fmt.Errorf("resolv_path %q is not absolute", c.ResolvPath)
+	}
+	for _, n := range c.DropCaps {
+		if _, ok := netCaps[n]; !ok {
+			return fmt.Errorf("drop_caps: %q is not one of %v", n, NetCaps())
+		}
 	}
 	if c.Timeout < 0 {
 		return fmt.Errorf("timeout %v is negative", c.Timeout)
@@ -198,8 +207,10 @@ func validIfName(s string) bool {
 }
 
 // Apply configures the network of the network namespace it runs in: lo
-// up, then every interface, then the resolver file. It is bounded by
-// c.Timeout. Errors say which interface (and bridge) failed and why.
+// up, then every interface, then the resolver file, and drops
+// c.DropCaps. It is bounded by c.Timeout. Errors say which interface
+// (and bridge) failed and why. It must run on the thread that will exec
+// (capabilities are per thread).
 func Apply(ctx context.Context, c *Config) (*Result, error) {
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("network: bad configuration: %w", err)
@@ -256,6 +267,9 @@ func Apply(ctx context.Context, c *Config) (*Result, error) {
 			return nil, fmt.Errorf("network: cannot write %s: %w", c.ResolvPath, err)
 		}
 		res.Nameservers = ns
+	}
+	if err := dropCaps(c.DropCaps); err != nil {
+		return nil, fmt.Errorf("network: %w", err)
 	}
 	return res, nil
 }

@@ -1061,6 +1061,7 @@ func (t *translator) helperNetwork(ifc netsetup.Interface, hostManaged bool, nam
 		c.Timeout = netsetup.DefaultTimeout
 	}
 	t.req.Net = c
+	c.DropCaps = t.keepNetCaps()
 	if t.mountsResolvConf() {
 		return
 	}
@@ -1075,6 +1076,31 @@ func (t *translator) helperNetwork(ifc netsetup.Interface, hostManaged bool, nam
 	t.req.ResolvConf = netsetup.ResolvConfContent(nameservers, nil)
 	t.raw("lxc.mount.entry", t.in.InitHelperDir+"/"+ResolvConfName+" "+strings.TrimPrefix(netsetup.ResolvConf, "/")+" none bind,ro,create=file 0 0")
 	t.req.MountTargets = append(t.req.MountTargets, MountTarget{Path: netsetup.ResolvConf, File: true})
+}
+
+// keepNetCaps adds the capabilities network setup needs to a bundle's
+// lxc.cap.keep (which LXC applies to the init, the helper) and returns
+// those it added: the helper drops them again before it execs, so the
+// process gets exactly the bundle's bounding set.
+func (t *translator) keepNetCaps() []string {
+	var added []string
+	for i, r := range t.req.Raw {
+		if r.Key != "lxc.cap.keep" {
+			continue
+		}
+		keep := strings.Fields(r.Value)
+		if len(keep) == 1 && keep[0] == "none" {
+			keep = nil
+		}
+		for _, c := range netsetup.NetCaps() {
+			if !contains(keep, c) {
+				keep = append(keep, c)
+				added = append(added, c)
+			}
+		}
+		t.req.Raw[i].Value = strings.Join(keep, " ")
+	}
+	return added
 }
 
 // mountsResolvConf reports whether the bundle mounts /etc/resolv.conf.

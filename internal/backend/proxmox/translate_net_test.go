@@ -199,3 +199,38 @@ func TestTranslateNetworkErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestTranslateNetworkCaps(t *testing.T) {
+	in := netHelperInput(t)
+	in.Spec.Process.Capabilities = &specs.LinuxCapabilities{Bounding: []string{"CAP_KILL", "CAP_NET_RAW"}}
+	r, err := Translate(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := strings.Join(rawLines(r), "\n") + "\n"
+	if !strings.Contains(raw, "lxc.cap.keep: kill net_raw net_admin setpcap\n") {
+		t.Errorf("the init does not keep what network setup needs: %q", raw)
+	}
+	if strings.Join(r.Net.DropCaps, " ") != "net_admin setpcap" {
+		t.Errorf("drop_caps = %q, want the added ones", r.Net.DropCaps)
+	}
+	in.Spec.Process.Capabilities = &specs.LinuxCapabilities{Bounding: []string{}}
+	if r, err = Translate(in); err != nil {
+		t.Fatal(err)
+	}
+	if raw = strings.Join(rawLines(r), "\n") + "\n"; !strings.Contains(raw, "lxc.cap.keep: net_admin net_raw setpcap\n") {
+		t.Errorf("an empty bounding set: %q", raw)
+	}
+	if strings.Join(r.Net.DropCaps, " ") != "net_admin net_raw setpcap" {
+		t.Errorf("drop_caps = %q", r.Net.DropCaps)
+	}
+	// Without the helper the keep list is the bundle's.
+	in.InitHelperDir = ""
+	in.Spec.Process.Capabilities = &specs.LinuxCapabilities{Bounding: []string{"CAP_KILL"}}
+	if r, err = Translate(in); err != nil {
+		t.Fatal(err)
+	}
+	if raw = strings.Join(rawLines(r), "\n") + "\n"; !strings.Contains(raw, "lxc.cap.keep: kill\n") {
+		t.Errorf("without the helper: %q", raw)
+	}
+}
