@@ -101,7 +101,7 @@ const dhcpFirstTry = time.Second
 // configureDHCP brings the link up, takes one IPv4 lease and applies its
 // address, router and MTU. The address is permanent: nothing renews the
 // lease once the helper has exec'd the process (docs/PROXMOX.md).
-func configureDHCP(ctx context.Context, ifc Interface, hostname string) (*lease, error) {
+func configureDHCP(ctx context.Context, ifc Interface, hostname string, timeout time.Duration) (*lease, error) {
 	l, err := netlink.LinkByName(ifc.Name)
 	if err != nil {
 		return nil, noLink(ifc.Name, err)
@@ -124,7 +124,7 @@ func configureDHCP(ctx context.Context, ifc Interface, hostname string) (*lease,
 	ls, err := c.Request(ctx, mods...)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("no DHCP lease: %w (is a DHCP server answering on the bridge?)", ctx.Err())
+			return nil, fmt.Errorf("no DHCP lease within %v (is a DHCP server answering on the bridge?): %w", timeout, ctx.Err())
 		}
 		return nil, fmt.Errorf("no DHCP lease: %w", err)
 	}
@@ -171,7 +171,7 @@ const waitPoll = 50 * time.Millisecond
 // waitConfigured waits until the node has set the link up with an IPv4
 // address (PVE 9.1 host-managed=1: LXC sets a static address before the
 // init runs; `pct start` runs a DHCP client after it started).
-func waitConfigured(ctx context.Context, name string) (netip.Prefix, error) {
+func waitConfigured(ctx context.Context, name string, timeout time.Duration) (netip.Prefix, error) {
 	for {
 		l, err := netlink.LinkByName(name)
 		if err != nil {
@@ -191,7 +191,7 @@ func waitConfigured(ctx context.Context, name string) (netip.Prefix, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return netip.Prefix{}, fmt.Errorf("the node did not configure it (host-managed=1): %w: %w", errNoAddress, ctx.Err())
+			return netip.Prefix{}, fmt.Errorf("the node did not configure it (host-managed=1): %w within %v", errNoAddress, timeout)
 		case <-time.After(waitPoll):
 		}
 	}

@@ -236,7 +236,7 @@ func Apply(ctx context.Context, c *Config) (*Result, error) {
 			p, err = configureStatic(ifc)
 		case ModeDHCP:
 			var l *lease
-			l, err = configureDHCP(ctx, ifc, c.Hostname)
+			l, err = configureDHCP(ctx, ifc, c.Hostname, timeout)
 			if l != nil {
 				p = l.addr
 				if leaseDNS == nil {
@@ -244,16 +244,13 @@ func Apply(ctx context.Context, c *Config) (*Result, error) {
 				}
 			}
 		case ModeNode:
-			p, err = waitConfigured(ctx, ifc.Name)
+			p, err = waitConfigured(ctx, ifc.Name, timeout)
 		}
 		if errors.Is(err, errNoLink) && ifc.Mode != ModeNode {
 			res.Missing = append(res.Missing, ifc.Name)
 			continue
 		}
 		if err != nil {
-			if errors.Is(err, context.DeadlineExceeded) {
-				err = fmt.Errorf("%w after %v", err, timeout)
-			}
 			return nil, fmt.Errorf("network: %s%s: %w", ifc.Name, onBridge(ifc), explain(err))
 		}
 		res.Addresses[ifc.Name] = p
