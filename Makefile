@@ -33,7 +33,7 @@ build:
 	@# containers as their init helper, where no host libc exists.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/nexcage ./cmd/nexcage
 	$(GO) build -trimpath -o $(BIN)/pvesim ./cmd/pvesim
-	@for t in pct pveam pvesh; do ln -sf pvesim $(BIN)/$$t; done
+	@for t in pct pveam pvesh pveversion; do ln -sf pvesim $(BIN)/$$t; done
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

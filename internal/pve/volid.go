@@ -1,12 +1,9 @@
 package pve
 
 import (
-	"bufio"
 	"fmt"
-	"os"
 	"path"
 	"regexp"
-	"strconv"
 	"strings"
 
 	"github.com/nexcage/nexcage/internal/lazyre"
@@ -15,9 +12,7 @@ import (
 var (
 	reVolumeID  = lazyre.New(`^([a-z][a-z0-9\-_.]*[a-z0-9]):(.+)$`)
 	reStorageID = lazyre.New(`(?i)^[a-z][a-z0-9\-_.]*[a-z0-9]$`)
-	reVMID      = lazyre.New(`^[1-9][0-9]{2,8}$`)
 	reVztmplVol = lazyre.New(`^vztmpl/([^/]+)$`)
-	reInteger   = lazyre.New(`^[+-]?\d+$`)
 )
 
 // TemplateExtensions are the archive suffixes Proxmox accepts for
@@ -111,44 +106,6 @@ func ValidateTemplateName(name string) error {
 func HasTemplateExtension(name string) bool {
 	for _, ext := range TemplateExtensions {
 		if strings.HasSuffix(name, ext) && len(name) > len(ext) {
-			return true
-		}
-	}
-	return false
-}
-
-// ValidVMID reports whether s is a VMID as Proxmox writes them (100..999999999).
-func ValidVMID(s string) bool { return reVMID.MatchString(s) }
-
-// ParseVMID checks a vmid argument as pct does and returns Proxmox's
-// message for a bad one (`type check ('integer') failed - got 'abc'`,
-// `invalid format - value does not look like a valid VM ID`).
-func ParseVMID(s string) (int, error) {
-	if !reInteger.MatchString(s) {
-		return 0, fmt.Errorf("type check ('integer') failed - got '%s'", s)
-	}
-	if !reVMID.MatchString(s) {
-		return 0, fmt.Errorf("invalid format - value does not look like a valid VM ID")
-	}
-	n, _ := strconv.Atoi(s)
-	return n, nil
-}
-
-// zoneTab reports whether zone is listed in the host's zone.tab.
-func zoneTab(zone string) bool {
-	f, err := os.Open("/usr/share/zoneinfo/zone.tab")
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(strings.TrimSpace(line), "#") {
-			continue
-		}
-		fields := strings.Split(line, "\t")
-		if len(fields) > 2 && fields[2] == zone {
 			return true
 		}
 	}

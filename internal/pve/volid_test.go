@@ -39,21 +39,3 @@ func TestValidateTemplateName(t *testing.T) {
 		}
 	}
 }
-
-func TestParseVMID(t *testing.T) {
-	for s, want := range map[string]string{
-		"abc":        "type check ('integer') failed - got 'abc'",
-		"99":         "invalid format - value does not look like a valid VM ID",
-		"0100":       "invalid format - value does not look like a valid VM ID",
-		"1000000000": "invalid format - value does not look like a valid VM ID",
-		"-100":       "invalid format - value does not look like a valid VM ID",
-		"1.5":        "type check ('integer') failed - got '1.5'",
-	} {
-		if _, err := ParseVMID(s); err == nil || err.Error() != want {
-			t.Errorf("%q: %v", s, err)
-		}
-	}
-	if n, err := ParseVMID("999999999"); err != nil || n != 999999999 {
-		t.Error(n, err)
-	}
-}

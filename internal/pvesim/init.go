@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 
 	"github.com/google/renameio/v2"
+
+	"github.com/nexcage/nexcage/internal/pvesim/pvecfg"
 )
 
 // Init prepares n's simulated node under n.Root: the directory tree of a
@@ -17,9 +19,30 @@ import (
 // as if `pveam download` had been run. Init is idempotent: files that
 // exist are kept (a storage.cfg edited by hand stays as it is), and a
 // second node initialised on the same root joins the cluster.
+//
+// Init records the node's Proxmox VE version (n.Version, or
+// pvecfg.DefaultVersion when unset) in VersionFile. A node that already
+// has a version keeps it: asking for another one is an error, since its
+// containers were created by that version.
 func Init(n *Node, withTemplates bool) error {
 	if err := checkRoot(n.Root); err != nil {
 		return err
+	}
+	rec, err := n.recordedVersion()
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	switch {
+	case rec == pvecfg.VersionUnset:
+		if err := n.recordVersion(n.PVEVersion()); err != nil {
+			return fmt.Errorf("init: recording the Proxmox VE version: %w", err)
+		}
+	case n.Version != pvecfg.VersionUnset && n.Version != rec:
+		return fmt.Errorf("init: node '%s' was initialised as Proxmox VE %s (%s); it cannot become %s: use a new PVESIM_ROOT (or PVESIM_NODE)",
+			n.Name, rec, n.VersionFile(), n.Version)
+	}
+	if n.Version, err = n.recordedVersion(); err != nil {
+		return fmt.Errorf("init: %w", err)
 	}
 	dirs := []string{
 		n.NodeLxcDir(),

@@ -7,20 +7,57 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/nexcage/nexcage/internal/pvesim/pvecfg"
 )
+
+// initVersion is the version `pvesim init` asks for: --pve-version or
+// PVESIM_PVE_VERSION (both may be given only if they agree), else unset
+// (Init then keeps a recorded version or records the default).
+func initVersion(flag, env string) (pvecfg.Version, error) {
+	var fv, ev pvecfg.Version
+	var err error
+	if flag != "" {
+		if fv, err = pvecfg.ParseVersion(flag); err != nil {
+			return pvecfg.VersionUnset, fmt.Errorf("--pve-version: %w", err)
+		}
+	}
+	if env != "" {
+		if ev, err = pvecfg.ParseVersion(env); err != nil {
+			return pvecfg.VersionUnset, fmt.Errorf("%s: %w", versionEnv, err)
+		}
+	}
+	if fv != pvecfg.VersionUnset && ev != pvecfg.VersionUnset && fv != ev {
+		return pvecfg.VersionUnset, fmt.Errorf("--pve-version %s conflicts with %s=%s; give one of them", fv, versionEnv, ev)
+	}
+	if fv != pvecfg.VersionUnset {
+		return fv, nil
+	}
+	return ev, nil
+}
 
 // Exit statuses of pvesim itself (not of the simulated tools).
 const (
 	exitUsage = 2
 )
 
-const mainUsage = `usage: pvesim <pct|pveam|pvesh> [ARGS...]
-       pvesim init [--with-templates]
-Installed as pct, pveam or pvesh (symlinks) it acts as that tool.
-Environment: PVESIM_ROOT (required), PVESIM_NODE, PVESIM_LOG, PVESIM_LATENCY_MS,
-PVESIM_FAIL, PVESIM_LOCK_TIMEOUT_MS; see docs/PVESIM.md.
+const mainUsage = `usage: pvesim <pct|pveam|pvesh|pveversion> [ARGS...]
+       pvesim init [--with-templates] [--pve-version 8.4|9.0|9.1]
+Installed as pct, pveam, pvesh or pveversion (symlinks) it acts as that tool.
+Environment: PVESIM_ROOT (required), PVESIM_NODE, PVESIM_PVE_VERSION, PVESIM_LOG,
+PVESIM_LATENCY_MS, PVESIM_FAIL, PVESIM_LOCK_TIMEOUT_MS; see docs/PVESIM.md.
 `
+
+// isTool reports whether name is one of the simulated tools.
+func isTool(name string) bool {
+	switch name {
+	case "pct", "pveam", "pvesh", "pveversion":
+		return true
+	}
+	return false
+}
 
 // Main is the multi-call entry point: args[0]'s base name selects pct,
 // pveam or pvesh; as `pvesim` the first argument does. It reads the
@@ -30,7 +67,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	start := time.Now()
 	tool := filepath.Base(args[0])
 	rest := args[1:]
-	if tool != "pct" && tool != "pveam" && tool != "pvesh" {
+	if !isTool(tool) {
 		if len(rest) == 0 {
 			fmt.Fprint(stderr, mainUsage)
 			return exitUsage
@@ -38,7 +75,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		tool, rest = rest[0], rest[1:]
 	}
 	switch tool {
-	case "pct", "pveam", "pvesh", "init":
+	case "pct", "pveam", "pvesh", "pveversion", "init":
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, mainUsage)
 		return 0
@@ -57,6 +94,14 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		nodeName = "pve"
 	}
 	n := &Node{Root: root, Name: nodeName, Stdin: stdin, Stdout: stdout, Stderr: stderr}
+	if tool != "init" {
+		v, err := n.resolveVersion(os.Getenv(versionEnv))
+		if err != nil {
+			fmt.Fprintf(stderr, "pvesim: %v\n", err)
+			return exitUsage
+		}
+		n.Version = v
+	}
 	if ms, err := strconv.Atoi(os.Getenv("PVESIM_LATENCY_MS")); err == nil && ms > 0 {
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 	}
@@ -66,6 +111,8 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		code = n.Pct(rest)
 	case "pveam", "pvesh":
 		code = n.runOther(tool, rest)
+	case "pveversion":
+		code = n.Pveversion(rest)
 	case "init":
 		code = runInit(n, rest)
 	}
@@ -97,15 +144,32 @@ func (n *Node) runOther(tool string, args []string) int {
 
 func runInit(n *Node, args []string) int {
 	with := false
-	for _, a := range args {
-		switch a {
-		case "--with-templates", "-with-templates":
+	flagVer := ""
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--with-templates" || a == "-with-templates":
 			with = true
+		case a == "--pve-version" || a == "-pve-version":
+			if i+1 >= len(args) {
+				fmt.Fprintf(n.Stderr, "pvesim init: --pve-version needs a value (8.4, 9.0 or 9.1)\n%s", mainUsage)
+				return exitUsage
+			}
+			i++
+			flagVer = args[i]
+		case strings.HasPrefix(a, "--pve-version="):
+			flagVer = strings.TrimPrefix(a, "--pve-version=")
 		default:
 			fmt.Fprintf(n.Stderr, "pvesim init: unknown argument '%s'\n%s", a, mainUsage)
 			return exitUsage
 		}
 	}
+	v, err := initVersion(flagVer, os.Getenv(versionEnv))
+	if err != nil {
+		fmt.Fprintf(n.Stderr, "pvesim init: %v\n", err)
+		return exitUsage
+	}
+	n.Version = v
 	if err := Init(n, with); err != nil {
 		fmt.Fprintf(n.Stderr, "pvesim init: %v\n", err)
 		return 1

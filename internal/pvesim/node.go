@@ -7,15 +7,20 @@ import (
 	"io"
 	"path/filepath"
 	"strconv"
+
+	"github.com/nexcage/nexcage/internal/pvesim/pvecfg"
 )
 
 // Node is one simulated Proxmox node living under Root (PVESIM_ROOT).
 type Node struct {
-	Root   string // simulated filesystem root; never "/"
-	Name   string // node name (PVESIM_NODE, default "pve")
-	Stdin  io.Reader
-	Stdout io.Writer
-	Stderr io.Writer
+	Root string // simulated filesystem root; never "/"
+	Name string // node name (PVESIM_NODE, default "pve")
+	// Version is the Proxmox VE release simulated (see PVEVersion);
+	// VersionUnset means pvecfg.DefaultVersion.
+	Version pvecfg.Version
+	Stdin   io.Reader
+	Stdout  io.Writer
+	Stderr  io.Writer
 }
 
 // EtcPve is the simulated /etc/pve (shared by all nodes of one Root).
