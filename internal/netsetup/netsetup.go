@@ -246,7 +246,7 @@ func Apply(ctx context.Context, c *Config) (*Result, error) {
 		case ModeNode:
 			p, err = waitConfigured(ctx, ifc.Name, timeout)
 		}
-		if errors.Is(err, errNoLink) && ifc.Mode != ModeNode {
+		if errors.Is(err, errNoLink) {
 			res.Missing = append(res.Missing, ifc.Name)
 			continue
 		}

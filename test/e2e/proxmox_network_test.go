@@ -121,9 +121,12 @@ func nodeNetwork(t *testing.T) (nsenter []string, leases string) {
 }
 
 // newNetPveEnv is a pvesim node whose pct and LXC tools run in the node
-// network's namespaces, with network settings added to the config.
+// network's namespaces, with network settings added to the config. The
+// node is PVE 8.4, where nexcage's init helper configures eth0 (on 9.1
+// the node does, host-managed=1, which pvesim does not simulate yet).
 func newNetPveEnv(t *testing.T, network map[string]any) (*pveEnv, string) {
 	t.Helper()
+	t.Setenv("PVESIM_PVE_VERSION", "8.4")
 	nsenter, leases := nodeNetwork(t)
 	e := newPveEnv(t, false, "")
 	// The containers' LXC command sockets are abstract unix sockets, which
