@@ -251,3 +251,37 @@ func TestProxmoxNetworkNoLease(t *testing.T) {
 	e.n.Fails(8, "network: eth0 (bridge vmbr1): no DHCP lease within 2s", "create", "--bundle", bundle, "lxc-net-nolease")
 	e.assertNothingLeft("after the failed create")
 }
+
+// TestProxmoxNetworkCapsOfExec: the capabilities the init keeps only for
+// network setup reach neither the process nor what `nexcage exec` starts
+// (lxc-attach bounds what it starts by the init's bounding set, which the
+// helper reduced before it exec'd the process).
+func TestProxmoxNetworkCapsOfExec(t *testing.T) {
+	e := newPveEnv(t, false, "")
+	bundle := testutil.BusyboxBundle(t, testutil.ContainerTempDir(t), []string{"sleep", "60"}, nil)
+	e.n.CleanupContainer("lxc-net-exec")
+	e.n.Must("create", "--bundle", bundle, "lxc-net-exec")
+	e.n.Must("start", "lxc-net-exec")
+	if s := e.n.Must("state", "lxc-net-exec"); !strings.Contains(s.Stdout, `"running"`) {
+		t.Fatalf("state: %s", s)
+	}
+	for what, argv := range map[string][]string{
+		"the process": {"exec", "lxc-net-exec", "grep", "CapBnd", "/proc/1/status"},
+		"exec":        {"exec", "lxc-net-exec", "grep", "CapBnd", "/proc/self/status"},
+	} {
+		r := e.n.Must(argv...)
+		m := reCapBnd.FindStringSubmatch(r.Stdout)
+		if m == nil {
+			t.Fatalf("%s: no CapBnd in %q", what, r.Stdout)
+		}
+		v, _ := strconv.ParseUint(m[1], 16, 64)
+		for _, c := range []uint{unix.CAP_NET_ADMIN, unix.CAP_NET_RAW, unix.CAP_SETPCAP} {
+			if v&(1<<c) != 0 {
+				t.Errorf("%s has capability %d, which the bundle's bounding set has not: CapBnd %s", what, c, m[1])
+			}
+		}
+		if v&(1<<unix.CAP_KILL) == 0 {
+			t.Errorf("%s lacks CAP_KILL of the bundle's bounding set: CapBnd %s", what, m[1])
+		}
+	}
+}
