@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -203,6 +204,10 @@ func waitConfigured(ctx context.Context, name string, timeout time.Duration) (ne
 // mount point (rename gives EBUSY), its content in place.
 func WriteResolvConf(path string, nameservers, search []string) error {
 	data := ResolvConfContent(nameservers, search)
+	// An image without /etc (a static binary FROM scratch) gets one.
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
 	err := renameio.WriteFile(path, data, 0o644)
 	if err == nil {
 		return nil

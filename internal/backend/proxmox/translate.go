@@ -1103,10 +1103,11 @@ func (t *translator) keepNetCaps() []string {
 	return added
 }
 
-// mountsResolvConf reports whether the bundle mounts /etc/resolv.conf.
+// mountsResolvConf reports whether the bundle mounts /etc/resolv.conf,
+// or /etc (then the file is the mount source's: never written).
 func (t *translator) mountsResolvConf() bool {
 	for _, m := range t.in.Spec.Mounts {
-		if path.Clean("/"+m.Destination) == netsetup.ResolvConf {
+		if d := path.Clean("/" + m.Destination); d == netsetup.ResolvConf || d == path.Dir(netsetup.ResolvConf) {
 			return true
 		}
 	}

@@ -83,6 +83,12 @@ func TestTranslateNetwork(t *testing.T) {
 			net0: "name=eth0,bridge=vmbr0,ip=dhcp", nameserver: "192.0.2.53",
 			net: &netsetup.Config{Interfaces: eth0("dhcp", "", ""), Nameservers: []string{"192.0.2.53"}, Hostname: "test-oci", Timeout: netsetup.DefaultTimeout},
 		}},
+		{"the bundle mounts /etc", func(in *Input) {
+			in.Spec.Mounts = append(in.Spec.Mounts, specs.Mount{Destination: "/etc/", Type: "bind", Source: "data", Options: []string{"rbind"}})
+		}, want{
+			net0: "name=eth0,bridge=vmbr0,ip=dhcp",
+			net:  &netsetup.Config{Interfaces: eth0("dhcp", "", ""), Hostname: "test-oci", Timeout: netsetup.DefaultTimeout},
+		}},
 		{"read-only root: a bound file from the helper directory", func(in *Input) {
 			in.Spec.Root.Readonly = true
 			in.Nameservers = []string{"192.0.2.53"}
