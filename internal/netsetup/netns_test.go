@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -110,11 +111,13 @@ func newTestNet(t *testing.T) *testNet {
 	return n
 }
 
-// dnsmasq serves DHCP on srv0 until the test ends.
+// dnsmasq serves DHCP on srv0 until the test ends; it logs its DHCP
+// messages to n.dir/dnsmasq.log.
 func (n *testNet) dnsmasq(t *testing.T) string {
 	t.Helper()
 	leases := filepath.Join(n.dir, "leases")
 	cmd := exec.Command("ip", "netns", "exec", n.br, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+		"--log-dhcp", "--log-facility="+filepath.Join(n.dir, "dnsmasq.log"),
 		"--port=0", "--interface=srv0", "--bind-interfaces", "--user=root", "--group=root",
 		"--pid-file="+filepath.Join(n.dir, "dnsmasq.pid"), "--dhcp-leasefile="+leases,
 		"--dhcp-range=198.51.100.50,198.51.100.60,255.255.255.0,1h", "--dhcp-authoritative",
@@ -370,5 +373,61 @@ func TestApplyDropsCaps(t *testing.T) {
 	}
 	if !capBit(t, out.Caps["CapBnd"], 12) || !capBit(t, out.Caps["CapEff"], 12) {
 		t.Errorf("net_admin dropped without DropCaps: %v", out.Caps)
+	}
+}
+
+// TestKeepLeases: the supervisor's renewal, from outside the container's
+// network namespace, gets the helper's lease acknowledged again.
+func TestKeepLeases(t *testing.T) {
+	n := newTestNet(t)
+	n.dnsmasq(t)
+	c := Config{Interfaces: []Interface{{Name: "eth0", Mode: ModeDHCP}}, Hostname: "nxtest", Timeout: time.Minute}
+	res, err := n.apply(t, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := res.Addresses["eth0"].Addr().String()
+	acks := func() int {
+		b, _ := os.ReadFile(filepath.Join(n.dir, "dnsmasq.log"))
+		return strings.Count(string(b), "DHCPACK(srv0) "+ip+" ")
+	}
+	if acks() != 1 {
+		t.Fatalf("dnsmasq log after the lease: %d acks of %s", acks(), ip)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var logged []string
+	go func() {
+		defer close(done)
+		KeepLeases(ctx, "/var/run/netns/"+n.ct, &c, func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) })
+	}()
+	deadline := time.Now().Add(time.Minute)
+	for acks() < 2 && time.Now().Before(deadline) {
+		select {
+		case <-done:
+			t.Fatalf("KeepLeases returned: %q", logged)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	cancel()
+	<-done
+	if acks() < 2 {
+		b, _ := os.ReadFile(filepath.Join(n.dir, "dnsmasq.log"))
+		t.Fatalf("the lease was not renewed (%q):\n%s", logged, b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(n.dir, "dnsmasq.log")); !strings.Contains(string(b), "DHCPREQUEST(srv0) "+ip+" ") {
+		t.Errorf("no REQUEST for %s in the dnsmasq log:\n%s", ip, b)
+	}
+	// No thread of this process was left in the container's namespace.
+	var ct syscall.Stat_t
+	if err := syscall.Stat("/var/run/netns/"+n.ct, &ct); err != nil {
+		t.Fatal(err)
+	}
+	tasks, _ := filepath.Glob("/proc/self/task/*/ns/net")
+	for _, task := range tasks {
+		var st syscall.Stat_t
+		if err := syscall.Stat(task, &st); err == nil && st.Ino == ct.Ino && st.Dev == ct.Dev {
+			t.Errorf("%s is in the container's network namespace", task)
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -71,6 +72,7 @@ func init() {
 		}
 	}
 	dnsmasq := exec.Command("dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+		"--log-dhcp", "--log-facility="+filepath.Join(dir, "dnsmasq.log"),
 		"--interface=vmbr0", "--bind-interfaces", "--user=root", "--group=root",
 		"--pid-file="+filepath.Join(dir, "dnsmasq.pid"), "--dhcp-leasefile="+filepath.Join(dir, "leases"),
 		"--dhcp-range=198.51.100.50,198.51.100.60,255.255.255.0,1h", "--dhcp-authoritative",
@@ -284,4 +286,26 @@ func TestProxmoxNetworkCapsOfExec(t *testing.T) {
 			t.Errorf("%s lacks CAP_KILL of the bundle's bounding set: CapBnd %s", what, m[1])
 		}
 	}
+}
+
+// TestProxmoxNetworkLeaseRenewed: the helper's lease does not lapse when
+// it has exec'd the process: the supervisor asks for it again (at once,
+// to learn the lease time, then at half of each lease).
+func TestProxmoxNetworkLeaseRenewed(t *testing.T) {
+	e, leases := newNetPveEnv(t, map[string]any{"bridge": "vmbr0"})
+	bundle := testutil.BusyboxBundle(t, testutil.ContainerTempDir(t), []string{"sleep", "60"}, nil)
+	e.n.CleanupContainer("lxc-net-renew")
+	e.n.Must("create", "--bundle", bundle, "lxc-net-renew")
+	b, _ := os.ReadFile(leases)
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		t.Fatalf("no lease after create: %q", b)
+	}
+	ip := f[2]
+	log := filepath.Join(filepath.Dir(leases), "dnsmasq.log")
+	acks := func() int {
+		b, _ := os.ReadFile(log)
+		return strings.Count(string(b), "DHCPACK(vmbr0) "+ip+" ")
+	}
+	Eventually(t, time.Minute, "a second DHCPACK for "+ip, func() bool { return acks() >= 2 })
 }
