@@ -66,7 +66,7 @@ func Default() *Config {
 		},
 		ContainerConfig: ContainerConfig{DefaultContainerType: "lxc"},
 		Storage:         Storage{ImagePath: "/var/lib/nexcage/images"},
-		Network:         Network{Bridge: "vmbr0"},
+		Network:         Network{Bridge: "vmbr0", DHCPTimeout: 30},
 		Templates:       Templates{AutoDownload: yes(), SkopeoPath: ptr("skopeo")},
 		Runtimes: Runtimes{
 			Runc: OCIRuntime{Path: "runc", CgroupWorkaround: "never"},

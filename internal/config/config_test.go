@@ -207,6 +207,7 @@ func TestLoadErrors(t *testing.T) {
 		{"etc_pve relative", `{"proxmox": {"etc_pve": "etc/pve"}}`, []string{"proxmox.etc_pve"}},
 		{"pct newline", `{"proxmox": {"pct_path": "/usr/sbin/pct\n"}}`, []string{"proxmox.pct_path"}},
 		{"dns bad", `{"network": {"dns_servers": ["9.9.9.9", "dns.quad9.net"]}}`, []string{"network.dns_servers[1]"}},
+		{"dhcp timeout", `{"network": {"dhcp_timeout": 0}}`, []string{"network.dhcp_timeout: 0 must be 1..3600"}},
 		{"bad regex", `{"runtime": {"routing": [{"pattern": ".*", "runtime": "lxc"}, {"pattern": "(", "runtime": "crun"}]}}`, []string{"runtime.routing[1].pattern", "not a valid regular expression"}},
 		{"empty pattern", `{"runtime": {"routing": [{"pattern": "", "runtime": "crun"}]}}`, []string{"runtime.routing[0].pattern: empty"}},
 		{"bad runtime", `{"runtime": {"routing": [{"pattern": "x", "runtime": "docker"}]}}`, []string{"runtime.routing[0].runtime", `unknown runtime "docker"`, "lxc, proxmox-lxc, runc, crun"}},

@@ -73,6 +73,10 @@ type Storage struct {
 type Network struct {
 	Bridge     string   `json:"bridge"` // default vmbr0
 	DNSServers []string `json:"dns_servers"`
+	// DHCPTimeout bounds, in seconds, how long a container's init helper
+	// waits for its network (a DHCP lease, or the node configuring a
+	// host-managed interface) before create fails; default 30.
+	DHCPTimeout int `json:"dhcp_timeout"`
 }
 
 // Templates configures template resolution.

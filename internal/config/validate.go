@@ -155,6 +155,9 @@ func (c *Config) validate() ([]string, error) {
 			return nil, fmt.Errorf("network.dns_servers[%d]: %q is not an IP address", i, s)
 		}
 	}
+	if t := c.Network.DHCPTimeout; t < 1 || t > 3600 {
+		return nil, fmt.Errorf("network.dhcp_timeout: %d must be 1..3600 (seconds)", t)
+	}
 	for key, v := range map[string]string{
 		"runtimes.runc.cgroup_workaround": c.Runtimes.Runc.CgroupWorkaround,
 		"runtimes.crun.cgroup_workaround": c.Runtimes.Crun.CgroupWorkaround,

@@ -1,6 +1,7 @@
 package inithelper
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nexcage/nexcage/internal/netsetup"
 )
 
 // DefaultPath is used to find process.args[0] when the process has no
@@ -45,8 +48,11 @@ func InitMain(args []string) int {
 	}
 	p := m.Process
 	// Network setup of the container (interfaces, addresses, resolv.conf)
-	// belongs here: after it, Prepare writes the net.* sysctls, which may
-	// name the interfaces.
+	// first: then Prepare writes the net.* sysctls, which may name the
+	// interfaces.
+	if err := setupNetwork(m.Net); err != nil {
+		return fail("%v", err)
+	}
 	path, err := Prepare(p, true)
 	if err != nil {
 		return fail("%v", err)
@@ -70,6 +76,23 @@ func InitMain(args []string) int {
 	// The socket is close-on-exec: a successful exec closes it, which is
 	// the supervisor's signal that the process runs.
 	return fail("%v", execProcess(p, path))
+}
+
+// setupNetwork configures the container's network (internal/netsetup)
+// while the helper still has LXC's capabilities: it runs before ready, so
+// that create fails when the container gets no network.
+func setupNetwork(c *netsetup.Config) error {
+	if c == nil {
+		return nil
+	}
+	res, err := netsetup.Apply(context.Background(), c)
+	if err != nil {
+		return err
+	}
+	for _, name := range res.Missing {
+		fmt.Fprintf(os.Stderr, "nexcage init: the container has no interface %s; not configured\n", name)
+	}
+	return nil
 }
 
 // ExecMain runs inside the container (started by lxc-attach as root): it

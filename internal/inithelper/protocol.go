@@ -19,6 +19,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/nexcage/nexcage/internal/netsetup"
 )
 
 // Hidden nexcage verbs.
@@ -51,8 +53,9 @@ const (
 // Message types of the init protocol (one JSON message per packet on a
 // SOCK_SEQPACKET unix socket):
 //
-//	supervisor -> helper  process  {process}
-//	helper                checks the process and writes its sysctls
+//	supervisor -> helper  process  {process, net}
+//	helper                configures the network (net), if any, then
+//	                      checks the process and writes its sysctls
 //	                      (Prepare); a failure is an error {msg}
 //	helper -> supervisor  ready | error {msg}
 //	supervisor -> helper  start    + 3 fds (stdin, stdout, stderr)
@@ -70,7 +73,10 @@ const (
 type Message struct {
 	Type    string   `json:"type"`
 	Process *Process `json:"process,omitempty"`
-	Msg     string   `json:"msg,omitempty"`
+	// Net, when set, is the network the init helper configures before
+	// it answers ready (internal/netsetup).
+	Net *netsetup.Config `json:"net,omitempty"`
+	Msg string           `json:"msg,omitempty"`
 }
 
 // Process is the OCI process as the helpers apply it: every field of

@@ -10,6 +10,7 @@
 //     on `start` the stdio `create` was given, so the container's output
 //     goes straight to the shim's pipes (no copying, no polling);
 //   - answers `start` on a root-only control socket;
+//   - renews the DHCP leases the helper took (netsetup.KeepLeases);
 //   - exits when the container's init exits, with its exit status
 //     (from the kernel's process events connector), or 128+the last
 //     signal `nexcage kill` sent, or 255, when the status is unknown.
@@ -17,6 +18,7 @@ package supervisor
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -32,6 +34,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nexcage/nexcage/internal/inithelper"
+	"github.com/nexcage/nexcage/internal/netsetup"
 	"github.com/nexcage/nexcage/internal/procfs"
 )
 
@@ -209,6 +212,13 @@ func (s *sup) run() int {
 	}
 	s.tell("%s %d", ReportReady, pid)
 	s.doneReporting()
+	if proc.Net != nil {
+		// The helper's DHCP leases outlive it: renew them from here, in
+		// the container's network namespace, while the container lives.
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go netsetup.KeepLeases(ctx, fmt.Sprintf("/proc/%d/ns/net", pid), proc.Net, nil)
+	}
 
 	gone := make(chan struct{})
 	go watchPid(pid, startTime, gone)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/google/renameio/v2"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -232,7 +233,8 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	in := Input{
 		ID: c.ID, Spec: opts.Spec, BundleDir: opts.Bundle, Storage: rootStorage,
 		Bridge: b.cfg.Network.Bridge, Unprivileged: b.cfg.Proxmox.Unprivileged == nil || *b.cfg.Proxmox.Unprivileged,
-		Node: node,
+		Node:        node,
+		Nameservers: b.cfg.Network.DNSServers, NetTimeout: time.Duration(b.cfg.Network.DHCPTimeout) * time.Second,
 	}
 	if in.Spec == nil {
 		// A container from a template alone keeps the template's init.
@@ -301,6 +303,11 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	for _, w := range req.Warnings {
 		b.log.Warn(w, "id", c.ID)
 	}
+	if req.ResolvConf != nil {
+		if err := renameio.WriteFile(filepath.Join(in.InitHelperDir, ResolvConfName), req.ResolvConf, 0o644); err != nil {
+			return errs.Wrap(errs.KindBackend, err, "container %s: cannot write its resolv.conf", c.ID)
+		}
+	}
 	if rootfs != "" {
 		undo = append(undo, func() error {
 			if volid, ref := c.Data[DataOSTemplate], c.Data[DataTemplateRef]; volid != "" && ref != "" {
@@ -330,7 +337,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	c.Pid = 0
 	if helper {
 		// pct start now: the init helper holds process.args until start.
-		if err := b.startSupervised(ctx, c, vmid, opts, req.Process); err != nil {
+		if err := b.startSupervised(ctx, c, vmid, opts, req.Process, req.Net); err != nil {
 			return err
 		}
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/inithelper"
+	"github.com/nexcage/nexcage/internal/netsetup"
 	"github.com/nexcage/nexcage/internal/procfs"
 	"github.com/nexcage/nexcage/internal/runtime"
 	"github.com/nexcage/nexcage/internal/state"
@@ -201,12 +202,12 @@ func copyFile(src, dst string, mode os.FileMode) error {
 // startSupervised starts the supervisor, then the container (pct start),
 // and waits until the init helper is connected and ready. It fills c's
 // pid and writes opts.PidFile with the supervisor's pid.
-func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid int, opts runtime.CreateOptions, proc *inithelper.Process) (err error) {
+func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid int, opts runtime.CreateOptions, proc *inithelper.Process, netCfg *netsetup.Config) (err error) {
 	hp := b.helperPaths(c.Data[DataHelperDir])
 	if proc == nil {
 		return errs.New(errs.KindInternal, "container %s: no process for the init helper", c.ID)
 	}
-	msg, _ := json.Marshal(inithelper.Message{Process: proc})
+	msg, _ := json.Marshal(inithelper.Message{Process: proc, Net: netCfg})
 	if err := renameio.WriteFile(hp.process, msg, 0o600); err != nil {
 		return errs.Wrap(errs.KindBackend, err, "container %s: cannot write the process description", c.ID)
 	}
@@ -269,6 +270,11 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 			lines <- sc.Text()
 		}
 	}()
+	// The helper answers ready only once the network is configured.
+	var netWait time.Duration
+	if netCfg != nil {
+		netWait = netCfg.Timeout
+	}
 	next := func(what string) (string, error) {
 		select {
 		case l, ok := <-lines:
@@ -276,7 +282,7 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 				return "", errs.New(errs.KindBackend, "container %s: the supervisor exited before %s", c.ID, what)
 			}
 			return l, nil
-		case <-time.After(b.PidTimeout + 5*time.Second):
+		case <-time.After(b.PidTimeout + netWait + 5*time.Second):
 			return "", errs.New(errs.KindTimeout, "container %s: no word from the supervisor before %s", c.ID, what)
 		case <-ctx.Done():
 			return "", ctx.Err()
@@ -298,11 +304,16 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 	}
 	rest, ok := strings.CutPrefix(l, supervisor.ReportReady+" ")
 	if !ok {
+		msg := strings.TrimPrefix(l, supervisor.ReportError+" ")
+		if strings.HasPrefix(msg, "network: ") {
+			return errs.New(errs.KindBackend, "container %s: %s", c.ID, msg).
+				WithHint("check the bridge and its DHCP server, or set a static address (annotations %s, %s); network.dhcp_timeout bounds the wait", AnnotationIP, AnnotationGateway)
+		}
 		where := "the image config"
 		if opts.Bundle != "" {
 			where = filepath.Join(opts.Bundle, "config.json")
 		}
-		return errs.New(errs.KindBackend, "container %s: %s", c.ID, strings.TrimPrefix(l, supervisor.ReportError+" ")).
+		return errs.New(errs.KindBackend, "container %s: %s", c.ID, msg).
 			WithHint("the process in %s cannot run as asked (check process.args, cwd, user, capabilities, rlimits, linux.sysctl and PATH)", where)
 	}
 	pid, perr := strconv.Atoi(rest)

@@ -7,17 +7,20 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"net/netip"
 	"os"
 	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/inithelper"
+	"github.com/nexcage/nexcage/internal/netsetup"
 	"github.com/nexcage/nexcage/internal/pve"
 )
 
@@ -32,6 +35,14 @@ const (
 	AnnotationOSType       = AnnotationPrefix + "ostype"
 	AnnotationTemplate     = AnnotationPrefix + "template"
 	AnnotationTags         = AnnotationPrefix + "tags"
+	// AnnotationIP is net0's IPv4 configuration: "dhcp" (the default) or
+	// an address with its prefix length ("10.0.0.5/24").
+	AnnotationIP = AnnotationPrefix + "ip"
+	// AnnotationGateway is the IPv4 default gateway of a static AnnotationIP.
+	AnnotationGateway = AnnotationPrefix + "gw"
+	// AnnotationNameservers lists DNS servers (comma or blank separated);
+	// they replace network.dns_servers and a DHCP lease's servers.
+	AnnotationNameservers = AnnotationPrefix + "nameservers"
 )
 
 // Tag is put on every container nexcage creates, so that people can
@@ -84,6 +95,12 @@ type Input struct {
 	// accept (proxmox-pct.md §9). The zero value is an unknown node,
 	// treated as the oldest supported one.
 	Node pve.NodeVersion
+	// Nameservers are network.dns_servers (validated by internal/config).
+	Nameservers []string
+	// NetTimeout bounds the init helper's network setup (a DHCP lease,
+	// or the node configuring a host-managed interface); 0 means
+	// netsetup.DefaultTimeout.
+	NetTimeout time.Duration
 }
 
 // Request is the translated container: pct create options in a stable
@@ -104,7 +121,18 @@ type Request struct {
 	Unprivileged bool
 	// Warnings are things ignored because they are safe to ignore.
 	Warnings []string
+	// Net is the network the init helper configures before it answers
+	// ready (only with InitHelperDir).
+	Net *netsetup.Config
+	// ResolvConf, when not nil, must be written to
+	// <InitHelperDir>/ResolvConfName: a read-only root gets its
+	// /etc/resolv.conf from there (a read-only bind mount).
+	ResolvConf []byte
 }
+
+// ResolvConfName is the resolver file in the helper directory that a
+// container with a read-only root gets at /etc/resolv.conf.
+const ResolvConfName = "resolv.conf"
 
 // MountTarget is a mount destination inside the container.
 type MountTarget struct {
@@ -229,9 +257,10 @@ func (t *translator) annotations() error {
 		if strings.HasPrefix(k, AnnotationPrefix) {
 			switch k {
 			case AnnotationStorage, AnnotationRootfsSize, AnnotationBridge, AnnotationFeatures,
-				AnnotationUnprivileged, AnnotationOSType, AnnotationTemplate, AnnotationTags:
+				AnnotationUnprivileged, AnnotationOSType, AnnotationTemplate, AnnotationTags,
+				AnnotationIP, AnnotationGateway, AnnotationNameservers:
 			default:
-				return invalid("annotations["+k+"]", "unknown nexcage Proxmox annotation; known: storage, rootfs-size, bridge, features, unprivileged, ostype, template, tags")
+				return invalid("annotations["+k+"]", "unknown nexcage Proxmox annotation; known: storage, rootfs-size, bridge, features, unprivileged, ostype, template, tags, ip, gw, nameservers")
 			}
 		}
 	}
@@ -744,7 +773,10 @@ func (t *translator) root() error {
 	return nil
 }
 
-// network checks the network namespace and maps linux.netDevices.
+// network checks the network namespace, writes net0 and decides who
+// configures it (docs/MAPPING.md, docs/PROXMOX.md): an unmanaged
+// container's veth stays down unless PVE 9.1 manages it (host-managed=1)
+// or nexcage's init helper configures it before the process runs.
 func (t *translator) network() error {
 	var netns *specs.LinuxNamespace
 	if t.in.Spec.Linux != nil {
@@ -759,7 +791,8 @@ func (t *translator) network() error {
 			WithHint("add {\"type\": \"network\"} to linux.namespaces, or route this container to runc/crun")
 	}
 	if netns.Path != "" {
-		return unsupported("linux.namespaces (network)", "joining an existing network namespace (%s) is not possible on Proxmox", netns.Path)
+		return unsupported("linux.namespaces (network)", "joining an existing network namespace (path %s) is not possible on Proxmox: every container gets its own network namespace with net0", netns.Path).
+			WithHint("remove the path to give the container its own network, or route this container to runc/crun")
 	}
 	if t.in.Bridge == "" {
 		t.in.Bridge = "vmbr0"
@@ -767,7 +800,51 @@ func (t *translator) network() error {
 	if !reBridge.MatchString(t.in.Bridge) {
 		return errs.New(errs.KindInvalidConfig, "network.bridge %q is not a valid bridge name", t.in.Bridge)
 	}
-	t.nets = append(t.nets, "name=eth0,bridge="+t.in.Bridge+",ip=dhcp")
+	ifc, err := t.netAnnotations()
+	if err != nil {
+		return err
+	}
+	nameservers := t.in.Nameservers
+	if v, ok := t.anno(AnnotationNameservers); ok {
+		if nameservers, err = parseNameservers(v); err != nil {
+			return invalid("annotations["+AnnotationNameservers+"]", "%v", err)
+		}
+	}
+	for i, n := range nameservers {
+		if _, err := netsetup.ParseNameserver(n); err != nil {
+			return errs.New(errs.KindInvalidConfig, "network.dns_servers[%d]: %v", i, err)
+		}
+	}
+	// On PVE 9.1 the node configures an interface marked host-managed
+	// (LXC sets a static address; pct start runs a DHCP client for
+	// ip=dhcp). Only where nothing in the container does it: the init
+	// helper's containers and unmanaged ones. A managed ostype's own init
+	// configures the interface from what PVE writes for ip=/gw=.
+	hostManaged := t.in.Node.HasOCI() && (t.in.InitHelperDir != "" || t.in.OSType == "unmanaged")
+	net0 := "name=eth0,bridge=" + t.in.Bridge
+	if hostManaged {
+		net0 += ",host-managed=1"
+	}
+	if ifc.Mode == netsetup.ModeStatic {
+		net0 += ",ip=" + ifc.Address
+		if ifc.Gateway != "" {
+			net0 += ",gw=" + ifc.Gateway
+		}
+	} else {
+		net0 += ",ip=dhcp"
+	}
+	t.nets = append(t.nets, net0)
+	if len(nameservers) > 0 {
+		// Written by PVE into a managed ostype's rootfs; the init helper
+		// writes it for the others.
+		t.opts["nameserver"] = strings.Join(nameservers, " ")
+	}
+	switch {
+	case t.in.InitHelperDir != "":
+		t.helperNetwork(ifc, hostManaged, nameservers)
+	case !hostManaged && t.in.OSType == "unmanaged":
+		t.warn("eth0 and lo stay down: an unmanaged container without nexcage's init helper on a node before PVE 9.1 has nothing that configures its network")
+	}
 	if t.in.Spec.Linux == nil {
 		return nil
 	}
@@ -798,6 +875,89 @@ func (t *translator) network() error {
 		t.raw(p+"flags", "up")
 	}
 	return nil
+}
+
+// netAnnotations reads the ip and gw annotations into net0's interface.
+func (t *translator) netAnnotations() (netsetup.Interface, error) {
+	ifc := netsetup.Interface{Name: "eth0", Bridge: t.in.Bridge, Mode: netsetup.ModeDHCP}
+	ip, hasIP := t.anno(AnnotationIP)
+	gw, hasGW := t.anno(AnnotationGateway)
+	if hasIP && ip != "dhcp" {
+		p, err := netsetup.ParseAddress(ip)
+		if err != nil {
+			return ifc, invalid("annotations["+AnnotationIP+"]", "%v; use dhcp or an IPv4 address with its prefix length (10.0.0.5/24)", err)
+		}
+		ifc.Mode, ifc.Address = netsetup.ModeStatic, p.String()
+	}
+	if hasGW {
+		if ifc.Mode != netsetup.ModeStatic {
+			return ifc, invalid("annotations["+AnnotationGateway+"]", "a gateway needs a static address in %s (a DHCP lease brings its own router)", AnnotationIP)
+		}
+		if err := netsetup.CheckGateway(netip.MustParsePrefix(ifc.Address), gw); err != nil {
+			return ifc, invalid("annotations["+AnnotationGateway+"]", "%v", err)
+		}
+		ifc.Gateway = gw
+	}
+	return ifc, nil
+}
+
+// parseNameservers reads a comma or blank separated list of addresses.
+func parseNameservers(v string) ([]string, error) {
+	fields := strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })
+	if len(fields) == 0 {
+		return nil, fmt.Errorf("%q lists no DNS server", v)
+	}
+	out := make([]string, 0, len(fields))
+	for _, f := range fields {
+		a, err := netsetup.ParseNameserver(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a.String())
+	}
+	return out, nil
+}
+
+// helperNetwork is what the init helper configures: lo, eth0 (unless the
+// node does, then it waits for it) and /etc/resolv.conf, unless the
+// bundle mounts its own. A read-only root cannot take a file written at
+// start, so nexcage binds a file from the helper directory there
+// (read-only), written at create from the known nameservers.
+func (t *translator) helperNetwork(ifc netsetup.Interface, hostManaged bool, nameservers []string) {
+	if hostManaged {
+		ifc = netsetup.Interface{Name: ifc.Name, Bridge: ifc.Bridge, Mode: netsetup.ModeNode}
+	}
+	c := &netsetup.Config{Interfaces: []netsetup.Interface{ifc}, Nameservers: nameservers,
+		Hostname: t.req.Hostname, Timeout: t.in.NetTimeout}
+	if c.Timeout == 0 {
+		c.Timeout = netsetup.DefaultTimeout
+	}
+	t.req.Net = c
+	if t.mountsResolvConf() {
+		return
+	}
+	if t.in.Spec.Root == nil || !t.in.Spec.Root.Readonly {
+		c.ResolvPath = netsetup.ResolvConf
+		return
+	}
+	if len(nameservers) == 0 {
+		t.warn("root.readonly: /etc/resolv.conf stays the image's own; set network.dns_servers or the %s annotation to have nexcage provide one", AnnotationNameservers)
+		return
+	}
+	t.req.ResolvConf = netsetup.ResolvConfContent(nameservers, nil)
+	t.raw("lxc.mount.entry", t.in.InitHelperDir+"/"+ResolvConfName+" "+strings.TrimPrefix(netsetup.ResolvConf, "/")+" none bind,ro,create=file 0 0")
+	t.req.MountTargets = append(t.req.MountTargets, MountTarget{Path: netsetup.ResolvConf, File: true})
+}
+
+// mountsResolvConf reports whether the bundle mounts /etc/resolv.conf,
+// or /etc (then the file is the mount source's: never written).
+func (t *translator) mountsResolvConf() bool {
+	for _, m := range t.in.Spec.Mounts {
+		if d := path.Clean("/" + m.Destination); d == netsetup.ResolvConf || d == path.Dir(netsetup.ResolvConf) {
+			return true
+		}
+	}
+	return false
 }
 
 // Proxmox's idmap for unprivileged containers: pct create shifts the
@@ -1008,7 +1168,7 @@ func (t *translator) misc() error {
 
 // finish emits the pct options in a fixed order.
 func (t *translator) finish() {
-	for _, name := range []string{"hostname", "ostype", "memory", "swap", "cores", "cpulimit", "cpuunits", "rootfs"} {
+	for _, name := range []string{"hostname", "ostype", "memory", "swap", "cores", "cpulimit", "cpuunits", "rootfs", "nameserver"} {
 		if v, ok := t.opts[name]; ok {
 			t.req.Options = append(t.req.Options, pve.Option{Name: name, Value: v})
 		}

@@ -45,7 +45,7 @@ func baseInput(t *testing.T) Input {
 	s.Process.Rlimits = nil
 	s.Hostname = ""
 	return Input{ID: "test-oci", Spec: s, BundleDir: dir, Storage: "local-lvm", Bridge: "vmbr0", Unprivileged: true,
-		InitHelperDir: testHelperDir, Node: node91, Rootfs: rootfs}
+		InitHelperDir: testHelperDir, Rootfs: rootfs}
 }
 
 // testHelperDir is the init helper directory translations are given.
