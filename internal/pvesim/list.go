@@ -1,8 +1,6 @@
 package pvesim
 
 import (
-	"crypto/sha1"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"sort"
@@ -49,14 +47,4 @@ func (n *Node) pctList(c *call) error {
 	}
 	fmt.Fprint(n.Stdout, b.String())
 	return nil
-}
-
-// confDigest is the SHA-1 of the config file, as Proxmox's `digest`.
-func confDigest(n *Node, vmid int) string {
-	data, err := os.ReadFile(n.ConfPath(vmid))
-	if err != nil {
-		return ""
-	}
-	sum := sha1.Sum(data)
-	return hex.EncodeToString(sum[:])
 }
