@@ -142,7 +142,7 @@ func newPveEnv(dir, pvesim string) (*pveEnv, error) {
 			"pveversion_path": filepath.Join(e.bin, "pveversion"),
 			"etc_pve":         filepath.Join(e.root, "etc/pve"),
 			"lxc_path":        filepath.Join(e.root, "var/lib/lxc"),
-			"lock_dir": filepath.Join(e.root, "run/lock/lxc"),
+			"lock_dir":        filepath.Join(e.root, "run/lock/lxc"),
 			"node":            "pve",
 			"timeout":         120,
 		},

@@ -55,7 +55,7 @@ func (n *simNode) proxmoxConfig() map[string]any {
 			"pveversion_path": filepath.Join(n.bin, "pveversion"),
 			"etc_pve":         filepath.Join(n.root, "etc/pve"),
 			"lxc_path":        filepath.Join(n.root, "var/lib/lxc"),
-			"lock_dir": filepath.Join(n.root, "run/lock/lxc"),
+			"lock_dir":        filepath.Join(n.root, "run/lock/lxc"),
 			"node":            "pve",
 			"timeout":         60,
 		},
