@@ -67,14 +67,17 @@ func (w *pveWorld) must(a ...string) testutil.Result {
 
 // nodeFiles lists the node's files, leaving out what is kept on purpose
 // and does not grow with the number of containers: pvesim's flock files
-// and container stderr logs (Proxmox too leaves
+// container stderr logs (Proxmox too leaves
 // /run/lock/lxc/pve-config-<vmid>.lock and /run/pve/ct-<vmid>.stderr) and
 // the one lock of nexcage's template cache.
 func (w *pveWorld) nodeFiles() []string {
 	var out []string
 	for _, f := range files(w.t, w.node.root) {
 		if strings.HasPrefix(f, "run/lock/") || strings.HasPrefix(f, "run/pve/") || f == "etc/pve/.pvesim-cluster.lock" ||
-			strings.HasSuffix(f, "template/cache/.nexcage/lock") {
+			strings.HasSuffix(f, "template/cache/.nexcage/lock") ||
+			// A node's Proxmox VE version, recorded by pvesim the first
+			// time a node of the cluster is used, as a real node has one.
+			strings.HasPrefix(f, "var/lib/pvesim/nodes/") && strings.HasSuffix(f, "/pve-version") {
 			continue
 		}
 		out = append(out, f)
