@@ -388,8 +388,10 @@ func TestTemplateRegistryPull(t *testing.T) {
 
 	for i, image := range []string{ref, "docker://" + ref} {
 		id := fmt.Sprintf("reg-%d", i)
+		// The image's config has a process: create runs it through the
+		// init helper, held until start (pct create + pct start).
 		calls := e.countCalls(func() { n.Must("create", "--name", id, "--image", image) })
-		wantCalls(t, "create", calls, map[string]int{"create": 1})
+		wantCalls(t, "create", calls, map[string]int{"create": 1, "start": 1})
 		n.CleanupContainer(id)
 		n.Must("start", id)
 		s := waitStatus(t, n, id, "running")
