@@ -657,8 +657,8 @@ func HelperProcess(p *specs.Process) (*inithelper.Process, error) {
 		if !path.IsAbs(p.Cwd) {
 			return nil, invalid("process.cwd", "%q is not an absolute path", p.Cwd)
 		}
-		if strings.ContainsRune(p.Cwd, 0) {
-			return nil, invalid("process.cwd", "contains a NUL byte")
+		if err := noControl("process.cwd", p.Cwd); err != nil {
+			return nil, err
 		}
 		cwd = path.Clean(p.Cwd)
 	}
@@ -1197,4 +1197,17 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// noControl refuses control characters (tab aside) in a path such as
+// process.cwd, where they are never meant and only hide what the path is.
+// (Env values may hold line breaks, as with runc: they travel to the init
+// helper as JSON and never reach a Proxmox config.)
+func noControl(field, v string) error {
+	for _, r := range v {
+		if (r < 0x20 && r != '\t') || r == 0x7f {
+			return invalid(field, "value %q contains a control character", v)
+		}
+	}
+	return nil
 }
