@@ -128,7 +128,7 @@ setup_pve() {
 	# Unprivileged containers (Proxmox's default) must traverse to their rootfs.
 	chmod 755 "$WORK"
 	local t
-	for t in pct pveam pvesh; do ln -s "$PVESIM" "$WORK/sbin/$t"; done
+	for t in pct pveam pvesh pveversion; do ln -s "$PVESIM" "$WORK/sbin/$t"; done
 	export PVESIM_ROOT="$WORK/pve"
 	say "proxmox: pvesim init --with-templates (a simulated node 'pve' in $PVESIM_ROOT)"
 	"$PVESIM" init --with-templates
@@ -136,7 +136,7 @@ setup_pve() {
 	cat >"$WORK/nexcage-pve.json" <<-JSON
 	{
 	  "proxmox": {
-	    "pct_path": "$WORK/sbin/pct", "pveam_path": "$WORK/sbin/pveam", "pvesh_path": "$WORK/sbin/pvesh",
+	    "pct_path": "$WORK/sbin/pct", "pveam_path": "$WORK/sbin/pveam", "pvesh_path": "$WORK/sbin/pvesh", "pveversion_path": "$WORK/sbin/pveversion",
 	    "etc_pve": "$WORK/pve/etc/pve", "lxc_path": "$WORK/pve/var/lib/lxc", "lock_dir": "$WORK/pve/run/lock/lxc", "node": "pve"
 	  },
 	  "storage": {"image_path": "$WORK/images"},
