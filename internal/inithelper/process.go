@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -176,7 +177,7 @@ func checkCaps(p *Process, w *wanted) error {
 		gids[i] = int(g)
 	}
 	curGroups, _ := unix.Getgroups()
-	if (unix.Getgid() != int(p.GID) || !sameInts(curGroups, gids)) && !cur.Get(capability.EFFECTIVE, capability.CAP_SETGID) {
+	if (unix.Getgid() != int(p.GID) || !slices.Equal(curGroups, gids)) && !cur.Get(capability.EFFECTIVE, capability.CAP_SETGID) {
 		return fmt.Errorf("cannot switch to gid %d and groups %v: the helper lacks CAP_SETGID", p.GID, p.AdditionalGids)
 	}
 	if unix.Getuid() != int(p.UID) && !cur.Get(capability.EFFECTIVE, capability.CAP_SETUID) {
@@ -463,7 +464,7 @@ func switchUser(uid, gid uint32, groups []uint32) error {
 	for i, g := range groups {
 		gids[i] = int(g)
 	}
-	if cur, err := unix.Getgroups(); err != nil || !sameInts(cur, gids) {
+	if cur, err := unix.Getgroups(); err != nil || !slices.Equal(cur, gids) {
 		if err := unix.Setgroups(gids); err != nil {
 			return fmt.Errorf("setgroups %v: %w", gids, err)
 		}
@@ -479,18 +480,6 @@ func switchUser(uid, gid uint32, groups []uint32) error {
 		}
 	}
 	return nil
-}
-
-func sameInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Identity is a process's user for permission checks.

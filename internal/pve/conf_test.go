@@ -175,9 +175,6 @@ func TestCheckRawKey(t *testing.T) {
 			t.Errorf("%q: err = %v, want %q", k, err, want)
 		}
 	}
-	if w := RawKeyWarning("lxc.aa_profile"); w != "lxc.aa_profile is deprecated and was renamed to lxc.apparmor.profile" {
-		t.Errorf("warning = %q", w)
-	}
 }
 
 func TestEncodeDecodeText(t *testing.T) {

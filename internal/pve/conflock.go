@@ -80,9 +80,6 @@ func (l *ConfigLock) Unlock() error {
 	return l.fl.Unlock()
 }
 
-// Path is the lock file.
-func (l *ConfigLock) Path() string { return l.path }
-
 // AppendRawLocked adds raw lxc lines to the container config at path the
 // way Proxmox's rules for a writer of that file require: under the
 // config lock (LockConfig, at most wait), from a fresh read of the file,

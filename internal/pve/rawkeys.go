@@ -133,13 +133,6 @@ func CheckRawKey(key string) error {
 	return err
 }
 
-// RawKeyWarning returns the warning (without `vm <vmid> - `) Proxmox prints
-// for an accepted but deprecated key, or "".
-func RawKeyWarning(key string) string {
-	w, _ := checkRawKey(key)
-	return w
-}
-
 // checkRawKey mirrors is_valid_lxc_conf_key of pve-container.
 func checkRawKey(key string) (warning string, err error) {
 	if !reRawKey.MatchString(key) {

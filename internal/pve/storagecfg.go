@@ -2,7 +2,6 @@ package pve
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/nexcage/nexcage/internal/lazyre"
@@ -87,47 +86,4 @@ func FindStorage(list []Storage, id string) (*Storage, bool) {
 		}
 	}
 	return nil, false
-}
-
-// MarshalStorageConfig writes storage.cfg: per stanza `path` and `content`
-// first (as Proxmox's own files read), then the other keys sorted.
-func MarshalStorageConfig(list []Storage) ([]byte, error) {
-	var b strings.Builder
-	for i, s := range list {
-		if err := VerifyStorageID(s.Name); err != nil {
-			return nil, err
-		}
-		if i > 0 {
-			b.WriteString("\n")
-		}
-		fmt.Fprintf(&b, "%s: %s\n", s.Type, s.Name)
-		props := map[string]string{}
-		for k, v := range s.Props {
-			props[k] = v
-		}
-		if s.Path != "" {
-			props["path"] = s.Path
-		}
-		if len(s.Content) > 0 {
-			props["content"] = strings.Join(s.Content, ",")
-		}
-		keys := make([]string, 0, len(props))
-		for k := range props {
-			if k != "path" && k != "content" {
-				keys = append(keys, k)
-			}
-		}
-		sort.Strings(keys)
-		for _, k := range append([]string{"path", "content"}, keys...) {
-			v, ok := props[k]
-			if !ok {
-				continue
-			}
-			if strings.ContainsAny(k+v, "\n\r") || strings.ContainsAny(k, " \t") {
-				return nil, fmt.Errorf("storage %s: invalid property %q", s.Name, k)
-			}
-			fmt.Fprintf(&b, "\t%s %s\n", k, v)
-		}
-	}
-	return []byte(b.String()), nil
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -1011,7 +1012,7 @@ func (t *translator) userns() error {
 	if !hasUserNS {
 		t.warn("linux.uidMappings/gidMappings without a user namespace in linux.namespaces: applied, as every unprivileged Proxmox container has one")
 	}
-	if sameMap(l.UIDMappings, defaultIDMap) && sameMap(l.GIDMappings, defaultIDMap) {
+	if slices.Equal(l.UIDMappings, defaultIDMap) && slices.Equal(l.GIDMappings, defaultIDMap) {
 		return nil
 	}
 	for _, m := range l.UIDMappings {
@@ -1045,18 +1046,6 @@ func checkIDMap(field string, ms []specs.LinuxIDMapping) error {
 		return unsupported(field, "container root (id 0) is not mapped. %s", hint)
 	}
 	return nil
-}
-
-func sameMap(a, b []specs.LinuxIDMapping) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func (t *translator) devices() error {
