@@ -172,13 +172,28 @@ func waitGone(t *testing.T, pid int, timeout time.Duration) {
 // (PCTWRAP_MODE) and returns it, its exit channel, its output file and the
 // held pct's pid once pct is held.
 func (w *pveWorld) startHeld(id, bundle, step string) (*exec.Cmd, chan error, string, int) {
-	t := w.t
-	t.Helper()
 	held := filepath.Join(w.wrapDir, "held")
 	_ = os.Remove(held)
 	_ = os.Remove(filepath.Join(w.wrapDir, "release"))
+	return w.startCreateUntil(id, bundle, "PCTWRAP_MODE="+step, "pct was held at "+step, 60*time.Second, func() (int, bool) {
+		data, err := os.ReadFile(held)
+		if err != nil || len(data) == 0 {
+			return 0, false
+		}
+		pct, _ := strconv.Atoi(string(data))
+		return pct, true
+	})
+}
+
+// startCreateUntil starts `nexcage create` of id (in its own process
+// group, with env added) and polls reached until it reports the pid of
+// the process the test stopped; it fails the test when create ends first
+// or nothing is reached within timeout.
+func (w *pveWorld) startCreateUntil(id, bundle, env, what string, timeout time.Duration, reached func() (int, bool)) (*exec.Cmd, chan error, string, int) {
+	t := w.t
+	t.Helper()
 	cmd := exec.Command(w.nexcage, w.args("create", "--bundle", bundle, id)...)
-	cmd.Env = append(append(os.Environ(), w.env...), "PCTWRAP_MODE="+step)
+	cmd.Env = append(append(os.Environ(), w.env...), env)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out := filepath.Join(t.TempDir(), "out")
 	f, err := os.Create(out)
@@ -192,18 +207,17 @@ func (w *pveWorld) startHeld(id, bundle, step string) (*exec.Cmd, chan error, st
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	deadline := time.After(60 * time.Second)
+	deadline := time.After(timeout)
 	for {
 		select {
 		case err := <-exited:
 			data, _ := os.ReadFile(out)
-			t.Fatalf("nexcage create ended before pct was held at %s (%v): %s", step, err, data)
+			t.Fatalf("nexcage create ended before %s (%v): %s", what, err, data)
 		case <-deadline:
-			t.Fatalf("timed out waiting for pct to be held at %s", step)
+			t.Fatalf("timed out waiting until %s", what)
 		case <-time.After(10 * time.Millisecond):
-			if data, err := os.ReadFile(held); err == nil && len(data) > 0 {
-				pct, _ := strconv.Atoi(string(data))
-				return cmd, exited, out, pct
+			if pid, ok := reached(); ok {
+				return cmd, exited, out, pid
 			}
 		}
 	}

@@ -23,39 +23,17 @@ var workerPoints = []string{"create-after-lock", "create-after-disks", "create-a
 // at point and returns nexcage, its exit channel, its output file, the
 // worker's pid and the file that releases the worker.
 func (w *pveWorld) startPaused(id, bundle, point string) (*exec.Cmd, chan error, string, int, string) {
-	t := w.t
-	t.Helper()
-	release := filepath.Join(t.TempDir(), "release")
-	cmd := exec.Command(w.nexcage, w.args("create", "--bundle", bundle, id)...)
-	cmd.Env = append(append(os.Environ(), w.env...), "PVESIM_PAUSE="+point+":"+release)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out := filepath.Join(t.TempDir(), "out")
-	f, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	deadline := time.After(90 * time.Second)
-	for {
-		select {
-		case err := <-exited:
-			data, _ := os.ReadFile(out)
-			t.Fatalf("nexcage create ended before pvesim's create worker paused at %s (%v; PVESIM_PAUSE needs pvesim's task workers): %s", point, err, data)
-		case <-deadline:
-			t.Fatalf("timed out waiting for the create worker to pause at %s", point)
-		case <-time.After(10 * time.Millisecond):
-			if data, err := os.ReadFile(release + ".reached"); err == nil && strings.HasSuffix(string(data), "\n") {
-				pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
-				return cmd, exited, out, pid, release
-			}
+	release := filepath.Join(w.t.TempDir(), "release")
+	what := "pvesim's create worker paused at " + point + " (PVESIM_PAUSE needs pvesim's task workers)"
+	cmd, exited, out, pid := w.startCreateUntil(id, bundle, "PVESIM_PAUSE="+point+":"+release, what, 90*time.Second, func() (int, bool) {
+		data, err := os.ReadFile(release + ".reached")
+		if err != nil || !strings.HasSuffix(string(data), "\n") {
+			return 0, false
 		}
-	}
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+		return pid, true
+	})
+	return cmd, exited, out, pid, release
 }
 
 // configWith writes a copy of w's config with proxmox keys changed.
