@@ -30,7 +30,11 @@ type builtBinary struct {
 
 // RunMain runs the tests of m and then removes the binaries Binary built;
 // call it from TestMain: os.Exit(testutil.RunMain(m)).
+// A test binary started by LocalUser.Action runs that action instead.
 func RunMain(m *testing.M) int {
+	if code, ok := runAction(); ok {
+		return code
+	}
 	code := m.Run()
 	buildMu.Lock()
 	defer buildMu.Unlock()
