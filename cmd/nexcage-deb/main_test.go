@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"testing"
@@ -33,7 +34,11 @@ func TestDebVersion(t *testing.T) {
 // defaults: it loads without warnings, has every key the example has, and
 // each value is the default except where a Debian/Proxmox path is spelt out.
 func TestPackagedConfig(t *testing.T) {
-	c, warnings, err := config.LoadFrom("../../packaging/config.json")
+	packaged, err := filepath.Abs("../../packaging/config.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, warnings, err := config.LoadFrom(packaged)
 	if err != nil || len(warnings) > 0 {
 		t.Fatalf("packaging/config.json: %v %v", err, warnings)
 	}

@@ -107,7 +107,7 @@ It speaks runc's command line (for containerd) and the original nexcage's.`,
 	f.BoolVar(&g.Debug, "debug", false, "enable debug logging")
 	f.BoolVar(&g.SystemdCgroup, "systemd-cgroup", false, "use systemd cgroups (passed to runc/crun)")
 	f.StringVar(&g.Rootless, "rootless", "", "accepted for runc compatibility (passed to runc/crun)")
-	f.StringVar(&g.Config, "config", "", "config file (default: $NEXCAGE_CONFIG, ./config.json, /etc/nexcage/config.json, /etc/nexcage/nexcage.json)")
+	f.StringVar(&g.Config, "config", "", "config file, an absolute path (default: $NEXCAGE_CONFIG, /etc/nexcage/config.json, /etc/nexcage/nexcage.json)")
 	f.StringVar(&g.Runtime, "runtime", "", "force a backend: lxc|proxmox-lxc|runc|crun (list: show only this backend)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return errs.Wrap(errs.KindUsage, err, "invalid command line")

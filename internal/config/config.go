@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/jsonerr"
+	"github.com/nexcage/nexcage/internal/trust"
 )
 
 // EnvConfig names the environment variable holding a config file path.
@@ -32,13 +32,10 @@ const (
 )
 
 // DefaultSearchPaths is where Load looks when neither --config nor
-// NEXCAGE_CONFIG names a file; the first that exists wins. Relative
-// entries are taken from the working directory and are only used when
-// the file looks like a nexcage config (see Loader.Load).
-var DefaultSearchPaths = []string{"./config.json", "/etc/nexcage/config.json", "/etc/nexcage/nexcage.json"}
-
-// sections are the top-level keys of a nexcage config file.
-var sections = []string{"proxmox", "runtime", "container_config", "storage", "network", "templates", "runtimes"}
+// NEXCAGE_CONFIG names a file; the first that exists wins. There is no
+// relative entry: nexcage runs as root from any working directory, and a
+// file there may belong to anybody.
+var DefaultSearchPaths = []string{"/etc/nexcage/config.json", "/etc/nexcage/nexcage.json"}
 
 // Default returns the configuration used when no file is found; a file
 // only overrides the keys it sets.
@@ -101,30 +98,43 @@ func Load(explicit string) (*Config, []string, error) {
 	return Loader{}.Load(explicit)
 }
 
-// LoadFrom reads the config file at path (which must exist) over the
-// defaults and validates it.
+// LoadFrom reads the config file at path (absolute; it must exist and be
+// trusted, see trust.File) over the defaults and validates it.
 func LoadFrom(path string) (*Config, []string, error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, nil, errs.Wrap(errs.KindInvalidConfig, err, "config %s", path)
+	if !filepath.IsAbs(path) {
+		return nil, nil, relativeError("config", path)
 	}
-	data, err := readFile(abs)
+	data, err := readFile(path)
 	if err != nil {
 		return nil, nil, err
 	}
-	return parse(abs, data)
+	return parse(filepath.Clean(path), data)
+}
+
+// relativeError refuses a relative config path: nexcage is run (as root)
+// by containerd and by scripts from any working directory, where a
+// relative name means a different file each time, possibly one another
+// user wrote.
+func relativeError(source, path string) *errs.Error {
+	e := errs.New(errs.KindInvalidConfig, "%s %s: not an absolute path; the config is only read from an absolute path, never relative to the working directory", source, path)
+	if abs, err := filepath.Abs(path); err == nil {
+		return e.WithHint("give the absolute path, e.g. %s", abs)
+	}
+	return e.WithHint("give the absolute path")
 }
 
 // Load resolves the config file: explicit (from --config; must exist),
 // else $NEXCAGE_CONFIG (must exist), else the first existing file among
-// the search paths, else defaults.
-//
-// A relative search path such as ./config.json shares its name with an
-// OCI bundle's config.json, and runc users run commands inside bundle
-// directories. Such a file is only used when it is a JSON object with at
-// least one nexcage section and no "ociVersion"; otherwise it is skipped.
+// the search paths, else defaults. Every path must be absolute, and the
+// file is only read when it is trusted (owned by root or the caller, in a
+// directory chain only they can change; see internal/trust): otherwise
+// the load fails, even for a search path, rather than falling back to
+// another file.
 func (l Loader) Load(explicit string) (*Config, []string, error) {
 	if explicit != "" {
+		if !filepath.IsAbs(explicit) {
+			return nil, nil, relativeError("--config", explicit)
+		}
 		return LoadFrom(explicit)
 	}
 	getenv := l.Getenv
@@ -132,6 +142,9 @@ func (l Loader) Load(explicit string) (*Config, []string, error) {
 		getenv = os.Getenv
 	}
 	if p := getenv(EnvConfig); p != "" {
+		if !filepath.IsAbs(p) {
+			return nil, nil, relativeError(EnvConfig, p)
+		}
 		c, w, err := LoadFrom(p)
 		if err != nil {
 			return nil, nil, errs.Wrap(errs.KindInvalidConfig, err, "%s", EnvConfig).
@@ -143,64 +156,37 @@ func (l Loader) Load(explicit string) (*Config, []string, error) {
 	if paths == nil {
 		paths = DefaultSearchPaths
 	}
-	var warnings []string
 	for _, p := range paths {
-		abs, err := filepath.Abs(p)
-		if err != nil {
-			return nil, nil, errs.Wrap(errs.KindInvalidConfig, err, "config %s", p)
+		if !filepath.IsAbs(p) {
+			return nil, nil, errs.New(errs.KindInternal, "config search path %s is not absolute", p)
 		}
-		fi, err := os.Stat(abs)
+		fi, err := os.Stat(p)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
-			return nil, nil, errs.Wrap(errs.KindInvalidConfig, err, "config %s", abs)
+			return nil, nil, errs.Wrap(errs.KindInvalidConfig, err, "config %s", p)
 		}
 		if fi.IsDir() {
 			continue
 		}
-		data, err := readFile(abs)
-		if err != nil {
-			return nil, nil, err
-		}
-		if !filepath.IsAbs(p) {
-			ours, why := looksLikeNexcage(data)
-			if !ours {
-				slog.Debug("ignoring config file candidate", "path", abs, "reason", why)
-				if strings.HasPrefix(why, "not valid JSON") {
-					warnings = append(warnings, fmt.Sprintf("ignoring %s: %s (use --config to load it anyway)", abs, why))
-				}
-				continue
-			}
-		}
-		c, w, err := parse(abs, data)
-		if err != nil {
-			return nil, nil, err
-		}
-		return c, append(warnings, w...), nil
+		return LoadFrom(p)
 	}
-	return Default(), warnings, nil
+	return Default(), nil, nil
 }
 
-// looksLikeNexcage reports whether data is a nexcage config rather than,
-// for instance, an OCI bundle's config.json; why explains a "no".
-func looksLikeNexcage(data []byte) (bool, string) {
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(data, &top); err != nil {
-		return false, "not valid JSON: " + jsonerr.Describe(data, err)
-	}
-	if _, ok := top["ociVersion"]; ok {
-		return false, "an OCI bundle config (has ociVersion)"
-	}
-	for _, s := range sections {
-		if _, ok := top[s]; ok {
-			return true, ""
-		}
-	}
-	return false, "no nexcage section (" + strings.Join(sections, ", ") + ")"
-}
-
+// readFile reads the config file at path (absolute) once trust.File
+// accepts it: nobody but root or the caller can change the file or
+// redirect the path between the check and the read.
 func readFile(path string) ([]byte, error) {
+	err := trust.File(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, errs.New(errs.KindInvalidConfig, "config %s: no such file", path).
+			WithHint("check the path given with --config or %s", EnvConfig)
+	}
+	if err != nil {
+		return nil, errs.Wrap(errs.KindInvalidConfig, err, "config %s", path)
+	}
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, errs.New(errs.KindInvalidConfig, "config %s: no such file", path).

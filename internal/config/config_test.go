@@ -73,7 +73,7 @@ func TestSearchOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Chdir(cwd)
-	l := Loader{SearchPaths: []string{"./config.json", etc1, etc2}, Getenv: noEnv}
+	l := Loader{SearchPaths: []string{etc1, etc2}, Getenv: noEnv}
 
 	// Nothing: defaults.
 	c, w, err := l.Load("")
@@ -89,34 +89,6 @@ func TestSearchOrder(t *testing.T) {
 	c, _, err = l.Load("")
 	if err != nil || c.Path != etc1 {
 		t.Fatalf("etc1: %v %v", c.Path, err)
-	}
-	// ./config.json that is an OCI bundle config is skipped.
-	write(t, cwd, "config.json", `{"ociVersion":"1.0.2","process":{"args":["sh"]},"root":{"path":"rootfs"}}`)
-	c, w, err = l.Load("")
-	if err != nil || c.Path != etc1 || len(w) != 0 {
-		t.Fatalf("bundle config.json not skipped: %v %q %v", c.Path, w, err)
-	}
-	// ... also one that has a nexcage-like section name next to ociVersion.
-	write(t, cwd, "config.json", `{"ociVersion":"1.0.2","runtime":{}}`)
-	if c, _, err = l.Load(""); err != nil || c.Path != etc1 {
-		t.Fatalf("ociVersion file not skipped: %v %v", c.Path, err)
-	}
-	// ... and one without any of our sections.
-	write(t, cwd, "config.json", `{"foo":1}`)
-	if c, _, err = l.Load(""); err != nil || c.Path != etc1 {
-		t.Fatalf("foreign file not skipped: %v %v", c.Path, err)
-	}
-	// Broken JSON in ./config.json: skipped with a warning.
-	write(t, cwd, "config.json", `{"proxmox":`)
-	c, w, err = l.Load("")
-	if err != nil || c.Path != etc1 || len(w) != 1 || !strings.Contains(w[0], "not valid JSON") {
-		t.Fatalf("broken cwd config: %v %q %v", c.Path, w, err)
-	}
-	// A nexcage ./config.json wins over /etc.
-	write(t, cwd, "config.json", `{"network":{"bridge":"vmbr3"}}`)
-	c, _, err = l.Load("")
-	if err != nil || c.Path != filepath.Join(cwd, "config.json") || c.Network.Bridge != "vmbr3" {
-		t.Fatalf("cwd: %v %v", c.Path, err)
 	}
 	// NEXCAGE_CONFIG wins over the search path, and is taken even when it
 	// has an odd shape (the user named it explicitly).
@@ -137,11 +109,6 @@ func TestSearchOrder(t *testing.T) {
 	if err != nil || c.Path != explicit || c.Network.Bridge != "vmbr5" {
 		t.Fatalf("explicit: %v %v", c.Path, err)
 	}
-	// A relative --config is resolved against the working directory.
-	c, _, err = l.Load("../explicit.json")
-	if err != nil || c.Path != explicit {
-		t.Fatalf("relative explicit: %v %v", c.Path, err)
-	}
 	// Missing explicit or env file is an error, not a fallback.
 	_, _, err = l.Load(filepath.Join(dir, "missing.json"))
 	if errs.KindOf(err) != errs.KindInvalidConfig || !strings.Contains(err.Error(), "missing.json: no such file") {
@@ -152,6 +119,162 @@ func TestSearchOrder(t *testing.T) {
 	if errs.KindOf(err) != errs.KindInvalidConfig || !strings.Contains(err.Error(), "missing-env.json: no such file") ||
 		!strings.Contains(err.Error(), EnvConfig) {
 		t.Errorf("missing NEXCAGE_CONFIG: %v", err)
+	}
+}
+
+// TestNoConfigFromWorkingDirectory: a config.json in the working
+// directory is never read, whatever it holds; the default search path is
+// absolute.
+func TestNoConfigFromWorkingDirectory(t *testing.T) {
+	for _, p := range DefaultSearchPaths {
+		if !filepath.IsAbs(p) {
+			t.Errorf("DefaultSearchPaths has a relative entry %q", p)
+		}
+	}
+	dir := t.TempDir()
+	t.Chdir(dir)
+	write(t, dir, "config.json", `{"runtimes":{"runc":{"path":"/bin/false"}}}`)
+	etc := filepath.Join(dir, "etc", "config.json")
+	for _, l := range []Loader{{Getenv: noEnv}, {SearchPaths: []string{etc}, Getenv: noEnv}} {
+		c, _, err := l.Load("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Path == filepath.Join(dir, "config.json") || c.Runtimes.Runc.Path != "runc" {
+			t.Fatalf("./config.json was read: %s, runc %s", c.Path, c.Runtimes.Runc.Path)
+		}
+	}
+	// A relative search path is a programming error, not a lookup.
+	if _, _, err := (Loader{SearchPaths: []string{"./config.json"}, Getenv: noEnv}).Load(""); err == nil {
+		t.Fatal("relative search path accepted")
+	}
+}
+
+// TestRelativePathRefused: --config and NEXCAGE_CONFIG must be absolute;
+// the error says why and gives the absolute form.
+func TestRelativePathRefused(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	write(t, dir, "config.json", `{}`)
+	abs := filepath.Join(dir, "config.json")
+	for _, tc := range []struct {
+		name, explicit, env, want string
+	}{
+		{"--config", "config.json", "", "--config config.json: not an absolute path"},
+		{"--config dot", "./config.json", "", "--config ./config.json: not an absolute path"},
+		{"env", "", "config.json", EnvConfig + " config.json: not an absolute path"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := Loader{Getenv: func(k string) string {
+				if k == EnvConfig {
+					return tc.env
+				}
+				return ""
+			}}
+			_, _, err := l.Load(tc.explicit)
+			if errs.KindOf(err) != errs.KindInvalidConfig {
+				t.Fatalf("kind %v: %v", errs.KindOf(err), err)
+			}
+			for _, w := range []string{tc.want, "never relative to the working directory", "give the absolute path, e.g. " + abs} {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+	if _, _, err := LoadFrom("config.json"); err == nil {
+		t.Error("LoadFrom accepted a relative path")
+	}
+}
+
+// TestUntrustedFileRefused: a config another user owns or can write, or
+// that lies in a directory they can change, is refused with the file,
+// the reason and the fix; the search path does not fall back to the next
+// file.
+func TestUntrustedFileRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("runs as root: makes files owned by another user")
+	}
+	const other = 54321
+	dir := t.TempDir()
+	chown := func(p string, uid int) {
+		if err := os.Chown(p, uid, uid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	chmod := func(p string, m os.FileMode) {
+		if err := os.Chmod(p, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	owned := write(t, dir, "owned/c.json", `{}`)
+	chown(owned, other)
+	gw := write(t, dir, "gw/c.json", `{}`)
+	chmod(gw, 0o664)
+	ww := write(t, dir, "ww/c.json", `{}`)
+	chmod(ww, 0o646)
+	open := write(t, dir, "open/c.json", `{}`)
+	chmod(filepath.Dir(open), 0o777)
+	home := write(t, dir, "home/c.json", `{}`)
+	chown(filepath.Dir(home), other)
+	link := filepath.Join(dir, "link.json")
+	if err := os.Symlink(home, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, path, want, fix string }{
+		{"owner", owned, "file " + owned + " is owned by uid 54321, not root", "chown root " + owned},
+		{"group-writable", gw, "file " + gw + " is writable by its group (mode 0664)", "chmod go-w " + gw},
+		{"world-writable", ww, "file " + ww + " is writable by others (mode 0646)", "chmod go-w " + ww},
+		{"open parent", open, "directory " + filepath.Dir(open) + " is writable by group and others (mode 0777) and not sticky", "chmod go-w " + filepath.Dir(open)},
+		{"user's directory", home, "directory " + filepath.Dir(home) + " is owned by uid 54321", "chown root " + filepath.Dir(home)},
+		{"link into user's directory", link, "directory " + filepath.Dir(home) + " is owned by uid 54321", "chown root"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			check := func(how string, err error) {
+				t.Helper()
+				if errs.KindOf(err) != errs.KindInvalidConfig {
+					t.Fatalf("%s: kind %v: %v", how, errs.KindOf(err), err)
+				}
+				for _, w := range []string{"config " + tc.path, tc.want, tc.fix} {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("%s: error %q lacks %q", how, err, w)
+					}
+				}
+			}
+			_, _, err := LoadFrom(tc.path)
+			check("LoadFrom", err)
+			_, _, err = Loader{Getenv: noEnv}.Load(tc.path)
+			check("--config", err)
+			_, _, err = Loader{Getenv: func(string) string { return tc.path }}.Load("")
+			check(EnvConfig, err)
+			if !strings.Contains(err.Error(), EnvConfig) {
+				t.Errorf("env error does not name %s: %v", EnvConfig, err)
+			}
+			// In the search path it fails too, rather than letting a
+			// later file (or the defaults) silently apply.
+			later := write(t, t.TempDir(), "later.json", `{}`)
+			_, _, err = Loader{SearchPaths: []string{tc.path, later}, Getenv: noEnv}.Load("")
+			check("search path", err)
+		})
+	}
+	// Under a sticky world-writable directory (/tmp), root's own file is
+	// fine: t.TempDir is there.
+	ok := write(t, dir, "ok/c.json", `{}`)
+	if _, _, err := LoadFrom(ok); err != nil {
+		t.Errorf("trusted file under /tmp: %v", err)
+	}
+}
+
+func TestCommandPathsAbsoluteOrName(t *testing.T) {
+	for _, key := range []string{`"proxmox": {"pct_path": "./pct"}`, `"runtimes": {"runc": {"path": "bin/runc"}}`, `"templates": {"skopeo_path": "x/skopeo"}`} {
+		p := write(t, t.TempDir(), "c.json", "{"+key+"}")
+		if _, _, err := LoadFrom(p); err == nil || !strings.Contains(err.Error(), "must be a program name looked up on PATH or an absolute path") {
+			t.Errorf("%s: %v", key, err)
+		}
+	}
+	p := write(t, t.TempDir(), "c.json", `{"proxmox": {"pct_path": "/usr/sbin/pct"}, "runtimes": {"runc": {"path": "runc"}}, "templates": {"skopeo_path": ""}}`)
+	if _, _, err := LoadFrom(p); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -277,8 +400,14 @@ func TestVMRouteWarns(t *testing.T) {
 	}
 }
 
-// repoFile returns the path of a file at the repository root.
-func repoFile(name string) string { return filepath.Join("..", "..", name) }
+// repoFile returns the absolute path of a file at the repository root.
+func repoFile(name string) string {
+	p, err := filepath.Abs(filepath.Join("..", "..", name))
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
 
 // exampleKeys flattens a JSON document into key paths: objects nest with
 // ".", arrays of objects add "[]", scalar arrays are leaves.

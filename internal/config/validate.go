@@ -139,8 +139,8 @@ func (c *Config) validate() ([]string, error) {
 		warnings = append(warnings, fmt.Sprintf("container_config.default_container_type %q is not supported by nexcage; containers without a routing rule will fail to create", c.ContainerConfig.DefaultContainerType))
 	}
 
-	if sp := c.Templates.SkopeoPath; sp != nil {
-		if err := checkText("templates.skopeo_path", *sp); err != nil {
+	if sp := c.Templates.SkopeoPath; sp != nil && *sp != "" {
+		if err := checkCommand("templates.skopeo_path", *sp); err != nil {
 			return nil, err
 		}
 	}
@@ -180,10 +180,16 @@ func checkText(key, v string) error {
 	return nil
 }
 
-// checkCommand accepts a program name looked up on PATH or a path.
+// checkCommand accepts a program name looked up on PATH or an absolute
+// path. A relative path such as ./runc would run a different program in
+// each working directory. Whether the program found may be run is
+// checked where it is run (trust.LookPath), when it is needed.
 func checkCommand(key, v string) error {
 	if v == "" {
 		return fmt.Errorf("%s: empty", key)
+	}
+	if strings.Contains(v, "/") && !filepath.IsAbs(v) {
+		return fmt.Errorf("%s: %q must be a program name looked up on PATH or an absolute path", key, v)
 	}
 	return checkText(key, v)
 }
