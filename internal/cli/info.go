@@ -3,7 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
-	"os/exec"
+
 	goruntime "runtime"
 	"strings"
 
@@ -12,6 +12,7 @@ import (
 	"github.com/nexcage/nexcage/internal/backend/ocirun"
 	"github.com/nexcage/nexcage/internal/bundle"
 	"github.com/nexcage/nexcage/internal/config"
+	"github.com/nexcage/nexcage/internal/trust"
 	"github.com/nexcage/nexcage/internal/version"
 )
 
@@ -67,7 +68,7 @@ func (a *App) version(ctx context.Context) error {
 		if bin == "" {
 			bin = rt.name
 		}
-		path, v, err := ocirun.BinaryVersion(ctx, bin)
+		path, v, err := ocirun.BinaryVersion(ctx, rt.name, bin)
 		if err != nil {
 			fmt.Fprintf(w, "%s: not available (%v)\n", rt.name, err)
 			continue
@@ -78,10 +79,10 @@ func (a *App) version(ctx context.Context) error {
 	if pct == "" {
 		pct = "pct"
 	}
-	if path, err := exec.LookPath(pct); err == nil {
+	if path, err := trust.LookPath(pct); err == nil {
 		fmt.Fprintf(w, "%s: pct at %s\n", config.BackendProxmox, path)
 	} else {
-		fmt.Fprintf(w, "%s: pct not found (%v)\n", config.BackendProxmox, err)
+		fmt.Fprintf(w, "%s: pct not available (%v)\n", config.BackendProxmox, err)
 	}
 	return nil
 }

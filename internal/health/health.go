@@ -20,6 +20,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nexcage/nexcage/internal/config"
+	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/trust"
 )
 
 // Status is the outcome of one check.
@@ -117,7 +119,8 @@ type Env struct {
 	// SampleID is the container id the routing check routes.
 	SampleID string
 
-	// LookPath finds a command (exec.LookPath).
+	// LookPath finds a command and checks that only root can have
+	// planted it (trust.LookPath).
 	LookPath func(file string) (string, error)
 	// Command runs a command and returns its stdout and stderr.
 	Command func(ctx context.Context, path string, args ...string) (stdout, stderr []byte, err error)
@@ -144,7 +147,7 @@ func (e *Env) withDefaults() {
 		e.SampleID = DefaultSampleID
 	}
 	if e.LookPath == nil {
-		e.LookPath = exec.LookPath
+		e.LookPath = trust.LookPath
 	}
 	if e.Command == nil {
 		e.Command = runCommand
@@ -257,6 +260,17 @@ func worst(a, b Status) Status {
 
 func pass(format string, args ...any) Result {
 	return Result{Status: Pass, Detail: fmt.Sprintf(format, args...)}
+}
+
+// untrusted is the result for a program LookPath found but refuses to
+// run (an errs.KindInvalidConfig error from trust.LookPath), and false
+// for any other error.
+func untrusted(s Status, key, name, note string, err error) (Result, bool) {
+	if errs.KindOf(err) != errs.KindInvalidConfig {
+		return Result{}, false
+	}
+	return result(s, fmt.Sprintf("%s %q is not trusted, nexcage refuses to run it: %v%s", key, name, err, note),
+		"only root may be able to change the program and the directories leading to it; see docs/CONFIG.md"), true
 }
 
 func result(s Status, detail, advice string) Result {

@@ -444,3 +444,40 @@ func TestPveVersionSummary(t *testing.T) {
 		}
 	}
 }
+
+// TestUntrustedProgramReported: with the real lookup (trust.LookPath), a
+// runtimes.runc.path another user could have planted is reported as not
+// trusted, and not run.
+func TestUntrustedProgramReported(t *testing.T) {
+	dir := t.TempDir()
+	open := filepath.Join(dir, "open")
+	if err := os.Mkdir(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	evil := filepath.Join(open, "runc")
+	if err := os.WriteFile(evil, []byte("#!/bin/sh\necho runc version 9\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Runtimes.Runc.Path = evil
+	cfg.ContainerConfig.DefaultContainerType = "runc"
+	e := &Env{Config: cfg, Root: filepath.Join(dir, "state")}
+	var ran []string
+	e.Command = func(_ context.Context, path string, args ...string) ([]byte, []byte, error) {
+		ran = append(ran, path)
+		return nil, nil, nil
+	}
+	e.withDefaults()
+	r := runtimeCheck(config.BackendRunc)(context.Background(), e)
+	if r.Status != Fail || !strings.Contains(r.Detail, `runtimes.runc.path "`+evil+`" is not trusted`) || !strings.Contains(r.Detail, "chmod go-w "+open) {
+		t.Errorf("result %+v", r)
+	}
+	for _, p := range ran {
+		if p == evil {
+			t.Errorf("ran %s", p)
+		}
+	}
+}

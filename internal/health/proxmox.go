@@ -31,6 +31,9 @@ func toolCheck(tool string, pathOf func(*config.Config) string, args ...string) 
 		}
 		key := "proxmox." + tool + "_path"
 		path, err := e.LookPath(name)
+		if r, ok := untrusted(sev, key, name, note, err); ok {
+			return r
+		}
 		if err != nil {
 			return result(sev, fmt.Sprintf("%s not found (%s %q)%s", tool, key, name, note),
 				fmt.Sprintf("run nexcage on a Proxmox VE host (%s ships %s) or set %s", toolPackage[tool], tool, key))
@@ -218,6 +221,9 @@ func checkPveVersion(ctx context.Context, e *Env) Result {
 	}
 	oldest := "nexcage treats the node as the oldest supported (PVE 8.4)"
 	path, err := e.LookPath(name)
+	if r, ok := untrusted(Warn, "proxmox.pveversion_path", name, note, err); ok {
+		return r
+	}
 	if err != nil {
 		return result(Warn, fmt.Sprintf("pveversion not found (proxmox.pveversion_path %q): %s%s", name, oldest, note),
 			"run nexcage on a Proxmox VE host (pve-manager ships pveversion) or set proxmox.pveversion_path")

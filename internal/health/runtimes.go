@@ -97,6 +97,9 @@ func runtimeCheck(name string) func(context.Context, *Env) Result {
 			bin = name
 		}
 		path, err := e.LookPath(bin)
+		if r, ok := untrusted(sev, key, bin, note, err); ok {
+			return r
+		}
 		if err != nil {
 			return result(sev, fmt.Sprintf("%s not found (%s %q)%s", name, key, bin, note),
 				fmt.Sprintf("apt-get install %s, or set %s", name, key))

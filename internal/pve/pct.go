@@ -15,6 +15,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/lazyre"
+	"github.com/nexcage/nexcage/internal/trust"
 )
 
 // Option is one `--name value` option of a pct command.
@@ -331,6 +332,12 @@ func (p *Pct) run(ctx context.Context, args []string) (Result, error) {
 	bin := p.Path
 	if bin == "" {
 		bin = "pct"
+	}
+	// pct runs as root: refuse one another user could have planted or
+	// redirected (the path comes from the config; a name is looked up on
+	// PATH). A missing pct is left to exec to report.
+	if _, err := trust.LookPath(bin); errs.KindOf(err) == errs.KindInvalidConfig {
+		return Result{}, errs.Wrap(errs.KindInvalidConfig, err, "proxmox.pct_path %s: refusing to run it", bin)
 	}
 	callCtx := ctx
 	cancel := func() {}

@@ -245,3 +245,37 @@ func TestPctDestroyArgv(t *testing.T) {
 		t.Errorf("pct got argv %q", data)
 	}
 }
+
+// TestPctRefusesUntrustedBinary: a pct_path in a directory others can
+// write is refused before it runs (nexcage runs pct as root), as an
+// invalid-config error naming the key, the directory and the fix.
+func TestPctRefusesUntrustedBinary(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "ran")
+	p := fakePct(t, "touch "+marker)
+	dir := filepath.Dir(p)
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	err := (&Pct{Path: p}).Start(context.Background(), 100)
+	if errs.KindOf(err) != errs.KindInvalidConfig {
+		t.Fatalf("kind %v: %v", errs.KindOf(err), err)
+	}
+	for _, w := range []string{"proxmox.pct_path " + p, "directory " + dir + " is writable", "chmod go-w " + dir} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q lacks %q", err, w)
+		}
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the untrusted pct ran")
+	}
+	// The same program in a trusted place runs.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&Pct{Path: p}).Start(context.Background(), 100); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatal("the trusted pct did not run")
+	}
+}

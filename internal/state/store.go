@@ -18,6 +18,7 @@ import (
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/lazyre"
 	"github.com/nexcage/nexcage/internal/lockfile"
+	"github.com/nexcage/nexcage/internal/trust"
 )
 
 // MaxIDLen bounds a container id in bytes. An id is a directory name under
@@ -81,6 +82,11 @@ func NewStore(root string) (*Store, error) {
 	if err != nil {
 		return nil, errs.Wrap(errs.KindInternal, err, "state root %s", root)
 	}
+	// The state decides what nexcage (as root) runs and deletes: no other
+	// user may be able to change it, or to swap a directory on the way.
+	if err := trust.Creatable(abs); err != nil {
+		return nil, errs.Wrap(errs.KindInvalidConfig, err, "state root %s", abs)
+	}
 	fi, err := os.Stat(abs)
 	switch {
 	case err == nil && !fi.IsDir():
@@ -89,6 +95,11 @@ func NewStore(root string) (*Store, error) {
 	case errors.Is(err, fs.ErrNotExist):
 		if err := os.MkdirAll(abs, 0o700); err != nil {
 			return nil, errs.Wrap(errs.KindInternal, err, "create state root %s", abs)
+		}
+		// Someone else may have made an entry on the way between the
+		// check and MkdirAll (which takes an existing directory).
+		if err := trust.File(abs); err != nil {
+			return nil, errs.Wrap(errs.KindInvalidConfig, err, "state root %s", abs)
 		}
 		// MkdirAll honours the umask; make the mode exact.
 		if err := os.Chmod(abs, 0o700); err != nil {

@@ -639,3 +639,47 @@ func TestParallelSaveLoad(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestNewStoreRefusesUntrusted: a state root another user owns or can
+// write, or one below a directory they own, is refused (nothing is
+// created there); a root below a sticky directory such as /tmp is fine.
+func TestNewStoreRefusesUntrusted(t *testing.T) {
+	const other = 54321
+	dir := t.TempDir()
+	mk := func(name string, mode os.FileMode, uid int) string {
+		p := filepath.Join(dir, name)
+		if err := os.Mkdir(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, uid, uid); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	home := mk("home", 0o755, other)
+	open := mk("open", 0o777, 0)
+	owned := mk("owned", 0o700, other)
+	tmp := mk("tmp", 0o777|os.ModeSticky, 0)
+	for _, tc := range []struct{ root, want string }{
+		{filepath.Join(home, "state"), "directory " + home + " is owned by uid 54321"},
+		{filepath.Join(open, "state"), "directory " + open + " is writable by group and others (mode 0777) and not sticky"},
+		{owned, "directory " + owned + " is owned by uid 54321"},
+		{open, "directory " + open + " is writable"},
+	} {
+		_, err := NewStore(tc.root)
+		if errs.KindOf(err) != errs.KindInvalidConfig || !strings.Contains(err.Error(), "state root "+tc.root) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("NewStore(%s) = %v, want invalid-config naming %q", tc.root, err, tc.want)
+		}
+	}
+	for _, p := range []string{filepath.Join(home, "state"), filepath.Join(open, "state")} {
+		if _, err := os.Lstat(p); err == nil {
+			t.Errorf("%s was created", p)
+		}
+	}
+	if _, err := NewStore(filepath.Join(tmp, "state", "root")); err != nil {
+		t.Errorf("root below a sticky directory: %v", err)
+	}
+}

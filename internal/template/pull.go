@@ -7,11 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/trust"
 )
 
 // insecureHosts are registries reached without TLS verification (as
@@ -41,7 +41,9 @@ func insecureRegistry(ref string) bool {
 	return false
 }
 
-// skopeo returns the skopeo binary to run here, or why there is none.
+// skopeo returns the skopeo binary to run here, or why there is none; a
+// skopeo that is installed but not trusted (trust.LookPath) is an
+// invalid-config error, not a reason to pull through Proxmox instead.
 func (r *Resolver) skopeo() (string, error) {
 	if r.o.NoSkopeo {
 		return "", errors.New("skopeo is not used on this host (templates.skopeo_path is \"\")")
@@ -50,7 +52,10 @@ func (r *Resolver) skopeo() (string, error) {
 	if name == "" {
 		name = "skopeo"
 	}
-	p, err := exec.LookPath(name)
+	p, err := trust.LookPath(name)
+	if refused(err) {
+		return "", errs.Wrap(errs.KindInvalidConfig, err, "templates.skopeo_path %s: refusing to run it", name)
+	}
 	if err != nil {
 		return "", fmt.Errorf("skopeo is not installed (%s: not found)", name)
 	}
@@ -78,6 +83,9 @@ func (r *Resolver) resolveRegistry(ctx context.Context, ref string) (*Resolved, 
 		return r.finish(ctx, r.o.Storage, tmpl, m)
 	}
 	skopeo, noSkopeo := r.skopeo()
+	if refused(noSkopeo) {
+		return nil, noSkopeo
+	}
 	unlock, err := r.lock(ctx, "pull:"+source)
 	if err != nil {
 		return nil, err
@@ -108,6 +116,9 @@ func (r *Resolver) resolveRegistry(ctx context.Context, ref string) (*Resolved, 
 		_, stderr, err = r.o.Exec.Run(ctx, argv)
 		return err
 	})
+	if refused(err) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, errs.Wrap(errs.KindTemplate, err, "pulling %s with skopeo failed: %s", ref, strings.TrimSpace(string(stderr))).
 			WithHint("check the reference and that the registry is reachable (`skopeo inspect docker://%s`)", ref)
@@ -176,6 +187,9 @@ func (r *Resolver) pullWithProxmox(ctx context.Context, ref, source, dir string,
 		stdout, stderr, err = r.o.Exec.Run(ctx, argv)
 		return err
 	})
+	if refused(err) {
+		return nil, err
+	}
 	msg := strings.TrimSpace(string(stderr))
 	if err != nil {
 		if msg == "" {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/lazyre"
+	"github.com/nexcage/nexcage/internal/trust"
 )
 
 // Form is the kind of image reference the user gave.
@@ -51,12 +52,27 @@ type Runner interface {
 type ExecRunner struct{}
 
 // Run runs argv and returns its output; a non-zero exit is an error.
+// argv[0] (pveam, pvesh, skopeo from the config) must pass
+// trust.LookPath: nexcage runs it as root. A refusal is an
+// errs.KindInvalidConfig error, which callers return unwrapped (see
+// refused).
 func (ExecRunner) Run(ctx context.Context, argv []string) ([]byte, []byte, error) {
+	if _, err := trust.LookPath(argv[0]); errs.KindOf(err) == errs.KindInvalidConfig {
+		return nil, nil, err
+	}
 	var out, stderr strings.Builder
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	err := cmd.Run()
 	return []byte(out.String()), []byte(stderr.String()), err
+}
+
+// refused reports whether err is a Runner's refusal to run an untrusted
+// program, which keeps its invalid-config kind (exit code) instead of
+// being reported as a failed template operation.
+func refused(err error) bool {
+	var e *errs.Error
+	return errors.As(err, &e) && e.Kind == errs.KindInvalidConfig
 }
 
 // Options configure a Resolver. Zero values get the defaults noted.

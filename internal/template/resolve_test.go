@@ -292,3 +292,36 @@ func TestResolveNonDirStorageArch(t *testing.T) {
 	_, err := e.r.Resolve(context.Background(), "remote:vztmpl/debian-12-standard_12.7-1_arm64.tar.zst")
 	wantErr(t, err, errs.KindTemplate, "built for arm64")
 }
+
+// TestExecRunnerRefusesUntrusted: pveam, pvesh and skopeo from the config
+// run as root, so ExecRunner refuses one in a directory others can write
+// (invalid-config, which refused() lets callers pass on) without running
+// it.
+func TestExecRunnerRefusesUntrusted(t *testing.T) {
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "ran")
+	open := filepath.Join(dir, "open")
+	if err := os.Mkdir(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	evil := filepath.Join(open, "pveam")
+	if err := os.WriteFile(evil, []byte("#!/bin/sh\ntouch "+marker+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := ExecRunner{}.Run(context.Background(), []string{evil, "available"})
+	if !refused(err) || !strings.Contains(err.Error(), "directory "+open+" is writable") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the untrusted program ran")
+	}
+	// Through the resolver the refusal keeps its kind.
+	r := NewResolver(Options{PveamPath: evil, AutoDownload: true})
+	_, err = r.available(context.Background())
+	if errs.KindOf(err) != errs.KindInvalidConfig {
+		t.Fatalf("available: %v", err)
+	}
+}

@@ -89,6 +89,9 @@ func (r *Resolver) localTemplates(ctx context.Context, st *pve.Storage) ([]strin
 		return out, nil
 	}
 	out, stderr, err := r.o.Exec.Run(ctx, []string{r.o.PveamPath, "list", st.Name})
+	if refused(err) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, errs.Wrap(errs.KindTemplate, err, "`pveam list %s` failed: %s", st.Name, strings.TrimSpace(string(stderr)))
 	}
@@ -123,6 +126,9 @@ type availableTemplate struct{ section, file string }
 // templates.
 func (r *Resolver) available(ctx context.Context) ([]availableTemplate, error) {
 	out, stderr, err := r.o.Exec.Run(ctx, []string{r.o.PveamPath, "available"})
+	if refused(err) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, errs.Wrap(errs.KindTemplate, err, "`%s available` failed: %s", r.o.PveamPath, strings.TrimSpace(string(stderr))).
 			WithHint("run `pveam update` to refresh the template list, or check proxmox.pveam_path")

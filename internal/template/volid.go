@@ -120,6 +120,9 @@ func (r *Resolver) fetchOfficial(ctx context.Context, st *pve.Storage, file stri
 		_, stderr, err = r.o.Exec.Run(ctx, []string{r.o.PveamPath, "download", st.Name, file})
 		return err
 	})
+	if refused(err) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, errs.Wrap(errs.KindTemplate, err, "`%s` failed: %s", dl, strings.TrimSpace(string(stderr))).
 			WithHint("check the network and the storage, then run `%s` by hand to see the details", dl)

@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/nexcage/nexcage/internal/trust"
 )
 
 // Backend is one backend tool nexcage can find, with its version.
@@ -18,7 +20,7 @@ type Backend struct {
 // Probe says where to look; empty fields take the defaults.
 type Probe struct {
 	Runc, Crun, Pct string // binaries (name on PATH or path); default runc, crun, pct
-	// LookPath and Output are exec.LookPath and running a command for its
+	// LookPath and Output are trust.LookPath and running a command for its
 	// stdout; tests replace them.
 	LookPath func(string) (string, error)
 	Output   func(ctx context.Context, name string, args ...string) ([]byte, error)
@@ -32,7 +34,7 @@ type Probe struct {
 // when missing); pve-container only on Proxmox.
 func Backends(ctx context.Context, p Probe) []Backend {
 	if p.LookPath == nil {
-		p.LookPath = exec.LookPath
+		p.LookPath = trust.LookPath
 	}
 	if p.Output == nil {
 		p.Output = func(ctx context.Context, name string, args ...string) ([]byte, error) {

@@ -21,6 +21,7 @@ import (
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/runtime"
 	"github.com/nexcage/nexcage/internal/state"
+	"github.com/nexcage/nexcage/internal/trust"
 )
 
 // Workaround modes for crun on hybrid cgroup hosts (config
@@ -83,10 +84,9 @@ func New(o Options) (*Backend, error) {
 	if bin == "" {
 		bin = o.Name
 	}
-	path, err := exec.LookPath(bin)
+	path, err := lookPath(o.Name, bin)
 	if err != nil {
-		return nil, errs.Wrap(errs.KindBackend, err, "%s not found", bin).
-			WithHint("install it (apt-get install %s) or set runtimes.%s.path in the config", o.Name, o.Name)
+		return nil, err
 	}
 	switch o.CgroupWorkaround {
 	case "":
@@ -412,10 +412,26 @@ func (b *Backend) Version(ctx context.Context) (string, error) {
 	return strings.TrimSpace(line), nil
 }
 
+// lookPath finds bin (runtimes.<name>.path: a name on PATH or a path)
+// and checks that no user but root can have planted or redirected it
+// (trust.LookPath): nexcage runs it as root.
+func lookPath(name, bin string) (string, error) {
+	path, err := trust.LookPath(bin)
+	if errs.KindOf(err) == errs.KindInvalidConfig {
+		return "", errs.Wrap(errs.KindInvalidConfig, err, "runtimes.%s.path %s: refusing to run it", name, bin)
+	}
+	if err != nil {
+		return "", errs.Wrap(errs.KindBackend, err, "%s not found", bin).
+			WithHint("install it (apt-get install %s) or set runtimes.%s.path in the config", name, name)
+	}
+	return path, nil
+}
+
 // BinaryVersion returns the first line of `<bin> --version`, bin being a
-// path or a name looked up on PATH, without building a backend.
-func BinaryVersion(ctx context.Context, bin string) (path, version string, err error) {
-	path, err = exec.LookPath(bin)
+// path or a name looked up on PATH (runtimes.<name>.path), without
+// building a backend. bin is checked like New checks it.
+func BinaryVersion(ctx context.Context, name, bin string) (path, version string, err error) {
+	path, err = lookPath(name, bin)
 	if err != nil {
 		return "", "", err
 	}

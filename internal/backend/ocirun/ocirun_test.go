@@ -89,6 +89,43 @@ func TestNewErrors(t *testing.T) {
 	}
 }
 
+// TestUntrustedBinaryRefused: a runtimes.<name>.path another user could
+// have planted (here: in a world-writable directory) is refused by New
+// and BinaryVersion (nexcage version) without being run.
+func TestUntrustedBinaryRefused(t *testing.T) {
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "ran")
+	open := filepath.Join(dir, "open")
+	if err := os.Mkdir(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	evil := filepath.Join(open, "runc")
+	if err := os.WriteFile(evil, []byte("#!/bin/sh\ntouch "+marker+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	check := func(how string, err error) {
+		t.Helper()
+		if errs.KindOf(err) != errs.KindInvalidConfig {
+			t.Fatalf("%s: kind %v: %v", how, errs.KindOf(err), err)
+		}
+		for _, w := range []string{"runtimes.runc.path " + evil, "refusing to run it", "directory " + open + " is writable by group and others", "chmod go-w " + open} {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error %q lacks %q", how, err, w)
+			}
+		}
+	}
+	_, err := New(Options{Name: "runc", Path: evil, Root: t.TempDir()})
+	check("New", err)
+	_, _, err = BinaryVersion(context.Background(), "runc", evil)
+	check("BinaryVersion", err)
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the untrusted runtime ran")
+	}
+}
+
 func TestHybridDetectionOnPlainDir(t *testing.T) {
 	if HybridWithV2Controllers(t.TempDir()) {
 		t.Fatal("a plain directory is not a hybrid cgroup root")

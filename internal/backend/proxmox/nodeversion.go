@@ -14,7 +14,9 @@ import (
 
 	"github.com/google/renameio/v2"
 
+	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/pve"
+	"github.com/nexcage/nexcage/internal/trust"
 )
 
 // The node's Proxmox VE version decides what nexcage may write (raw keys
@@ -121,6 +123,12 @@ func (b *Backend) readNodeVersion(ctx context.Context) (pve.NodeVersion, error) 
 	ctx, cancel := context.WithTimeout(ctx, pveversionTimeout)
 	defer cancel()
 	name := b.pveversionPath()
+	// Run as root: refuse a program another user could have planted or
+	// redirected. Create then goes on as with a missing pveversion (with
+	// a warning); the program is never run.
+	if _, err := trust.LookPath(name); errs.KindOf(err) == errs.KindInvalidConfig {
+		return pve.NodeVersion{}, errs.Wrap(errs.KindInvalidConfig, err, "proxmox.pveversion_path %s: refusing to run it", name)
+	}
 	out, err := execOutput(ctx, name, "-v")
 	if err != nil {
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
