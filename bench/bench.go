@@ -119,6 +119,10 @@ func Run(o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	// nexcage reads its config only from an absolute path.
+	if dir, err = filepath.Abs(dir); err != nil {
+		return nil, err
+	}
 	// Unprivileged containers run as an unmapped host uid that must be
 	// able to traverse the work directory to reach their rootfs.
 	if err := os.Chmod(dir, 0o755); err != nil {
