@@ -17,6 +17,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/lazyre"
+	"github.com/nexcage/nexcage/internal/trust"
 )
 
 // DefaultLockDir is where Proxmox keeps the per-container config locks
@@ -49,9 +50,18 @@ func LockConfig(ctx context.Context, lockDir string, vmid int, wait time.Duratio
 		return nil, err
 	}
 	path := ConfigLockPath(lockDir, vmid)
+	// Another user who could replace the lock file would break the
+	// exclusion (/run/lock is world-writable with the sticky bit): the
+	// directory must be root's, checked before and after it is made.
+	if err := trust.Creatable(lockDir); err != nil {
+		return nil, errs.Wrap(errs.KindInvalidConfig, err, "proxmox.lock_dir %s", lockDir)
+	}
 	if err := os.MkdirAll(lockDir, 0o755); err != nil {
 		return nil, errs.Wrap(errs.KindBackend, err, "cannot create Proxmox's lock directory %s", lockDir).
 			WithHint("set proxmox.lock_dir to Proxmox's lock directory (/run/lock/lxc)")
+	}
+	if err := trust.File(lockDir); err != nil {
+		return nil, errs.Wrap(errs.KindInvalidConfig, err, "proxmox.lock_dir %s", lockDir)
 	}
 	fl := flock.New(path, flock.SetPermissions(0o644))
 	lctx, cancel := context.WithTimeout(ctx, wait)

@@ -206,3 +206,39 @@ func FuzzAppendRawText(f *testing.F) {
 		}
 	})
 }
+
+// TestLockConfigRefusesUntrustedDir: a lock directory another user owns
+// (they could replace the lock files and break the exclusion) is refused
+// and nothing is created there; one below a sticky directory, like
+// /run/lock/lxc, is made and used.
+func TestLockConfigRefusesUntrustedDir(t *testing.T) {
+	dir := t.TempDir()
+	home := filepath.Join(dir, "home")
+	if err := os.Mkdir(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(home, 54321, 54321); err != nil {
+		t.Fatal(err)
+	}
+	lockDir := filepath.Join(home, "lxc")
+	_, err := LockConfig(context.Background(), lockDir, 100, time.Second)
+	if errs.KindOf(err) != errs.KindInvalidConfig || !strings.Contains(err.Error(), "proxmox.lock_dir "+lockDir) ||
+		!strings.Contains(err.Error(), "directory "+home+" is owned by uid 54321") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Lstat(lockDir); err == nil {
+		t.Fatal("the lock directory was created")
+	}
+	sticky := filepath.Join(dir, "lock")
+	if err := os.Mkdir(sticky, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(sticky, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	l, err := LockConfig(context.Background(), filepath.Join(sticky, "lxc"), 100, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Unlock()
+}
