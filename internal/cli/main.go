@@ -113,6 +113,11 @@ func (a *App) setup() error {
 		return err
 	}
 	a.log = l
+	if cfgErr != nil && a.inv.Verb == "version" {
+		// version still answers, with the defaults; say why they apply
+		// (a refused file is otherwise silent here).
+		a.log.Warn("config not loaded, showing the defaults: " + strings.ReplaceAll(cfgErr.Error(), "\n", " "))
+	}
 	if cfgErr != nil && a.inv.Verb != "version" && a.inv.Verb != "health" {
 		return cfgErr
 	}

@@ -161,7 +161,7 @@ func TestUserConfigRefused(t *testing.T) {
 				}
 			}
 			r = testutil.Run(t, nexcage, tc.env, append(tc.args, "version")...)
-			if r.Code != 0 || strings.Contains(r.Stdout, "6.6.6") {
+			if r.Code != 0 || strings.Contains(r.Stdout, "6.6.6") || !strings.Contains(r.Stderr, "config not loaded, showing the defaults") || !strings.Contains(r.Stderr, owner) {
 				t.Errorf("version: %s", r)
 			}
 			a.notRun(t, tc.name)
