@@ -285,6 +285,31 @@ func TestRefreshAndKill(t *testing.T) {
 	}
 }
 
+// TestOwnHelperDir: the helper directory goes to the container's root,
+// host uid/gid 0 for a privileged container, 100000 for an unprivileged.
+func TestOwnHelperDir(t *testing.T) {
+	for _, unpriv := range []bool{false, true} {
+		dir := filepath.Join(t.TempDir(), "h")
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := ownHelperDir("x", dir, unpriv); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := uint32(0)
+		if unpriv {
+			want = unprivBase
+		}
+		if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != 0o700 || st.Uid != want || st.Gid != want {
+			t.Errorf("unprivileged=%v: mode %o owner %d:%d, want 700 %d:%d", unpriv, fi.Mode().Perm(), st.Uid, st.Gid, want, want)
+		}
+	}
+}
+
 // TestPidsInNamespace lists a process in a pid namespace of its own.
 func TestPidsInNamespace(t *testing.T) {
 	cmd := exec.Command(testutil.BusyboxPath, "sleep", "1000")
