@@ -9,10 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nexcage/nexcage/internal/inithelper"
 	"github.com/nexcage/nexcage/internal/procfs"
@@ -269,5 +272,105 @@ func TestKillAllRefusesHostPidNamespace(t *testing.T) {
 	}
 	if _, ok := procfs.StartTime(victim.Process.Pid); !ok {
 		t.Error("the host process is gone")
+	}
+}
+
+// actionEnv is testutil's variable naming the action a re-executed test
+// binary runs (testutil.RunMain dispatches), for actions run as root.
+const actionEnv = "NEXCAGE_TESTUTIL_ACTION"
+
+func init() {
+	// supervise-term <nexcage> <root> <config> <bundle> <id> <pid-file>:
+	// as a subreaper (the supervisor becomes its child, as with
+	// containerd's shim), create and start id, SIGTERM the --pid-file
+	// pid and print the status it exits with.
+	testutil.RegisterAction("supervise-term", func(a []string) int {
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer devnull.Close()
+		nexcage := func(args ...string) error {
+			cmd := exec.Command(a[0], append([]string{"--root", a[1], "--config", a[2]}, args...)...)
+			cmd.Stdin, cmd.Stdout = devnull, devnull
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			if err := cmd.Run(); err != nil {
+				return fmt.Errorf("nexcage %s: %v: %s", args[0], err, stderr.String())
+			}
+			return nil
+		}
+		// The supervisor keeps the stdio create gets: files, not pipes
+		// the action would wait on.
+		create := exec.Command(a[0], "--root", a[1], "--config", a[2], "create", "--bundle", a[3], "--pid-file", a[5], a[4])
+		create.Stdin, create.Stdout, create.Stderr = devnull, devnull, devnull
+		if err := create.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "create:", err)
+			return 1
+		}
+		if err := nexcage("start", a[4]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		raw, err := os.ReadFile(a[5])
+		pid, _ := strconv.Atoi(string(raw))
+		if err != nil || pid <= 0 {
+			fmt.Fprintln(os.Stderr, "pid file:", err, string(raw))
+			return 1
+		}
+		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+			fmt.Fprintln(os.Stderr, "kill:", err)
+			return 1
+		}
+		var ws syscall.WaitStatus
+		if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil {
+			fmt.Fprintln(os.Stderr, "wait:", err)
+			return 1
+		}
+		if ws.Signaled() {
+			fmt.Printf("signal %d\n", ws.Signal())
+		} else {
+			fmt.Printf("status %d\n", ws.ExitStatus())
+		}
+		return 0
+	})
+}
+
+// TestSupervisorRelaysSIGTERM sends SIGTERM to the --pid-file pid of a
+// running Proxmox container (its supervisor, as containerd or an
+// administrator would): the supervisor passes it to the container's init
+// instead of dying of it, the container stops, and the supervisor exits
+// with the init's status (42, from the container's own TERM trap).
+func TestSupervisorRelaysSIGTERM(t *testing.T) {
+	w := newWorld(t)
+	b := testutil.BusyboxBundle(t, "", []string{"sh", "-c", "trap 'exit 42' TERM; while :; do sleep 0.1; done"}, nil)
+	w.cleanup("relay-term")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), w.env...)
+	cmd.Env = append(cmd.Env, actionEnv+"=supervise-term", actionEnv+"_ARGS="+strings.Join(
+		[]string{w.nexcage, w.root, w.config, b, "relay-term", filepath.Join(t.TempDir(), "pid")}, "\x1f"))
+	out, err := cmd.Output()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		t.Fatalf("action: %v: %s", err, ee.Stderr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(out)); got != "status 42" {
+		t.Errorf("supervisor ended with %q, want \"status 42\" (the container's status after the relayed SIGTERM)", got)
+	}
+	r := w.must("state", "relay-term")
+	if !strings.Contains(r.Stdout, `"status": "stopped"`) && !strings.Contains(r.Stdout, `"status":"stopped"`) {
+		t.Errorf("state after the supervisor's SIGTERM: %s", r.Stdout)
 	}
 }
