@@ -9,7 +9,12 @@
 //     socket bind-mounted into the container: hands it process.args, and
 //     on `start` the stdio `create` was given, so the container's output
 //     goes straight to the shim's pipes (no copying, no polling);
+//     Only the container's root can reach that socket (Options.UID/GID,
+//     mode 0600 in a 0700 directory), and only the container's init, as
+//     LXC knows it, is served (peer.go);
 //   - answers `start` on a root-only control socket;
+//   - relays SIGTERM, SIGINT and SIGHUP it receives to the container's
+//     init (pidfd_send_signal), instead of dying while the container runs;
 //   - renews the DHCP leases the helper took (netsetup.KeepLeases);
 //   - exits when the container's init exits, with its exit status
 //     (from the kernel's process events connector), or 128+the last
