@@ -142,35 +142,29 @@ func sameNamespace(pid int, ns string) (bool, error) {
 	return own.Dev == its.Dev && own.Ino == its.Ino, nil
 }
 
-// inContainerCgroup checks that every cgroup of pid lies under a cgroup
-// named for container name, the way LXC names them: "lxc/<name>" (as
-// Proxmox configures it) or "lxc.payload.<name>" (LXC's default), each
-// possibly with LXC's "-<n>" suffix.
+// inContainerCgroup checks that pid is in a cgroup named for container
+// name, the way LXC names them: "lxc/<name>" (as Proxmox configures it)
+// or "lxc.payload.<name>" (LXC's default), each possibly with LXC's "-<n>"
+// suffix. On a hybrid cgroup v1 host LXC may leave some controllers where
+// its monitor was, so one hierarchy naming the container is enough: the
+// check beside the pid being LXC's init, not instead of it.
 func inContainerCgroup(pid int, name string) error {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
 	if err != nil {
 		return fmt.Errorf("cannot read its cgroup: %w", err)
 	}
-	checked := 0
+	var paths []string
 	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
 		parts := strings.SplitN(line, ":", 3)
 		if len(parts) != 3 {
 			continue
 		}
-		// Controllers LXC does not place the container in (v1 hybrid
-		// hosts may leave some at the root) say nothing.
-		if parts[2] == "/" {
-			continue
+		if cgroupNames(parts[2], name) {
+			return nil
 		}
-		checked++
-		if !cgroupNames(parts[2], name) {
-			return fmt.Errorf("its cgroup %s is not container %s's", parts[2], name)
-		}
+		paths = append(paths, parts[2])
 	}
-	if checked == 0 {
-		return fmt.Errorf("it is in no container cgroup")
-	}
-	return nil
+	return fmt.Errorf("its cgroups %s are not container %s's", strings.Join(paths, ", "), name)
 }
 
 // cgroupNames tells whether cgroup path p is the cgroup (or under the
