@@ -294,10 +294,14 @@ func (s *sup) run() int {
 		go netsetup.KeepLeases(ctx, fmt.Sprintf("/proc/%d/ns/net", pid), proc.Net, nil)
 	}
 
+	// done stops the pid watcher (waited for: it polls the pidfd, closed
+	// after it) and the control acceptor (which ends when the listener
+	// closes).
 	done := make(chan struct{})
-	defer close(done)
+	watched := make(chan struct{})
+	defer func() { close(done); <-watched }()
 	gone := make(chan struct{})
-	go watchPidfd(pidfd, pid, startTime, gone, done)
+	go func() { defer close(watched); watchPidfd(pidfd, pid, startTime, gone, done) }()
 	ctl := make(chan net.Conn)
 	go func() {
 		for {
