@@ -1,8 +1,10 @@
 // Package security holds nexcage's security checks that span the code
 // base: no shell in exec paths, private state permissions, ids that
-// cannot leave --root, no config injection through a real create, and no
-// config or program a local user can plant or redirect.
-// See docs/RELIABILITY.md.
+// cannot leave --root, no config injection through a real create, no
+// config or program a local user can plant or redirect (config_test.go),
+// an init socket only the container's init can use (initsock_test.go),
+// private container content (content_test.go), and undo at every step of
+// a create (undo_test.go). See docs/SECURITY.md.
 package security
 
 import (

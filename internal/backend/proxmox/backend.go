@@ -300,6 +300,12 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	if err != nil {
 		return err
 	}
+	if helper {
+		// Only now is it known whose root the container's is.
+		if err := ownHelperDir(c.ID, in.InitHelperDir, req.Unprivileged); err != nil {
+			return err
+		}
+	}
 	for _, w := range req.Warnings {
 		b.log.Warn(w, "id", c.ID)
 	}
@@ -337,7 +343,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	c.Pid = 0
 	if helper {
 		// pct start now: the init helper holds process.args until start.
-		if err := b.startSupervised(ctx, c, vmid, opts, req.Process, req.Net); err != nil {
+		if err := b.startSupervised(ctx, c, vmid, opts, req.Process, req.Net, req.Unprivileged); err != nil {
 			return err
 		}
 	}
@@ -458,9 +464,9 @@ const vmidLockWait = 5 * time.Minute
 // path, which is local to the node (unlike /etc/pve), and goes with its
 // last holder.
 func (b *Backend) vmidLock(ctx context.Context) (*lockfile.Lock, error) {
-	dir := b.helperBase()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, errs.Wrap(errs.KindBackend, err, "cannot create %s", dir)
+	dir, err := b.makeHelperBase()
+	if err != nil {
+		return nil, err
 	}
 	wait := vmidLockWait
 	if t := b.pct.Timeout; t > wait {
@@ -697,6 +703,10 @@ func (b *Backend) Kill(ctx context.Context, c *state.Container, sig syscall.Sign
 	b.recordSignal(c, sig)
 	if all {
 		pids, err := pidsInNamespace(c.Pid)
+		if errors.Is(err, errHostPidNS) {
+			return errs.New(errs.KindState, "container %s: kill --all refused: the recorded init (pid %d) is in the host's pid namespace, not in a container", c.ID, c.Pid).
+				WithHint("the container's state is wrong; check `lxc-info -P %s -n %s -p` and delete the container with `nexcage delete --force %s`", b.lxcPath, c.Data[DataVMID], c.ID)
+		}
 		if err != nil {
 			return errs.Wrap(errs.KindBackend, err, "container %s: cannot list its processes", c.ID)
 		}
@@ -810,11 +820,24 @@ func (b *Backend) Delete(ctx context.Context, c *state.Container, force bool) er
 // its entries in backup jobs, replication and HA.
 var destroyOpts = pve.DestroyOptions{Purge: true, UnreferencedDisks: true}
 
-// pidsInNamespace lists the host pids sharing init's pid namespace.
+// errHostPidNS: a container's recorded init is in the host's pid
+// namespace, whose processes are all of the host's.
+var errHostPidNS = errors.New("the process is in the host's pid namespace")
+
+// pidsInNamespace lists the host pids sharing init's pid namespace. It
+// refuses (errHostPidNS) when that namespace is nexcage's own: that would
+// be every process of the host, never a container's.
 func pidsInNamespace(initPid int) ([]int, error) {
 	ns, err := os.Readlink("/proc/" + strconv.Itoa(initPid) + "/ns/pid")
 	if err != nil {
 		return nil, err
+	}
+	own, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil {
+		return nil, err
+	}
+	if ns == own {
+		return nil, errHostPidNS
 	}
 	ents, err := os.ReadDir("/proc")
 	if err != nil {

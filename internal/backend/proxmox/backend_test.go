@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -272,19 +274,54 @@ func TestRefreshAndKill(t *testing.T) {
 	if _, err := os.Stat(f.log); !os.IsNotExist(err) {
 		t.Error("refresh/kill called pct")
 	}
-	pids, err := pidsInNamespace(self)
-	if err != nil || !containsInt(pids, self) {
-		t.Errorf("pidsInNamespace = %v, %v", pids, err)
+	// The test runs in the host's pid namespace: kill --all and ps must
+	// refuse it (it would be every process of the host), and signal
+	// nothing.
+	if pids, err := pidsInNamespace(self); !errors.Is(err, errHostPidNS) {
+		t.Errorf("pidsInNamespace(host pid) = %v, %v; want errHostPidNS", pids, err)
+	}
+	if err := f.backend.Kill(context.Background(), running, 0, true); errs.KindOf(err) != errs.KindState || !strings.Contains(err.Error(), "host's pid namespace") {
+		t.Errorf("kill --all with a host pid: %v; want a state error naming the host's pid namespace", err)
 	}
 }
 
-func containsInt(l []int, v int) bool {
-	for _, x := range l {
-		if x == v {
-			return true
+// TestOwnHelperDir: the helper directory goes to the container's root,
+// host uid/gid 0 for a privileged container, 100000 for an unprivileged.
+func TestOwnHelperDir(t *testing.T) {
+	for _, unpriv := range []bool{false, true} {
+		dir := filepath.Join(t.TempDir(), "h")
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := ownHelperDir("x", dir, unpriv); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := uint32(0)
+		if unpriv {
+			want = unprivBase
+		}
+		if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != 0o700 || st.Uid != want || st.Gid != want {
+			t.Errorf("unprivileged=%v: mode %o owner %d:%d, want 700 %d:%d", unpriv, fi.Mode().Perm(), st.Uid, st.Gid, want, want)
 		}
 	}
-	return false
+}
+
+// TestPidsInNamespace lists a process in a pid namespace of its own.
+func TestPidsInNamespace(t *testing.T) {
+	cmd := exec.Command(testutil.BusyboxPath, "sleep", "1000")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	pids, err := pidsInNamespace(cmd.Process.Pid)
+	if err != nil || !slices.Equal(pids, []int{cmd.Process.Pid}) {
+		t.Errorf("pidsInNamespace = %v, %v; want [%d]", pids, err, cmd.Process.Pid)
+	}
 }
 
 func TestApplyImageConfig(t *testing.T) {
@@ -685,6 +722,22 @@ exit 7
 			t.Error(err)
 		}
 	}()
+	// Only the container's root (unprivileged by default: host uid and
+	// gid 100000) may reach the init socket; nobody may list the base.
+	checkMode := func(p string, mode os.FileMode, uid, gid uint32) {
+		t.Helper()
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if fi.Mode().Perm() != mode || st.Uid != uid || st.Gid != gid {
+			t.Errorf("%s: mode %o owner %d:%d, want %o %d:%d", p, fi.Mode().Perm(), st.Uid, st.Gid, mode, uid, gid)
+		}
+	}
+	checkMode(c.Data[DataHelperDir], 0o700, unprivBase, unprivBase)
+	checkMode(filepath.Join(c.Data[DataHelperDir], "nexcage"), 0o755, 0, 0)
+	checkMode(f.backend.helperBase(), helperBaseMode, 0, 0)
 	conf, _ := os.ReadFile(filepath.Join(f.etc, "nodes/pve/lxc/100.conf"))
 	for _, k := range droppedRawKeys {
 		if strings.Contains(string(conf), k) {

@@ -79,11 +79,10 @@ func wantsHelper(spec *specs.Spec) bool {
 // c.Data and calls save (the create's checkpoint) before it makes it, so
 // that a crash cannot leave a directory no record names.
 func (b *Backend) prepareHelper(c *state.Container, save func() error) (string, error) {
-	base := b.helperBase()
-	if err := os.MkdirAll(base, 0o755); err != nil {
-		return "", errs.Wrap(errs.KindBackend, err, "container %s: cannot create %s", c.ID, base)
+	base, err := b.makeHelperBase()
+	if err != nil {
+		return "", addContainer(c.ID, err)
 	}
-	_ = os.Chmod(base, 0o755)
 	r := make([]byte, 6)
 	_, _ = rand.Read(r)
 	dir := filepath.Join(base, SanitizeHostname(c.ID)+"-"+hex.EncodeToString(r))
@@ -98,7 +97,8 @@ func (b *Backend) prepareHelper(c *state.Container, save func() error) (string, 
 	if err != nil {
 		return "", addContainer(c.ID, err)
 	}
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	// 0700, root's until ownHelperDir gives it to the container's root.
+	if err := os.Mkdir(dir, 0o700); err != nil {
 		delete(c.Data, DataHelperDir) // never remove a directory we did not make
 		b.removeUnusedHelperCopies()
 		return "", errs.Wrap(errs.KindBackend, err, "container %s: cannot create the helper directory", c.ID)
@@ -114,6 +114,45 @@ func (b *Backend) prepareHelper(c *state.Container, save func() error) (string, 
 		}
 	}
 	return dir, nil
+}
+
+// helperBaseMode lets everyone traverse the helper base (an unprivileged
+// container's setup runs as its mapped root and must reach its directory)
+// but nobody except root list it.
+const helperBaseMode = 0o711
+
+// makeHelperBase makes the helper base (and corrects its mode).
+func (b *Backend) makeHelperBase() (string, error) {
+	base := b.helperBase()
+	if err := os.MkdirAll(base, helperBaseMode); err != nil {
+		return "", errs.Wrap(errs.KindBackend, err, "cannot create %s", base)
+	}
+	if err := os.Chmod(base, helperBaseMode); err != nil {
+		return "", errs.Wrap(errs.KindBackend, err, "cannot set the mode of %s", base)
+	}
+	return base, nil
+}
+
+// containerRoot is the host uid and gid of the container's root: 0 for a
+// privileged container; for an unprivileged one the node's unprivileged
+// base, where Proxmox's default idmap (and every idmap userns accepts)
+// puts container id 0.
+func containerRoot(unprivileged bool) (uid, gid int) {
+	if unprivileged {
+		return unprivBase, unprivBase
+	}
+	return 0, 0
+}
+
+// ownHelperDir gives the helper directory (0700) to the container's root,
+// the only one that may reach the init socket inside; the files in it
+// stay root's (the binary 0755, so the container's root can run it).
+func ownHelperDir(id, dir string, unprivileged bool) error {
+	uid, gid := containerRoot(unprivileged)
+	if err := os.Lchown(dir, uid, gid); err != nil {
+		return errs.Wrap(errs.KindBackend, err, "container %s: cannot give the helper directory to the container's root", id)
+	}
+	return os.Chmod(dir, 0o700)
 }
 
 // helperCopyPattern names the shared copies of nexcage in the helper base.
@@ -202,7 +241,7 @@ func copyFile(src, dst string, mode os.FileMode) error {
 // startSupervised starts the supervisor, then the container (pct start),
 // and waits until the init helper is connected and ready. It fills c's
 // pid and writes opts.PidFile with the supervisor's pid.
-func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid int, opts runtime.CreateOptions, proc *inithelper.Process, netCfg *netsetup.Config) (err error) {
+func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid int, opts runtime.CreateOptions, proc *inithelper.Process, netCfg *netsetup.Config, unprivileged bool) (err error) {
 	hp := b.helperPaths(c.Data[DataHelperDir])
 	if proc == nil {
 		return errs.New(errs.KindInternal, "container %s: no process for the init helper", c.ID)
@@ -222,8 +261,9 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 		return errs.Wrap(errs.KindInternal, err, "container %s: pipe", c.ID)
 	}
 	defer rd.Close()
+	uid, gid := containerRoot(unprivileged)
 	so := supervisor.Options{Dir: hp.dir, Ctl: hp.ctl, Process: hp.process, SignalFile: hp.signal,
-		LxcPath: b.lxcPath, Name: strconv.Itoa(vmid), ConnectTimeout: b.PidTimeout}
+		LxcPath: b.lxcPath, Name: strconv.Itoa(vmid), UID: uid, GID: gid, ConnectTimeout: b.PidTimeout}
 	cmd := exec.Command(self, append([]string{supervisor.Verb}, so.Args()...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = fileOrNull(opts.Stdin), fileOrNull(opts.Stdout), fileOrNull(opts.Stderr)
 	cmd.ExtraFiles = []*os.File{wr}
@@ -262,12 +302,23 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 			b.supervisors.Delete(c.ID)
 		}
 	}()
+	// The reader ends when this returns: on success the supervisor has
+	// closed the pipe (after ready), on failure it is killed above, and
+	// stopReading frees a reader blocked on a line nobody takes.
 	lines := make(chan string)
+	stopReading := make(chan struct{})
+	readerDone := make(chan struct{})
+	defer func() { close(stopReading); _ = rd.Close(); <-readerDone }()
 	go func() {
+		defer close(readerDone)
 		defer close(lines)
 		sc := bufio.NewScanner(rd)
 		for sc.Scan() {
-			lines <- sc.Text()
+			select {
+			case lines <- sc.Text():
+			case <-stopReading:
+				return
+			}
 		}
 	}()
 	// The helper answers ready only once the network is configured.

@@ -1,13 +1,20 @@
 package proxmox
 
 import (
+	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"go.uber.org/goleak"
 
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/inithelper"
+	"github.com/nexcage/nexcage/internal/runtime"
+	"github.com/nexcage/nexcage/internal/state"
+	"github.com/nexcage/nexcage/internal/supervisor"
 )
 
 func helperInput(dir string, args []string) Input {
@@ -75,5 +82,29 @@ func TestParseExecArgs(t *testing.T) {
 		if _, err := parseExecArgs("c1", bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// TestStartSupervisedEarlyReturnLeaksNothing: when startSupervised gives up
+// early (here the supervisor reports an error) while the supervisor still
+// writes report lines, the supervisor is killed and the reader of its
+// reports ends (it used to block for ever on a line nobody took).
+func TestStartSupervisedEarlyReturnLeaksNothing(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	f := newFakeNode(t, "", "")
+	dir := t.TempDir()
+	sup := filepath.Join(dir, "chatty-supervisor")
+	script := "#!/bin/sh\necho " + supervisor.ReportError + " boom >&3\nfor i in 1 2 3 4 5 6 7 8; do echo noise >&3; done\nexec sleep 600\n"
+	if err := os.WriteFile(sup, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f.backend.SelfExe = sup
+	c := &state.Container{ID: "early", Data: map[string]string{DataHelperDir: filepath.Join(dir, "helper")}}
+	for i := 0; i < 3; i++ {
+		err := f.backend.startSupervised(context.Background(), c, 100, runtime.CreateOptions{}, &inithelper.Process{Args: []string{"x"}}, nil, true)
+		if err == nil || !strings.Contains(err.Error(), "boom") {
+			t.Fatalf("startSupervised: %v, want the supervisor's error", err)
+		}
+		f.backend.supervisors.Delete(c.ID)
 	}
 }
