@@ -96,7 +96,7 @@ func writeMeta(tmpl string, m *Meta) error {
 	if err != nil {
 		return err
 	}
-	return renameio.WriteFile(metaPath(tmpl), append(b, '\n'), 0o644)
+	return renameio.WriteFile(metaPath(tmpl), append(b, '\n'), FileMode, renameio.WithStaticPermissions(FileMode))
 }
 
 // findBySource returns the template in dir that nexcage placed for source

@@ -583,8 +583,8 @@ func (r *Resolver) resolveImage(ctx context.Context, form Form, p, tag, source s
 		return errs.Wrap(errs.KindTemplate, err, "cannot use %s %s as an image", form, label).
 			WithHint("check that it is a complete image (skopeo inspect %s:%s) and name one image with :<tag> when it holds several", form, label)
 	}
-	if err := os.MkdirAll(r.o.WorkDir, 0o700); err != nil {
-		return nil, errs.Wrap(errs.KindTemplate, err, "cannot create %s", r.o.WorkDir).WithHint("check storage.image_path")
+	if err := r.workDir(); err != nil {
+		return nil, err
 	}
 	work, err := os.MkdirTemp(r.o.WorkDir, "unpack-")
 	if err != nil {
