@@ -100,21 +100,10 @@ func NewStore(root string) (*Store, error) {
 	return &Store{root: abs}, nil
 }
 
-// Root returns the store's absolute root directory.
-func (s *Store) Root() string { return s.root }
-
 // BackendRoot returns <root>/@<name>, the directory a backend may use for
 // its own files (for example as runc's --root). It is not created here.
 func (s *Store) BackendRoot(name string) string {
 	return filepath.Join(s.root, "@"+name)
-}
-
-// Dir returns the container's directory <root>/<id> after validating id.
-func (s *Store) Dir(id string) (string, error) {
-	if err := ValidateID(id); err != nil {
-		return "", err
-	}
-	return filepath.Join(s.root, id), nil
 }
 
 func (s *Store) lockDir() string { return filepath.Join(s.root, "@locks") }
@@ -160,9 +149,6 @@ func (s *Store) Lock(ctx context.Context, id string) (*Lock, error) {
 	}
 	return &Lock{store: s, id: id, l: l}, nil
 }
-
-// ID returns the locked container id.
-func (l *Lock) ID() string { return l.id }
 
 // Unlock releases the lock. When the container has no directory (it was
 // removed, or never created) the lock file is deleted first, so no lock
