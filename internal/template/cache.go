@@ -85,6 +85,12 @@ func (r *Resolver) finish(ctx context.Context, storage, tmpl string, m *Meta) (*
 	if m.Arch == "" {
 		r.log.Warn("cannot tell the template's architecture; assuming the host's", "template", file)
 	}
+	if strings.HasPrefix(file, PackedPrefix) {
+		// Ours: private, even when an older nexcage placed it 0644.
+		if err := os.Chmod(tmpl, FileMode); err != nil {
+			r.log.Warn("cannot make the template private", "template", file, "err", err)
+		}
+	}
 	r.touch(ctx, tmpl)
 	return &Resolved{
 		VolID: pve.TemplateVolumeID(storage, file), Path: tmpl, File: file,

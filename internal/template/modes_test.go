@@ -47,6 +47,23 @@ func TestPrivateModes(t *testing.T) {
 	if _, err := e.r.Resolve(ctx, bundle); err != nil {
 		t.Fatal(err)
 	}
+	// The image's template, left 0644 with its metadata by an older
+	// nexcage, is made private when it is resolved from the cache.
+	placed, _ := filepath.Glob(filepath.Join(e.cache, PackedPrefix+"*"))
+	for _, p := range placed {
+		if err := os.Chmod(p, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.r.Resolve(ctx, layout); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.r.Resolve(ctx, bundle); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.r.PackAndAcquire(ctx, PackOptions{Rootfs: rootfs}, "c"); err != nil {
+		t.Fatal(err)
+	}
 
 	if fi, err := os.Stat(e.cache); err != nil || fi.Mode().Perm() != 0o775 {
 		t.Errorf("the storage's cache directory: %v %v, want its mode 775 kept", fi.Mode(), err)
