@@ -112,16 +112,60 @@ func TestSpec(t *testing.T) {
 	}
 }
 
+// TestFeatures: features answers for the backend that would run: the
+// default route (default_container_type), --runtime, or the route of
+// --id. runc/crun's own output is passed through (a fake runtime here);
+// the Proxmox backend claims no hooks and no seccomp.
 func TestFeatures(t *testing.T) {
-	code, stdout, _ := runApp(t, "features")
-	if code != 0 {
-		t.Fatal(code)
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "fake-runc")
+	script := "#!/bin/sh\n[ \"$1\" = features ] && echo '{\"ociVersionMin\":\"1.0.0\",\"hooks\":[\"prestart\"],\"annotations\":{\"own\":\"1\"}}'\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
 	}
-	var f struct {
-		OCIVersionMin, OCIVersionMax string
-		Linux                        struct{ Namespaces []string }
+	cfg := filepath.Join(dir, "nexcage.json")
+	if err := os.WriteFile(cfg, []byte(`{"runtimes": {"runc": {"path": "`+fake+`"}, "crun": {"path": "`+filepath.Join(dir, "missing-crun")+`"}},
+"container_config": {"default_container_type": "runc"},
+"runtime": {"routing": [{"pattern": "px-.*", "runtime": "lxc"}]}}`), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	if err := json.Unmarshal([]byte(stdout), &f); err != nil || f.OCIVersionMax == "" || len(f.Linux.Namespaces) == 0 {
-		t.Fatalf("features: %v %s", err, stdout)
+	type out struct {
+		OCIVersionMin string
+		Hooks         *[]string
+		Linux         struct {
+			Seccomp *struct{ Enabled *bool }
+		}
+		Annotations map[string]string
+	}
+	get := func(args ...string) out {
+		t.Helper()
+		code, stdout, stderr := runApp(t, append([]string{"--config", cfg}, args...)...)
+		if code != 0 {
+			t.Fatalf("features %q: exit %d: %s", args, code, stderr)
+		}
+		var o out
+		if err := json.Unmarshal([]byte(stdout), &o); err != nil {
+			t.Fatalf("features %q: %v\n%s", args, err, stdout)
+		}
+		return o
+	}
+	// Default route: runc, its own answer passed through.
+	o := get("features")
+	if o.Annotations["org.nexcage.backend"] != "runc" || o.Annotations["own"] != "1" || o.Hooks == nil || len(*o.Hooks) != 1 ||
+		!strings.Contains(o.Annotations["org.nexcage.features.source"], fake) || !strings.Contains(o.Annotations["org.nexcage.route"], "default_container_type") {
+		t.Errorf("default route: %+v", o)
+	}
+	// --runtime lxc and --id of a Proxmox-routed id: the Proxmox backend.
+	for _, args := range [][]string{{"--runtime", "lxc", "features"}, {"features", "--id", "px-1"}} {
+		o := get(args...)
+		if o.Annotations["org.nexcage.backend"] != "proxmox-lxc" || o.Hooks == nil || len(*o.Hooks) != 0 ||
+			o.Linux.Seccomp == nil || o.Linux.Seccomp.Enabled == nil || *o.Linux.Seccomp.Enabled || o.OCIVersionMin == "" {
+			t.Errorf("%q: %+v", args, o)
+		}
+	}
+	// A runtime that cannot answer is an error, not an invented answer.
+	code, stdout, stderr := runApp(t, "--config", cfg, "--runtime", "crun", "features")
+	if code == 0 || stdout != "" || !strings.Contains(stderr, "missing-crun not found") {
+		t.Errorf("features for a missing crun: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }

@@ -27,7 +27,7 @@ func (a *App) execute(ctx context.Context) (int, error) {
 	case "spec":
 		return 0, a.spec()
 	case "features":
-		return 0, a.features()
+		return 0, a.features(ctx)
 	case "version":
 		return 0, a.version(ctx)
 	case "health":

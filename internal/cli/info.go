@@ -1,59 +1,133 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
-
 	goruntime "runtime"
-	"strings"
-
-	"github.com/opencontainers/runtime-spec/specs-go/features"
+	"slices"
 
 	"github.com/nexcage/nexcage/internal/backend/ocirun"
+	"github.com/nexcage/nexcage/internal/backend/proxmox"
 	"github.com/nexcage/nexcage/internal/bundle"
 	"github.com/nexcage/nexcage/internal/config"
+	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/trust"
 	"github.com/nexcage/nexcage/internal/version"
 )
 
-// features prints what nexcage accepts in a config.json. It is the union
-// over the backends: a runc/crun-routed container gets everything the
-// runtime supports; docs/MAPPING.md says what the Proxmox backend maps.
-func (a *App) features() error {
-	yes := true
-	f := features.Features{
-		OCIVersionMin: "1.0.0",
-		OCIVersionMax: version.SpecVersion,
-		Hooks:         []string{"prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"},
-		MountOptions: []string{"async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "mand",
-			"noatime", "nodev", "nodiratime", "noexec", "nomand", "norelatime", "nostrictatime", "nosuid",
-			"private", "rbind", "relatime", "remount", "ro", "rprivate", "rshared", "rslave", "runbindable",
-			"rw", "shared", "slave", "strictatime", "sync", "unbindable"},
-		Linux: &features.Linux{
-			Namespaces:   []string{"cgroup", "ipc", "mount", "network", "pid", "user", "uts"},
-			Capabilities: capabilities,
-			Cgroup:       &features.Cgroup{V1: &yes, V2: &yes, Systemd: &yes},
-			Seccomp:      &features.Seccomp{Enabled: &yes},
-			Apparmor:     &features.Apparmor{Enabled: &yes},
-			Selinux:      &features.Selinux{Enabled: &yes},
-		},
-		Annotations: map[string]string{
-			"org.nexcage.version":  version.Version,
-			"org.nexcage.commit":   version.Commit,
-			"org.nexcage.backends": strings.Join([]string{config.BackendProxmox, config.BackendRunc, config.BackendCrun}, ","),
-		},
+// features prints the runtime-spec features of the backend that would
+// run a container: --runtime, else the route of --id, else the default
+// route (container_config.default_container_type). runc and crun answer
+// for themselves (nexcage hands them config.json unchanged); the Proxmox
+// backend's answer comes from its translator's tables and the host's
+// security modules. Annotations say which backend answered and how.
+func (a *App) features(ctx context.Context) error {
+	router, err := a.cfg.Router()
+	if err != nil {
+		return err
 	}
-	return a.printJSON(f, true)
+	var d config.Decision
+	switch {
+	case a.inv.ID != "" || a.inv.Globals.Runtime != "":
+		d, err = router.Route(a.inv.ID, a.inv.Globals.Runtime)
+	default:
+		d, err = router.Default()
+	}
+	if err != nil {
+		return err
+	}
+	var doc map[string]json.RawMessage
+	var source string
+	switch d.Backend {
+	case config.BackendProxmox:
+		f := proxmox.Features(proxmox.DetectLSM(), "1.0.0", version.SpecVersion)
+		b, err := json.Marshal(f)
+		if err != nil {
+			return errs.Wrap(errs.KindInternal, err, "encoding features")
+		}
+		if err := json.Unmarshal(b, &doc); err != nil {
+			return errs.Wrap(errs.KindInternal, err, "encoding features")
+		}
+		// No hook is run: an empty list (absent would mean "unknown").
+		doc["hooks"] = json.RawMessage("[]")
+		source = "the proxmox-lxc backend's mapping (docs/MAPPING.md)"
+	case config.BackendRunc, config.BackendCrun:
+		rc := a.cfg.Runtimes.Runc
+		if d.Backend == config.BackendCrun {
+			rc = a.cfg.Runtimes.Crun
+		}
+		bin := rc.Path
+		if bin == "" {
+			bin = d.Backend
+		}
+		var data []byte
+		data, source, err = ocirun.Features(ctx, d.Backend, bin)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(data, &doc); err != nil {
+			return errs.Wrap(errs.KindBackend, err, "%s features", bin)
+		}
+	default:
+		return errs.New(errs.KindInternal, "features: unknown backend %q", d.Backend)
+	}
+	ann := map[string]string{}
+	if raw, ok := doc["annotations"]; ok {
+		if err := json.Unmarshal(raw, &ann); err != nil || ann == nil {
+			ann = map[string]string{}
+		}
+	}
+	ann["org.nexcage.version"] = version.Version
+	ann["org.nexcage.commit"] = version.Commit
+	ann["org.nexcage.backend"] = d.Backend
+	ann["org.nexcage.route"] = d.Reason
+	ann["org.nexcage.features.source"] = source
+	b, err := json.Marshal(ann)
+	if err != nil {
+		return errs.Wrap(errs.KindInternal, err, "encoding features")
+	}
+	doc["annotations"] = b
+	return a.printJSON(orderedDoc(doc), true)
 }
 
-// capabilities known to Linux 6.x.
-var capabilities = []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
-	"CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
-	"CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE",
-	"CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT",
-	"CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
-	"CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
-	"CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE"}
+// featureKeys is the runtime-spec order of the features fields.
+var featureKeys = []string{"ociVersionMin", "ociVersionMax", "hooks", "mountOptions", "linux", "annotations", "potentiallyUnsafeConfigAnnotations"}
+
+// orderedDoc is a JSON object whose keys are written in the spec's order
+// (then any others, sorted), as a runtime prints them.
+type orderedDoc map[string]json.RawMessage
+
+// MarshalJSON writes the keys in featureKeys order.
+func (d orderedDoc) MarshalJSON() ([]byte, error) {
+	var rest []string
+	for k := range d {
+		if !slices.Contains(featureKeys, k) {
+			rest = append(rest, k)
+		}
+	}
+	slices.Sort(rest)
+	var buf bytes.Buffer
+	buf.WriteByte('{')
+	n := 0
+	for _, k := range append(slices.Clone(featureKeys), rest...) {
+		v, ok := d[k]
+		if !ok {
+			continue
+		}
+		if n > 0 {
+			buf.WriteByte(',')
+		}
+		n++
+		kb, _ := json.Marshal(k)
+		buf.Write(kb)
+		buf.WriteByte(':')
+		buf.Write(v)
+	}
+	buf.WriteByte('}')
+	return buf.Bytes(), nil
+}
 
 // version prints nexcage's version and the backend tools found.
 func (a *App) version(ctx context.Context) error {

@@ -76,14 +76,15 @@ func (a *App) Main(ctx context.Context, argv []string) int {
 	return code
 }
 
-// setup loads the config and opens the log. spec and features work
-// without a config; version and health tolerate a broken one (health
-// reports it as a failed check).
+// setup loads the config and opens the log. spec works without a
+// config (features needs it: the route and the runtimes' paths);
+// version and health tolerate a broken one (health reports it as a
+// failed check).
 func (a *App) setup() error {
 	g := &a.inv.Globals
 	var cfgErr error
 	switch a.inv.Verb {
-	case "spec", "features":
+	case "spec":
 		a.cfg = config.Default()
 	default:
 		var warnings []string

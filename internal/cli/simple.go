@@ -162,14 +162,21 @@ func specCmd(inv *Invocation) *cobra.Command {
 }
 
 func featuresCmd(inv *Invocation) *cobra.Command {
-	return &cobra.Command{
+	c := &cobra.Command{
 		Use:   "features",
-		Short: "Print the runtime-spec features nexcage supports (JSON)",
+		Short: "Print the runtime-spec features of the backend that would run a container (JSON)",
+		Long: `Print the runtime-spec features (JSON) of the backend that would run a
+container: the one --runtime names, else the route of --id, else
+container_config.default_container_type. For runc and crun it is the
+runtime's own "features" output; for the Proxmox backend what it maps
+(docs/CLI.md says how it is computed).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			inv.Verb = "features"
 			return noMore("features", args)
 		},
 	}
+	c.Flags().StringVar(&inv.ID, "id", "", "answer for the backend this container id is routed to")
+	return c
 }
 
 func versionCmd(inv *Invocation) *cobra.Command {

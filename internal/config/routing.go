@@ -140,6 +140,17 @@ func (c *Config) Router() (*Router, error) {
 	return &Router{rules: rules, crunPatterns: c.ContainerConfig.CrunNamePatterns, defName: name, def: def}, nil
 }
 
+// Default is the decision for an id that no runtime.routing rule and no
+// crun_name_patterns entry matches: container_config.default_container_type
+// (a Proxmox VM there is KindUnsupported).
+func (r *Router) Default() (Decision, error) {
+	reason := fmt.Sprintf("default_container_type %q", r.defName)
+	if r.def == backendVM {
+		return Decision{}, errs.Wrap(errs.KindUnsupported, unsupportedVM(r.defName), "%s", reason)
+	}
+	return Decision{Backend: r.def, Reason: reason}, nil
+}
+
 // Route picks the backend for id: override (--runtime) wins, then the
 // first runtime.routing rule whose pattern matches the whole id, then
 // container_config.crun_name_patterns (shell wildcards, to crun), then

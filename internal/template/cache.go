@@ -25,8 +25,11 @@ const tempPattern = ".nexcage-tmp-*.partial"
 // waiting at most LockTimeout. Concurrent creates from the same new image
 // thus download or pack it once; the loser finds it in the cache.
 func (r *Resolver) lock(ctx context.Context, key string) (unlock func(), err error) {
+	if err := r.workDir(); err != nil {
+		return nil, err
+	}
 	dir := filepath.Join(r.o.WorkDir, "locks")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := privateDir(dir); err != nil {
 		return nil, errs.Wrap(errs.KindTemplate, err, "cannot create the lock directory %s", dir).
 			WithHint("check storage.image_path in the nexcage configuration")
 	}
@@ -81,6 +84,12 @@ func (r *Resolver) finish(ctx context.Context, storage, tmpl string, m *Meta) (*
 	}
 	if m.Arch == "" {
 		r.log.Warn("cannot tell the template's architecture; assuming the host's", "template", file)
+	}
+	if strings.HasPrefix(file, PackedPrefix) {
+		// Ours: private, even when an older nexcage placed it 0644.
+		if err := os.Chmod(tmpl, FileMode); err != nil {
+			r.log.Warn("cannot make the template private", "template", file, "err", err)
+		}
 	}
 	r.touch(ctx, tmpl)
 	return &Resolved{
@@ -167,8 +176,10 @@ func (r *Resolver) place(ctx context.Context, tmp, dir string, meta Meta, nameHi
 	src := meta.current()
 	if old := readMeta(final); old != nil && old.Digest == info.Digest {
 		// The same content is already there (from another source, or a
-		// race we lost): keep the file, add the source.
+		// race we lost): keep the file (private, if an older nexcage
+		// placed it 0644), add the source.
 		meta.Created, meta.Sources, meta.LastUsed = old.Created, old.Sources, old.LastUsed
+		_ = os.Chmod(final, FileMode)
 	} else if err := os.Rename(tmp, final); err != nil {
 		return "", nil, errs.Wrap(errs.KindTemplate, err, "cannot place the template in %s", dir)
 	}
@@ -193,6 +204,11 @@ func createTemp(dir string) (*os.File, error) {
 	f, err := os.CreateTemp(dir, tempPattern)
 	if err != nil {
 		return nil, errs.Wrap(errs.KindTemplate, err, "cannot write into the template cache %s", dir)
+	}
+	if err := f.Chmod(FileMode); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, errs.Wrap(errs.KindTemplate, err, "chmod %s", f.Name())
 	}
 	return f, nil
 }
@@ -416,4 +432,40 @@ func (r *Resolver) Prune(ctx context.Context, olderThan time.Duration, dryRun bo
 		return removed, errs.Wrap(errs.KindTemplate, errors.Join(errList...), "pruning templates")
 	}
 	return removed, nil
+}
+
+// Modes of what nexcage writes: templates it packs or places, their
+// metadata and reference files, and everything in its scratch space hold
+// container data, which only root may read. The directories of a
+// Proxmox storage (<path>/template/cache) keep Proxmox's modes; only
+// nexcage's own files and subdirectories in them are private.
+const (
+	FileMode = 0o600
+	DirMode  = 0o700
+)
+
+// privateDir creates dir (and missing parents, 0700) and makes dir
+// itself 0700 whatever the umask and whatever mode it had: it must be a
+// directory nexcage owns entirely.
+func privateDir(dir string) error {
+	if err := os.MkdirAll(dir, DirMode); err != nil {
+		return err
+	}
+	return os.Chmod(dir, DirMode)
+}
+
+// workDir creates the scratch directory (storage.image_path) 0700 when
+// it does not exist. An existing one keeps its mode (it is configurable
+// and could be shared); everything nexcage puts into it is 0700 itself.
+func (r *Resolver) workDir() error {
+	if _, err := os.Stat(r.o.WorkDir); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(r.o.WorkDir, DirMode); err != nil {
+		return errs.Wrap(errs.KindTemplate, err, "cannot create %s", r.o.WorkDir).WithHint("check storage.image_path")
+	}
+	if err := os.Chmod(r.o.WorkDir, DirMode); err != nil {
+		return errs.Wrap(errs.KindTemplate, err, "cannot make %s private", r.o.WorkDir).WithHint("check storage.image_path")
+	}
+	return nil
 }

@@ -96,7 +96,17 @@ func writeMeta(tmpl string, m *Meta) error {
 	if err != nil {
 		return err
 	}
-	return renameio.WriteFile(metaPath(tmpl), append(b, '\n'), 0o644)
+	// Not renameio.WriteFile: it keeps an existing file's mode, and an
+	// older nexcage wrote these 0644 (they hold the image's environment).
+	pf, err := renameio.NewPendingFile(metaPath(tmpl), renameio.WithStaticPermissions(FileMode))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = pf.Cleanup() }()
+	if _, err := pf.Write(append(b, '\n')); err != nil {
+		return err
+	}
+	return pf.CloseAtomicallyReplace()
 }
 
 // findBySource returns the template in dir that nexcage placed for source

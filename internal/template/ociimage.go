@@ -4,8 +4,6 @@ import (
 	"archive/tar"
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -82,6 +80,7 @@ type image struct {
 type layerRef struct {
 	path   string        // relative to the image root
 	digest digest.Digest // of the blob bytes (OCI); "" when unknown
+	size   int64         // of the blob (OCI); -1 when unknown
 	diffID digest.Digest // of the uncompressed tar (docker); "" when unknown
 }
 
@@ -181,32 +180,20 @@ func loadOCI(root *os.Root, tag, hostArch string) (*image, error) {
 		if d.MediaType != ocispec.MediaTypeImageIndex && d.MediaType != "application/vnd.docker.distribution.manifest.list.v2+json" {
 			break
 		}
-		bp, err := blobPath(d.Digest)
-		if err != nil {
-			return nil, err
-		}
 		var sub ocispec.Index
-		if err := readJSON(root, bp, &sub); err != nil {
+		if err := readBlobJSON(root, d, "image index", &sub); err != nil {
 			return nil, err
 		}
 		if d, err = pickPlatform(sub.Manifests, hostArch); err != nil {
 			return nil, err
 		}
 	}
-	bp, err := blobPath(d.Digest)
-	if err != nil {
-		return nil, err
-	}
 	var m ocispec.Manifest
-	if err := readJSON(root, bp, &m); err != nil {
-		return nil, err
-	}
-	cp, err := blobPath(m.Config.Digest)
-	if err != nil {
+	if err := readBlobJSON(root, d, "image manifest", &m); err != nil {
 		return nil, err
 	}
 	img := &image{}
-	if err := readJSON(root, cp, &img.config); err != nil {
+	if err := readBlobJSON(root, m.Config, "image config", &img.config); err != nil {
 		return nil, err
 	}
 	for _, l := range m.Layers {
@@ -214,7 +201,10 @@ func loadOCI(root *os.Root, tag, hostArch string) (*image, error) {
 		if err != nil {
 			return nil, err
 		}
-		img.layers = append(img.layers, layerRef{path: lp, digest: l.Digest})
+		if l.Size < 0 {
+			return nil, fmt.Errorf("layer %s has a negative size in the manifest", l.Digest)
+		}
+		img.layers = append(img.layers, layerRef{path: lp, digest: l.Digest, size: l.Size})
 	}
 	return img, nil
 }
@@ -285,15 +275,27 @@ func loadDocker(root *os.Root, tag string) (*image, error) {
 	}
 	m := ms[0]
 	img := &image{}
-	if err := readJSON(root, cleanRel(m.Config), &img.config); err != nil {
+	if d, ok := dockerConfigDigest(m.Config); ok {
+		// docker save names the config by its digest: check it, as
+		// the layers' diff ids come from it.
+		b, err := readBlobFile(root, cleanRel(m.Config), d, "image config")
+		if err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal(b, &img.config); err != nil {
+			return nil, fmt.Errorf("%s: %w", m.Config, err)
+		}
+	} else if err := readJSON(root, cleanRel(m.Config), &img.config); err != nil {
 		return nil, err
 	}
+	// The diff ids are all a docker archive says about its layers'
+	// content: without one per layer nothing could be verified.
+	if len(m.Layers) != len(img.config.RootFS.DiffIDs) {
+		return nil, fmt.Errorf("the image config lists %d layer digests (rootfs.diff_ids) for %d layers, so the layers cannot be verified",
+			len(img.config.RootFS.DiffIDs), len(m.Layers))
+	}
 	for i, l := range m.Layers {
-		ref := layerRef{path: cleanRel(l)}
-		if i < len(img.config.RootFS.DiffIDs) && len(m.Layers) == len(img.config.RootFS.DiffIDs) {
-			ref.diffID = img.config.RootFS.DiffIDs[i]
-		}
-		img.layers = append(img.layers, ref)
+		img.layers = append(img.layers, layerRef{path: cleanRel(l), size: -1, diffID: img.config.RootFS.DiffIDs[i]})
 	}
 	return img, nil
 }
@@ -307,16 +309,17 @@ func extractArchive(p string, dest *os.Root) error {
 	}
 	defer f.Close()
 	return walkTar(f, func(tr *tar.Reader, h *tar.Header, name string) error {
+		// Private scratch space: 0700 directories, 0600 files.
 		if d := path.Dir(name); d != "." {
-			if err := dest.MkdirAll(d, 0o755); err != nil {
+			if err := dest.MkdirAll(d, 0o700); err != nil {
 				return err
 			}
 		}
 		switch h.Typeflag {
 		case tar.TypeDir:
-			return dest.MkdirAll(name, 0o755)
+			return dest.MkdirAll(name, 0o700)
 		case tar.TypeReg:
-			return writeRootFile(dest, name, tr, 0o644)
+			return writeRootFile(dest, name, tr, 0o600)
 		case tar.TypeSymlink:
 			// docker save links identical layers to each other.
 			return dest.Symlink(h.Linkname, name)
@@ -463,21 +466,32 @@ func opaque(rootfs *os.Root, dir string, seen map[string]bool) error {
 	return nil
 }
 
-// unpackImage applies img's layers in order onto rootfsDir, verifying each
-// layer's digest (blob bytes for OCI, uncompressed stream for docker).
-func unpackImage(ctx context.Context, src *os.Root, img *image, rootfsDir string) error {
+// unpackImage applies img's layers in order onto rootfsDir. Every layer
+// is verified first (verifiedLayers: digest and size, or diff id), so a
+// layer that does not match leaves rootfsDir as it was. private and
+// scratch are as for verifiedLayers.
+func unpackImage(ctx context.Context, src *os.Root, img *image, rootfsDir string, private bool, scratch string) error {
+	layers, err := verifiedLayers(ctx, src, img, private, scratch)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, f := range layers {
+			f.Close()
+		}
+	}()
 	rootfs, err := os.OpenRoot(rootfsDir)
 	if err != nil {
 		return err
 	}
 	defer rootfs.Close()
 	dirTimes := map[string]time.Time{}
-	for i, l := range img.layers {
+	for i, f := range layers {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := applyOne(src, rootfs, l, dirTimes); err != nil {
-			return fmt.Errorf("layer %d (%s): %w", i+1, l.path, err)
+		if err := applyLayerTimes(rootfs, f, dirTimes); err != nil {
+			return fmt.Errorf("layer %d (%s): %w", i+1, img.layers[i].path, err)
 		}
 	}
 	// LXC mounts /proc, /sys and /dev there; minimal images may lack them.
@@ -508,58 +522,6 @@ func unpackImage(ctx context.Context, src *os.Root, img *image, rootfsDir string
 		}
 		return rootfs.Chtimes(filepath.ToSlash(rel), ts, ts)
 	})
-}
-
-func applyOne(src, rootfs *os.Root, l layerRef, dirTimes map[string]time.Time) error {
-	f, err := src.Open(l.path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	blobHash := sha256.New()
-	var r io.Reader = io.TeeReader(f, blobHash)
-	if l.diffID != "" {
-		// The diff id covers the uncompressed stream: check it separately.
-		if err := checkDiffID(src, l); err != nil {
-			return err
-		}
-	}
-	if err := applyLayerTimes(rootfs, r, dirTimes); err != nil {
-		return err
-	}
-	if l.digest != "" && l.digest.Algorithm() == digest.SHA256 {
-		if _, err := io.Copy(io.Discard, r); err != nil {
-			return err
-		}
-		if got := "sha256:" + hex.EncodeToString(blobHash.Sum(nil)); got != string(l.digest) {
-			return fmt.Errorf("blob digest is %s, the manifest says %s (the image is corrupt)", got, l.digest)
-		}
-	}
-	return nil
-}
-
-func checkDiffID(src *os.Root, l layerRef) error {
-	if l.diffID.Algorithm() != digest.SHA256 {
-		return nil
-	}
-	f, err := src.Open(l.path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	dr, _, done, err := openCompressed(bufio.NewReaderSize(f, 1<<16))
-	if err != nil {
-		return err
-	}
-	defer done()
-	h := sha256.New()
-	if _, err := io.Copy(h, dr); err != nil {
-		return err
-	}
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != string(l.diffID) {
-		return fmt.Errorf("layer content digest is %s, the image config says %s (the image is corrupt)", got, l.diffID)
-	}
-	return nil
 }
 
 // imageConfig extracts what the backend applies from an image config.
@@ -608,11 +570,19 @@ func (r *Resolver) resolveImage(ctx context.Context, form Form, p, tag, source s
 		return r.finish(ctx, r.o.Storage, tmpl, m)
 	}
 	fail := func(err error) error {
+		var mm *mismatchError
+		if errors.As(err, &mm) {
+			e := errs.Wrap(errs.KindTemplate, err, "image %s (%s) is corrupt or was altered", label, form)
+			if strings.HasPrefix(source, "docker://") {
+				return e.WithHint("nothing of it was extracted or cached; pull it again, and check the registry if it keeps failing")
+			}
+			return e.WithHint("nothing of it was extracted or cached; copy the image again from where it came from (e.g. `skopeo copy docker://<ref> oci:<dir>:<tag>`)")
+		}
 		return errs.Wrap(errs.KindTemplate, err, "cannot use %s %s as an image", form, label).
 			WithHint("check that it is a complete image (skopeo inspect %s:%s) and name one image with :<tag> when it holds several", form, label)
 	}
-	if err := os.MkdirAll(r.o.WorkDir, 0o700); err != nil {
-		return nil, errs.Wrap(errs.KindTemplate, err, "cannot create %s", r.o.WorkDir).WithHint("check storage.image_path")
+	if err := r.workDir(); err != nil {
+		return nil, err
 	}
 	work, err := os.MkdirTemp(r.o.WorkDir, "unpack-")
 	if err != nil {
@@ -662,7 +632,9 @@ func (r *Resolver) resolveImage(ctx context.Context, form Form, p, tag, source s
 		return nil, fail(err)
 	}
 	r.log.Info("unpacking image", "image", label, "layers", len(img.layers))
-	if err := unpackImage(ctx, src, img, rootfs); err != nil {
+	// Layers from a layout (someone's directory) are copied while they
+	// are verified; an archive's are already in our scratch space.
+	if err := unpackImage(ctx, src, img, rootfs, form != FormOCILayout, work); err != nil {
 		return nil, fail(err)
 	}
 	tmp, err := r.packToCache(ctx, rootfs, "packing image "+label, dir)

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -427,5 +428,190 @@ func TestImagePacksDeterministically(t *testing.T) {
 		if tmpl, got := findBySource(e.cache, src, nil); got == nil || filepath.Base(tmpl) != a.File || got.Image == nil {
 			t.Errorf("source %s not found in the cache", src)
 		}
+	}
+}
+
+// editManifest rewrites the layout's (only) manifest with edit and points
+// index.json at the new manifest blob.
+func editManifest(t *testing.T, dir string, edit func(*ocispec.Manifest)) {
+	t.Helper()
+	var idx ocispec.Index
+	b, err := os.ReadFile(filepath.Join(dir, "index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &idx); err != nil {
+		t.Fatal(err)
+	}
+	mb, err := os.ReadFile(filepath.Join(dir, "blobs/sha256", idx.Manifests[0].Digest.Encoded()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(mb, &m); err != nil {
+		t.Fatal(err)
+	}
+	edit(&m)
+	mb, _ = json.Marshal(m)
+	writeFile(t, filepath.Join(dir, "blobs/sha256", sha(mb).Encoded()), mb)
+	for i := range idx.Manifests {
+		idx.Manifests[i].Digest, idx.Manifests[i].Size = sha(mb), int64(len(mb))
+	}
+	ib, _ := json.Marshal(idx)
+	writeFile(t, filepath.Join(dir, "index.json"), ib)
+}
+
+// TestLayerVerifiedBeforeExtraction crafts layouts whose second layer does
+// not match its descriptor (other content under the same digest; the
+// right digest with a wrong size; a layer blob added under its own
+// digest but named with another size) and checks that unpacking fails
+// naming the layer, the expected and the actual value, and that nothing
+// of any layer reached the rootfs; then that resolving such an image
+// leaves nothing in the template cache or the scratch space.
+func TestLayerVerifiedBeforeExtraction(t *testing.T) {
+	evil := tarBytes(t, []entry{{name: "app/evil", body: "pwned"}, {name: "etc/evil", body: "pwned"}})
+	cases := []struct {
+		name  string
+		edit  func(t *testing.T, dir string, m *ocispec.Manifest)
+		parts []string
+	}{
+		{"content differs from digest", func(t *testing.T, dir string, m *ocispec.Manifest) {
+			// Same name and size, other bytes (a tar of the same length).
+			l := &m.Layers[1]
+			b := compress(t, CompGzip, evil)
+			m.Layers[1].MediaType = ocispec.MediaTypeImageLayerGzip
+			writeFile(t, filepath.Join(dir, "blobs/sha256", l.Digest.Encoded()), b)
+			l.Size = int64(len(b))
+		}, []string{"layer 2 of 2", "digest mismatch", "expected sha256:", ", got sha256:" + sha(compress(t, CompGzip, evil)).Encoded()}},
+		{"right digest, wrong size", func(t *testing.T, dir string, m *ocispec.Manifest) {
+			m.Layers[1].Size--
+		}, []string{"layer 2 of 2", "size mismatch", "got more than"}},
+		{"right digest, size too large", func(t *testing.T, dir string, m *ocispec.Manifest) {
+			m.Layers[1].Size += 100
+		}, []string{"layer 2 of 2", "size mismatch", "expected " + fmt.Sprint(layer2Size(t)+100)}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			layout := filepath.Join(t.TempDir(), "img")
+			writeLayout(t, layout, "amd64")
+			editManifest(t, layout, func(m *ocispec.Manifest) { c.edit(t, layout, m) })
+
+			// Unpacking directly: the rootfs stays empty, layer 1 included.
+			src, err := os.OpenRoot(layout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			img, err := loadOCI(src, "", "amd64")
+			if err != nil {
+				t.Fatal(err)
+			}
+			rootfs, scratch := t.TempDir(), t.TempDir()
+			err = unpackImage(context.Background(), src, img, rootfs, false, scratch)
+			var mm *mismatchError
+			if !errors.As(err, &mm) {
+				t.Fatalf("unpack: %v, want a mismatch error", err)
+			}
+			for _, p := range c.parts {
+				if !strings.Contains(err.Error(), p) {
+					t.Errorf("error %q lacks %q", err, p)
+				}
+			}
+			for _, d := range []string{rootfs, scratch} {
+				if ents, _ := os.ReadDir(d); len(ents) != 0 {
+					t.Errorf("%s not empty after a refused layer: %v", d, ents)
+				}
+			}
+
+			// Through the resolver: a clear error and nothing cached.
+			e := newEnv(t, nil)
+			_, err = e.r.Resolve(context.Background(), layout)
+			wantErr(t, err, errs.KindTemplate, "is corrupt or was altered", "layer 2 of 2", "nothing of it was extracted or cached")
+			if p := placedFiles(t, e.cache); len(p) != 0 {
+				t.Errorf("placed %v", p)
+			}
+			noTemps(t, e.cache)
+			ents, _ := os.ReadDir(e.r.o.WorkDir)
+			for _, ent := range ents {
+				if ent.Name() != "locks" {
+					t.Errorf("left in the scratch space: %s", ent.Name())
+				}
+			}
+		})
+	}
+}
+
+// layer2Size is the size of the test image's second (zstd) layer blob.
+func layer2Size(t *testing.T) int64 {
+	dir := filepath.Join(t.TempDir(), "img")
+	writeLayout(t, dir, "amd64")
+	var idx ocispec.Index
+	b, _ := os.ReadFile(filepath.Join(dir, "index.json"))
+	json.Unmarshal(b, &idx)
+	mb, _ := os.ReadFile(filepath.Join(dir, "blobs/sha256", idx.Manifests[0].Digest.Encoded()))
+	var m ocispec.Manifest
+	json.Unmarshal(mb, &m)
+	return m.Layers[1].Size
+}
+
+// TestDockerLayerVerifiedBeforeExtraction: a docker archive's layer that
+// does not match the diff id in the image config is refused before any
+// layer is extracted.
+func TestDockerLayerVerifiedBeforeExtraction(t *testing.T) {
+	dir := t.TempDir()
+	layers := testLayers(t)
+	cfg := ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"},
+		RootFS: ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{sha(layers[0]), sha(layers[1])}}}
+	cb, _ := json.Marshal(cfg)
+	writeFile(t, filepath.Join(dir, "config.json"), cb)
+	writeFile(t, filepath.Join(dir, "l1.tar"), layers[0])
+	writeFile(t, filepath.Join(dir, "l2.tar"), tarBytes(t, []entry{{name: "etc/evil", body: "pwned"}}))
+	man, _ := json.Marshal([]dockerManifest{{Config: "config.json", Layers: []string{"l1.tar", "l2.tar"}}})
+	writeFile(t, filepath.Join(dir, "manifest.json"), man)
+	src, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	img, err := loadDocker(src, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootfs := t.TempDir()
+	err = unpackImage(context.Background(), src, img, rootfs, true, t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "layer 2 of 2") || !strings.Contains(err.Error(), "diff id") {
+		t.Fatalf("unpack: %v", err)
+	}
+	if ents, _ := os.ReadDir(rootfs); len(ents) != 0 {
+		t.Errorf("rootfs not empty: %v", ents)
+	}
+	// A config listing fewer diff ids than layers cannot be verified.
+	man, _ = json.Marshal([]dockerManifest{{Config: "config.json", Layers: []string{"l1.tar", "l2.tar", "l2.tar"}}})
+	writeFile(t, filepath.Join(dir, "manifest.json"), man)
+	if _, err := loadDocker(src, ""); err == nil || !strings.Contains(err.Error(), "cannot be verified") {
+		t.Errorf("load with missing diff ids: %v", err)
+	}
+}
+
+// TestManifestVerified: a manifest blob that does not match the digest
+// the index names is refused.
+func TestManifestVerified(t *testing.T) {
+	layout := filepath.Join(t.TempDir(), "img")
+	writeLayout(t, layout, "amd64")
+	var idx ocispec.Index
+	b, _ := os.ReadFile(filepath.Join(layout, "index.json"))
+	json.Unmarshal(b, &idx)
+	mp := filepath.Join(layout, "blobs/sha256", idx.Manifests[0].Digest.Encoded())
+	mb, _ := os.ReadFile(mp)
+	writeFile(t, mp, append(mb, ' '))
+	src, err := os.OpenRoot(layout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	_, err = loadOCI(src, "", "amd64")
+	var mm *mismatchError
+	if !errors.As(err, &mm) || !strings.Contains(err.Error(), "image manifest") {
+		t.Fatalf("load: %v", err)
 	}
 }

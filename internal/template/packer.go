@@ -114,6 +114,10 @@ func (r *Resolver) PackAndAcquire(ctx context.Context, opts PackOptions, ref str
 	} else if err != nil {
 		return nil, errs.Wrap(errs.KindTemplate, err, "cannot check template %s", p.Path)
 	} else {
+		// Packed by an older nexcage, maybe 0644.
+		if err := os.Chmod(p.Path, FileMode); err != nil {
+			r.log.Warn("cannot make the template private", "template", p.Name, "err", err)
+		}
 		r.recordPackUse(ctx, p.Path, opts)
 	}
 	if err := c.addRef(name, ref); err != nil {
@@ -153,7 +157,9 @@ func (r *Resolver) packNew(ctx context.Context, dir string, opts PackOptions, p 
 		return errs.New(errs.KindTemplate, "rootfs %s changed while it was packed", opts.Rootfs).
 			WithHint("do not modify the bundle during create; try again")
 	}
-	if err := tmp.Chmod(0o644); err != nil {
+	// Container data: readable by root only (pct runs as root; Proxmox's
+	// own downloads are 0644, but those hold public distribution images).
+	if err := tmp.Chmod(FileMode); err != nil {
 		return errs.Wrap(errs.KindTemplate, err, "chmod %s", tmp.Name())
 	}
 	if err := closeTemp(tmp); err != nil {

@@ -97,8 +97,8 @@ func (r *Resolver) resolveRegistry(ctx context.Context, ref string) (*Resolved, 
 	if noSkopeo != nil {
 		return r.pullWithProxmox(ctx, ref, source, dir, noSkopeo)
 	}
-	if err := os.MkdirAll(r.o.WorkDir, 0o700); err != nil {
-		return nil, errs.Wrap(errs.KindTemplate, err, "cannot create %s", r.o.WorkDir).WithHint("check storage.image_path")
+	if err := r.workDir(); err != nil {
+		return nil, err
 	}
 	work, err := os.MkdirTemp(r.o.WorkDir, "pull-")
 	if err != nil {
@@ -206,6 +206,11 @@ func (r *Resolver) pullWithProxmox(ctx context.Context, ref, source, dir string,
 			}
 		}
 		return nil, fail("Proxmox's oci-registry-pull task failed: %s", msg)
+	}
+	// Proxmox wrote it with its own mode (0644): it is container data
+	// from now on, and removed once the template is built.
+	if err := os.Chmod(archive, FileMode); err != nil {
+		return nil, errs.Wrap(errs.KindTemplate, err, "cannot make the pulled archive %s private", archive)
 	}
 	r.log.Info("pulled through Proxmox", "image", ref, "task", upid)
 	return r.resolveImage(ctx, FormOCIArchive, archive, "", source)

@@ -33,7 +33,7 @@ type Cache struct {
 func (c *Cache) VolID(name string) string { return c.Storage + ":vztmpl/" + name }
 
 func (c *Cache) lock(ctx context.Context) (*flock.Flock, error) {
-	if err := os.MkdirAll(filepath.Join(c.Dir, refsDir), 0o755); err != nil {
+	if err := privateDir(filepath.Join(c.Dir, refsDir)); err != nil {
 		return nil, errs.Wrap(errs.KindTemplate, err, "cannot prepare template cache %s", c.Dir)
 	}
 	l := flock.New(filepath.Join(c.Dir, refsDir, "lock"))
@@ -58,10 +58,10 @@ func (c *Cache) refDir(name string) string { return filepath.Join(c.Dir, refsDir
 
 func (c *Cache) addRef(name, ref string) error {
 	d := c.refDir(name)
-	if err := os.MkdirAll(d, 0o755); err != nil {
+	if err := privateDir(d); err != nil {
 		return errs.Wrap(errs.KindTemplate, err, "cannot record template use")
 	}
-	if err := os.WriteFile(filepath.Join(d, ref), nil, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(d, ref), nil, FileMode); err != nil {
 		return errs.Wrap(errs.KindTemplate, err, "cannot record template use")
 	}
 	return nil
