@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,24 +95,16 @@ func (b *Backend) prepareHelper(c *state.Container, save func() error) (string, 
 			return "", err
 		}
 	}
-	bin, self, err := b.helperBinary(base)
+	self, err := b.helperSelf()
 	if err != nil {
 		return "", addContainer(c.ID, err)
 	}
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		delete(c.Data, DataHelperDir) // never remove a directory we did not make
-		b.removeUnusedHelperCopies()
 		return "", errs.Wrap(errs.KindBackend, err, "container %s: cannot create the helper directory", c.ID)
 	}
-	dst := filepath.Join(dir, inithelper.BinaryName)
-	if err := os.Link(bin, dst); err != nil {
-		// The shared copy may have gone with the last container that
-		// used it (removeUnusedHelperCopies): copy the binary itself.
-		if err := copyFile(self, dst, 0o755); err != nil {
-			_ = os.RemoveAll(dir)
-			b.removeUnusedHelperCopies()
-			return "", errs.Wrap(errs.KindBackend, err, "container %s: cannot place the init helper", c.ID)
-		}
+	if err := b.placeHelper(self, filepath.Join(dir, inithelper.BinaryName)); err != nil {
+		return "", errs.Wrap(errs.KindBackend, err, "container %s: cannot place the init helper", c.ID)
 	}
 	return dir, nil
 }
@@ -119,34 +112,56 @@ func (b *Backend) prepareHelper(c *state.Container, save func() error) (string, 
 // helperCopyPattern names the shared copies of nexcage in the helper base.
 const helperCopyPattern = ".nexcage-*"
 
-// helperBinary returns a copy of the running nexcage in base, shared (by
-// hard links) by the containers that use this binary, and the running
-// binary's path. Containers get the copy (never the host's binary), so a
-// container cannot alter what the host runs.
-func (b *Backend) helperBinary(base string) (shared, self string, err error) {
-	self = b.SelfExe
+// helperSelf returns the running nexcage's path (SelfExe), refusing a
+// binary that is not static: it runs inside containers.
+func (b *Backend) helperSelf() (string, error) {
+	self := b.SelfExe
 	if self == "" {
+		var err error
 		if self, err = os.Executable(); err != nil {
-			return "", "", errs.Wrap(errs.KindInternal, err, "cannot find the nexcage binary for the init helper")
+			return "", errs.Wrap(errs.KindInternal, err, "cannot find the nexcage binary for the init helper")
 		}
 	}
-	fi, err := os.Stat(self)
-	if err != nil {
-		return "", "", errs.Wrap(errs.KindInternal, err, "cannot find the nexcage binary for the init helper")
+	if _, err := os.Stat(self); err != nil {
+		return "", errs.Wrap(errs.KindInternal, err, "cannot find the nexcage binary for the init helper")
 	}
 	if dynamic, err := isDynamic(self); err != nil || dynamic {
-		return "", "", errs.New(errs.KindInvalidConfig, "%s is not a static binary and cannot run inside containers as their init helper", self).
+		return "", errs.New(errs.KindInvalidConfig, "%s is not a static binary and cannot run inside containers as their init helper", self).
 			WithHint("build nexcage with CGO_ENABLED=0 (make build does)")
 	}
+	return self, nil
+}
+
+// placeHelper puts a copy of self at dst (in a container's helper
+// directory). Containers get a copy, never the host's binary, so a
+// container cannot alter what the host runs. The copies of one binary
+// are hard links of a shared copy in the helper base (named by the
+// binary's size and mtime), so that a create costs a link, not a copy.
+//
+// Nothing is ever written outside the recorded helper directory: a copy
+// is made inside it (its temporary file too), and only then linked to the
+// shared name, so a create killed at any point leaves nothing that
+// delete --force (which removes the directory and unused shared copies)
+// does not find.
+func (b *Backend) placeHelper(self, dst string) error {
+	fi, err := os.Stat(self)
+	if err != nil {
+		return err
+	}
 	name := strings.Replace(helperCopyPattern, "*", fmt.Sprintf("%d-%d", fi.Size(), fi.ModTime().UnixNano()), 1)
-	p := filepath.Join(base, name)
-	if _, err := os.Stat(p); err == nil {
-		return p, self, nil
+	shared := filepath.Join(filepath.Dir(filepath.Dir(dst)), name)
+	if err := os.Link(shared, dst); err == nil {
+		return nil
 	}
-	if err := copyFile(self, p, 0o755); err != nil {
-		return "", "", errs.Wrap(errs.KindBackend, err, "cannot copy the init helper to %s", base)
+	// No shared copy yet (or it went with the last container that used
+	// it, removeUnusedHelperCopies): copy the binary, then share it.
+	if err := copyFile(self, dst, 0o755); err != nil {
+		return err
 	}
-	return p, self, nil
+	if err := os.Link(dst, shared); err != nil && !errors.Is(err, fs.ErrExist) {
+		b.log.Debug("cannot share the init helper copy", "copy", dst, "err", err)
+	}
+	return nil
 }
 
 // removeUnusedHelperCopies removes the shared copies of nexcage no
@@ -394,6 +409,12 @@ func (b *Backend) cleanupHelper(c *state.Container) {
 		if st, ok := procfs.StartTime(pid); ok && st == c.Data[DataSupervisorTime] {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
+	} else {
+		// A create killed between starting the supervisor and recording
+		// its pid: the supervisor is found by its helper directory.
+		for _, pid := range supervisorsOf(dir) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
 	}
 	// Only a directory under our base, never anything a state file names
 	// elsewhere.
@@ -405,10 +426,43 @@ func (b *Backend) cleanupHelper(c *state.Container) {
 	for _, p := range []string{hp.ctl, hp.process, hp.signal} {
 		_ = os.Remove(p)
 	}
+	// Temporary files of those (renameio's ".<name><random>") that a
+	// create or kill killed while writing one left.
+	tmps, _ := filepath.Glob(filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+".*"))
+	for _, p := range tmps {
+		_ = os.Remove(p)
+	}
 	if err := os.RemoveAll(dir); err != nil {
 		b.log.Warn("cannot remove the helper directory", "id", c.ID, "dir", dir, "err", err)
 	}
 	b.removeUnusedHelperCopies()
+}
+
+// supervisorsOf returns the pids of the supervisors running for the
+// helper directory dir (by their command line: the verb, then --dir dir).
+// The directory's name is random and recorded before the supervisor
+// starts, so a process with it is this container's.
+func supervisorsOf(dir string) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(data), "\x00")
+		if len(args) >= 4 && args[1] == supervisor.Verb && args[2] == "--dir" && args[3] == dir {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // waitLxcStopped waits (bounded) until LXC reports the container stopped:
