@@ -1,6 +1,8 @@
 // Package security holds nexcage's security checks that span the code
 // base: no shell in exec paths, private state permissions, ids that
-// cannot leave --root, and no config injection through a real create.
+// cannot leave --root, no config injection through a real create, and
+// nothing left by a create interrupted or killed at any step
+// (undo_test.go).
 // See docs/RELIABILITY.md.
 package security
 
