@@ -613,3 +613,103 @@ func waitRecord(t *testing.T, w *world, id string, exited chan error, out string
 		}
 	}
 }
+
+// startHeldVerb starts nexcage with args and PCTWRAP_MODE=mode and
+// returns once pctwrap holds pct, with nexcage, its exit channel, its
+// output file and the held pct's pid.
+func (w *undoWorld) startHeldVerb(mode string, args ...string) (*exec.Cmd, chan error, string, int) {
+	t := w.t
+	t.Helper()
+	held := filepath.Join(w.wrapDir, "held")
+	_ = os.Remove(held)
+	_ = os.Remove(filepath.Join(w.wrapDir, "release"))
+	cmd := exec.Command(w.nexcage, append([]string{"--root", w.root, "--config", w.config}, args...)...)
+	cmd.Env = append(append(os.Environ(), w.env...), "PCTWRAP_MODE="+mode)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out := filepath.Join(t.TempDir(), "out")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.After(90 * time.Second)
+	for {
+		if data, err := os.ReadFile(held); err == nil && len(data) > 0 {
+			pct, _ := strconv.Atoi(string(data))
+			return cmd, exited, out, pct
+		}
+		select {
+		case err := <-exited:
+			data, _ := os.ReadFile(out)
+			t.Fatalf("nexcage %q ended before pct was held at %s (%v): %s", args, mode, err, data)
+		case <-deadline:
+			t.Fatalf("timed out waiting for pct to be held at %s", mode)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// waitExit waits for nexcage to end and checks it exited 128+sig,
+// saying it was interrupted.
+func waitExit(t *testing.T, exited chan error, out string, sig syscall.Signal) {
+	t.Helper()
+	var err error
+	select {
+	case err = <-exited:
+	case <-time.After(120 * time.Second):
+		t.Fatal("nexcage did not end after the interrupt")
+	}
+	data, _ := os.ReadFile(out)
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 128+int(sig) {
+		t.Errorf("nexcage ended with %v, want exit %d: %s", err, 128+int(sig), data)
+	}
+	if !strings.Contains(string(data), "interrupted by") {
+		t.Errorf("no interrupt in the message: %s", data)
+	}
+}
+
+// TestUndoOnInterruptedRunAndDelete: `run` in the foreground and `delete`
+// turn SIGINT/SIGTERM into a cancel too. A foreground run interrupted
+// while pct create is held undoes its create (exit 130, nothing left). A
+// delete interrupted while pct destroy is held stops there (pct gets
+// SIGTERM, exit 143) and keeps the record, so that delete --force frees
+// the rest.
+func TestUndoOnInterruptedRunAndDelete(t *testing.T) {
+	t.Run("run", func(t *testing.T) {
+		w := newUndoWorld(t)
+		b := testutil.BusyboxBundle(t, "", []string{"sleep", "1000"}, nil)
+		cmd, exited, out, pct := w.startHeldVerb("after-create", "run", "--bundle", b, "intr-run")
+		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		waitExit(t, exited, out, syscall.SIGINT)
+		waitGone(t, pct)
+		w.assertClean("after the interrupted run")
+	})
+	t.Run("delete", func(t *testing.T) {
+		w := newUndoWorld(t)
+		b := testutil.BusyboxBundle(t, "", []string{"sleep", "1000"}, nil)
+		w.must("create", "--bundle", b, "intr-delete")
+		sup, _ := strconv.Atoi(w.record("intr-delete")["supervisor"])
+		cmd, exited, out, pct := w.startHeldVerb("before-destroy", "delete", "--force", "intr-delete")
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		waitExit(t, exited, out, syscall.SIGTERM)
+		waitGone(t, pct)
+		if ids := w.listIDs(); len(ids) != 1 {
+			t.Errorf("after the interrupted delete, list shows %q; want the record kept", ids)
+		}
+		w.must("delete", "--force", "intr-delete")
+		if sup > 0 {
+			waitGone(t, sup)
+		}
+		w.assertClean("after delete --force")
+	})
+}
