@@ -53,6 +53,7 @@ func newUndoWorld(t *testing.T) *undoWorld {
 	}
 	px := cfg["proxmox"].(map[string]any)
 	px["pct_path"], px["kill_grace"] = wrap, 5
+	cfg["runtimes"] = map[string]any{"runc": map[string]any{"path": w.runcWrapper()}}
 	data, _ = json.Marshal(cfg)
 	if err := os.WriteFile(w.config, data, 0o644); err != nil {
 		t.Fatal(err)
@@ -60,6 +61,33 @@ func newUndoWorld(t *testing.T) *undoWorld {
 	w.env = append(w.env, "PCTWRAP_REAL="+testutil.PvesimBin(t), "PCTWRAP_DIR="+w.wrapDir)
 	w.base = w.nodeFiles()
 	return w
+}
+
+// runcWrapper writes a stand-in for runc that runs the real one, but can
+// hold `runc create` before it runs (RUNCWRAP_MODE=before-create) or after
+// it succeeded (after-create), as pctwrap does for pct: it writes its pid
+// to $PCTWRAP_DIR/held and goes on once $PCTWRAP_DIR/release exists.
+func (w *undoWorld) runcWrapper() string {
+	real, err := exec.LookPath("runc")
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	script := `#!/bin/sh
+verb=
+for a in "$@"; do case "$a" in create|run|delete|state|start|kill|list) verb=$a; break;; esac; done
+hold() {
+	echo $$ > "$PCTWRAP_DIR/held.tmp" && mv "$PCTWRAP_DIR/held.tmp" "$PCTWRAP_DIR/held"
+	while [ ! -e "$PCTWRAP_DIR/release" ]; do sleep 0.01; done
+}
+if [ "$verb" = create ] && [ "$RUNCWRAP_MODE" = before-create ]; then hold; fi
+if [ "$verb" = create ] && [ "$RUNCWRAP_MODE" = after-create ]; then ` + real + ` "$@" || exit $?; hold; exit 0; fi
+exec ` + real + ` "$@"
+`
+	p := filepath.Join(w.t.TempDir(), "runc")
+	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
+		w.t.Fatal(err)
+	}
+	return p
 }
 
 func (w *undoWorld) lxcPath() string    { return filepath.Join(w.sim, "var/lib/lxc") }
@@ -215,8 +243,9 @@ type createStep struct {
 	// lock is the lock file the test holds so that create waits for it
 	// at this step; "" for a pct step.
 	lock func(w *undoWorld, id string) string
-	// mode is pctwrap's PCTWRAP_MODE for a pct step.
-	mode string
+	// mode is pctwrap's PCTWRAP_MODE for a pct step, runcMode the runc
+	// wrapper's for a runc step (ids routed to runc: "runc-...").
+	mode, runcMode string
 	// recorded are the record's data keys that must be set at the step.
 	recorded []string
 	sig      syscall.Signal // for the interrupt variant
@@ -243,6 +272,11 @@ var createSteps = []createStep{
 	{name: "before-pct-start", mode: "before-start", recorded: []string{"vmid", "supervisor", "helper_dir"}, sig: syscall.SIGTERM},
 	// The container runs its init helper, connecting to the supervisor.
 	{name: "after-pct-start", mode: "after-start", recorded: []string{"vmid", "supervisor"}, sig: syscall.SIGTERM},
+	// The runc route: the record is saved, runc create not run yet (its
+	// private pid file and log exist) ...
+	{name: "runc-before-create", runcMode: "before-create", sig: syscall.SIGINT},
+	// ... and runc created the container (its init waits for start).
+	{name: "runc-after-create", runcMode: "after-create", sig: syscall.SIGTERM},
 }
 
 // heldCreate is a `nexcage create` stopped at a step.
@@ -282,7 +316,7 @@ func (w *undoWorld) startHeld(id, bundle string, step createStep) *heldCreate {
 	_ = os.Remove(held)
 	_ = os.Remove(filepath.Join(w.wrapDir, "release"))
 	h.cmd = exec.Command(w.nexcage, "--root", w.root, "--config", w.config, "create", "--bundle", bundle, id)
-	h.cmd.Env = append(append(os.Environ(), w.env...), "PCTWRAP_MODE="+step.mode)
+	h.cmd.Env = append(append(os.Environ(), w.env...), "PCTWRAP_MODE="+step.mode, "RUNCWRAP_MODE="+step.runcMode)
 	h.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	h.out = filepath.Join(t.TempDir(), "out")
 	f, err := os.Create(h.out)
@@ -360,7 +394,7 @@ func TestUndoAfterCrashAtEachCreateStep(t *testing.T) {
 		t.Run(step.name, func(t *testing.T) {
 			w := newUndoWorld(t)
 			b := testutil.BusyboxBundle(t, "", []string{"sh"}, nil)
-			id := "kill-" + step.name
+			id := step.name + "-kill"
 			h := w.startHeld(id, b, step)
 			if err := syscall.Kill(-h.cmd.Process.Pid, syscall.SIGKILL); err != nil {
 				t.Fatal(err)
@@ -392,7 +426,7 @@ func TestUndoAfterCrashAtEachCreateStep(t *testing.T) {
 				waitGone(t, sup)
 			}
 			w.assertClean("after delete --force")
-			if step.mode != "" {
+			if step.mode != "" || step.runcMode != "" {
 				w.must("create", "--bundle", b, id)
 				w.must("delete", id)
 				w.assertClean("after a fresh create and delete")
@@ -410,7 +444,7 @@ func TestUndoOnInterruptAtEachCreateStep(t *testing.T) {
 		t.Run(step.name+"-"+step.sig.String(), func(t *testing.T) {
 			w := newUndoWorld(t)
 			b := testutil.BusyboxBundle(t, "", []string{"sh"}, nil)
-			id := "intr-" + step.name
+			id := step.name + "-intr"
 			h := w.startHeld(id, b, step)
 			if err := h.cmd.Process.Signal(step.sig); err != nil {
 				t.Fatal(err)
