@@ -64,8 +64,8 @@ func newUndoWorld(t *testing.T) *undoWorld {
 }
 
 // runcWrapper writes a stand-in for runc that runs the real one, but can
-// hold `runc create` before it runs (RUNCWRAP_MODE=before-create) or after
-// it succeeded (after-create), as pctwrap does for pct: it writes its pid
+// hold a runc verb before it runs (RUNCWRAP_MODE=before-<verb>) or `runc
+// create` after it succeeded (after-create), as pctwrap does for pct: it writes its pid
 // to $PCTWRAP_DIR/held and goes on once $PCTWRAP_DIR/release exists.
 func (w *undoWorld) runcWrapper() string {
 	real, err := exec.LookPath("runc")
@@ -79,7 +79,7 @@ hold() {
 	echo $$ > "$PCTWRAP_DIR/held.tmp" && mv "$PCTWRAP_DIR/held.tmp" "$PCTWRAP_DIR/held"
 	while [ ! -e "$PCTWRAP_DIR/release" ]; do sleep 0.01; done
 }
-if [ "$verb" = create ] && [ "$RUNCWRAP_MODE" = before-create ]; then hold; fi
+if [ "$RUNCWRAP_MODE" = "before-$verb" ]; then hold; fi
 if [ "$verb" = create ] && [ "$RUNCWRAP_MODE" = after-create ]; then ` + real + ` "$@" || exit $?; hold; exit 0; fi
 exec ` + real + ` "$@"
 `
@@ -652,13 +652,18 @@ func waitRecord(t *testing.T, w *world, id string, exited chan error, out string
 // returns once pctwrap holds pct, with nexcage, its exit channel, its
 // output file and the held pct's pid.
 func (w *undoWorld) startHeldVerb(mode string, args ...string) (*exec.Cmd, chan error, string, int) {
+	return w.startHeldEnv("PCTWRAP_MODE="+mode, args...)
+}
+
+// startHeldEnv is startHeldVerb with the wrapper's mode given as env.
+func (w *undoWorld) startHeldEnv(env string, args ...string) (*exec.Cmd, chan error, string, int) {
 	t := w.t
 	t.Helper()
 	held := filepath.Join(w.wrapDir, "held")
 	_ = os.Remove(held)
 	_ = os.Remove(filepath.Join(w.wrapDir, "release"))
 	cmd := exec.Command(w.nexcage, append([]string{"--root", w.root, "--config", w.config}, args...)...)
-	cmd.Env = append(append(os.Environ(), w.env...), "PCTWRAP_MODE="+mode)
+	cmd.Env = append(append(os.Environ(), w.env...), env)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out := filepath.Join(t.TempDir(), "out")
 	f, err := os.Create(out)
@@ -681,9 +686,9 @@ func (w *undoWorld) startHeldVerb(mode string, args ...string) (*exec.Cmd, chan 
 		select {
 		case err := <-exited:
 			data, _ := os.ReadFile(out)
-			t.Fatalf("nexcage %q ended before pct was held at %s (%v): %s", args, mode, err, data)
+			t.Fatalf("nexcage %q ended before it was held (%s, %v): %s", args, env, err, data)
 		case <-deadline:
-			t.Fatalf("timed out waiting for pct to be held at %s", mode)
+			t.Fatalf("timed out waiting for nexcage %q to be held (%s)", args, env)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
@@ -708,9 +713,10 @@ func waitExit(t *testing.T, exited chan error, out string, sig syscall.Signal) {
 	}
 }
 
-// TestUndoOnInterruptedRunAndDelete: `run` in the foreground and `delete`
-// turn SIGINT/SIGTERM into a cancel too. A foreground run interrupted
-// while pct create is held undoes its create (exit 130, nothing left). A
+// TestUndoOnInterruptedRunAndDelete: `run` and `delete` turn
+// SIGINT/SIGTERM into a cancel too. A foreground run interrupted while pct
+// create is held undoes its create (exit 130, nothing left), and so does a
+// detached run on the runc route interrupted before `runc run`. A
 // delete interrupted while pct destroy is held stops there (pct gets
 // SIGTERM, exit 143) and keeps the record, so that delete --force frees
 // the rest.
@@ -725,6 +731,16 @@ func TestUndoOnInterruptedRunAndDelete(t *testing.T) {
 		waitExit(t, exited, out, syscall.SIGINT)
 		waitGone(t, pct)
 		w.assertClean("after the interrupted run")
+	})
+	t.Run("run-detach-runc", func(t *testing.T) {
+		w := newUndoWorld(t)
+		b := testutil.BusyboxBundle(t, "", []string{"sleep", "1000"}, nil)
+		cmd, exited, out, _ := w.startHeldEnv("RUNCWRAP_MODE=before-run", "run", "--detach", "--bundle", b, "runc-intr-run")
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		waitExit(t, exited, out, syscall.SIGTERM)
+		w.assertClean("after the interrupted detached run")
 	})
 	t.Run("delete", func(t *testing.T) {
 		w := newUndoWorld(t)

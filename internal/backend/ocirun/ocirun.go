@@ -266,6 +266,11 @@ func (b *Backend) Run(ctx context.Context, c *state.Container, opts runtime.Crea
 	if err != nil {
 		return 0, err
 	}
+	if ctx.Err() != nil {
+		// Cancelled (SIGINT/SIGTERM to a detached run): the runtime was
+		// killed midway. The Manager deletes what it left.
+		return res.code, errs.Wrap(errs.KindBackend, ctx.Err(), "%s run %s interrupted", b.o.Name, c.ID)
+	}
 	if res.code != 0 && res.logErr != "" {
 		// The runtime itself failed (its error is in the log), as
 		// opposed to the container exiting non-zero. The Manager deletes
