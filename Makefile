@@ -6,6 +6,9 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X github.com/nexcage/nexcage/internal/version.Version=$(VERSION) -X github.com/nexcage/nexcage/internal/version.Commit=$(COMMIT)
 STATICCHECK_VERSION := v0.8.2
+DEADCODE_VERSION := v0.52.0
+# STRESS_COUNT is how often `make stress` runs each unit test.
+STRESS_COUNT ?= 20
 # FUZZTIME is how long `make fuzz` runs each fuzz target.
 FUZZTIME ?= 30s
 # dnsmasq-base (the binary without the dnsmasq package's host-wide DNS
@@ -13,7 +16,7 @@ FUZZTIME ?= 30s
 # host-managed DHCP) serve pvesim's test bridge (`pvesim bridge-up`).
 APT_PACKAGES := runc crun lxc busybox-static zstd xz-utils bzip2 skopeo docker-registry tar iproute2 ca-certificates git containerd dnsmasq-base isc-dhcp-client
 
-.PHONY: all deps build test unit e2e lint fuzz demo clean gendocs deb bench
+.PHONY: all deps build test unit e2e lint fuzz demo clean gendocs deb bench stress
 
 all: build
 
@@ -43,6 +46,21 @@ lint:
 	$(GO) vet ./...
 	@test -x $(BIN)/staticcheck || GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(BIN)/staticcheck ./...
+	@# deadcode: no function unreachable even from the tests, and none
+	@# unreachable from the binaries but the test-only ones listed (why) in
+	@# scripts/deadcode-allow.txt.
+	@test -x $(BIN)/deadcode || GOBIN=$(BIN) $(GO) install golang.org/x/tools/cmd/deadcode@$(DEADCODE_VERSION)
+	@out=$$($(BIN)/deadcode -test ./...); if [ -n "$$out" ]; then echo "dead code:"; echo "$$out"; exit 1; fi
+	@out=$$($(BIN)/deadcode ./cmd/... | sed -E 's/:[0-9]+:[0-9]+:/:/' | grep -vxF -f <(sed -n 's/ *#.*//p' scripts/deadcode-allow.txt | grep .)); \
+		if [ -n "$$out" ]; then echo "code only tests reach (remove it, or list it with a reason in scripts/deadcode-allow.txt):"; echo "$$out"; exit 1; fi
+
+# stress runs the unit tests STRESS_COUNT times with -race on 1 and 2
+# CPUs while other processes load every core (flaky tests show up here,
+# not in CI); run it once before each landing.
+stress: deps
+	@set -e; n=$$(nproc); pids=""; for i in $$(seq $$n); do (while :; do :; done) & pids="$$pids $$!"; done; \
+		trap 'kill $$pids 2>/dev/null' EXIT; \
+		$(GO) test -race -count=$(STRESS_COUNT) -cpu 1,2 -timeout 60m ./internal/... ./cmd/...
 
 # fuzz runs every Fuzz* target for FUZZTIME each (`go test` alone runs
 # them on their seed corpora only, see docs/RELIABILITY.md).

@@ -44,9 +44,6 @@ type Bundle struct {
 	Warnings []string
 }
 
-// ConfigPath returns the absolute path of the bundle's config.json.
-func (b *Bundle) ConfigPath() string { return filepath.Join(b.Dir, ConfigFile) }
-
 // Check names one validation rule, so callers and tests can tell which
 // check a bundle failed (see Error).
 type Check string

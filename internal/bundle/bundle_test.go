@@ -80,9 +80,6 @@ func TestLoadDefault(t *testing.T) {
 	if b.Dir != dir || b.Rootfs != filepath.Join(dir, "rootfs") || len(b.Warnings) != 0 {
 		t.Errorf("Load = %+v", b)
 	}
-	if b.ConfigPath() != filepath.Join(dir, "config.json") {
-		t.Errorf("ConfigPath = %q", b.ConfigPath())
-	}
 	if b.Spec.Process.Args[0] != "sh" || b.Spec.Hostname != "runc" {
 		t.Errorf("spec not parsed: %+v", b.Spec.Process)
 	}

@@ -58,15 +58,6 @@ func (k Kind) ExitCode() int {
 	return int(k) + 1
 }
 
-// Kinds lists every kind in exit-code order (for docs and tests).
-func Kinds() []Kind {
-	out := make([]Kind, 0, len(kindNames))
-	for k := KindInternal; k <= KindTimeout; k++ {
-		out = append(out, k)
-	}
-	return out
-}
-
 // Error is an error with a kind, an optional hint telling the user what to
 // do next, and an optional wrapped cause.
 type Error struct {
@@ -117,9 +108,6 @@ func (e *Error) WithHint(format string, args ...any) *Error {
 	c.Hint = fmt.Sprintf(format, args...)
 	return &c
 }
-
-// Sentinel returns a value usable with errors.Is to test an error's kind.
-func Sentinel(k Kind) error { return &Error{Kind: k} }
 
 // KindOf returns the kind of the outermost *Error in err's chain, or
 // KindInternal when there is none.

@@ -222,15 +222,6 @@ var checks = []check{
 	{"routing", checkRouting},
 }
 
-// Names lists the checks in the order they run.
-func Names() []string {
-	out := make([]string, len(checks))
-	for i, c := range checks {
-		out[i] = c.name
-	}
-	return out
-}
-
 // Run runs every check against e and returns the report.
 func Run(ctx context.Context, e Env) *Report {
 	e.withDefaults()

@@ -127,8 +127,8 @@ func TestAllPass(t *testing.T) {
 	if r.ExitCode() != ExitPass {
 		t.Errorf("exit %d, want 0", r.ExitCode())
 	}
-	if got := len(r.Checks); got != len(Names()) {
-		t.Errorf("%d checks, want %d", got, len(Names()))
+	if got := len(r.Checks); got != len(checks) {
+		t.Errorf("%d checks, want %d", got, len(checks))
 	}
 	want := map[string]string{
 		"config":           "config.json parsed",
@@ -397,7 +397,7 @@ func TestOutputFormats(t *testing.T) {
 	if err := json.Unmarshal(buf.Bytes(), &back); err != nil {
 		t.Fatalf("json: %v\n%s", err, buf.String())
 	}
-	if back.Status != "FAIL" || back.Config != h.cfg.Path || len(back.Checks) != len(Names()) || back.Checks[2].Name != "pct" ||
+	if back.Status != "FAIL" || back.Config != h.cfg.Path || len(back.Checks) != len(checks) || back.Checks[2].Name != "pct" ||
 		back.Checks[2].Status != "FAIL" || back.Checks[2].Advice == "" {
 		t.Errorf("json output: %+v", back)
 	}

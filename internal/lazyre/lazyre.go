@@ -55,33 +55,11 @@ func CompileAll() {
 // Regexp returns the compiled expression.
 func (r *Regexp) Regexp() *regexp.Regexp { return r.get() }
 
-// String returns the source text.
-func (r *Regexp) String() string { return r.expr }
-
 // MatchString is regexp.Regexp.MatchString.
 func (r *Regexp) MatchString(s string) bool { return r.Regexp().MatchString(s) }
-
-// Match is regexp.Regexp.Match.
-func (r *Regexp) Match(b []byte) bool { return r.Regexp().Match(b) }
-
-// FindString is regexp.Regexp.FindString.
-func (r *Regexp) FindString(s string) string { return r.Regexp().FindString(s) }
 
 // FindStringSubmatch is regexp.Regexp.FindStringSubmatch.
 func (r *Regexp) FindStringSubmatch(s string) []string { return r.Regexp().FindStringSubmatch(s) }
 
 // FindSubmatch is regexp.Regexp.FindSubmatch.
 func (r *Regexp) FindSubmatch(b []byte) [][]byte { return r.Regexp().FindSubmatch(b) }
-
-// FindAllString is regexp.Regexp.FindAllString.
-func (r *Regexp) FindAllString(s string, n int) []string { return r.Regexp().FindAllString(s, n) }
-
-// FindAllStringSubmatch is regexp.Regexp.FindAllStringSubmatch.
-func (r *Regexp) FindAllStringSubmatch(s string, n int) [][]string {
-	return r.Regexp().FindAllStringSubmatch(s, n)
-}
-
-// ReplaceAllString is regexp.Regexp.ReplaceAllString.
-func (r *Regexp) ReplaceAllString(src, repl string) string {
-	return r.Regexp().ReplaceAllString(src, repl)
-}

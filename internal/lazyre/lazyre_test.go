@@ -20,7 +20,7 @@ func TestCompiledOnFirstUseOnly(t *testing.T) {
 	if n := compiles.Load() - before; n != 1 {
 		t.Fatalf("compiled %d times", n)
 	}
-	if r.String() != `^a(b+)$` {
+	if r.Regexp().String() != `^a(b+)$` {
 		t.Fatal("String")
 	}
 }

@@ -70,12 +70,6 @@ var packagesOf = map[pvecfg.Version]nodePackages{
 	},
 }
 
-// PveContainerVersion is the pve-container package version the node
-// reports (what nexcage decides features by).
-func (n *Node) PveContainerVersion() string {
-	return packagesOf[n.PVEVersion()].pkgs["pve-container"]
-}
-
 const pveversionUsage = "USAGE: pveversion [--verbose]\n"
 
 // Pveversion is pve-manager's `pveversion [--verbose]`: the one-line

@@ -38,18 +38,6 @@ func (r *Registry) Register(name string, f Factory) {
 	delete(r.failed, name)
 }
 
-// Names lists the registered backend names, sorted.
-func (r *Registry) Names() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]string, 0, len(r.factories))
-	for n := range r.factories {
-		out = append(out, n)
-	}
-	slices.Sort(out)
-	return out
-}
-
 // Get returns the backend called name, building it on first use. A build
 // failure is remembered and returned again.
 func (r *Registry) Get(name string) (Backend, error) {

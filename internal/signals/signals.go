@@ -4,7 +4,6 @@
 package signals
 
 import (
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -102,36 +101,6 @@ func parseRT(name string) (syscall.Signal, bool) {
 		return 0, false
 	}
 	return syscall.Signal(base + sign*off), true
-}
-
-// Name returns the conventional name of sig ("SIGKILL", "SIGRTMIN+3"), or
-// its number as a string when it has no name.
-func Name(sig syscall.Signal) string {
-	if n, ok := canonical[sig]; ok {
-		return "SIG" + n
-	}
-	switch {
-	case sig == RTMin:
-		return "SIGRTMIN"
-	case sig > RTMin && sig <= RTMax:
-		return "SIGRTMIN+" + strconv.Itoa(int(sig)-RTMin)
-	}
-	return strconv.Itoa(int(sig))
-}
-
-// Names lists the canonical names of the standard signals, sorted by
-// number (for help texts).
-func Names() []string {
-	sigs := make([]int, 0, len(canonical))
-	for s := range canonical {
-		sigs = append(sigs, int(s))
-	}
-	sort.Ints(sigs)
-	out := make([]string, 0, len(sigs))
-	for _, s := range sigs {
-		out = append(out, "SIG"+canonical[syscall.Signal(s)])
-	}
-	return out
 }
 
 func invalid(s string) error {

@@ -100,9 +100,6 @@ func NewStore(root string) (*Store, error) {
 	return &Store{root: abs}, nil
 }
 
-// Root returns the store's absolute root directory.
-func (s *Store) Root() string { return s.root }
-
 // BackendRoot returns <root>/@<name>, the directory a backend may use for
 // its own files (for example as runc's --root). It is not created here.
 func (s *Store) BackendRoot(name string) string {
@@ -110,6 +107,8 @@ func (s *Store) BackendRoot(name string) string {
 }
 
 // Dir returns the container's directory <root>/<id> after validating id.
+// It goes with the record (Remove), so a backend keeps the temporary
+// files of a create there (runtime.CreateOptions.StateDir).
 func (s *Store) Dir(id string) (string, error) {
 	if err := ValidateID(id); err != nil {
 		return "", err
@@ -160,9 +159,6 @@ func (s *Store) Lock(ctx context.Context, id string) (*Lock, error) {
 	}
 	return &Lock{store: s, id: id, l: l}, nil
 }
-
-// ID returns the locked container id.
-func (l *Lock) ID() string { return l.id }
 
 // Unlock releases the lock. When the container has no directory (it was
 // removed, or never created) the lock file is deleted first, so no lock

@@ -101,8 +101,8 @@ func TestNewStore(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("root mode = %v, %v; want 0700", fi.Mode(), err)
 	}
-	if s.Root() != root {
-		t.Errorf("Root() = %q, want %q", s.Root(), root)
+	if s.root != root {
+		t.Errorf("root = %q, want %q", s.root, root)
 	}
 	if got, want := s.BackendRoot("runc"), filepath.Join(root, "@runc"); got != want {
 		t.Errorf("BackendRoot = %q, want %q", got, want)
@@ -126,8 +126,8 @@ func TestNewStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Root() != filepath.Join(dir, "rel") {
-		t.Errorf("relative root = %q", s.Root())
+	if s.root != filepath.Join(dir, "rel") {
+		t.Errorf("relative root = %q", s.root)
 	}
 
 	// A file as root is a usage error.
@@ -156,8 +156,8 @@ func TestSaveLoad(t *testing.T) {
 	if got.ID != "c1" || got.Pid != 42 || got.Data["vmid"] != "101" || !got.Created.Equal(c.Created) || got.Backend != "runc" {
 		t.Errorf("Load = %+v", got)
 	}
-	dfi, _ := os.Stat(filepath.Join(s.Root(), "c1"))
-	ffi, _ := os.Stat(filepath.Join(s.Root(), "c1", StateFile))
+	dfi, _ := os.Stat(filepath.Join(s.root, "c1"))
+	ffi, _ := os.Stat(filepath.Join(s.root, "c1", StateFile))
 	if dfi.Mode().Perm() != 0o700 || ffi.Mode().Perm() != 0o600 {
 		t.Errorf("modes dir %v file %v, want 0700/0600", dfi.Mode(), ffi.Mode())
 	}
@@ -171,7 +171,7 @@ func TestSaveLoad(t *testing.T) {
 		t.Errorf("status after overwrite = %q", got.Status)
 	}
 	// No temp files left in the container dir.
-	ents, _ := os.ReadDir(filepath.Join(s.Root(), "c1"))
+	ents, _ := os.ReadDir(filepath.Join(s.root, "c1"))
 	if len(ents) != 1 {
 		t.Errorf("container dir holds %d entries, want only %s", len(ents), StateFile)
 	}
@@ -208,7 +208,7 @@ func TestLoadCorrupt(t *testing.T) {
 	s := newStore(t)
 	write := func(id, content string) {
 		t.Helper()
-		dir := filepath.Join(s.Root(), id)
+		dir := filepath.Join(s.root, id)
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -236,7 +236,7 @@ func TestLoadCorrupt(t *testing.T) {
 			continue
 		}
 		msg := err.Error()
-		if !strings.Contains(msg, filepath.Join(s.Root(), id, StateFile)) || !strings.Contains(msg, "nexcage delete --force "+id) {
+		if !strings.Contains(msg, filepath.Join(s.root, id, StateFile)) || !strings.Contains(msg, "nexcage delete --force "+id) {
 			t.Errorf("Load(%s) error lacks file or hint: %s", id, msg)
 		}
 	}
@@ -286,14 +286,12 @@ func TestNoEscape(t *testing.T) {
 		check("Remove", s.Remove(id))
 		_, err = s.Lock(ctx, id)
 		check("Lock", err)
-		_, err = s.Dir(id)
-		check("Dir", err)
 	}
 	ents, _ := os.ReadDir(parent)
 	if len(ents) != 1 || ents[0].Name() != "root" {
 		t.Errorf("parent of root now holds %v", ents)
 	}
-	ents, _ = os.ReadDir(s.Root())
+	ents, _ = os.ReadDir(s.root)
 	if len(ents) != 0 {
 		t.Errorf("root holds %v after only invalid ids", ents)
 	}
@@ -308,11 +306,11 @@ func TestList(t *testing.T) {
 	}
 	// Backend dirs, lock dir and stray files are not containers.
 	for _, d := range []string{"@runc", "@crun", "@locks"} {
-		if err := os.MkdirAll(filepath.Join(s.Root(), d, "x"), 0o700); err != nil {
+		if err := os.MkdirAll(filepath.Join(s.root, d, "x"), 0o700); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(s.Root(), "stray-file"), nil, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(s.root, "stray-file"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	list, err := s.List()
@@ -333,7 +331,7 @@ func TestListMany(t *testing.T) {
 	const n = 5000
 	for i := range n {
 		id := fmt.Sprintf("c%05d", i)
-		dir := filepath.Join(s.Root(), id)
+		dir := filepath.Join(s.root, id)
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -435,7 +433,7 @@ func TestLockAcrossProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"="+s.Root(), helperEnv+"_ID=c1")
+	cmd.Env = append(os.Environ(), helperEnv+"="+s.root, helperEnv+"_ID=c1")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -476,7 +474,7 @@ func TestLockAcrossProcesses(t *testing.T) {
 
 func lockFiles(t *testing.T, s *Store) []string {
 	t.Helper()
-	ents, err := os.ReadDir(filepath.Join(s.Root(), "@locks"))
+	ents, err := os.ReadDir(filepath.Join(s.root, "@locks"))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		t.Fatal(err)
 	}

@@ -362,14 +362,12 @@ func writeRootFile(root *os.Root, name string, r io.Reader, perm fs.FileMode) er
 	return out.Close()
 }
 
-// applyLayer unpacks one layer (any supported compression) onto the rootfs
-// with OCI whiteout semantics, confined to the rootfs: entries cannot
-// climb out with "..", and symlinks leading outside are refused by os.Root.
-// Device nodes and fifos are skipped (LXC provides /dev).
-func applyLayer(rootfs *os.Root, r io.Reader) error { return applyLayerTimes(rootfs, r, nil) }
-
-// applyLayerTimes is applyLayer recording directory times in dirTimes
-// (when not nil), to be set once all layers are applied.
+// applyLayerTimes unpacks one layer (any supported compression) onto the
+// rootfs with OCI whiteout semantics, confined to the rootfs: entries
+// cannot climb out with "..", and symlinks leading outside are refused by
+// os.Root. Device nodes and fifos are skipped (LXC provides /dev). It
+// records directory times in dirTimes (when not nil), to be set once all
+// layers are applied.
 func applyLayerTimes(rootfs *os.Root, r io.Reader, dirTimes map[string]time.Time) error {
 	seen := map[string]bool{} // paths this layer created
 	return walkTar(r, func(tr *tar.Reader, h *tar.Header, name string) error {

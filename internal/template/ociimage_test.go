@@ -304,7 +304,7 @@ func TestApplyLayerConfined(t *testing.T) {
 	defer root.Close()
 	// ".." is cleaned away: the file lands inside the rootfs.
 	l1 := tarBytes(t, []entry{{name: "../../" + filepath.Base(outside) + "/escaped", body: "x"}})
-	if err := applyLayer(root, strings.NewReader(string(l1))); err != nil {
+	if err := applyLayerTimes(root, strings.NewReader(string(l1)), nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(outside, "escaped")); err == nil {
@@ -315,7 +315,7 @@ func TestApplyLayerConfined(t *testing.T) {
 		{name: "evil", typ: tar.TypeSymlink, link: outside},
 		{name: "evil/pwned", body: "x"},
 	})
-	err = applyLayer(root, strings.NewReader(string(l2)))
+	err = applyLayerTimes(root, strings.NewReader(string(l2)), nil)
 	if err == nil {
 		t.Error("writing through a symlink to the outside was not refused")
 	}
@@ -323,13 +323,13 @@ func TestApplyLayerConfined(t *testing.T) {
 		{name: "up", typ: tar.TypeSymlink, link: "../../../../../../../../" + outside},
 		{name: "up/pwned2", body: "x"},
 	})
-	if err := applyLayer(root, strings.NewReader(string(rel))); err == nil {
+	if err := applyLayerTimes(root, strings.NewReader(string(rel)), nil); err == nil {
 		t.Error("writing through a relative symlink to the outside was not refused")
 	}
 	// A hard link to a host file: refused too.
 	host := writeFile(t, filepath.Join(outside, "secret"), []byte("s"))
 	hl := tarBytes(t, []entry{{name: "stolen", typ: tar.TypeLink, link: "../../../../../../../.." + host}})
-	applyLayer(root, strings.NewReader(string(hl)))
+	applyLayerTimes(root, strings.NewReader(string(hl)), nil)
 	if b, err := os.ReadFile(filepath.Join(rootfsDir, "stolen")); err == nil && string(b) == "s" {
 		t.Error("a hard link reached a host file")
 	}

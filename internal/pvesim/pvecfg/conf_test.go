@@ -252,3 +252,19 @@ func TestParseMarshalMatchesPerl(t *testing.T) {
 		}
 	}
 }
+
+// RawKeyAllowed reports whether a node of version v keeps the raw key
+// (with or without a warning), and Proxmox's reason when it refuses a key
+// it knows (lxc.rootfs.path, lxc.rootfs.options).
+func RawKeyAllowed(key string, v Version) (kept bool, reason string) {
+	reason, kept = rawKeyValidity(key, v, func(string) {})
+	return kept, reason
+}
+
+// RawKeyWarnings returns the warnings (without `vm <vmid> - `) a node of
+// version v prints for a kept key on every load, e.g. deprecated names.
+func RawKeyWarnings(key string, v Version) []string {
+	var w []string
+	rawKeyValidity(key, v, func(s string) { w = append(w, s) })
+	return w
+}

@@ -317,3 +317,25 @@ func MarshalStorageConfig(list []Storage) ([]byte, error) {
 	}
 	return []byte(b.String()), nil
 }
+
+// ValidatePropValue refuses a value that cannot travel inside a property
+// string unchanged: a comma (it would start a new property), a control
+// character (it could end the config line), or, for the bare default-key
+// value, an `=` (it would be read as key=value).
+func ValidatePropValue(key, value string, bare bool) error {
+	if value == "" {
+		return fmt.Errorf("property '%s': empty value", key)
+	}
+	if strings.Contains(value, ",") {
+		return fmt.Errorf("illegal value with commas for %s", key)
+	}
+	if bare && strings.Contains(value, "=") {
+		return fmt.Errorf("property '%s': value '%s' must not contain '='", key, value)
+	}
+	for _, r := range value {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("property '%s': value contains a control character", key)
+		}
+	}
+	return nil
+}

@@ -80,17 +80,6 @@ func (p *Props) Set(key, value string) {
 	*p = append(*p, Prop{Key: key, Value: value})
 }
 
-// Del removes key.
-func (p *Props) Del(key string) {
-	out := (*p)[:0]
-	for _, kv := range *p {
-		if kv.Key != key {
-			out = append(out, kv)
-		}
-	}
-	*p = out
-}
-
 // Canonical formats the properties as print_property_string does: the
 // default key's bare value first, then the required keys sorted, then the
 // rest sorted. It does not validate values (see ValidatePropValue).
@@ -121,28 +110,6 @@ func (p Props) Canonical(defaultKey string, required ...string) string {
 		}
 	}
 	return strings.Join(parts, ",")
-}
-
-// ValidatePropValue refuses a value that cannot travel inside a property
-// string unchanged: a comma (it would start a new property), a control
-// character (it could end the config line), or, for the bare default-key
-// value, an `=` (it would be read as key=value).
-func ValidatePropValue(key, value string, bare bool) error {
-	if value == "" {
-		return fmt.Errorf("property '%s': empty value", key)
-	}
-	if strings.Contains(value, ",") {
-		return fmt.Errorf("illegal value with commas for %s", key)
-	}
-	if bare && strings.Contains(value, "=") {
-		return fmt.Errorf("property '%s': value '%s' must not contain '='", key, value)
-	}
-	for _, r := range value {
-		if r < 0x20 || r == 0x7f {
-			return fmt.Errorf("property '%s': value contains a control character", key)
-		}
-	}
-	return nil
 }
 
 var reSize = regexp.MustCompile(`^(\d+(\.\d+)?)([KMGT])?$`)

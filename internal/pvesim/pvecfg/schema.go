@@ -22,10 +22,6 @@ const (
 	TBoolean
 )
 
-func (t Type) String() string {
-	return [...]string{"string", "integer", "number", "boolean"}[t]
-}
-
 // Schema describes one option or one key of a property string, with the
 // checks PVE::JSONSchema::check_prop applies, in its order: type, format,
 // pattern, maxLength, maximum, minimum, enum.
