@@ -60,7 +60,39 @@ func newUndoWorld(t *testing.T) *undoWorld {
 	}
 	w.env = append(w.env, "PCTWRAP_REAL="+testutil.PvesimBin(t), "PCTWRAP_DIR="+w.wrapDir)
 	w.base = w.nodeFiles()
+	t.Cleanup(w.destroyAll)
 	return w
+}
+
+// sub is w for the subtest t, which shares w's node and state root (each
+// subtest leaves them as it found them, or fails).
+func (w *undoWorld) sub(t *testing.T) *undoWorld {
+	inner := *w.world
+	inner.t = t
+	c := *w
+	c.world = &inner
+	return &c
+}
+
+// destroyAll deletes every container left by a failed test, so that no
+// LXC container outlives it: nexcage's records with delete --force, then
+// whatever is still on the node with pct.
+func (w *undoWorld) destroyAll() {
+	if r := w.run("list", "-q"); r.Code == 0 {
+		for _, id := range strings.Fields(r.Stdout) {
+			w.run("delete", "--force", id)
+		}
+	}
+	confs, _ := filepath.Glob(filepath.Join(w.sim, "etc/pve/nodes/*/lxc/*.conf"))
+	for _, p := range confs {
+		vmid := strings.TrimSuffix(filepath.Base(p), ".conf")
+		for _, args := range [][]string{{"unlock", vmid}, {"stop", vmid}, {"destroy", vmid, "--purge", "1"}} {
+			cmd := exec.Command(testutil.PvesimBin(w.t), args...)
+			cmd.Args[0] = "pct"
+			cmd.Env = append(os.Environ(), w.env...)
+			_ = cmd.Run()
+		}
+	}
 }
 
 // runcWrapper writes a stand-in for runc that runs the real one, but can
@@ -249,6 +281,9 @@ type createStep struct {
 	// recorded are the record's data keys that must be set at the step.
 	recorded []string
 	sig      syscall.Signal // for the interrupt variant
+	// recreate: after the crash and delete --force, the id is created
+	// and deleted again (once per route).
+	recreate bool
 }
 
 var createSteps = []createStep{
@@ -271,12 +306,12 @@ var createSteps = []createStep{
 	// The supervisor runs and listens; pct start not run yet.
 	{name: "before-pct-start", mode: "before-start", recorded: []string{"vmid", "supervisor", "helper_dir"}, sig: syscall.SIGTERM},
 	// The container runs its init helper, connecting to the supervisor.
-	{name: "after-pct-start", mode: "after-start", recorded: []string{"vmid", "supervisor"}, sig: syscall.SIGTERM},
+	{name: "after-pct-start", mode: "after-start", recorded: []string{"vmid", "supervisor"}, sig: syscall.SIGTERM, recreate: true},
 	// The runc route: the record is saved, runc create not run yet (its
 	// private pid file and log exist) ...
 	{name: "runc-before-create", runcMode: "before-create", sig: syscall.SIGINT},
 	// ... and runc created the container (its init waits for start).
-	{name: "runc-after-create", runcMode: "after-create", sig: syscall.SIGTERM},
+	{name: "runc-after-create", runcMode: "after-create", sig: syscall.SIGTERM, recreate: true},
 }
 
 // heldCreate is a `nexcage create` stopped at a step.
@@ -387,13 +422,15 @@ func hasOpen(pid int, path string) bool {
 // was held (pct, a lock) then goes on as on a real host. `list` shows the
 // record, `delete --force` frees everything (configs, volumes, VMIDs,
 // packed templates and their references, helper directories and copies,
-// the supervisor, mounts, lock files, the record), and, where pct had run,
-// the id can be created and deleted again.
+// the supervisor, mounts, lock files, the record), and the id can be
+// created and deleted again. The subtests share one node and state root,
+// each leaving it as it found it.
 func TestUndoAfterCrashAtEachCreateStep(t *testing.T) {
+	world := newUndoWorld(t)
+	b := testutil.BusyboxBundle(t, "", []string{"sh"}, nil)
 	for _, step := range createSteps {
 		t.Run(step.name, func(t *testing.T) {
-			w := newUndoWorld(t)
-			b := testutil.BusyboxBundle(t, "", []string{"sh"}, nil)
+			w := world.sub(t)
 			id := step.name + "-kill"
 			h := w.startHeld(id, b, step)
 			if err := syscall.Kill(-h.cmd.Process.Pid, syscall.SIGKILL); err != nil {
@@ -426,7 +463,7 @@ func TestUndoAfterCrashAtEachCreateStep(t *testing.T) {
 				waitGone(t, sup)
 			}
 			w.assertClean("after delete --force")
-			if step.mode != "" || step.runcMode != "" {
+			if step.recreate {
 				w.must("create", "--bundle", b, id)
 				w.must("delete", id)
 				w.assertClean("after a fresh create and delete")
@@ -440,10 +477,11 @@ func TestUndoAfterCrashAtEachCreateStep(t *testing.T) {
 // SIGTERM), every undo step runs, nexcage exits 128+n, and nothing is
 // left, the record included, without any delete.
 func TestUndoOnInterruptAtEachCreateStep(t *testing.T) {
+	world := newUndoWorld(t)
+	b := testutil.BusyboxBundle(t, "", []string{"sh"}, nil)
 	for _, step := range createSteps {
 		t.Run(step.name+"-"+step.sig.String(), func(t *testing.T) {
-			w := newUndoWorld(t)
-			b := testutil.BusyboxBundle(t, "", []string{"sh"}, nil)
+			w := world.sub(t)
 			id := step.name + "-intr"
 			h := w.startHeld(id, b, step)
 			if err := h.cmd.Process.Signal(step.sig); err != nil {
@@ -721,9 +759,10 @@ func waitExit(t *testing.T, exited chan error, out string, sig syscall.Signal) {
 // SIGTERM, exit 143) and keeps the record, so that delete --force frees
 // the rest.
 func TestUndoOnInterruptedRunAndDelete(t *testing.T) {
+	world := newUndoWorld(t)
+	b := testutil.BusyboxBundle(t, "", []string{"sleep", "1000"}, nil)
 	t.Run("run", func(t *testing.T) {
-		w := newUndoWorld(t)
-		b := testutil.BusyboxBundle(t, "", []string{"sleep", "1000"}, nil)
+		w := world.sub(t)
 		cmd, exited, out, pct := w.startHeldVerb("after-create", "run", "--bundle", b, "intr-run")
 		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 			t.Fatal(err)
@@ -733,8 +772,7 @@ func TestUndoOnInterruptedRunAndDelete(t *testing.T) {
 		w.assertClean("after the interrupted run")
 	})
 	t.Run("run-detach-runc", func(t *testing.T) {
-		w := newUndoWorld(t)
-		b := testutil.BusyboxBundle(t, "", []string{"sleep", "1000"}, nil)
+		w := world.sub(t)
 		cmd, exited, out, _ := w.startHeldEnv("RUNCWRAP_MODE=before-run", "run", "--detach", "--bundle", b, "runc-intr-run")
 		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
@@ -743,8 +781,7 @@ func TestUndoOnInterruptedRunAndDelete(t *testing.T) {
 		w.assertClean("after the interrupted detached run")
 	})
 	t.Run("delete", func(t *testing.T) {
-		w := newUndoWorld(t)
-		b := testutil.BusyboxBundle(t, "", []string{"sleep", "1000"}, nil)
+		w := world.sub(t)
 		w.must("create", "--bundle", b, "intr-delete")
 		sup, _ := strconv.Atoi(w.record("intr-delete")["supervisor"])
 		cmd, exited, out, pct := w.startHeldVerb("before-destroy", "delete", "--force", "intr-delete")
