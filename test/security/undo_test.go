@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nexcage/nexcage/internal/lockfile"
 	"github.com/nexcage/nexcage/internal/testutil"
 )
@@ -28,8 +30,9 @@ import (
 // named by the container's record.
 //
 // The steps are held without sleeps: a lock the create waits for is held
-// by the test (the create is there once it has the lock file open), and a
-// pct call is held by pctwrap (test/reliability/pctwrap). pvesim's create
+// by the test (the create is there once it opened the lock's file, seen
+// with inotify), and a pct or runc call is held by a wrapper
+// (test/reliability/pctwrap, runcWrapper). pvesim's create
 // worker steps (PVESIM_PAUSE) are in test/reliability/worker_crash_test.go.
 
 // undoWorld is a security world whose pct is pctwrap in front of pvesim.
@@ -71,6 +74,12 @@ func (w *undoWorld) sub(t *testing.T) *undoWorld {
 	inner.t = t
 	c := *w
 	c.world = &inner
+	// A failed subtest may leave containers: gone before the next one.
+	t.Cleanup(func() {
+		if t.Failed() {
+			c.destroyAll()
+		}
+	})
 	return &c
 }
 
@@ -167,6 +176,9 @@ func (w *undoWorld) assertClean(when string) {
 		if !slices.Contains(w.base, f) {
 			left = append(left, f)
 		}
+	}
+	if len(left) > 8 {
+		left = append(left[:8:8], fmt.Sprintf("... %d more", len(left)-8))
 	}
 	if len(left) > 0 {
 		w.t.Errorf("%s: left on the node: %q", when, left)
@@ -343,8 +355,27 @@ func (w *undoWorld) startHeld(id, bundle string, step createStep) *heldCreate {
 		}
 		h.lock = l
 		t.Cleanup(func() { _ = l.Unlock() })
-		if real, err := filepath.EvalSymlinks(lockPath); err == nil {
-			lockPath = real
+	}
+	// Create is at a lock step once it opened the lock's file (to try
+	// the lock, again and again, while the test holds it): an inotify
+	// IN_OPEN on the file, which nothing else opens.
+	var opened func() bool
+	if step.lock != nil {
+		fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		if _, err := unix.InotifyAddWatch(fd, lockPath, unix.IN_OPEN); err != nil {
+			t.Fatal(err)
+		}
+		seen := false
+		opened = func() bool {
+			buf := make([]byte, 4096)
+			if n, _ := unix.Read(fd, buf); n > 0 {
+				seen = true
+			}
+			return seen
 		}
 	}
 	held := filepath.Join(w.wrapDir, "held")
@@ -366,7 +397,7 @@ func (w *undoWorld) startHeld(id, bundle string, step createStep) *heldCreate {
 	go func() { h.exited <- h.cmd.Wait() }()
 	reached := func() bool {
 		if step.lock != nil {
-			if !hasOpen(h.cmd.Process.Pid, lockPath) {
+			if !opened() {
 				return false
 			}
 		} else {
@@ -400,21 +431,6 @@ func (w *undoWorld) startHeld(id, bundle string, step createStep) *heldCreate {
 	}
 	w.assertNamed(step.name, h.rec)
 	return h
-}
-
-// hasOpen reports whether process pid has path open.
-func hasOpen(pid int, path string) bool {
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return false
-	}
-	for _, e := range ents {
-		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && l == path {
-			return true
-		}
-	}
-	return false
 }
 
 // TestUndoAfterCrashAtEachCreateStep: SIGKILL (nexcage and its process
