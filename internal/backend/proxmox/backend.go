@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/google/renameio/v2"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -304,7 +303,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 		b.log.Warn(w, "id", c.ID)
 	}
 	if req.ResolvConf != nil {
-		if err := renameio.WriteFile(filepath.Join(in.InitHelperDir, ResolvConfName), req.ResolvConf, 0o644); err != nil {
+		if err := writeFile(filepath.Join(in.InitHelperDir, ResolvConfName), req.ResolvConf, 0o644); err != nil {
 			return errs.Wrap(errs.KindBackend, err, "container %s: cannot write its resolv.conf", c.ID)
 		}
 	}

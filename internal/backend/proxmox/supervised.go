@@ -200,7 +200,7 @@ func copyFile(src, dst string, mode os.FileMode) error {
 		return err
 	}
 	defer in.Close()
-	pf, err := renameio.NewPendingFile(dst, renameio.WithPermissions(mode), renameio.WithExistingPermissions())
+	pf, err := renameio.NewPendingFile(dst, renameio.WithPermissions(mode), renameio.WithExistingPermissions(), renameio.WithTempDir(filepath.Dir(dst)))
 	if err != nil {
 		return err
 	}
@@ -223,7 +223,7 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 		return errs.New(errs.KindInternal, "container %s: no process for the init helper", c.ID)
 	}
 	msg, _ := json.Marshal(inithelper.Message{Process: proc, Net: netCfg})
-	if err := renameio.WriteFile(hp.process, msg, 0o600); err != nil {
+	if err := writeFile(hp.process, msg, 0o600); err != nil {
 		return errs.Wrap(errs.KindBackend, err, "container %s: cannot write the process description", c.ID)
 	}
 	self := b.SelfExe
@@ -344,7 +344,7 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 	}
 	if opts.PidFile != "" {
 		// Digits only, no newline: containerd's shim parses it with Atoi.
-		if err := renameio.WriteFile(opts.PidFile, []byte(strconv.Itoa(sup.Pid)), 0o644); err != nil {
+		if err := writeFile(opts.PidFile, []byte(strconv.Itoa(sup.Pid)), 0o644); err != nil {
 			return errs.Wrap(errs.KindBackend, err, "container %s: cannot write the pid file", c.ID)
 		}
 	}
@@ -363,6 +363,15 @@ func capBnd(pid int) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// writeFile replaces path atomically with data. The temporary file goes
+// next to path, never to $TMPDIR (where renameio would otherwise put it
+// when on the same file system, after probing with two more files there):
+// so a write killed midway leaves it where delete --force looks (the
+// helper directory, or beside the helper's side files, see cleanupHelper).
+func writeFile(path string, data []byte, perm os.FileMode) error {
+	return renameio.WriteFile(path, data, perm, renameio.WithTempDir(filepath.Dir(path)))
 }
 
 // fileOrNull passes f on when it is a file (a descriptor can be
@@ -395,7 +404,7 @@ func (b *Backend) recordSignal(c *state.Container, sig syscall.Signal) {
 	if !supervised(c) {
 		return
 	}
-	_ = renameio.WriteFile(b.helperPaths(c.Data[DataHelperDir]).signal, []byte(strconv.Itoa(int(sig))), 0o600)
+	_ = writeFile(b.helperPaths(c.Data[DataHelperDir]).signal, []byte(strconv.Itoa(int(sig))), 0o600)
 }
 
 // cleanupHelper stops a supervisor still running and removes the helper
@@ -635,7 +644,7 @@ func (b *Backend) exec(ctx context.Context, c *state.Container, args []string, s
 	_ = wr.Close()
 	if f.detach {
 		if f.pidFile != "" {
-			if err := renameio.WriteFile(f.pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+			if err := writeFile(f.pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
 				_ = cmd.Process.Kill()
 				_, _ = cmd.Process.Wait()
 				return 0, errs.Wrap(errs.KindBackend, err, "exec in container %s: cannot write the pid file", c.ID)
@@ -645,7 +654,7 @@ func (b *Backend) exec(ctx context.Context, c *state.Container, args []string, s
 		return 0, nil
 	}
 	if f.pidFile != "" {
-		_ = renameio.WriteFile(f.pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+		_ = writeFile(f.pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
 	}
 	err = cmd.Wait()
 	var ee *exec.ExitError
