@@ -76,16 +76,18 @@ fuzz:
 unit:
 	$(GO) test -race -count=1 ./internal/... ./cmd/...
 
-# PVE_OLD_E2E and PVE_OLD_RELIABILITY are the suites' Proxmox-backend tests, run a second time
+# PVE_OLD_E2E, PVE_OLD_RELIABILITY and PVE_OLD_SECURITY are the suites' Proxmox-backend tests, run a second time
 # against pvesim as PVE 8.4 (the full suites run against 9.1, pvesim's
 # default): nexcage must work on both (issue 12 item 9).
 PVE_OLD_E2E := TestProxmox|TestContainerdProxmox|TestTemplateForms|TestTemplatesListPrune
 PVE_OLD_RELIABILITY := TestCrash|TestInterrupt|TestPctHang|TestStopFault|TestParallelCreates|TestBadInputCorpus
+PVE_OLD_SECURITY := TestUndoAfterCrashAtEachCreateStep|TestUndoOnInterruptAtEachCreateStep
 
 e2e: build
 	NEXCAGE_BIN=$(BIN)/nexcage PVESIM_BIN=$(BIN)/pvesim $(GO) test -count=1 -timeout 30m ./test/... ./bench/...
 	PVESIM_PVE_VERSION=8.4 NEXCAGE_BIN=$(BIN)/nexcage PVESIM_BIN=$(BIN)/pvesim $(GO) test -count=1 -timeout 30m -run '$(PVE_OLD_E2E)' ./test/e2e/
 	PVESIM_PVE_VERSION=8.4 NEXCAGE_BIN=$(BIN)/nexcage PVESIM_BIN=$(BIN)/pvesim $(GO) test -count=1 -timeout 30m -run '$(PVE_OLD_RELIABILITY)' ./test/reliability/
+	PVESIM_PVE_VERSION=8.4 NEXCAGE_BIN=$(BIN)/nexcage PVESIM_BIN=$(BIN)/pvesim $(GO) test -count=1 -timeout 30m -run '$(PVE_OLD_SECURITY)' ./test/security/
 
 test: deps lint build unit e2e
 

@@ -58,6 +58,28 @@ func Acquire(ctx context.Context, path string, retry time.Duration) (*Lock, erro
 	}
 }
 
+// TryAcquire locks path if nobody holds it, without waiting; it returns
+// nil (and no error) when another holder has it.
+func TryAcquire(path string) (*Lock, error) {
+	for {
+		fl := flock.New(path, flock.SetPermissions(0o600))
+		ok, err := fl.TryLock()
+		if err != nil || !ok {
+			_ = fl.Close()
+			return nil, err
+		}
+		same, err := sameFile(fl, path)
+		if err != nil {
+			_ = fl.Close()
+			return nil, err
+		}
+		if same {
+			return &Lock{path: path, fl: fl}, nil
+		}
+		_ = fl.Close()
+	}
+}
+
 // sameFile reports whether the file locked by fl is still the one at path.
 func sameFile(fl *flock.Flock, path string) (bool, error) {
 	held, err := fl.Stat()

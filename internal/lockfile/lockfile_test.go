@@ -124,3 +124,29 @@ func TestAcquireMissingDir(t *testing.T) {
 		t.Fatal("Acquire in a missing directory succeeded")
 	}
 }
+
+// TestTryAcquire: nil while another holds the lock, the lock once it is
+// free, and never a lock on a file its holder unlinked.
+func TestTryAcquire(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "k.lock")
+	held, err := Acquire(context.Background(), path, time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, err := TryAcquire(path); l != nil || err != nil {
+		t.Fatalf("TryAcquire while held = %v, %v; want nil, nil", l, err)
+	}
+	if err := held.UnlockRemove(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := TryAcquire(path)
+	if l == nil || err != nil {
+		t.Fatalf("TryAcquire when free = %v, %v", l, err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("the lock's file: %v", err)
+	}
+	if err := l.UnlockRemove(); err != nil {
+		t.Fatal(err)
+	}
+}

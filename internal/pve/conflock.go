@@ -141,7 +141,10 @@ func LockedError(vmid int, lock string) error {
 // writeAtomic replaces path with data through a temp file in the same
 // directory (pmxcfs supports rename) with the given mode.
 func writeAtomic(path string, data []byte, mode fs.FileMode) error {
-	pf, err := renameio.NewPendingFile(path, renameio.WithPermissions(mode))
+	// WithTempDir: without it renameio first probes $TMPDIR with two more
+	// files (one of them in /etc/pve, replicated cluster-wide) and, where
+	// both are on one file system (pvesim), writes the temp file there.
+	pf, err := renameio.NewPendingFile(path, renameio.WithPermissions(mode), renameio.WithTempDir(filepath.Dir(path)))
 	if err != nil {
 		return errs.Wrap(errs.KindBackend, err, "cannot write %s", path)
 	}

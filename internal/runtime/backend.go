@@ -35,6 +35,12 @@ type CreateOptions struct {
 	Stdout io.Writer
 	Stderr io.Writer
 
+	// StateDir is the container's own directory in the state store,
+	// removed with its record (by delete --force after a crash too):
+	// a backend keeps the temporary files of a create or run there, so
+	// that nothing it leaves can be found by nobody. Empty: none.
+	StateDir string
+
 	// Checkpoint persists c as it is now. Backends call it as soon as they
 	// hold a resource that must be cleaned up after a crash (e.g. a VMID),
 	// so that `delete --force` can find and release it.

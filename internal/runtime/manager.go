@@ -193,6 +193,9 @@ func (m *Manager) beginCreate(req CreateRequest) (*state.Container, Backend, Cre
 		return nil, nil, opts, err
 	}
 	opts.Checkpoint = m.Store.Save
+	if opts.StateDir, err = m.Store.Dir(c.ID); err != nil {
+		return nil, nil, opts, err
+	}
 	return c, be, opts, nil
 }
 
@@ -272,9 +275,10 @@ func (m *Manager) Run(ctx context.Context, req CreateRequest, detach bool) (int,
 	defer unlock(l, m.log())
 	if runErr != nil || !detach {
 		// Failed, or finished in the foreground: the runtime removed the
-		// container, so remove our record too (only ours: the id may
-		// have been deleted and created again meanwhile).
-		m.forgetOwn(c)
+		// container (after a failure, what it left is deleted here), so
+		// remove our record too. Only ours: the id may have been deleted
+		// and created again meanwhile, and that container is not touched.
+		m.forgetOwn(context.WithoutCancel(ctx), c, be, runErr != nil)
 		return code, runErr
 	}
 	if err := m.Store.Save(c); err != nil {
@@ -284,8 +288,9 @@ func (m *Manager) Run(ctx context.Context, req CreateRequest, detach bool) (int,
 }
 
 // forgetOwn removes the record of id only when it is still c's (same
-// creation nonce). The caller holds the lock.
-func (m *Manager) forgetOwn(c *state.Container) {
+// creation nonce), first deleting (force) what the backend may have left
+// of it when cleanup is set. The caller holds the lock.
+func (m *Manager) forgetOwn(ctx context.Context, c *state.Container, be Backend, cleanup bool) {
 	cur, err := m.Store.Load(c.ID)
 	if err != nil {
 		if errs.KindOf(err) != errs.KindNotFound {
@@ -296,6 +301,11 @@ func (m *Manager) forgetOwn(c *state.Container) {
 	if cur.Nonce != c.Nonce {
 		m.log().Warn("the id now names another container (created after this one was deleted); its record stays", "id", c.ID)
 		return
+	}
+	if cleanup {
+		if err := be.Delete(ctx, cur, true); err != nil {
+			m.log().Error("cleanup after a failed run", "id", c.ID, "err", err)
+		}
 	}
 	m.forget(c)
 }

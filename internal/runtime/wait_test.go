@@ -3,12 +3,14 @@ package runtime_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/runtime"
 	"github.com/nexcage/nexcage/internal/state"
 )
@@ -270,4 +272,66 @@ func (f *incompleteFake) Create(_ context.Context, c *state.Container, opts runt
 		return err
 	}
 	return errors.Join(errors.New("pct create failed"), runtime.ErrCleanupIncomplete)
+}
+
+// runningFake is a backend with a Runner (runc, crun): Run creates, runs
+// and (when err is set) fails, after during ran in place of the runtime.
+type runningFake struct {
+	*fakeBackend
+	err    error
+	during func()
+}
+
+func (f *runningFake) Run(_ context.Context, c *state.Container, opts runtime.CreateOptions, _ bool) (int, error) {
+	f.calls = append(f.calls, "run")
+	if opts.StateDir == "" {
+		return 0, errors.New("no state directory for the run's temporary files")
+	}
+	if f.during != nil {
+		f.during()
+	}
+	return 1, f.err
+}
+
+// A runtime's run that fails: what it left is deleted under the lock, but
+// only when the id is still this run's container; a container created
+// under the same id meanwhile is neither deleted nor forgotten.
+func TestFailedRunnerRunDeletesOnlyItsOwnContainer(t *testing.T) {
+	for _, recreated := range []bool{false, true} {
+		t.Run(fmt.Sprintf("recreated=%v", recreated), func(t *testing.T) {
+			r := &runningFake{fakeBackend: newFake("runc"), err: errs.New(errs.KindBackend, "runc run failed")}
+			e := newEnv(t)
+			reg := runtime.NewRegistry()
+			reg.Register("runc", func() (runtime.Backend, error) { return r, nil })
+			e.m.Backends = reg
+			var newer *state.Container
+			if recreated {
+				r.during = func() {
+					ctx := context.Background()
+					if err := e.m.Delete(ctx, "run-1", true); err != nil {
+						t.Errorf("delete during the run: %v", err)
+					}
+					c, err := e.m.Create(ctx, runtime.CreateRequest{ID: "run-1", Options: runtime.CreateOptions{Bundle: "/b/good"}})
+					if err != nil {
+						t.Errorf("create during the run: %v", err)
+					}
+					newer = c
+				}
+			}
+			if _, err := e.m.Run(context.Background(), runtime.CreateRequest{ID: "run-1", Options: runtime.CreateOptions{Bundle: "/b/good"}}, false); err == nil {
+				t.Fatal("the failed run succeeded")
+			}
+			deletes := len(slices.DeleteFunc(slices.Clone(r.calls), func(s string) bool { return s != "delete" }))
+			cur, err := e.m.Store.Load("run-1")
+			if !recreated {
+				if deletes != 1 || err == nil {
+					t.Errorf("calls %v, record %v (%v): want the failed run's container deleted and forgotten", r.calls, cur, err)
+				}
+				return
+			}
+			if deletes != 1 || err != nil || newer == nil || cur.Nonce != newer.Nonce {
+				t.Errorf("calls %v, record %+v (%v): want only the delete made during the run, and the newer record", r.calls, cur, err)
+			}
+		})
+	}
 }

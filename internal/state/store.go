@@ -117,6 +117,16 @@ func (s *Store) BackendRoot(name string) string {
 	return filepath.Join(s.root, "@"+name)
 }
 
+// Dir returns the container's directory <root>/<id> after validating id.
+// It goes with the record (Remove), so a backend keeps the temporary
+// files of a create there (runtime.CreateOptions.StateDir).
+func (s *Store) Dir(id string) (string, error) {
+	if err := ValidateID(id); err != nil {
+		return "", err
+	}
+	return filepath.Join(s.root, id), nil
+}
+
 func (s *Store) lockDir() string { return filepath.Join(s.root, "@locks") }
 
 func (s *Store) lockPath(id string) string {

@@ -295,6 +295,11 @@ func (r *Resolver) Release(ctx context.Context, volid, id string) (removed bool,
 	if err != nil || left > 0 || !strings.HasPrefix(file, PackedPrefix) {
 		return false, err
 	}
+	// What a pack of this template killed midway left (packs run under
+	// the cache lock we hold, so none is in progress).
+	if err := os.Remove(packPartial(c.Dir, file)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, errs.Wrap(errs.KindTemplate, err, "cannot remove the unfinished template %s", packPartial(c.Dir, file))
+	}
 	tmpl := filepath.Join(c.Dir, file)
 	// Packed by the backend's bundle packer (no metadata of ours) or a
 	// bundle: content only this container had.

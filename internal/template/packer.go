@@ -129,9 +129,13 @@ func (r *Resolver) PackAndAcquire(ctx context.Context, opts PackOptions, ref str
 // packNew packs opts into p.Path through a temporary file and writes the
 // template's metadata; the caller holds the cache lock.
 func (r *Resolver) packNew(ctx context.Context, dir string, opts PackOptions, p *Packed, tarSize int64) (err error) {
-	tmp, err := createTemp(dir)
+	// A fixed name per template, not a random one: a pack killed midway
+	// leaves a file that the next pack of the same content overwrites and
+	// that Release of the last user (delete --force after the crash)
+	// removes, both under the cache lock this pack holds.
+	tmp, err := os.OpenFile(packPartial(dir, p.Name), os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return err
+		return errs.Wrap(errs.KindTemplate, err, "cannot write into the template cache %s", dir)
 	}
 	defer func() {
 		if err != nil {
@@ -183,6 +187,12 @@ func (r *Resolver) packNew(ctx context.Context, dir string, opts PackOptions, p 
 		r.log.Warn("cannot write template metadata", "template", p.Name, "err", err)
 	}
 	return nil
+}
+
+// packPartial is the file a template named name is packed into before it
+// is renamed into place (it matches tempPattern, so prune knows it too).
+func packPartial(dir, name string) string {
+	return filepath.Join(dir, strings.Replace(tempPattern, "*", name, 1))
 }
 
 func packSource(opts PackOptions) string {

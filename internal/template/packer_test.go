@@ -333,3 +333,47 @@ func TestPullProgressLines(t *testing.T) {
 		}
 	}
 }
+
+// TestPackKilledMidwayLeavesNothing: a pack killed midway leaves its
+// partial file (named after the template, written under the cache lock).
+// The record of the killed create names the template (BeforeAcquire), and
+// its Release (delete --force) removes that partial; a later pack of the
+// same content overwrites a stale partial and leaves none.
+func TestPackKilledMidwayLeavesNothing(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, nil)
+	opts := PackOptions{Rootfs: mkRootfs(t)}
+	var volid string
+	stop := opts
+	stop.BeforeAcquire = func(v string) error { volid = v; return context.Canceled }
+	if _, err := e.r.PackAndAcquire(ctx, stop, "killed"); err == nil {
+		t.Fatal("BeforeAcquire's error did not stop the pack")
+	}
+	name := strings.TrimPrefix(volid, "local:vztmpl/")
+	partial := packPartial(e.cache, name)
+	// What the killed process left (the partial exists only under the
+	// cache lock while packing).
+	writeFile(t, partial, []byte("half a tar"))
+	if _, err := e.r.Release(ctx, volid, "killed"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(partial); !os.IsNotExist(err) {
+		t.Errorf("partial left after Release of the last user: %v", err)
+	}
+
+	writeFile(t, partial, []byte("half a tar"))
+	p, err := e.r.PackAndAcquire(ctx, opts, "next")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Name != name || len(packedEntries(t, p.Path)) == 0 {
+		t.Errorf("packed %+v over a stale partial", p)
+	}
+	if _, err := os.Lstat(partial); !os.IsNotExist(err) {
+		t.Errorf("partial left after a successful pack: %v", err)
+	}
+	if _, err := e.r.Release(ctx, volid, "next"); err != nil {
+		t.Fatal(err)
+	}
+	noTemps(t, e.cache)
+}

@@ -71,18 +71,19 @@ type result struct {
 
 // attached runs verb with the caller's stdio. For create and run it also
 // reads the runtime's log to learn why it failed: the caller's --log when
-// given, else a private temporary JSON log.
-func (b *Backend) attached(ctx context.Context, verb string, args []string, stdio runtime.Stdio, workaround bool, onStart func(*os.Process)) (result, error) {
+// given, else a private temporary JSON log in stateDir (see tempDir).
+func (b *Backend) attached(ctx context.Context, verb string, args []string, stdio runtime.Stdio, workaround bool, onStart func(*os.Process), stateDir string) (result, error) {
 	var res result
 	logPath, logFormat := b.o.Log, b.o.LogFormat
 	var offset int64
 	watchLog := verb == "create" || verb == "run"
 	if watchLog {
 		if logPath == "" {
-			if err := os.MkdirAll(b.o.Root, 0o700); err != nil {
-				return res, errs.Wrap(errs.KindInternal, err, "cannot create the %s state root", b.o.Name)
+			dir, err := b.tempDir(stateDir)
+			if err != nil {
+				return res, err
 			}
-			f, err := os.CreateTemp(b.o.Root, ".log-*.json")
+			f, err := os.CreateTemp(dir, ".log-*.json")
 			if err != nil {
 				return res, errs.Wrap(errs.KindInternal, err, "cannot create a log file for %s", b.o.Name)
 			}

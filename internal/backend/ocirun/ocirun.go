@@ -181,7 +181,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	}
 	defer done()
 	args := append(createArgs(opts), c.ID)
-	res, err := b.attached(ctx, "create", args, stdioOf(opts), b.useWorkaround(), nil)
+	res, err := b.attached(ctx, "create", args, stdioOf(opts), b.useWorkaround(), nil, opts.StateDir)
 	if err == nil && res.code != 0 {
 		err = b.failure("create", c, res, opts)
 	}
@@ -201,16 +201,30 @@ func (b *Backend) withPidFile(opts *runtime.CreateOptions) (done func(), err err
 	if opts.PidFile != "" {
 		return func() {}, nil
 	}
-	if err := os.MkdirAll(b.o.Root, 0o700); err != nil {
-		return nil, errs.Wrap(errs.KindInternal, err, "cannot create the %s state root", b.o.Name)
+	dir, err := b.tempDir(opts.StateDir)
+	if err != nil {
+		return nil, err
 	}
-	f, err := os.CreateTemp(b.o.Root, ".pid-*")
+	f, err := os.CreateTemp(dir, ".pid-*")
 	if err != nil {
 		return nil, errs.Wrap(errs.KindInternal, err, "cannot create a pid file for %s", b.o.Name)
 	}
 	_ = f.Close()
 	opts.PidFile = f.Name()
 	return func() { _ = os.Remove(f.Name()) }, nil
+}
+
+// tempDir is where a create or run keeps its temporary files: the
+// container's state directory (removed with its record, so a crash leaves
+// nothing elsewhere), else the runtime's state root.
+func (b *Backend) tempDir(stateDir string) (string, error) {
+	if stateDir != "" {
+		return stateDir, nil
+	}
+	if err := os.MkdirAll(b.o.Root, 0o700); err != nil {
+		return "", errs.Wrap(errs.KindInternal, err, "cannot create the %s state root", b.o.Name)
+	}
+	return b.o.Root, nil
 }
 
 // pidFrom sets c.Pid from the pid file the runtime wrote. Should the file
@@ -247,15 +261,21 @@ func (b *Backend) Run(ctx context.Context, c *state.Container, opts runtime.Crea
 	}
 	args = append(args, c.ID)
 	setProc, stop := forwardSignals(b.o.Logger)
-	res, err := b.attached(ctx, "run", args, stdioOf(opts), b.useWorkaround(), setProc)
+	res, err := b.attached(ctx, "run", args, stdioOf(opts), b.useWorkaround(), setProc, opts.StateDir)
 	stop()
 	if err != nil {
 		return 0, err
 	}
+	if ctx.Err() != nil {
+		// Cancelled (SIGINT/SIGTERM to a detached run): the runtime was
+		// killed midway. The Manager deletes what it left.
+		return res.code, errs.Wrap(errs.KindBackend, ctx.Err(), "%s run %s interrupted", b.o.Name, c.ID)
+	}
 	if res.code != 0 && res.logErr != "" {
 		// The runtime itself failed (its error is in the log), as
-		// opposed to the container exiting non-zero.
-		_, _ = b.captured(ctx, "delete", "--force", c.ID)
+		// opposed to the container exiting non-zero. The Manager deletes
+		// what is left, under the lock and only if the id is still
+		// this run's container.
 		return res.code, b.failure("run", c, res, opts)
 	}
 	if detach && res.code == 0 {
@@ -395,7 +415,7 @@ func gone(err error) bool {
 
 // Passthrough runs verb with the caller's arguments and stdio unchanged.
 func (b *Backend) Passthrough(ctx context.Context, c *state.Container, verb string, args []string, stdio runtime.Stdio) (int, error) {
-	res, err := b.attached(ctx, verb, args, stdio, false, nil)
+	res, err := b.attached(ctx, verb, args, stdio, false, nil, "")
 	if err != nil {
 		return 0, err
 	}

@@ -359,3 +359,48 @@ func TestHelperRefusesHostNamespace(t *testing.T) {
 		t.Fatal("the host's cgroup2 mount was touched")
 	}
 }
+
+// TestCreateKeepsTemporaryFilesInTheStateDir: the private --pid-file and
+// --log of a create or run live in the container's state directory (which
+// goes with its record, also by delete --force after a crash), never in
+// the runtime's root where a killed create would leave them for ever.
+func TestCreateKeepsTemporaryFilesInTheStateDir(t *testing.T) {
+	root, stateDir := t.TempDir(), t.TempDir()
+	seen := filepath.Join(t.TempDir(), "argv")
+	bin := fakeRuntime(t, `printf '%s\n' "$@" >> `+seen+`
+`+pidWriter)
+	b, err := New(Options{Name: "runc", Path: bin, Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &state.Container{ID: "c1", Status: state.Creating}
+	if err := b.Create(context.Background(), c, runtime.CreateOptions{Bundle: "/b", StateDir: stateDir}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Run(context.Background(), &state.Container{ID: "c2"}, runtime.CreateOptions{Bundle: "/b", StateDir: stateDir}, true); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(seen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	argv := strings.Split(string(data), "\n")
+	found := 0
+	for i, a := range argv {
+		if (a == "--pid-file" || a == "--log") && i+1 < len(argv) {
+			found++
+			if filepath.Dir(argv[i+1]) != stateDir {
+				t.Errorf("%s %s is not in the state directory %s", a, argv[i+1], stateDir)
+			}
+		}
+	}
+	if found != 4 {
+		t.Errorf("argv %q: want --pid-file and --log for create and run", argv)
+	}
+	if ents, _ := os.ReadDir(root); len(ents) != 0 {
+		t.Errorf("written to the runtime root: %v", ents)
+	}
+	if ents, _ := os.ReadDir(stateDir); len(ents) != 0 {
+		t.Errorf("temporary files left in the state directory: %v", ents)
+	}
+}

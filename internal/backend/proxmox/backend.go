@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/google/renameio/v2"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -310,7 +309,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 		b.log.Warn(w, "id", c.ID)
 	}
 	if req.ResolvConf != nil {
-		if err := renameio.WriteFile(filepath.Join(in.InitHelperDir, ResolvConfName), req.ResolvConf, 0o644); err != nil {
+		if err := writeFile(filepath.Join(in.InitHelperDir, ResolvConfName), req.ResolvConf, 0o644); err != nil {
 			return errs.Wrap(errs.KindBackend, err, "container %s: cannot write its resolv.conf", c.ID)
 		}
 	}
@@ -474,7 +473,7 @@ func (b *Backend) vmidLock(ctx context.Context) (*lockfile.Lock, error) {
 	}
 	lctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	p := filepath.Join(dir, "vmid.lock")
+	p := b.vmidLockPath()
 	l, err := lockfile.Acquire(lctx, p, 20*time.Millisecond)
 	if err != nil {
 		if lctx.Err() != nil {
@@ -748,11 +747,12 @@ func (b *Backend) Stop(ctx context.Context, c *state.Container, timeoutSec int) 
 // is destroyed and only our own resources go.
 func (b *Backend) Delete(ctx context.Context, c *state.Container, force bool) error {
 	vmid, ok := vmidOf(c)
+	// create did not finish (it crashed or was killed, at any step).
+	unfinished := c.Status == state.Creating
 	if ok {
 		if err := b.Refresh(ctx, []*state.Container{c}); err != nil {
 			return err
 		}
-		unfinished := c.Status == state.Creating
 		if unfinished {
 			// create did not finish (it crashed or was killed): the VMID
 			// may hold a half-made CT of ours, or be someone else's.
@@ -811,9 +811,29 @@ func (b *Backend) Delete(ctx context.Context, c *state.Container, force bool) er
 		}
 	}
 	b.cleanupHelper(c)
+	if unfinished {
+		b.tidyVMIDLock()
+	}
 	c.Status, c.Pid = state.Stopped, 0
 	return nil
 }
+
+// tidyVMIDLock removes the node's VMID lock file if nobody holds it: a
+// create killed while it held the lock could not remove it (the lock
+// itself went with the process).
+func (b *Backend) tidyVMIDLock() {
+	p := b.vmidLockPath()
+	if _, err := os.Lstat(p); err != nil {
+		return
+	}
+	l, err := lockfile.TryAcquire(p)
+	if err != nil || l == nil {
+		return // held: its holder removes it
+	}
+	_ = l.UnlockRemove()
+}
+
+func (b *Backend) vmidLockPath() string { return filepath.Join(b.helperBase(), "vmid.lock") }
 
 // destroyOpts frees everything of a VMID that is ours: the volumes the
 // config names and those it does not (left by an interrupted create), and

@@ -46,7 +46,9 @@ import (
 // supervisor) is a scripted fake supervisor: it reports listening, waits
 // for the fake pct start of its container, reports its own pid as the
 // ready init helper's, and then stands in for the container until it is
-// killed. So the unit tests run the real create path, supervised start
+// killed. <dir>/sup-mode makes it fail at a step instead (see
+// TestCreateUndoesEachSupervisedStep), <dir>/start-fails makes pct start
+// fail. So the unit tests run the real create path, supervised start
 // and delete included, without LXC.
 type fakeNode struct {
 	dir, etc, log string
@@ -84,6 +86,7 @@ create)
 destroy)
 	if [ -d "$conf" ]; then rmdir "$conf"; else rm "$conf"; fi; exit 0;;
 start)
+	if [ -e ` + dir + `/start-fails ]; then echo "startup for container '$2' failed" >&2; exit 255; fi
 	touch ` + dir + `/started-$2; exit 0;;
 esac
 exit 0
@@ -94,8 +97,19 @@ while [ $# -gt 0 ]; do
 	case "$1" in --name) name=$2;; esac
 	shift
 done
+mode=$(cat ` + dir + `/sup-mode 2>/dev/null)
+case "$mode" in
+error-listen) echo "` + supervisor.ReportError + ` cannot listen on the init socket" >&3; exit 1;;
+exit-listen) exit 1;;
+esac
 echo ` + supervisor.ReportListening + ` >&3
 while [ ! -e ` + dir + `/started-$name ]; do sleep 0.01; done
+case "$mode" in
+error-ready) echo "` + supervisor.ReportError + ` cannot run process.args: no such file" >&3; exit 1;;
+exit-ready) exit 1;;
+bad-ready) echo "` + supervisor.ReportReady + ` x" >&3; exec sleep 600;;
+hang-ready) exec sleep 600;;
+esac
 echo "` + supervisor.ReportReady + ` $$" >&3
 exec 3>&-
 exec sleep 600

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -93,25 +94,17 @@ func (b *Backend) prepareHelper(c *state.Container, save func() error) (string, 
 			return "", err
 		}
 	}
-	bin, self, err := b.helperBinary(base)
+	self, err := b.helperSelf()
 	if err != nil {
 		return "", addContainer(c.ID, err)
 	}
 	// 0700, root's until ownHelperDir gives it to the container's root.
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		delete(c.Data, DataHelperDir) // never remove a directory we did not make
-		b.removeUnusedHelperCopies()
 		return "", errs.Wrap(errs.KindBackend, err, "container %s: cannot create the helper directory", c.ID)
 	}
-	dst := filepath.Join(dir, inithelper.BinaryName)
-	if err := os.Link(bin, dst); err != nil {
-		// The shared copy may have gone with the last container that
-		// used it (removeUnusedHelperCopies): copy the binary itself.
-		if err := copyFile(self, dst, 0o755); err != nil {
-			_ = os.RemoveAll(dir)
-			b.removeUnusedHelperCopies()
-			return "", errs.Wrap(errs.KindBackend, err, "container %s: cannot place the init helper", c.ID)
-		}
+	if err := b.placeHelper(self, filepath.Join(dir, inithelper.BinaryName)); err != nil {
+		return "", errs.Wrap(errs.KindBackend, err, "container %s: cannot place the init helper", c.ID)
 	}
 	return dir, nil
 }
@@ -158,34 +151,56 @@ func ownHelperDir(id, dir string, unprivileged bool) error {
 // helperCopyPattern names the shared copies of nexcage in the helper base.
 const helperCopyPattern = ".nexcage-*"
 
-// helperBinary returns a copy of the running nexcage in base, shared (by
-// hard links) by the containers that use this binary, and the running
-// binary's path. Containers get the copy (never the host's binary), so a
-// container cannot alter what the host runs.
-func (b *Backend) helperBinary(base string) (shared, self string, err error) {
-	self = b.SelfExe
+// helperSelf returns the running nexcage's path (SelfExe), refusing a
+// binary that is not static: it runs inside containers.
+func (b *Backend) helperSelf() (string, error) {
+	self := b.SelfExe
 	if self == "" {
+		var err error
 		if self, err = os.Executable(); err != nil {
-			return "", "", errs.Wrap(errs.KindInternal, err, "cannot find the nexcage binary for the init helper")
+			return "", errs.Wrap(errs.KindInternal, err, "cannot find the nexcage binary for the init helper")
 		}
 	}
-	fi, err := os.Stat(self)
-	if err != nil {
-		return "", "", errs.Wrap(errs.KindInternal, err, "cannot find the nexcage binary for the init helper")
+	if _, err := os.Stat(self); err != nil {
+		return "", errs.Wrap(errs.KindInternal, err, "cannot find the nexcage binary for the init helper")
 	}
 	if dynamic, err := isDynamic(self); err != nil || dynamic {
-		return "", "", errs.New(errs.KindInvalidConfig, "%s is not a static binary and cannot run inside containers as their init helper", self).
+		return "", errs.New(errs.KindInvalidConfig, "%s is not a static binary and cannot run inside containers as their init helper", self).
 			WithHint("build nexcage with CGO_ENABLED=0 (make build does)")
 	}
+	return self, nil
+}
+
+// placeHelper puts a copy of self at dst (in a container's helper
+// directory). Containers get a copy, never the host's binary, so a
+// container cannot alter what the host runs. The copies of one binary
+// are hard links of a shared copy in the helper base (named by the
+// binary's size and mtime), so that a create costs a link, not a copy.
+//
+// Nothing is ever written outside the recorded helper directory: a copy
+// is made inside it (its temporary file too), and only then linked to the
+// shared name, so a create killed at any point leaves nothing that
+// delete --force (which removes the directory and unused shared copies)
+// does not find.
+func (b *Backend) placeHelper(self, dst string) error {
+	fi, err := os.Stat(self)
+	if err != nil {
+		return err
+	}
 	name := strings.Replace(helperCopyPattern, "*", fmt.Sprintf("%d-%d", fi.Size(), fi.ModTime().UnixNano()), 1)
-	p := filepath.Join(base, name)
-	if _, err := os.Stat(p); err == nil {
-		return p, self, nil
+	shared := filepath.Join(filepath.Dir(filepath.Dir(dst)), name)
+	if err := os.Link(shared, dst); err == nil {
+		return nil
 	}
-	if err := copyFile(self, p, 0o755); err != nil {
-		return "", "", errs.Wrap(errs.KindBackend, err, "cannot copy the init helper to %s", base)
+	// No shared copy yet (or it went with the last container that used
+	// it, removeUnusedHelperCopies): copy the binary, then share it.
+	if err := copyFile(self, dst, 0o755); err != nil {
+		return err
 	}
-	return p, self, nil
+	if err := os.Link(dst, shared); err != nil && !errors.Is(err, fs.ErrExist) {
+		b.log.Debug("cannot share the init helper copy", "copy", dst, "err", err)
+	}
+	return nil
 }
 
 // removeUnusedHelperCopies removes the shared copies of nexcage no
@@ -224,7 +239,7 @@ func copyFile(src, dst string, mode os.FileMode) error {
 		return err
 	}
 	defer in.Close()
-	pf, err := renameio.NewPendingFile(dst, renameio.WithPermissions(mode), renameio.WithExistingPermissions())
+	pf, err := renameio.NewPendingFile(dst, renameio.WithPermissions(mode), renameio.WithExistingPermissions(), renameio.WithTempDir(filepath.Dir(dst)))
 	if err != nil {
 		return err
 	}
@@ -247,7 +262,7 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 		return errs.New(errs.KindInternal, "container %s: no process for the init helper", c.ID)
 	}
 	msg, _ := json.Marshal(inithelper.Message{Process: proc, Net: netCfg})
-	if err := renameio.WriteFile(hp.process, msg, 0o600); err != nil {
+	if err := writeFile(hp.process, msg, 0o600); err != nil {
 		return errs.Wrap(errs.KindBackend, err, "container %s: cannot write the process description", c.ID)
 	}
 	self := b.SelfExe
@@ -380,7 +395,7 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 	}
 	if opts.PidFile != "" {
 		// Digits only, no newline: containerd's shim parses it with Atoi.
-		if err := renameio.WriteFile(opts.PidFile, []byte(strconv.Itoa(sup.Pid)), 0o644); err != nil {
+		if err := writeFile(opts.PidFile, []byte(strconv.Itoa(sup.Pid)), 0o644); err != nil {
 			return errs.Wrap(errs.KindBackend, err, "container %s: cannot write the pid file", c.ID)
 		}
 	}
@@ -399,6 +414,15 @@ func capBnd(pid int) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// writeFile replaces path atomically with data. The temporary file goes
+// next to path, never to $TMPDIR (where renameio would otherwise put it
+// when on the same file system, after probing with two more files there):
+// so a write killed midway leaves it where delete --force looks (the
+// helper directory, or beside the helper's side files, see cleanupHelper).
+func writeFile(path string, data []byte, perm os.FileMode) error {
+	return renameio.WriteFile(path, data, perm, renameio.WithTempDir(filepath.Dir(path)))
 }
 
 // fileOrNull passes f on when it is a file (a descriptor can be
@@ -431,7 +455,7 @@ func (b *Backend) recordSignal(c *state.Container, sig syscall.Signal) {
 	if !supervised(c) {
 		return
 	}
-	_ = renameio.WriteFile(b.helperPaths(c.Data[DataHelperDir]).signal, []byte(strconv.Itoa(int(sig))), 0o600)
+	_ = writeFile(b.helperPaths(c.Data[DataHelperDir]).signal, []byte(strconv.Itoa(int(sig))), 0o600)
 }
 
 // cleanupHelper stops a supervisor still running and removes the helper
@@ -445,6 +469,12 @@ func (b *Backend) cleanupHelper(c *state.Container) {
 		if st, ok := procfs.StartTime(pid); ok && st == c.Data[DataSupervisorTime] {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
+	} else {
+		// A create killed between starting the supervisor and recording
+		// its pid: the supervisor is found by its helper directory.
+		for _, pid := range supervisorsOf(dir) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
 	}
 	// Only a directory under our base, never anything a state file names
 	// elsewhere.
@@ -456,10 +486,43 @@ func (b *Backend) cleanupHelper(c *state.Container) {
 	for _, p := range []string{hp.ctl, hp.process, hp.signal} {
 		_ = os.Remove(p)
 	}
+	// Temporary files of those (renameio's ".<name><random>") that a
+	// create or kill killed while writing one left.
+	tmps, _ := filepath.Glob(filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+".*"))
+	for _, p := range tmps {
+		_ = os.Remove(p)
+	}
 	if err := os.RemoveAll(dir); err != nil {
 		b.log.Warn("cannot remove the helper directory", "id", c.ID, "dir", dir, "err", err)
 	}
 	b.removeUnusedHelperCopies()
+}
+
+// supervisorsOf returns the pids of the supervisors running for the
+// helper directory dir (by their command line: the verb, then --dir dir).
+// The directory's name is random and recorded before the supervisor
+// starts, so a process with it is this container's.
+func supervisorsOf(dir string) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(data), "\x00")
+		if len(args) >= 4 && args[1] == supervisor.Verb && args[2] == "--dir" && args[3] == dir {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // waitLxcStopped waits (bounded) until LXC reports the container stopped:
@@ -632,7 +695,7 @@ func (b *Backend) exec(ctx context.Context, c *state.Container, args []string, s
 	_ = wr.Close()
 	if f.detach {
 		if f.pidFile != "" {
-			if err := renameio.WriteFile(f.pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+			if err := writeFile(f.pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
 				_ = cmd.Process.Kill()
 				_, _ = cmd.Process.Wait()
 				return 0, errs.Wrap(errs.KindBackend, err, "exec in container %s: cannot write the pid file", c.ID)
@@ -642,7 +705,7 @@ func (b *Backend) exec(ctx context.Context, c *state.Container, args []string, s
 		return 0, nil
 	}
 	if f.pidFile != "" {
-		_ = renameio.WriteFile(f.pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+		_ = writeFile(f.pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
 	}
 	err = cmd.Wait()
 	var ee *exec.ExitError

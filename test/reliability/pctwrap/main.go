@@ -2,11 +2,12 @@
 // pvesim's pct (PCTWRAP_REAL) unchanged, except that a `pct create` can be
 // held at a chosen step so a test can kill nexcage exactly there:
 //
-//	PCTWRAP_MODE=before-create  hold before pct create does anything
-//	PCTWRAP_MODE=after-create   hold after pct create succeeded
-//	PCTWRAP_MODE=after-start    hold after pct start succeeded
-//	PCTWRAP_MODE=hang           never return (and start a child that
-//	                            never returns either), to test timeouts
+//	PCTWRAP_MODE=before-<verb>  hold before pct <verb> does anything
+//	                            (before-create, before-start, before-destroy ...)
+//	PCTWRAP_MODE=after-<verb>   hold after pct <verb> succeeded
+//	PCTWRAP_MODE=hang           a pct create that never returns (and
+//	                            starts a child that never returns either),
+//	                            to test timeouts
 //
 // It writes its pid to $PCTWRAP_DIR/held when holding, and continues when
 // $PCTWRAP_DIR/release appears. Test-only; never installed.
@@ -19,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -39,24 +41,25 @@ func main() {
 	if len(os.Args) > 1 {
 		verb = os.Args[1]
 	}
-	held := (verb == "create" && mode != "after-start") || (verb == "start" && mode == "after-start")
-	if !held || mode == "" {
+	when, heldVerb, _ := strings.Cut(mode, "-")
+	held := verb != "" && (heldVerb == verb || mode == "hang" && verb == "create")
+	if !held {
 		// Transparent: become pvesim's pct.
 		err := syscall.Exec(real, append([]string{"pct"}, os.Args[1:]...), os.Environ())
 		fmt.Fprintln(os.Stderr, "pctwrap:", err)
 		os.Exit(255)
 	}
-	switch mode {
-	case "before-create":
+	switch {
+	case when == "before":
 		hold(dir)
 		os.Exit(runReal(real))
-	case "after-create", "after-start":
+	case when == "after":
 		code := runReal(real)
 		if code == 0 {
 			hold(dir)
 		}
 		os.Exit(code)
-	case "hang":
+	case mode == "hang":
 		child := exec.Command(os.Args[0], "-sleeper")
 		child.Env = os.Environ()
 		if err := child.Start(); err != nil {
