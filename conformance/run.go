@@ -76,6 +76,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if !o.Keep {
 		defer os.RemoveAll(work)
 	}
+	// Traversable by every uid: linux_uid_mappings runs its container as
+	// a mapped uid that must reach the bundle (under TMPDIR in here), as
+	// it can under /tmp.
+	if err := os.Chmod(work, 0o755); err != nil {
+		return nil, err
+	}
 	rep := &Report{Started: time.Now().UTC(), WorkDir: work, Machine: machine(o.Nexcage)}
 	fmt.Fprintf(o.Progress, "building %s@%s in %s\n", SuiteModule, SuiteVersion, work)
 	s, err := BuildSuite(ctx, work)

@@ -30,6 +30,9 @@ func TestJudge(t *testing.T) {
 		{"1..0 clean", 0, "TAP version 13\n1..0\n", "", Pass, 0, ""},
 		{"no plan", 0, "ok 1\n", "", Fail, 1, "no TAP plan"},
 		{"incomplete plan", 0, "1..5\nok 1\nok 2\n", "", Fail, 2, "incomplete plan: 2 of 5"},
+		{"two documents", 0, "TAP version 13\nok 1\nok 2\n1..2\nTAP version 13\n1..0\n", "", Pass, 2, ""},
+		{"two documents, the second without a plan", 0, "TAP version 13\nok 1\n1..1\nTAP version 13\nok 1\n", "", Fail, 2, "no TAP plan"},
+		{"two documents, the first incomplete", 0, "TAP version 13\nok 1\n1..2\nTAP version 13\nok 1\n1..1\n", "", Fail, 2, "incomplete plan"},
 		{"everything skipped", 0, "1..1\nok 1 # skip no such controller\n", "", Skip, 0, "skipped"},
 		{"exit 1 with runc's error", 1, "", "failed to create the container\n" +
 			`time="2026" level=error msg="runc create failed: no \"x\" file"` + "\nexit status 1\n", Fail, 0, `exit 1: runc create failed: no "x" file`},
