@@ -182,6 +182,48 @@ func runOne(ctx context.Context, s *Suite, e *env, test string, timeout time.Dur
 	return r
 }
 
+// exitKinds are nexcage's exit codes (docs/CLI.md): the suite often keeps
+// only "exit status N" of a failed runtime command, not its stderr.
+var exitKinds = map[string]string{
+	"1": "internal", "2": "usage", "3": "not-found", "4": "already-exists", "5": "invalid-bundle",
+	"6": "invalid-config", "7": "template", "8": "backend failed", "9": "locked", "10": "invalid-state",
+	"11": "unsupported", "12": "timeout",
+}
+
+var exitKindRe = regexp.MustCompile(`exit status ([0-9]+)$`)
+
+func nameExit(m string) string {
+	if k, ok := exitKinds[exitKindRe.FindStringSubmatch(m)[1]]; ok {
+		return m + " (nexcage: " + k + ")"
+	}
+	return m
+}
+
+// Rejudge judges every result again from the outputs a -keep run left in
+// its work directory (after a change of Judge, without running again).
+func (rep *Report) Rejudge() error {
+	for vi, vr := range rep.Variants {
+		dir := filepath.Join(rep.WorkDir, vr.Variant.Name)
+		for ri, r := range vr.Results {
+			stdout, err := os.ReadFile(filepath.Join(dir, "out", r.Test+".out"))
+			if err != nil {
+				return fmt.Errorf("rejudge needs the outputs of a -keep run: %w", err)
+			}
+			stderr, err := os.ReadFile(filepath.Join(dir, "out", r.Test+".err"))
+			if err != nil {
+				return err
+			}
+			if r.Status == NotCounted || strings.HasPrefix(r.Reason, "killed after") {
+				continue
+			}
+			st, n, why := Judge(r.Exit, stdout, stderr)
+			rep.Variants[vi].Results[ri].Status, rep.Variants[vi].Results[ri].Asserts = st, n
+			rep.Variants[vi].Results[ri].Reason = tidy(why, dir)
+		}
+	}
+	return nil
+}
+
 var (
 	uuidRe   = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
 	bundleRe = regexp.MustCompile(`\S*/ocitest[0-9]+`)

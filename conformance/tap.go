@@ -176,8 +176,14 @@ func Judge(exit int, stdout, stderr []byte) (Status, int, string) {
 		return Fail, t.Ok, "no TAP plan" + suffix(errText)
 	case t.NotOk > 0:
 		reason := fmt.Sprintf("%d of %d not ok, first: %s", t.NotOk, t.Planned, t.FirstBad)
-		if t.BadDiag != "" {
-			reason += ": " + firstError(t.BadDiag)
+		detail := firstError(t.BadDiag)
+		// The suite often keeps only "exit status N" of the runtime
+		// command; the runtime's own words may be on the test's stderr.
+		if (detail == "" || bareExitRe.MatchString(detail) || bareExitRe.MatchString(t.FirstBad)) && errText != "" && !bareExitRe.MatchString(errText) {
+			detail = errText
+		}
+		if detail != "" {
+			reason += ": " + detail
 		}
 		return Fail, t.Ok, reason
 	case !t.Complete:
@@ -204,6 +210,7 @@ func suffix(s string) string {
 }
 
 var (
+	bareExitRe  = regexp.MustCompile(`^exit status [0-9]+$`)
 	logrusMsgRe = regexp.MustCompile(`level=error msg="((?:[^"\\]|\\.)*)"`)
 	nexcageRe   = regexp.MustCompile(`(?m)^nexcage: .*$`)
 )

@@ -33,6 +33,8 @@ func TestJudge(t *testing.T) {
 		{"two documents", 0, "TAP version 13\nok 1\nok 2\n1..2\nTAP version 13\n1..0\n", "", Pass, 2, ""},
 		{"two documents, the second without a plan", 0, "TAP version 13\nok 1\n1..1\nTAP version 13\nok 1\n", "", Fail, 2, "no TAP plan"},
 		{"two documents, the first incomplete", 0, "TAP version 13\nok 1\n1..2\nTAP version 13\nok 1\n1..1\n", "", Fail, 2, "incomplete plan"},
+		{"not ok with only the exit status, the runtime's words on stderr", 0, "not ok 1 - exit status 8\n1..1\n",
+			"failed to create the container\ntime=t level=info msg=x\nnexcage: container c: pct start 100 failed\n", Fail, 0, "first: exit status 8: nexcage: container c: pct start 100 failed"},
 		{"everything skipped", 0, "1..1\nok 1 # skip no such controller\n", "", Skip, 0, "skipped"},
 		{"exit 1 with runc's error", 1, "", "failed to create the container\n" +
 			`time="2026" level=error msg="runc create failed: no \"x\" file"` + "\nexit status 1\n", Fail, 0, `exit 1: runc create failed: no "x" file`},
@@ -104,5 +106,15 @@ func TestCoreTests(t *testing.T) {
 		if _, ex := Excluded[c]; ex {
 			t.Errorf("core test %s is excluded", c)
 		}
+	}
+}
+
+func TestTidyAndExitKinds(t *testing.T) {
+	got := tidy("nexcage: container 6f152216-6b67-438f-9aa3-88616a00c5e9: rootfs /w/nexcage-pve9.1/tmp/ocitest3493707089 changed; see /w/nexcage-pve9.1/root", "/w/nexcage-pve9.1")
+	if want := "nexcage: container <id>: rootfs <bundle> changed; see <run>/root"; got != want {
+		t.Errorf("tidy = %q, want %q", got, want)
+	}
+	if got := exitKindRe.ReplaceAllStringFunc("1 of 1 not ok, first: exit status 8", nameExit); got != "1 of 1 not ok, first: exit status 8 (nexcage: backend failed)" {
+		t.Errorf("exit kind = %q", got)
 	}
 }

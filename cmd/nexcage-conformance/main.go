@@ -42,18 +42,33 @@ func run() int {
 		tests    = flag.String("tests", "", "comma-separated tests (default: all of the suite)")
 		jsonOut  = flag.String("json", "", "also write the raw results as JSON to this file")
 		from     = flag.String("from", "", "render -out and -expected from a -json file instead of running")
+		rejudge  = flag.Bool("rejudge", false, "with -from: judge the outputs again (the -json run must have used -keep)")
 		keep     = flag.Bool("keep", false, "keep the work directory (each test's output is under <variant>/out)")
 		tmp      = flag.String("tmpdir", "", "where to create the work directory (default $TMPDIR or /tmp)")
 		timeout  = flag.Duration("timeout", 3*time.Minute, "per test")
 	)
 	flag.Parse()
+	// What make ran, shown in the report.
+	command := os.Getenv("CONFORMANCE_COMMAND")
+	if command == "" {
+		command = strings.Join(append([]string{"nexcage-conformance"}, os.Args[1:]...), " ")
+	}
 	if *from != "" {
 		rep, err := readJSON(*from)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "nexcage-conformance:", err)
 			return 1
 		}
-		return write(rep, *out, *expected, "")
+		if rep.Command == "" {
+			rep.Command = command
+		}
+		if *rejudge {
+			if err := rep.Rejudge(); err != nil {
+				fmt.Fprintln(os.Stderr, "nexcage-conformance:", err)
+				return 1
+			}
+		}
+		return write(rep, *out, *expected)
 	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "nexcage-conformance: must run as root (the suite runs containers)")
@@ -108,6 +123,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "nexcage-conformance:", err)
 		return 1
 	}
+	rep.Command = command
 	if *jsonOut != "" {
 		data, err := json.MarshalIndent(rep, "", "  ")
 		if err == nil {
@@ -130,17 +146,10 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "nexcage-conformance: every test %s records as passing passed (%s)\n", *expected, rep.Duration)
 		return 0
 	}
-	command := os.Getenv("CONFORMANCE_COMMAND") // what make ran, shown in the report
-	if command == "" {
-		command = strings.Join(append([]string{"nexcage-conformance"}, os.Args[1:]...), " ")
-	}
-	return write(rep, *out, *expected, command)
+	return write(rep, *out, *expected)
 }
 
-func write(rep *conformance.Report, out, expected, command string) int {
-	if command != "" {
-		rep.Command = command
-	}
+func write(rep *conformance.Report, out, expected string) int {
 	if err := conformance.WriteFiles(rep, out, expected); err != nil {
 		fmt.Fprintln(os.Stderr, "nexcage-conformance:", err)
 		return 1
