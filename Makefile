@@ -87,7 +87,7 @@ e2e: build
 	PVESIM_PVE_VERSION=8.4 NEXCAGE_BIN=$(BIN)/nexcage PVESIM_BIN=$(BIN)/pvesim $(GO) test -count=1 -timeout 30m -run '$(PVE_OLD_E2E)' ./test/e2e/
 	PVESIM_PVE_VERSION=8.4 NEXCAGE_BIN=$(BIN)/nexcage PVESIM_BIN=$(BIN)/pvesim $(GO) test -count=1 -timeout 30m -run '$(PVE_OLD_RELIABILITY)' ./test/reliability/
 
-test: deps lint build unit e2e
+test: deps lint build unit e2e conformance-check
 
 # conformance runs the OCI runtime-tools validation suite (the version
 # pinned in conformance/suite.go, fetched through the Go module proxy)

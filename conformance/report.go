@@ -278,7 +278,7 @@ func Markdown(rep *Report) string {
 					why = "excluded. " + why
 				}
 				if len(r.Leftover) > 0 {
-					why += fmt.Sprintf(" (left %d container(s) behind, removed by the runner)", len(r.Leftover))
+					why += fmt.Sprintf(" (left behind, removed by the runner: %s)", strings.Join(leftKinds(r.Leftover), ", "))
 				}
 				p("| %s | %s | %d | %s |\n", name, r.Status, r.Asserts, cell(why))
 			}
@@ -332,4 +332,27 @@ func cell(s string) string {
 		s = s[:400] + "…"
 	}
 	return s
+}
+
+// leftKinds counts what a test left behind by kind ("2 mounts").
+func leftKinds(left []string) []string {
+	n := map[string]int{}
+	var kinds []string
+	for _, l := range left {
+		k, _, _ := strings.Cut(l, " ")
+		switch k {
+		case "mount", "cgroup", "vmid":
+		default:
+			k = "container" // a container id of the runtime
+		}
+		if n[k] == 0 {
+			kinds = append(kinds, k)
+		}
+		n[k]++
+	}
+	var out []string
+	for _, k := range kinds {
+		out = append(out, fmt.Sprintf("%d %s(s)", n[k], k))
+	}
+	return out
 }

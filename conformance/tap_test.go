@@ -118,3 +118,10 @@ func TestTidyAndExitKinds(t *testing.T) {
 		t.Errorf("exit kind = %q", got)
 	}
 }
+
+func TestLeftKinds(t *testing.T) {
+	got := strings.Join(leftKinds([]string{"6f152216-6b67-438f-9aa3-88616a00c5e9", "mount /a", "mount /b", "vmid 100", "cgroup /x"}), ", ")
+	if want := "1 container(s), 2 mount(s), 1 vmid(s), 1 cgroup(s)"; got != want {
+		t.Errorf("leftKinds = %q, want %q", got, want)
+	}
+}

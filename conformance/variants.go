@@ -8,9 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
 )
 
 // Variant is one runtime the suite is run against (RUNTIME=...).
@@ -225,12 +229,61 @@ func (e *env) cleanup(ctx context.Context) []string {
 			removed = append(removed, "vmid "+vmid)
 		}
 	}
+	removed = append(removed, unmountUnder(e.dir)...)
+	removed = append(removed, removeSuiteCgroups()...)
 	// Bundles the suite did not remove (a test killed by its timeout).
 	tmps, _ := filepath.Glob(filepath.Join(e.dir, "tmp", "*"))
 	for _, t := range tmps {
 		_ = os.RemoveAll(t)
 	}
 	return removed
+}
+
+// unmountUnder detaches every mount below dir, deepest first, and
+// returns them. linux_ns_itype runs its container in the host's mount
+// namespace (every namespace "inherited"), so runc's mounts of its proc,
+// dev and sys stay on the host after the container is gone, and the
+// suite's own cleanup cannot remove the bundle.
+func unmountUnder(dir string) []string {
+	ms, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+	if err != nil {
+		return nil
+	}
+	sort.Slice(ms, func(i, j int) bool { return len(ms[i].Mountpoint) > len(ms[j].Mountpoint) })
+	var out []string
+	for _, m := range ms {
+		if m.Mountpoint == dir {
+			continue
+		}
+		if err := unix.Unmount(m.Mountpoint, unix.MNT_DETACH); err == nil {
+			out = append(out, "mount "+m.Mountpoint)
+		}
+	}
+	return out
+}
+
+// suiteCgroups are the cgroups the suite's tests ask for
+// (runtime-tools' cgroups.AbsCgroupPath and RelCgroupPath), children first.
+// runc removes the container's own cgroup but not the parents it created
+// for a relative path.
+var suiteCgroups = []string{"testdir/cgrouptest/container", "testdir/cgrouptest", "testdir", "cgrouptest"}
+
+// removeSuiteCgroups removes what is left of the suite's cgroups in every
+// hierarchy. rmdir removes only a cgroup without processes or children,
+// so nothing in use goes.
+func removeSuiteCgroups() []string {
+	var out []string
+	hs, _ := filepath.Glob("/sys/fs/cgroup/*")
+	hs = append(hs, "/sys/fs/cgroup")
+	for _, h := range hs {
+		for _, c := range suiteCgroups {
+			p := filepath.Join(h, c)
+			if err := unix.Rmdir(p); err == nil {
+				out = append(out, "cgroup "+p)
+			}
+		}
+	}
+	return out
 }
 
 func writeScript(path, body string) error {
