@@ -74,7 +74,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	if !o.Keep {
-		defer os.RemoveAll(work)
+		defer func() {
+			// Never remove through a mount a test left behind.
+			unmountUnder(work)
+			os.RemoveAll(work)
+		}()
 	}
 	// Traversable by every uid: linux_uid_mappings runs its container as
 	// a mapped uid that must reach the bundle (under TMPDIR in here), as
