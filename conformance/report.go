@@ -144,7 +144,7 @@ func Markdown(rep *Report) string {
 	var b strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	p("# OCI conformance: the runtime-tools validation suite\n\n")
-	p("Written by `make conformance` (`%s`) on %s in %s; do not edit by hand (the\n", rep.Command, rep.Started.Format("2006-01-02 15:04 UTC"), rep.Duration)
+	p("Written by `%s` on %s in %s; do not edit by hand (the\n", rep.Command, rep.Started.Format("2006-01-02 15:04 UTC"), rep.Duration)
 	p("explanations come from `conformance/report.go`). `conformance/expected.txt`\n")
 	p("lists the passes; `make conformance-check` (part of `make test`) fails when\n")
 	p("one of them stops passing. How it works: [conformance/README.md](conformance/README.md).\n\n")
