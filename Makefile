@@ -98,7 +98,8 @@ conformance: deps build
 	CONFORMANCE_COMMAND="make conformance" $(GO) run ./cmd/nexcage-conformance -nexcage $(BIN)/nexcage -pvesim $(BIN)/pvesim -out CONFORMANCE.md -expected conformance/expected.txt
 
 # conformance-check is the guard: the tests conformance/expected.txt
-# records as passing, on nexcage-runc and nexcage-pve9.1 only; it fails
+# records as passing, on nexcage-runc and nexcage-pve9.1 (privileged and
+# unprivileged containers) only; it fails
 # when one of them no longer passes.
 conformance-check: build
 	$(GO) run ./cmd/nexcage-conformance -check -nexcage $(BIN)/nexcage -pvesim $(BIN)/pvesim -expected conformance/expected.txt

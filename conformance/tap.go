@@ -211,6 +211,7 @@ func suffix(s string) string {
 
 var (
 	bareExitRe  = regexp.MustCompile(`^exit status [0-9]+$`)
+	logNoiseRe  = regexp.MustCompile(`level="?(info|warning|debug)`) // a runtime's log line, not its error
 	logrusMsgRe = regexp.MustCompile(`level=error msg="((?:[^"\\]|\\.)*)"`)
 	nexcageRe   = regexp.MustCompile(`(?m)^nexcage: .*$`)
 )
@@ -231,7 +232,7 @@ func firstError(s string) string {
 	var fallback string
 	for _, l := range strings.Split(s, "\n") {
 		l = strings.TrimSpace(l)
-		if l == "" || strings.HasPrefix(l, "Refer to:") {
+		if l == "" || strings.HasPrefix(l, "Refer to:") || logNoiseRe.MatchString(l) {
 			continue
 		}
 		if strings.HasPrefix(l, "failed to ") && fallback == "" {

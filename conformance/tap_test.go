@@ -35,6 +35,8 @@ func TestJudge(t *testing.T) {
 		{"two documents, the first incomplete", 0, "TAP version 13\nok 1\n1..2\nTAP version 13\nok 1\n1..1\n", "", Fail, 2, "incomplete plan"},
 		{"not ok with only the exit status, the runtime's words on stderr", 0, "not ok 1 - exit status 8\n1..1\n",
 			"failed to create the container\ntime=t level=info msg=x\nnexcage: container c: pct start 100 failed\n", Fail, 0, "first: exit status 8: nexcage: container c: pct start 100 failed"},
+		{"a warning on stderr is not the reason", 0, "not ok 1 - check masked paths\n1..1\n",
+			"time=t level=warning msg=\"seccomp ignored\"\n", Fail, 0, "first: check masked paths"},
 		{"everything skipped", 0, "1..1\nok 1 # skip no such controller\n", "", Skip, 0, "skipped"},
 		{"exit 1 with runc's error", 1, "", "failed to create the container\n" +
 			`time="2026" level=error msg="runc create failed: no \"x\" file"` + "\nexit status 1\n", Fail, 0, `exit 1: runc create failed: no "x" file`},

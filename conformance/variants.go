@@ -26,7 +26,11 @@ type Variant struct {
 	// Backend is where nexcage routes every id: runc, crun, proxmox-lxc.
 	Backend string
 	PVE     string // proxmox-lxc: the Proxmox VE version pvesim simulates
-	failAll bool
+	// Unprivileged: proxmox-lxc containers as nexcage creates them by
+	// default (proxmox.unprivileged); otherwise privileged, as issue 15
+	// measured.
+	Unprivileged bool
+	failAll      bool
 }
 
 // Calibration is the runtime that fails every command: a test that passes
@@ -39,6 +43,7 @@ var Variants = []Variant{
 	{Name: "nexcage-crun", Title: "nexcage routed to crun", Backend: "crun"},
 	{Name: "nexcage-pve9.1", Title: "nexcage routed to Proxmox (pvesim as PVE 9.1, privileged containers)", Backend: "proxmox-lxc", PVE: "9.1"},
 	{Name: "nexcage-pve8.4", Title: "nexcage routed to Proxmox (pvesim as PVE 8.4, privileged containers)", Backend: "proxmox-lxc", PVE: "8.4"},
+	{Name: "nexcage-pve9.1-unpriv", Title: "nexcage routed to Proxmox (pvesim as PVE 9.1, unprivileged containers: nexcage's default)", Backend: "proxmox-lxc", PVE: "9.1", Unprivileged: true},
 	{Name: "runc", Title: "runc itself (comparison)", Plain: "runc"},
 	{Name: "crun", Title: "crun itself (comparison)", Plain: "crun"},
 }
@@ -156,7 +161,7 @@ func (e *env) nexcageConfig(ctx context.Context, o *Options) (string, error) {
 		if out, err := e.command(ctx, o.Pvesim, "init", "--with-templates").CombinedOutput(); err != nil {
 			return "", fmt.Errorf("pvesim init (PVE %s): %v: %s", e.v.PVE, err, out)
 		}
-		unprivileged := false
+		unprivileged := e.v.Unprivileged
 		cfg["proxmox"] = map[string]any{
 			"pct_path":        filepath.Join(bin, "pct"),
 			"pveam_path":      filepath.Join(bin, "pveam"),
@@ -167,9 +172,9 @@ func (e *env) nexcageConfig(ctx context.Context, o *Options) (string, error) {
 			"lock_dir":        filepath.Join(e.pveRoot, "run/lock/lxc"),
 			"node":            "pve",
 			"timeout":         120,
-			// Privileged, as issue 15 measured: the suite's tests
-			// (devices, sysctl, uid mappings) are written for a runtime
-			// running as root.
+			// Privileged unless the variant says otherwise, as issue 15
+			// measured: the suite's tests (devices, sysctl, uid mappings)
+			// are written for a runtime running as root.
 			"unprivileged": unprivileged,
 		}
 	}
