@@ -16,7 +16,7 @@ FUZZTIME ?= 30s
 # host-managed DHCP) serve pvesim's test bridge (`pvesim bridge-up`).
 APT_PACKAGES := runc crun lxc busybox-static zstd xz-utils bzip2 skopeo docker-registry tar iproute2 ca-certificates git containerd dnsmasq-base isc-dhcp-client
 
-.PHONY: all deps build test unit e2e lint fuzz demo clean gendocs deb bench stress
+.PHONY: all deps build test unit e2e lint fuzz demo clean gendocs deb bench stress conformance conformance-check
 
 all: build
 
@@ -89,7 +89,22 @@ e2e: build
 	PVESIM_PVE_VERSION=8.4 NEXCAGE_BIN=$(BIN)/nexcage PVESIM_BIN=$(BIN)/pvesim $(GO) test -count=1 -timeout 30m -run '$(PVE_OLD_RELIABILITY)' ./test/reliability/
 	PVESIM_PVE_VERSION=8.4 NEXCAGE_BIN=$(BIN)/nexcage PVESIM_BIN=$(BIN)/pvesim $(GO) test -count=1 -timeout 30m -run '$(PVE_OLD_SECURITY)' ./test/security/
 
-test: deps lint build unit e2e
+test: deps lint build unit e2e conformance-check
+
+# conformance runs the OCI runtime-tools validation suite (the version
+# pinned in conformance/suite.go, fetched through the Go module proxy)
+# against nexcage routed to runc, crun and Proxmox (pvesim as PVE 9.1 and
+# 8.4), and against runc and crun themselves; it writes CONFORMANCE.md and
+# conformance/expected.txt (issue 15). See conformance/README.md.
+conformance: deps build
+	CONFORMANCE_COMMAND="make conformance" $(GO) run ./cmd/nexcage-conformance -nexcage $(BIN)/nexcage -pvesim $(BIN)/pvesim -out CONFORMANCE.md -expected conformance/expected.txt
+
+# conformance-check is the guard: the tests conformance/expected.txt
+# records as passing, on nexcage-runc and nexcage-pve9.1 (privileged and
+# unprivileged containers) only; it fails
+# when one of them no longer passes.
+conformance-check: build
+	$(GO) run ./cmd/nexcage-conformance -check -nexcage $(BIN)/nexcage -pvesim $(BIN)/pvesim -expected conformance/expected.txt
 
 # gendocs writes man pages (section 8) and bash/zsh/fish completions.
 gendocs:

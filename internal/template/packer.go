@@ -255,7 +255,7 @@ func writeTar(ctx context.Context, w io.Writer, opts PackOptions, ix *archiveInd
 	for _, e := range opts.Extra {
 		extra[path.Clean(e.Path)] = true
 	}
-	t := &tarWriter{tw: tar.NewWriter(w), ix: ix, links: map[[2]uint64]string{}}
+	t := &tarWriter{tw: tar.NewWriter(w), ix: ix, links: map[[2]uint64]string{}, live: liveOutputs()}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return errs.Wrap(errs.KindInvalidBundle, err, "cannot read rootfs %s", root)
@@ -307,6 +307,30 @@ type tarWriter struct {
 	tw    *tar.Writer
 	ix    *archiveIndex
 	links map[[2]uint64]string
+	live  map[[2]uint64]bool // see liveOutputs
+}
+
+// outputFDs are the descriptors liveOutputs looks at (tests replace them).
+var outputFDs = []int{1, 2}
+
+// liveOutputs are the files (device, inode) this process writes its own
+// output to. A caller may point nexcage's stdout or stderr at a file
+// inside the rootfs being packed: the runtime-tools suite does, with the
+// bundle's root.path "." and `create`'s output in <bundle>/stderr-<uuid>.
+// nexcage logs to that file while it packs (the progress lines), so its
+// content and mtime differ between the pass that names the template and
+// the pass that writes it. It is packed empty, with no mtime: what
+// nexcage is still writing is not the container's content, and the
+// rootfs is not being modified by anyone else.
+func liveOutputs() map[[2]uint64]bool {
+	live := map[[2]uint64]bool{}
+	for _, fd := range outputFDs {
+		var st syscall.Stat_t
+		if err := syscall.Fstat(fd, &st); err == nil && st.Mode&syscall.S_IFMT == syscall.S_IFREG {
+			live[[2]uint64{uint64(st.Dev), st.Ino}] = true
+		}
+	}
+	return live
 }
 
 // indexHead is how much of a file the index may look at (ELF header,
@@ -356,6 +380,10 @@ func (t *tarWriter) entry(p, inner string, fi fs.FileInfo) error {
 	hdr.Uname, hdr.Gname = "", ""
 	hdr.AccessTime, hdr.ChangeTime = time.Time{}, time.Time{}
 	hdr.ModTime = fi.ModTime().Truncate(time.Second)
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode().IsRegular() && t.live[[2]uint64{uint64(st.Dev), st.Ino}] {
+		hdr.Size, hdr.ModTime = 0, time.Unix(0, 0)
+		return t.write(hdr, nil, nil)
+	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode().IsRegular() && st.Nlink > 1 {
 		key := [2]uint64{uint64(st.Dev), st.Ino}
 		if first, seen := t.links[key]; seen {
