@@ -463,8 +463,7 @@ const vmidLockWait = 5 * time.Minute
 // path, which is local to the node (unlike /etc/pve), and goes with its
 // last holder.
 func (b *Backend) vmidLock(ctx context.Context) (*lockfile.Lock, error) {
-	dir, err := b.makeHelperBase()
-	if err != nil {
+	if _, err := b.makeHelperBase(); err != nil {
 		return nil, err
 	}
 	wait := vmidLockWait
