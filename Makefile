@@ -8,7 +8,7 @@ LDFLAGS := -X github.com/nexcage/nexcage/internal/version.Version=$(VERSION) -X 
 STATICCHECK_VERSION := v0.8.2
 DEADCODE_VERSION := v0.52.0
 # STRESS_COUNT is how often `make stress` runs each unit test.
-STRESS_COUNT ?= 20
+STRESS_COUNT ?= 5
 # FUZZTIME is how long `make fuzz` runs each fuzz target.
 FUZZTIME ?= 30s
 # dnsmasq-base (the binary without the dnsmasq package's host-wide DNS
