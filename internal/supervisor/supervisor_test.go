@@ -174,7 +174,9 @@ func TestRunRelaysSignalsAndLeaksNothing(t *testing.T) {
 		t.Fatalf("helper got %+v %v %v", m, fds, err)
 	}
 	// A signal while the helper prepares goes to the init (whose trap
-	// notes it).
+	// notes it). Wait until the shell has set its trap: a SIGHUP before
+	// that would kill it (seen under `make stress`).
+	waitCaught(t, h.child.Process.Pid, unix.SIGHUP)
 	h.signals <- unix.SIGHUP
 	for i := 0; ; i++ {
 		if _, err := os.Stat(hup); err == nil {
@@ -414,4 +416,27 @@ func unixPair() (*net.UnixConn, *net.UnixConn, error) {
 		return nil, nil, err
 	}
 	return a, b, nil
+}
+
+// waitCaught polls until pid catches sig (its SigCgt mask in
+// /proc/<pid>/status has the signal's bit).
+func waitCaught(t *testing.T, pid int, sig unix.Signal) {
+	t.Helper()
+	for i := 0; ; i++ {
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(l, "SigCgt:"); ok {
+				if m, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64); err == nil && m&(1<<(uint(sig)-1)) != 0 {
+					return
+				}
+			}
+		}
+		if i > 6000 {
+			t.Fatalf("pid %d never caught %v", pid, sig)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
