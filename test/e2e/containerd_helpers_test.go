@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nexcage/nexcage/internal/procfs"
 	"github.com/nexcage/nexcage/internal/testutil"
 )
 
@@ -229,14 +230,10 @@ func (c *containerd) stop() {
 
 // shimsOf lists the pids of shims started for the daemon at sock.
 func shimsOf(sock string) []int {
-	ents, _ := os.ReadDir("/proc")
+	pids, _ := procfs.Pids()
 	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+	for _, pid := range pids {
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 		if err != nil {
 			continue
 		}

@@ -5,12 +5,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/nexcage/nexcage/internal/procfs"
 	"github.com/nexcage/nexcage/internal/testutil"
 )
 
@@ -242,11 +244,11 @@ func TestProxmoxPrivilegedStarts(t *testing.T) {
 // procWithCmdline returns "pid: cmdline" of a process whose command line
 // contains s, or "".
 func procWithCmdline(s string) string {
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+	pids, _ := procfs.Pids()
+	for _, pid := range pids {
+		data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
 		if err == nil && strings.Contains(string(data), s) {
-			return e.Name() + ": " + strings.ReplaceAll(string(data), "\x00", " ")
+			return strconv.Itoa(pid) + ": " + strings.ReplaceAll(string(data), "\x00", " ")
 		}
 	}
 	return ""

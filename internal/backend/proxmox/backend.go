@@ -858,17 +858,13 @@ func pidsInNamespace(initPid int) ([]int, error) {
 	if ns == own {
 		return nil, errHostPidNS
 	}
-	ents, err := os.ReadDir("/proc")
+	pids, err := procfs.Pids()
 	if err != nil {
 		return nil, err
 	}
 	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if l, err := os.Readlink("/proc/" + e.Name() + "/ns/pid"); err == nil && l == ns {
+	for _, pid := range pids {
+		if l, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/pid"); err == nil && l == ns {
 			out = append(out, pid)
 		}
 	}
