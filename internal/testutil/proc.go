@@ -3,6 +3,7 @@ package testutil
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -59,4 +60,27 @@ func ListIDs(t testing.TB, stdout string) []string {
 		ids = append(ids, s.ID)
 	}
 	return ids
+}
+
+// PlantedProgram writes an executable script named name into a
+// world-writable directory below a temp dir, as another local user could
+// plant it. Running it creates the file ran; the test checks nexcage
+// refused it without running it. It returns the program, its directory
+// and ran.
+func PlantedProgram(t testing.TB, name, script string) (prog, dir, ran string) {
+	t.Helper()
+	base := t.TempDir()
+	ran = filepath.Join(base, "ran")
+	dir = filepath.Join(base, "open")
+	if err := os.Mkdir(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil { // past the umask
+		t.Fatal(err)
+	}
+	prog = filepath.Join(dir, name)
+	if err := os.WriteFile(prog, []byte("#!/bin/sh\ntouch "+ran+"\n"+script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return prog, dir, ran
 }

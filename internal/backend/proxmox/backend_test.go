@@ -925,19 +925,7 @@ exit 0
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() {
-		for {
-			if _, err := os.Stat(started); err == nil {
-				cancel()
-				return
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-	}()
+	go cancelWhenExists(ctx, cancel, started)
 	var cps []string
 	c, opts := createOpts(t, &cps)
 	err := f.backend.Create(ctx, c, opts)
