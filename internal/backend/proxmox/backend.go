@@ -19,6 +19,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/config"
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/lockfile"
@@ -309,7 +310,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 		b.log.Warn(w, "id", c.ID)
 	}
 	if req.ResolvConf != nil {
-		if err := writeFile(filepath.Join(in.InitHelperDir, ResolvConfName), req.ResolvConf, 0o644); err != nil {
+		if err := atomicfile.Write(filepath.Join(in.InitHelperDir, ResolvConfName), req.ResolvConf, 0o644); err != nil {
 			return errs.Wrap(errs.KindBackend, err, "container %s: cannot write its resolv.conf", c.ID)
 		}
 	}
