@@ -28,6 +28,7 @@ import (
 	"github.com/nexcage/nexcage/internal/runtime"
 	"github.com/nexcage/nexcage/internal/state"
 	"github.com/nexcage/nexcage/internal/template"
+	"github.com/nexcage/nexcage/internal/trust"
 )
 
 // Keys of state.Container.Data used by this backend.
@@ -873,7 +874,13 @@ func pidsInNamespace(initPid int) ([]int, error) {
 }
 
 // execOutput runs name with args (argv, no shell) and returns its stdout.
+// name (lxc-info, pveversion) runs as root, so it must be trusted
+// (internal/trust): a program found in a directory another user can
+// write is refused without being run.
 func execOutput(ctx context.Context, name string, args ...string) (string, error) {
+	if _, err := trust.LookPath(name); errs.KindOf(err) == errs.KindInvalidConfig {
+		return "", err
+	}
 	cmd := exec.CommandContext(ctx, name, args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr

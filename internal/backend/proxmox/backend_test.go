@@ -968,3 +968,17 @@ func TestDeleteUnfinishedWithoutForce(t *testing.T) {
 		t.Errorf("config: %v", err)
 	}
 }
+
+// TestExecOutputRefusesUntrusted: lxc-info (and every program execOutput
+// runs as root) found in a directory another user can write is refused
+// without being run.
+func TestExecOutputRefusesUntrusted(t *testing.T) {
+	evil, open, ran := testutil.PlantedProgram(t, "lxc-info", "")
+	_, err := execOutput(context.Background(), evil, "-s")
+	if errs.KindOf(err) != errs.KindInvalidConfig || !strings.Contains(err.Error(), open) {
+		t.Fatalf("err = %v (kind %v)", err, errs.KindOf(err))
+	}
+	if _, err := os.Stat(ran); err == nil {
+		t.Fatal("the planted lxc-info ran")
+	}
+}

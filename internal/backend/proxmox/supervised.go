@@ -29,6 +29,7 @@ import (
 	"github.com/nexcage/nexcage/internal/runtime"
 	"github.com/nexcage/nexcage/internal/state"
 	"github.com/nexcage/nexcage/internal/supervisor"
+	"github.com/nexcage/nexcage/internal/trust"
 )
 
 // A container created from a bundle with a process runs nexcage's init
@@ -662,6 +663,9 @@ func (b *Backend) exec(ctx context.Context, c *state.Container, args []string, s
 	// helper to the bounding set of the container's init (the bundle's
 	// process), which may lack CAP_SETUID/CAP_SETGID/CAP_SETPCAP; the
 	// helper drops to the exec'd process's own sets itself.
+	if _, err := trust.LookPath(b.lxcAttach); errs.KindOf(err) == errs.KindInvalidConfig {
+		return 0, errs.Wrap(errs.KindInvalidConfig, err, "exec in container %s: refusing to run %s", c.ID, b.lxcAttach)
+	}
 	cmd := exec.Command(b.lxcAttach, "-P", b.lxcPath, "-n", strconv.Itoa(vmid), "--clear-env", "--elevated-privileges=CAP", "--",
 		inithelper.Binary, inithelper.ExecVerb)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio.Stdin, stdio.Stdout, stdio.Stderr
