@@ -116,6 +116,10 @@ func newCRINode(t *testing.T, env []string, handlers ...criHandler) *criNode {
 		t.Fatalf("lo up in %s: %v: %s", n.netns, err, out)
 	}
 
+	crictlCfg := fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 120\n", n.sock, n.sock)
+	if err := os.WriteFile(filepath.Join(dir, "crictl.yaml"), []byte(crictlCfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cniDir := filepath.Join(dir, "cni")
 	if err := os.MkdirAll(cniDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -240,7 +244,8 @@ func (n *criNode) crictl(args ...string) Result {
 
 func (n *criNode) crictlTimeout(timeout time.Duration, args ...string) Result {
 	n.t.Helper()
-	argv := append([]string{"netns", "exec", n.netns, n.crictlBin, "--runtime-endpoint", "unix://" + n.sock,
+	// Its own config file: never the host's /etc/crictl.yaml.
+	argv := append([]string{"netns", "exec", n.netns, n.crictlBin, "--config", filepath.Join(n.dir, "crictl.yaml"), "--runtime-endpoint", "unix://" + n.sock,
 		"--image-endpoint", "unix://" + n.sock, "--timeout", "2m"}, args...)
 	return runTimeout(n.t, timeout, "ip", argv...)
 }

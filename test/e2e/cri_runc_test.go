@@ -116,9 +116,16 @@ func criTwoContainerPod(t *testing.T, n *criNode, handler, namespace, backend st
 		if r := n.crictl("exec", client, "sh", "-c", "echo exec-out; echo exec-err >&2"); r.Code != 0 || r.Stdout != "exec-out\n" || !strings.Contains(r.Stderr, "exec-err") {
 			t.Fatalf("crictl exec: %s", r)
 		}
-		// crictl exits 1 for any failing command; the code is in its message.
-		if r := n.crictl("exec", client, "sh", "-c", "exit 7"); r.Code == 0 || !strings.Contains(r.Stderr, "exit code 7") {
+		// crictl 1.37 exits 1 for any failing command; the code is only in
+		// its message, streaming (Exec) or not (ExecSync).
+		if r := n.crictl("exec", client, "sh", "-c", "exit 7"); r.Code != 1 || !strings.Contains(r.Stderr, "exit code 7") {
 			t.Fatalf("crictl exec of exit 7: %s", r)
+		}
+		if r := n.crictl("exec", "--sync", client, "sh", "-c", "exit 9"); r.Code != 1 || !strings.Contains(r.Stderr, "exited with 9") {
+			t.Fatalf("crictl exec --sync of exit 9: %s", r)
+		}
+		if r := n.crictl("exec", "--sync", client, "sh", "-c", "echo sync-out"); r.Code != 0 || !strings.HasPrefix(r.Stdout, "sync-out\n") {
+			t.Fatalf("crictl exec --sync: %s", r)
 		}
 		if r := n.crictl("exec", server, "cat", "/www/index.html"); r.Code != 0 || r.Stdout != "hello-from-server\n" {
 			t.Fatalf("crictl exec in the server: %s", r)
