@@ -19,6 +19,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/config"
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/lockfile"
@@ -27,6 +28,7 @@ import (
 	"github.com/nexcage/nexcage/internal/runtime"
 	"github.com/nexcage/nexcage/internal/state"
 	"github.com/nexcage/nexcage/internal/template"
+	"github.com/nexcage/nexcage/internal/trust"
 )
 
 // Keys of state.Container.Data used by this backend.
@@ -312,7 +314,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 		b.log.Warn(w, "id", c.ID)
 	}
 	if req.ResolvConf != nil {
-		if err := writeFile(filepath.Join(in.InitHelperDir, ResolvConfName), req.ResolvConf, 0o644); err != nil {
+		if err := atomicfile.Write(filepath.Join(in.InitHelperDir, ResolvConfName), req.ResolvConf, 0o644); err != nil {
 			return errs.Wrap(errs.KindBackend, err, "container %s: cannot write its resolv.conf", c.ID)
 		}
 	}
@@ -861,17 +863,13 @@ func pidsInNamespace(initPid int) ([]int, error) {
 	if ns == own {
 		return nil, errHostPidNS
 	}
-	ents, err := os.ReadDir("/proc")
+	pids, err := procfs.Pids()
 	if err != nil {
 		return nil, err
 	}
 	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if l, err := os.Readlink("/proc/" + e.Name() + "/ns/pid"); err == nil && l == ns {
+	for _, pid := range pids {
+		if l, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/pid"); err == nil && l == ns {
 			out = append(out, pid)
 		}
 	}
@@ -879,7 +877,13 @@ func pidsInNamespace(initPid int) ([]int, error) {
 }
 
 // execOutput runs name with args (argv, no shell) and returns its stdout.
+// name (lxc-info, pveversion) runs as root, so it must be trusted
+// (internal/trust): a program found in a directory another user can
+// write is refused without being run.
 func execOutput(ctx context.Context, name string, args ...string) (string, error) {
+	if _, err := trust.LookPath(name); errs.KindOf(err) == errs.KindInvalidConfig {
+		return "", err
+	}
 	cmd := exec.CommandContext(ctx, name, args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr

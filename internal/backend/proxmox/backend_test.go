@@ -925,19 +925,7 @@ exit 0
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() {
-		for {
-			if _, err := os.Stat(started); err == nil {
-				cancel()
-				return
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-	}()
+	go cancelWhenExists(ctx, cancel, started)
 	var cps []string
 	c, opts := createOpts(t, &cps)
 	err := f.backend.Create(ctx, c, opts)
@@ -978,5 +966,19 @@ func TestDeleteUnfinishedWithoutForce(t *testing.T) {
 	}
 	if _, err := os.Stat(conf); err != nil {
 		t.Errorf("config: %v", err)
+	}
+}
+
+// TestExecOutputRefusesUntrusted: lxc-info (and every program execOutput
+// runs as root) found in a directory another user can write is refused
+// without being run.
+func TestExecOutputRefusesUntrusted(t *testing.T) {
+	evil, open, ran := testutil.PlantedProgram(t, "lxc-info", "")
+	_, err := execOutput(context.Background(), evil, "-s")
+	if errs.KindOf(err) != errs.KindInvalidConfig || !strings.Contains(err.Error(), open) {
+		t.Fatalf("err = %v (kind %v)", err, errs.KindOf(err))
+	}
+	if _, err := os.Stat(ran); err == nil {
+		t.Fatal("the planted lxc-info ran")
 	}
 }

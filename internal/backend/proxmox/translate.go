@@ -724,6 +724,15 @@ func (t *translator) initHelper() error {
 			WithHint("set proxmox.lxc_path to such a path")
 	}
 	t.raw("lxc.init.cmd", inithelper.Binary+" "+inithelper.InitVerb+" "+inithelper.Socket)
+	// An OCI process has no console and no gettys: the supervisor hands it
+	// its stdio. `console: 0` makes Proxmox write lxc.console.path = none,
+	// so init's stderr lands in /run/pve/ct-<vmid>.stderr on every node;
+	// then `tty: 0` is required too, since LXC creates the tty directory
+	// of common.conf's lxc.tty.dir (/dev/lxc) only while it sets up a
+	// console, and a privileged `ostype: unmanaged` container with ttys
+	// but no console fails to start ("Failed to create tty mount target").
+	t.opts["console"] = "0"
+	t.opts["tty"] = "0"
 	t.raw("lxc.mount.entry", dir+" "+strings.TrimPrefix(inithelper.MountPoint, "/")+" none bind,ro,create=dir 0 0")
 	t.req.MountTargets = append(t.req.MountTargets, MountTarget{Path: inithelper.MountPoint})
 	return nil
@@ -1157,7 +1166,7 @@ func (t *translator) misc() error {
 
 // finish emits the pct options in a fixed order.
 func (t *translator) finish() {
-	for _, name := range []string{"hostname", "ostype", "memory", "swap", "cores", "cpulimit", "cpuunits", "rootfs", "nameserver"} {
+	for _, name := range []string{"hostname", "ostype", "memory", "swap", "cores", "cpulimit", "cpuunits", "rootfs", "nameserver", "console", "tty"} {
 		if v, ok := t.opts[name]; ok {
 			t.req.Options = append(t.req.Options, pve.Option{Name: name, Value: v})
 		}

@@ -101,6 +101,10 @@ func TestTranslateDefaults(t *testing.T) {
 	want := []pve.Option{
 		{Name: "hostname", Value: "test-oci"},
 		{Name: "rootfs", Value: "local-lvm:4"},
+		// No console and no gettys for an OCI process (privileged
+		// unmanaged containers would not start with ttys but no console).
+		{Name: "console", Value: "0"},
+		{Name: "tty", Value: "0"},
 		{Name: "net0", Value: "name=eth0,bridge=vmbr0,ip=dhcp"},
 		{Name: "unprivileged", Value: "1"},
 		{Name: "tags", Value: "nexcage"},
