@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -93,6 +94,9 @@ func criTwoContainerPod(t *testing.T, n *criNode, handler, namespace, backend st
 		}
 		pids = append(pids, cs.Info.Pid)
 	}
+	if found, _ := filepath.Glob("/var/lib/cni/results/nxcri-" + pod + "-*"); len(found) != 1 {
+		t.Fatalf("CNI result cache of the running pod: %v (the check after rmp would prove nothing)", found)
+	}
 	got := n.backends(handler)
 	for _, id := range []string{pod, server, client} {
 		if got[id] != backend {
@@ -174,6 +178,11 @@ func criTwoContainerPod(t *testing.T, n *criNode, handler, namespace, backend st
 	}
 	if _, err := os.Stat(n.pathInNode(netns)); !os.IsNotExist(err) {
 		t.Errorf("pod netns %s left: %v", netns, err)
+	}
+	// libcni's result cache (containerd 1.6 cannot move it off the host's
+	// /var/lib/cni) must not keep the pod's entry.
+	if left, _ := filepath.Glob("/var/lib/cni/results/nxcri-" + pod + "-*"); len(left) > 0 {
+		t.Errorf("CNI result cache of the pod left: %v", left)
 	}
 	criAssertNoState(t, n.handlers[handler], pod, server, client)
 	Eventually(t, 30*time.Second, "the pod's shim to exit", func() bool { return len(shimsOf(n.sock)) == 0 })
