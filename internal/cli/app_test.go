@@ -233,3 +233,20 @@ func TestRouteBundleKubernetes(t *testing.T) {
 		t.Fatalf("route as nexcage-proxmox: %d %q %q", code, stdout.String(), stderr.String())
 	}
 }
+
+// TestFeaturesFollowsProgramName: called as nexcage-proxmox, features
+// answers for the Proxmox backend although the rules route to runc.
+func TestFeaturesFollowsProgramName(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	a := &App{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Program: "nexcage-proxmox"}
+	if code := a.Main(context.Background(), []string{"--config", emptyConfig(t), "--root", t.TempDir(), "features"}); code != 0 {
+		t.Fatalf("features: %d %s", code, stderr.String())
+	}
+	var doc struct{ Annotations map[string]string }
+	if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.Annotations["org.nexcage.backend"] != "proxmox-lxc" || doc.Annotations["org.nexcage.route"] != `called as "nexcage-proxmox"` {
+		t.Fatalf("features annotations: %v", doc.Annotations)
+	}
+}
