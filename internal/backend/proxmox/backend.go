@@ -73,6 +73,10 @@ type Backend struct {
 	SelfExe string
 	// lxcAttach is the lxc-attach binary exec uses.
 	lxcAttach string
+	// SubUID and SubGID are the node's delegated id range files a
+	// bundle's own user namespace mapping is checked against
+	// (Input.SubUID); "" skips the check.
+	SubUID, SubGID string
 	// StateDir is the backend's private directory in the state root
 	// (state.Store.BackendRoot): it holds the cache of the node's version
 	// (nodeversion.go). Empty: nothing is cached.
@@ -117,7 +121,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Backend, error) {
 		etcPve: orDefault(p.EtcPve, "/etc/pve"), lxcPath: orDefault(p.LxcPath, "/var/lib/lxc"),
 		lockDir: orDefault(p.LockDir, pve.DefaultLockDir),
 		node:    p.Node, lxcInfo: "lxc-info", lxcAttach: "lxc-attach", PidTimeout: 30 * time.Second,
-		ConfigLockWait: pve.DefaultConfigLockWait,
+		ConfigLockWait: pve.DefaultConfigLockWait, SubUID: "/etc/subuid", SubGID: "/etc/subgid",
 	}
 	b.tmpl = TemplateResolver(cfg, log, os.Stderr, nil)
 	return b, nil
@@ -237,7 +241,8 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	in := Input{
 		ID: c.ID, Spec: opts.Spec, BundleDir: opts.Bundle, Storage: rootStorage,
 		Bridge: b.cfg.Network.Bridge, Unprivileged: b.cfg.Proxmox.Unprivileged == nil || *b.cfg.Proxmox.Unprivileged,
-		Node:        node,
+		Node:   node,
+		SubUID: b.SubUID, SubGID: b.SubGID,
 		Nameservers: b.cfg.Network.DNSServers, NetTimeout: time.Duration(b.cfg.Network.DHCPTimeout) * time.Second,
 	}
 	if in.Spec == nil {
@@ -306,7 +311,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	}
 	if helper {
 		// Only now is it known whose root the container's is.
-		if err := ownHelperDir(c.ID, in.InitHelperDir, req.Unprivileged); err != nil {
+		if err := ownHelperDir(c.ID, in.InitHelperDir, req.RootUID, req.RootGID); err != nil {
 			return err
 		}
 	}
@@ -347,7 +352,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	c.Pid = 0
 	if helper {
 		// pct start now: the init helper holds process.args until start.
-		if err := b.startSupervised(ctx, c, vmid, opts, req.Process, req.Net, req.Unprivileged); err != nil {
+		if err := b.startSupervised(ctx, c, vmid, opts, req.Process, req.Net, req.RootUID, req.RootGID); err != nil {
 			return err
 		}
 	}

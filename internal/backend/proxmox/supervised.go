@@ -128,22 +128,10 @@ func (b *Backend) makeHelperBase() (string, error) {
 	return base, nil
 }
 
-// containerRoot is the host uid and gid of the container's root: 0 for a
-// privileged container; for an unprivileged one the node's unprivileged
-// base, where Proxmox's default idmap (and every idmap userns accepts)
-// puts container id 0.
-func containerRoot(unprivileged bool) (uid, gid int) {
-	if unprivileged {
-		return unprivBase, unprivBase
-	}
-	return 0, 0
-}
-
 // ownHelperDir gives the helper directory (0700) to the container's root,
 // the only one that may reach the init socket inside; the files in it
 // stay root's (the binary 0755, so the container's root can run it).
-func ownHelperDir(id, dir string, unprivileged bool) error {
-	uid, gid := containerRoot(unprivileged)
+func ownHelperDir(id, dir string, uid, gid int) error {
 	if err := os.Lchown(dir, uid, gid); err != nil {
 		return errs.Wrap(errs.KindBackend, err, "container %s: cannot give the helper directory to the container's root", id)
 	}
@@ -258,7 +246,7 @@ func copyFile(src, dst string, mode os.FileMode) error {
 // startSupervised starts the supervisor, then the container (pct start),
 // and waits until the init helper is connected and ready. It fills c's
 // pid and writes opts.PidFile with the supervisor's pid.
-func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid int, opts runtime.CreateOptions, proc *inithelper.Process, netCfg *netsetup.Config, unprivileged bool) (err error) {
+func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid int, opts runtime.CreateOptions, proc *inithelper.Process, netCfg *netsetup.Config, uid, gid int) (err error) {
 	hp := b.helperPaths(c.Data[DataHelperDir])
 	if proc == nil {
 		return errs.New(errs.KindInternal, "container %s: no process for the init helper", c.ID)
@@ -278,7 +266,6 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 		return errs.Wrap(errs.KindInternal, err, "container %s: pipe", c.ID)
 	}
 	defer rd.Close()
-	uid, gid := containerRoot(unprivileged)
 	so := supervisor.Options{Dir: hp.dir, Ctl: hp.ctl, Process: hp.process, SignalFile: hp.signal,
 		LxcPath: b.lxcPath, Name: strconv.Itoa(vmid), UID: uid, GID: gid, ConnectTimeout: b.PidTimeout}
 	cmd := exec.Command(self, append([]string{supervisor.Verb}, so.Args()...)...)
