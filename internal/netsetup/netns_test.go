@@ -35,6 +35,9 @@ func TestMain(m *testing.M) {
 	if cfg := os.Getenv(childEnv); cfg != "" {
 		os.Exit(childMain(cfg))
 	}
+	if op := os.Getenv(podChildEnv); op != "" {
+		os.Exit(podChildMain(op))
+	}
 	goleak.VerifyTestMain(m)
 }
 

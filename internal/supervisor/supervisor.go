@@ -78,13 +78,18 @@ type Options struct {
 	UID, GID int
 	// ConnectTimeout bounds the wait for the helper to connect.
 	ConnectTimeout time.Duration
+	// Pod is set for a Kubernetes pod's sandbox (pod.go): the CNI
+	// interface the container took over goes back into the pod's
+	// network namespace once LXC has torn the container down.
+	Pod PodNet
 }
 
 // Args is the supervisor's argv after the verb.
 func (o Options) Args() []string {
 	return []string{"--dir", o.Dir, "--ctl", o.Ctl, "--process", o.Process, "--signal-file", o.SignalFile,
 		"--lxc-path", o.LxcPath, "--name", o.Name, "--uid", strconv.Itoa(o.UID), "--gid", strconv.Itoa(o.GID),
-		"--connect-timeout", o.ConnectTimeout.String()}
+		"--connect-timeout", o.ConnectTimeout.String(),
+		"--pod-netns", o.Pod.Netns, "--pod-ifname", o.Pod.IfName, "--pod-link", o.Pod.Link}
 }
 
 // Report lines the supervisor writes on fd 3 for `create`.
@@ -113,6 +118,9 @@ func Main(args []string) int {
 	fs.IntVar(&o.UID, "uid", 0, "")
 	fs.IntVar(&o.GID, "gid", 0, "")
 	fs.DurationVar(&o.ConnectTimeout, "connect-timeout", time.Minute, "")
+	fs.StringVar(&o.Pod.Netns, "pod-netns", "", "")
+	fs.StringVar(&o.Pod.IfName, "pod-ifname", "", "")
+	fs.StringVar(&o.Pod.Link, "pod-link", "", "")
 	if err := fs.Parse(args); err != nil || o.Dir == "" || o.Ctl == "" || o.Process == "" || o.UID < 0 || o.GID < 0 {
 		fmt.Fprintln(os.Stderr, "nexcage: "+Verb+": internal helper started with bad arguments")
 		return 2
@@ -484,6 +492,7 @@ func (s *sup) finish(ctlLn *net.UnixListener, status int) int {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+	s.givePodInterfaceBack()
 	return status
 }
 

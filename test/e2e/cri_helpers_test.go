@@ -103,6 +103,12 @@ func newCRINode(t *testing.T, env []string, handlers ...criHandler) *criNode {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Traversable, as containerd's /run/containerd is (0711): an
+	// unprivileged Proxmox container's setup runs as its mapped root and
+	// must reach the pod's shm (state/.../sandboxes/<id>/shm) to mount it.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
 	n := &criNode{t: t, dir: dir, sock: filepath.Join(dir, "ctd.sock"), crictlBin: criCrictl(t),
 		handlers: map[string]string{}, exited: make(chan struct{}), logFile: filepath.Join(dir, "containerd.log")}
 	t.Cleanup(n.stop)

@@ -5,36 +5,123 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nexcage/nexcage/internal/testutil"
 )
 
-// TestContainerdProxmoxCRIPodRefused: a pod whose RuntimeClass handler
-// runs nexcage as nexcage-proxmox (pvesim's node) is refused at runp by
-// name, with the reason and the way out, and leaves nothing behind:
-// Proxmox pods are not built yet (docs/KUBERNETES.md). Its name puts it
-// in make e2e's PVE 8.4 run as well.
-func TestContainerdProxmoxCRIPodRefused(t *testing.T) {
+// TestContainerdProxmoxCRIPodSandbox: a pod whose RuntimeClass handler
+// runs nexcage as nexcage-proxmox (pvesim's node) is ONE Proxmox
+// container: crictl runp creates exactly one CT (one .conf) whose
+// network is the CNI interface of the pod's namespace, taken over as an
+// LXC phys interface (no net0), so the pod IP containerd reports answers
+// from the test's namespace and the CNI namespace no longer holds eth0.
+// App containers are still refused by name (at start, where containerd
+// 1.6 runs the runtime's create), leaving nothing. stopp gives the
+// interface back (CNI's DEL removes it: no link of it is left in the
+// test's namespace) and rmp destroys the CT: nothing is left on the
+// node. Its name puts it in make e2e's PVE 8.4 run as well.
+func TestContainerdProxmoxCRIPodSandbox(t *testing.T) {
 	e := newPveEnv(t, false, "")
 	link := filepath.Join(t.TempDir(), "nexcage-proxmox")
 	if err := os.Symlink(NexcageBin(t), link); err != nil {
 		t.Fatal(err)
 	}
 	n := newCRINode(t, append([]string{"NEXCAGE_CONFIG=" + e.config}, e.env...), criHandler{Name: "proxmox", Binary: link})
-	logDir := filepath.Join(n.dir, "logs", "lab_web")
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		t.Fatal(err)
+	t.Cleanup(e.checkClean)
+	linksBefore := n.inNetns(time.Minute, "ip", "-o", "link", "show").Stdout
+
+	pod, podCfg := n.runPod(criPod{Name: "web", Namespace: "lab", Handler: "proxmox"})
+	var ps criPodStatus
+	n.inspect("inspectp", pod, &ps)
+	ip, netns := ps.Status.Network.IP, ps.netnsPath()
+	if ps.Status.State != "SANDBOX_READY" || ip == "" || ps.Info.Pid == 0 || netns == "" {
+		t.Fatalf("pod %s: state %q, ip %q, pid %d, netns %q", pod, ps.Status.State, ip, ps.Info.Pid, netns)
 	}
-	podCfg := filepath.Join(t.TempDir(), "pod.json")
-	writeJSON(t, podCfg, map[string]any{"metadata": map[string]any{"name": "web", "namespace": "lab", "uid": randHex(t, 8)},
-		"log_directory": logDir, "linux": map[string]any{}})
-	r := n.crictl("runp", "--runtime", "proxmox", podCfg)
-	if r.Code == 0 || !strings.Contains(r.Stderr, "the sandbox (pause container) of Kubernetes pod lab/web: Kubernetes pods cannot run on the Proxmox backend yet") {
-		t.Fatalf("crictl runp on the Proxmox backend: %s", r)
+	if got := n.backends("proxmox"); got[pod] != "proxmox-lxc" {
+		t.Fatalf("nexcage routed the sandbox %s to %q, want proxmox-lxc", pod, got[pod])
 	}
-	if calls := e.pctCalls(); calls["create"] != 0 {
-		t.Errorf("pct calls for a refused pod: %v", calls)
+
+	t.Run("one Proxmox container with the CNI interface", func(t *testing.T) {
+		confs, _ := filepath.Glob(filepath.Join(e.confDir(), "*.conf"))
+		if len(confs) != 1 {
+			t.Fatalf("Proxmox containers for the pod: %v, want exactly one", confs)
+		}
+		data, err := os.ReadFile(confs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf := string(data)
+		if strings.Contains(conf, "\nnet0:") || !strings.Contains(conf, "lxc.net.32.type: phys\n") || !strings.Contains(conf, "lxc.net.32.name: eth0\n") {
+			t.Fatalf("the pod's CT config has no phys eth0 or has a net0:\n%s", conf)
+		}
+		// eth0 left CNI's namespace (it is the CT's now).
+		if r := runTimeout(t, time.Minute, "nsenter", "--net="+n.pathInNode(netns), "ip", "link", "show", "eth0"); r.Code == 0 {
+			t.Fatalf("eth0 is still in the pod's CNI namespace: %s", r)
+		}
+	})
+	t.Run("pod IP from the test namespace", func(t *testing.T) {
+		var r Result
+		Eventually(t, 30*time.Second, "the pod IP "+ip+" to answer", func() bool {
+			r = n.inNetns(time.Minute, testutil.BusyboxPath, "ping", "-c", "1", "-W", "2", ip)
+			return r.Code == 0
+		})
+	})
+	t.Run("app containers refused by name", func(t *testing.T) {
+		cfg := filepath.Join(t.TempDir(), "container.json")
+		writeJSON(t, cfg, map[string]any{"metadata": map[string]any{"name": "app"}, "image": map[string]any{"image": ctrImage},
+			"command": []string{"sleep", "100"}, "log_path": "app.log", "linux": map[string]any{}})
+		// containerd 1.6 calls the runtime's create at StartContainer.
+		ctr := n.mustCrictl("create", pod, cfg, podCfg)
+		r := n.crictl("start", ctr)
+		if r.Code == 0 || !strings.Contains(r.Stderr, "container app of Kubernetes pod lab/web: app containers of a pod on the Proxmox backend are not supported yet") {
+			t.Fatalf("crictl start in a Proxmox pod: %s", r)
+		}
+		n.mustCrictl("rm", ctr)
+		if got := n.backends("proxmox"); len(got) != 1 {
+			t.Fatalf("nexcage state after the refused container: %v, want the sandbox only", got)
+		}
+	})
+
+	n.mustCrictl("stopp", pod)
+	// The interface went back and CNI's DEL removed it with its peer:
+	// the test namespace has the links it had before the pod.
+	if after := n.inNetns(time.Minute, "ip", "-o", "link", "show").Stdout; linkNames(after) != linkNames(linksBefore) {
+		t.Errorf("links of the test namespace after stopp:\n%s\nbefore the pod:\n%s", after, linksBefore)
 	}
+	n.mustCrictl("rmp", pod)
 	if out := n.mustCrictl("pods", "-q"); out != "" {
 		t.Errorf("pods left: %s", out)
 	}
-	e.assertNothingLeftOn(t, n.handlers["proxmox"], "after the refused runp")
+	if pidAlive(ps.Info.Pid) {
+		t.Errorf("the sandbox's process %d still runs", ps.Info.Pid)
+	}
+	if m := n.mountsMentioning(pod); len(m) > 0 {
+		t.Errorf("mounts of %s left:\n%s", pod, strings.Join(m, "\n"))
+	}
+	if _, err := os.Stat(n.pathInNode(netns)); !os.IsNotExist(err) {
+		t.Errorf("pod netns %s left: %v", netns, err)
+	}
+	if left, _ := filepath.Glob("/var/lib/cni/results/nxcri-" + pod + "-*"); len(left) > 0 {
+		t.Errorf("CNI result cache of the pod left: %v", left)
+	}
+	e.assertNothingLeftOn(t, n.handlers["proxmox"], "after rmp")
+	Eventually(t, 30*time.Second, "the pod's shim to exit", func() bool { return len(shimsOf(n.sock)) == 0 })
+}
+
+// linkNames is the sorted list of interface names in `ip -o link show`
+// output, without the bridge's own (the bridge outlives the pod).
+func linkNames(out string) string {
+	var names []string
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+		if name != "nxcri0" {
+			names = append(names, name)
+		}
+	}
+	return strings.Join(names, " ")
 }

@@ -196,7 +196,8 @@ func (b *Backend) nodeOf(c *state.Container) string {
 // --force` finds and frees it. When an undo step fails the error wraps
 // runtime.ErrCleanupIncomplete and the record stays for delete --force.
 func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.CreateOptions) (err error) {
-	if err := refusePod(c.ID, opts.Spec); err != nil {
+	podNetns, err := checkPod(c.ID, opts.Spec)
+	if err != nil {
 		return err
 	}
 	if c.Data == nil {
@@ -305,6 +306,14 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 		}
 		in.InitHelperDir = dir
 	}
+	if podNetns != "" {
+		if in.Spec, err = podSandboxSpec(c.ID, in.Spec, in.InitHelperDir); err != nil {
+			return err
+		}
+		if in.Pod, err = preparePod(c, podNetns); err != nil {
+			return err
+		}
+	}
 	req, err := Translate(in)
 	if err != nil {
 		return err
@@ -350,6 +359,17 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	}
 	c.Status = state.Created
 	c.Pid = 0
+	if in.Pod != nil {
+		// Recorded (with the checkpoint) before the interface moves, so
+		// that delete --force gives it back after a crash.
+		if err := save(); err != nil {
+			return err
+		}
+		undo = append(undo, func() error { return b.givePodInterfaceBack(c) })
+		if err := takePodInterface(c); err != nil {
+			return err
+		}
+	}
 	if helper {
 		// pct start now: the init helper holds process.args until start.
 		if err := b.startSupervised(ctx, c, vmid, opts, req.Process, req.Net, req.RootUID, req.RootGID); err != nil {
@@ -820,6 +840,9 @@ func (b *Backend) Delete(ctx context.Context, c *state.Container, force bool) er
 		}
 	}
 	b.cleanupHelper(c)
+	if err := b.givePodInterfaceBack(c); err != nil {
+		return err
+	}
 	if unfinished {
 		b.tidyVMIDLock()
 	}

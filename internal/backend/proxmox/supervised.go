@@ -267,7 +267,7 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 	}
 	defer rd.Close()
 	so := supervisor.Options{Dir: hp.dir, Ctl: hp.ctl, Process: hp.process, SignalFile: hp.signal,
-		LxcPath: b.lxcPath, Name: strconv.Itoa(vmid), UID: uid, GID: gid, ConnectTimeout: b.PidTimeout}
+		LxcPath: b.lxcPath, Name: strconv.Itoa(vmid), UID: uid, GID: gid, ConnectTimeout: b.PidTimeout, Pod: podNetOf(c)}
 	cmd := exec.Command(self, append([]string{supervisor.Verb}, so.Args()...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = fileOrNull(opts.Stdin), fileOrNull(opts.Stdout), fileOrNull(opts.Stderr)
 	cmd.ExtraFiles = []*os.File{wr}

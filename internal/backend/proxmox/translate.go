@@ -108,6 +108,9 @@ type Input struct {
 	// or the node configuring a host-managed interface); 0 means
 	// netsetup.DefaultTimeout.
 	NetTimeout time.Duration
+	// Pod, for a Kubernetes pod's sandbox, is the CNI network the CT
+	// takes over instead of net0 (pods.go).
+	Pod *PodNetwork
 }
 
 // Request is the translated container: pct create options in a stable
@@ -788,6 +791,12 @@ func (t *translator) root() error {
 			t.warn("root.readonly: ostype %q replaced by \"unmanaged\": Proxmox's setup for a managed ostype writes into the root file system at every start, which fails on a read-only root", t.in.OSType)
 		}
 		t.opts["ostype"] = "unmanaged"
+		// LXC mounts /dev (autodev), /proc and /sys over directories it
+		// cannot create on a read-only root; minimal images (a pod's
+		// pause image is one binary) lack them.
+		for _, d := range []string{"/dev", "/proc", "/sys"} {
+			t.req.MountTargets = append(t.req.MountTargets, MountTarget{Path: d})
+		}
 	case t.in.OSType != "":
 		t.opts["ostype"] = t.in.OSType
 	}
@@ -799,6 +808,9 @@ func (t *translator) root() error {
 // container's veth stays down unless PVE 9.1 manages it (host-managed=1)
 // or nexcage's init helper configures it before the process runs.
 func (t *translator) network() error {
+	if t.in.Pod != nil {
+		return t.podNetwork()
+	}
 	var netns *specs.LinuxNamespace
 	if t.in.Spec.Linux != nil {
 		for i := range t.in.Spec.Linux.Namespaces {
