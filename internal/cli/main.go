@@ -54,6 +54,8 @@ func (a *App) Main(ctx context.Context, argv []string) int {
 			return inithelper.InitMain(argv[1:])
 		case inithelper.ExecVerb:
 			return inithelper.ExecMain(argv[1:])
+		case inithelper.PodRunVerb:
+			return inithelper.PodRunMain(argv[1:])
 		case supervisor.Verb:
 			return supervisor.Main(argv[1:])
 		}

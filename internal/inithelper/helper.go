@@ -119,6 +119,12 @@ func ExecMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "nexcage exec: bad process description on fd %d: %v\n", ExecFD, err)
 		return 2
 	}
+	if p.MountNSPid > 0 {
+		if err := enterMountNS(p.MountNSPid); err != nil {
+			fmt.Fprintf(os.Stderr, "nexcage exec: %v\n", err)
+			return 126
+		}
+	}
 	if err := narrowTo(p.ContainerBounding); err != nil {
 		fmt.Fprintf(os.Stderr, "nexcage exec: %v\n", err)
 		return 126
@@ -219,7 +225,7 @@ func init() {
 	// credentials, capabilities and no_new_privs they set are per thread:
 	// they must be set on the thread that execs. main runs the helper
 	// verbs on the main goroutine, which this locks to the main thread.
-	if len(os.Args) > 1 && (os.Args[1] == InitVerb || os.Args[1] == ExecVerb) {
+	if len(os.Args) > 1 && (os.Args[1] == InitVerb || os.Args[1] == ExecVerb || os.Args[1] == PodRunVerb) {
 		runtime.LockOSThread()
 	}
 }

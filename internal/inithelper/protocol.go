@@ -110,6 +110,10 @@ type Process struct {
 	// it first narrows itself to this set, so an exec'd process never
 	// gets more than the container has.
 	ContainerBounding string `json:"containerBounding,omitempty"`
+	// MountNSPid, for the exec helper only, is the pid (in the CT) of a
+	// pod's app container, whose mount namespace the exec'd process
+	// enters (pod.go).
+	MountNSPid int `json:"mountNsPid,omitempty"`
 }
 
 // maxMessage bounds one packet (args and env of a process).

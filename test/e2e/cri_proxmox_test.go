@@ -16,8 +16,9 @@ import (
 // network is the CNI interface of the pod's namespace, taken over as an
 // LXC phys interface (no net0), so the pod IP containerd reports answers
 // from the test's namespace and the CNI namespace no longer holds eth0.
-// App containers are still refused by name (at start, where containerd
-// 1.6 runs the runtime's create), leaving nothing. stopp gives the
+// An app container asking for what a pod's CT cannot give (a device) is
+// refused by name (at start, where containerd 1.6 runs the runtime's
+// create), leaving nothing. stopp gives the
 // interface back (CNI's DEL removes it: no link of it is left in the
 // test's namespace) and rmp destroys the CT: nothing is left on the
 // node. Its name puts it in make e2e's PVE 8.4 run as well.
@@ -67,15 +68,16 @@ func TestContainerdProxmoxCRIPodSandbox(t *testing.T) {
 			return r.Code == 0
 		})
 	})
-	t.Run("app containers refused by name", func(t *testing.T) {
+	t.Run("what a pod's app container cannot have is refused by name", func(t *testing.T) {
 		cfg := filepath.Join(t.TempDir(), "container.json")
 		writeJSON(t, cfg, map[string]any{"metadata": map[string]any{"name": "app"}, "image": map[string]any{"image": ctrImage},
-			"command": []string{"sleep", "100"}, "log_path": "app.log", "linux": map[string]any{}})
+			"command": []string{"sleep", "100"}, "log_path": "app.log", "linux": map[string]any{},
+			"devices": []map[string]any{{"container_path": "/dev/xnull", "host_path": "/dev/null", "permissions": "rwm"}}})
 		// containerd 1.6 calls the runtime's create at StartContainer.
 		ctr := n.mustCrictl("create", pod, cfg, podCfg)
 		r := n.crictl("start", ctr)
-		if r.Code == 0 || !strings.Contains(r.Stderr, "container app of Kubernetes pod lab/web: app containers of a pod on the Proxmox backend are not supported yet") {
-			t.Fatalf("crictl start in a Proxmox pod: %s", r)
+		if r.Code == 0 || !strings.Contains(r.Stderr, "container app of Kubernetes pod lab/web: devices and sysctls (linux.devices, linux.sysctl) are not given to a pod's app container") {
+			t.Fatalf("crictl start of a container with a device in a Proxmox pod: %s", r)
 		}
 		n.mustCrictl("rm", ctr)
 		if got := n.backends("proxmox"); len(got) != 1 {
@@ -124,4 +126,63 @@ func linkNames(out string) string {
 		}
 	}
 	return strings.Join(names, " ")
+}
+
+// TestContainerdProxmoxCRIPod is issue 17's Done-when on the Proxmox
+// backend: the two-container regression pod (an HTTP server and a
+// client) on a nexcage-proxmox handler is exactly one Proxmox container
+// while it runs; the containers reach each other on localhost, the pod
+// IP answers from the test's namespace, exec (with exit codes) and logs
+// work, and nothing is left on the node after rmp. A third container
+// from a second image, as another user, sees its own rootfs and user and
+// reaches the server on localhost too.
+func TestContainerdProxmoxCRIPod(t *testing.T) {
+	e := newPveEnv(t, false, "")
+	link := filepath.Join(t.TempDir(), "nexcage-proxmox")
+	if err := os.Symlink(NexcageBin(t), link); err != nil {
+		t.Fatal(err)
+	}
+	n := newCRINode(t, append([]string{"NEXCAGE_CONFIG=" + e.config}, e.env...), criHandler{Name: "proxmox", Binary: link})
+	t.Cleanup(e.checkClean)
+	const second = "localhost/nexcage-second:latest"
+	rootfs := t.TempDir()
+	testutil.BusyboxRootfs(t, rootfs)
+	if err := os.WriteFile(filepath.Join(rootfs, "image-two"), []byte("second image\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	archive := ociArchive(t, rootfs, second, map[string]any{"Cmd": []string{"sh"}, "Env": []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}})
+	if r := runTimeout(t, 2*time.Minute, "ctr", "-a", n.sock, "-n", criNamespace, "images", "import", archive); r.Code != 0 {
+		t.Fatalf("ctr images import: %s", r)
+	}
+	criTwoContainerPod(t, n, "proxmox", "lab", "proxmox-lxc", func(pod string) {
+		if confs, _ := filepath.Glob(filepath.Join(e.confDir(), "*.conf")); len(confs) != 1 {
+			t.Fatalf("Proxmox containers for the running pod: %v, want exactly one", confs)
+		}
+		var ps criPodStatus
+		n.inspect("inspectp", pod, &ps)
+		client := n.mustCrictl("ps", "-q", "--pod", pod, "--name", "client")
+		cfgDir := t.TempDir()
+		pc := filepath.Join(cfgDir, "pod.json")
+		writeJSON(t, pc, map[string]any{"metadata": ps.Info.Config.Metadata, "log_directory": filepath.Join(n.dir, "logs", "lab_web"), "linux": map[string]any{}})
+		cc := filepath.Join(cfgDir, "other.json")
+		writeJSON(t, cc, map[string]any{"metadata": map[string]any{"name": "other"}, "image": map[string]any{"image": second},
+			"command": []string{"sh", "-c", "echo other-up; exec sleep 100000"}, "log_path": "other.log",
+			"linux": map[string]any{"security_context": map[string]any{"run_as_user": map[string]any{"value": 1000}}}})
+		other := n.mustCrictl("create", pod, cc, pc)
+		n.mustCrictl("start", other)
+		if r := n.crictl("exec", other, "sh", "-c", "id -u; cat /image-two"); r.Code != 0 || r.Stdout != "1000\nsecond image\n" {
+			t.Errorf("the second image's container (user and rootfs): %s", r)
+		}
+		if r := n.crictl("exec", client, "sh", "-c", "id -u; test -e /image-two || echo no-image-two"); r.Code != 0 || r.Stdout != "0\nno-image-two\n" {
+			t.Errorf("the client's user and rootfs: %s", r)
+		}
+		var r Result
+		Eventually(t, 30*time.Second, "the server to answer the second image's container on localhost", func() bool {
+			r = n.crictl("exec", other, "wget", "-qO-", "http://127.0.0.1:8080/")
+			return r.Code == 0 && r.Stdout == "hello-from-server\n"
+		})
+		n.mustCrictl("stop", "--timeout", "2", other)
+		n.mustCrictl("rm", other)
+	})
+	e.assertNothingLeftOn(t, n.handlers["proxmox"], "after rmp")
 }

@@ -68,7 +68,7 @@ type criContainerStatus struct {
 // codes and logs, then stop, rm, rmp, and that nothing is left. The
 // sandbox and both containers must have been routed to backend. It
 // returns the pod's sandbox id.
-func criTwoContainerPod(t *testing.T, n *criNode, handler, namespace, backend string) string {
+func criTwoContainerPod(t *testing.T, n *criNode, handler, namespace, backend string, during ...func(pod string)) string {
 	pod, podCfg := n.runPod(criPod{Name: "web", Namespace: namespace, Handler: handler})
 	var ps criPodStatus
 	n.inspect("inspectp", pod, &ps)
@@ -104,6 +104,9 @@ func criTwoContainerPod(t *testing.T, n *criNode, handler, namespace, backend st
 		}
 	}
 
+	for _, f := range during {
+		f(pod)
+	}
 	t.Run("localhost between the containers", func(t *testing.T) {
 		var r Result
 		Eventually(t, 30*time.Second, "the server to answer on localhost", func() bool {

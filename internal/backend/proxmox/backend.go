@@ -196,6 +196,9 @@ func (b *Backend) nodeOf(c *state.Container) string {
 // --force` finds and frees it. When an undo step fails the error wraps
 // runtime.ErrCleanupIncomplete and the record stays for delete --force.
 func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.CreateOptions) (err error) {
+	if p := podOf(opts.Spec); p != nil && !p.sandbox {
+		return b.createPodContainer(ctx, c, p, opts)
+	}
 	podNetns, err := checkPod(c.ID, opts.Spec)
 	if err != nil {
 		return err
@@ -612,6 +615,9 @@ func isReason(err error, r pve.Reason) bool {
 
 // Start runs pct start and records the host pid of the container's init.
 func (b *Backend) Start(ctx context.Context, c *state.Container) error {
+	if isPodContainer(c) {
+		return b.startPodContainer(c)
+	}
 	vmid, ok := vmidOf(c)
 	if !ok {
 		return errs.New(errs.KindState, "container %s has no Proxmox VMID (create did not finish)", c.ID).
@@ -672,6 +678,10 @@ func errText(err error) string {
 // one whose Proxmox config is gone is stopped and marked vanished.
 func (b *Backend) Refresh(ctx context.Context, cs []*state.Container) error {
 	for _, c := range cs {
+		if isPodContainer(c) {
+			b.refreshPodContainer(c)
+			continue
+		}
 		vmid, ok := vmidOf(c)
 		if !ok || c.Status == state.Creating {
 			continue
@@ -722,6 +732,9 @@ func (b *Backend) alive(c *state.Container) bool {
 // Kill signals the container's init directly by its host pid; with all,
 // every process in the container's pid namespace.
 func (b *Backend) Kill(ctx context.Context, c *state.Container, sig syscall.Signal, all bool) error {
+	if isPodContainer(c) {
+		return b.killPodContainer(c, sig, all)
+	}
 	if err := b.Refresh(ctx, []*state.Container{c}); err != nil {
 		return err
 	}
@@ -756,6 +769,9 @@ func (b *Backend) Kill(ctx context.Context, c *state.Container, sig syscall.Sign
 // Stop shuts the container down gracefully with pct shutdown, killing it
 // after timeoutSec.
 func (b *Backend) Stop(ctx context.Context, c *state.Container, timeoutSec int) error {
+	if isPodContainer(c) {
+		return b.stopPodContainer(ctx, c, timeoutSec)
+	}
 	vmid, ok := vmidOf(c)
 	if !ok {
 		return errs.New(errs.KindState, "container %s: container not running", c.ID)
@@ -775,6 +791,9 @@ func (b *Backend) Stop(ctx context.Context, c *state.Container, timeoutSec int) 
 // reference in its description, ownership.go), is not an error: nothing
 // is destroyed and only our own resources go.
 func (b *Backend) Delete(ctx context.Context, c *state.Container, force bool) error {
+	if isPodContainer(c) {
+		return b.deletePodContainer(c, force)
+	}
 	vmid, ok := vmidOf(c)
 	// create did not finish (it crashed or was killed, at any step).
 	unfinished := c.Status == state.Creating

@@ -29,9 +29,8 @@ import (
 // phys interface (raw lxc.net.<N>.* keys, which Proxmox keeps), and the
 // init helper re-applies its address and default route inside; the
 // sandbox's supervisor gives it back to the namespace when the CT has
-// stopped, before containerd runs CNI's DEL there. App containers (the
-// pod's process trees inside the CT) are not built yet and are refused
-// by name.
+// stopped, before containerd runs CNI's DEL there. App containers are
+// process trees inside the CT (podcontainer.go).
 
 // annotationCRIOContainerType is CRI-O's counterpart of
 // config.AnnotationContainerType.
@@ -99,9 +98,9 @@ func (p *podInfo) refuse(id, format string, a ...any) *errs.Error {
 		WithHint("route the pod to runc or crun: a RuntimeClass handler whose BinaryName is a nexcage-runc link, or a routing rule such as {\"pod_namespace\": %q, \"container_type\": \"sandbox\", \"runtime\": \"runc\"}", p.namespace)
 }
 
-// checkPod refuses, before any side effect, a pod's bundle the Proxmox
-// backend cannot run: app containers (not built yet), and sandboxes that
-// ask for the host's namespaces or privileges. For a sandbox it returns
+// checkPod refuses, before any side effect, a pod's sandbox the Proxmox
+// backend cannot run: one that asks for the host's namespaces or
+// privileges (app containers: podcontainer.go). For a sandbox it returns
 // the CNI network namespace's path; "" for a bundle that is no pod's.
 func checkPod(id string, spec *specs.Spec) (string, error) {
 	p := podOf(spec)
@@ -109,7 +108,7 @@ func checkPod(id string, spec *specs.Spec) (string, error) {
 		return "", nil
 	}
 	if !p.sandbox {
-		return "", p.refuse(id, "app containers of a pod on the Proxmox backend are not supported yet (the pod's sandbox runs as a Proxmox container; its containers inside it are planned, docs/KUBERNETES.md)")
+		return "", errs.New(errs.KindInternal, "container %s: an app container reached the sandbox's checks", id)
 	}
 	var l specs.Linux
 	if spec.Linux != nil {

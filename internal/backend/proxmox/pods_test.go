@@ -2,6 +2,7 @@ package proxmox
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -12,15 +13,37 @@ import (
 	"github.com/nexcage/nexcage/internal/netsetup"
 )
 
+func appAnn(sandbox string) map[string]string {
+	a := map[string]string{"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.container-name": "app", "io.kubernetes.cri.sandbox-namespace": "lab", "io.kubernetes.cri.sandbox-name": "web"}
+	if sandbox != "" {
+		a["io.kubernetes.cri.sandbox-id"] = sandbox
+	}
+	return a
+}
+
+// joinPid makes the spec's network, IPC and UTS namespaces pid's, as CRI
+// writes them for an app container (pid: the sandbox's task).
+func joinPid(pid int) func(*specs.Spec) {
+	return func(s *specs.Spec) {
+		for i, ns := range s.Linux.Namespaces {
+			switch ns.Type {
+			case specs.NetworkNamespace, specs.IPCNamespace, specs.UTSNamespace:
+				s.Linux.Namespaces[i].Path = fmt.Sprintf("/proc/%d/ns/%s", pid, nsFile(ns.Type))
+			}
+		}
+	}
+}
+
 func sandboxAnn() map[string]string {
 	return map[string]string{"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-namespace": "lab", "io.kubernetes.cri.sandbox-name": "web"}
 }
 
-// TestCreateRefusesWhatProxmoxPodsCannotDo: an app container of a pod
-// (not built yet), and a sandbox asking for the host's namespaces, a
-// namespace to join, privileges, devices or no CNI network, are refused
-// by name, with the pod and the way out, before any pct call, checkpoint
-// or helper file.
+// TestCreateRefusesWhatProxmoxPodsCannotDo: a sandbox asking for the
+// host's namespaces, a namespace to join, privileges, devices or no CNI
+// network, and an app container whose namespaces are not a Proxmox
+// pod's sandbox's or that asks for privileges or devices, are refused by
+// name, with the pod and the way out, before any pct call, checkpoint or
+// helper file.
 func TestCreateRefusesWhatProxmoxPodsCannotDo(t *testing.T) {
 	withoutNS := func(typ specs.LinuxNamespaceType) func(*specs.Spec) {
 		return func(s *specs.Spec) {
@@ -49,9 +72,17 @@ func TestCreateRefusesWhatProxmoxPodsCannotDo(t *testing.T) {
 		edit []func(*specs.Spec)
 		want string
 	}{
-		{"app container", map[string]string{"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.container-name": "app", "io.kubernetes.cri.sandbox-namespace": "lab", "io.kubernetes.cri.sandbox-name": "web"}, nil,
-			"container ct1: container app of Kubernetes pod lab/web: app containers of a pod on the Proxmox backend are not supported yet"},
+		{"app container without sandbox id", appAnn(""), nil,
+			"container ct1: container app of Kubernetes pod lab/web: the bundle names no sandbox (annotation io.kubernetes.cri.sandbox-id)"},
 		{"CRI-O app container", map[string]string{"io.kubernetes.cri-o.ContainerType": "container"}, nil, "container ? of Kubernetes pod ?/?"},
+		{"app container with its own network", appAnn("sb1"), nil, "its network namespace (\"\") is not its sandbox's"},
+		{"app container joining a non-supervisor", appAnn("sb1"), []func(*specs.Spec){joinPid(os.Getpid())}, "is not a Proxmox pod's (its sandbox runs on another backend)"},
+		{"app container with a device", appAnn("sb1"), []func(*specs.Spec){joinPid(os.Getpid()), func(s *specs.Spec) {
+			s.Linux.Devices = []specs.LinuxDevice{{Path: "/dev/fuse", Type: "c", Major: 10, Minor: 229}}
+		}}, "devices and sysctls (linux.devices, linux.sysctl) are not given to a pod's app container"},
+		{"privileged app container", appAnn("sb1"), []func(*specs.Spec){joinPid(os.Getpid()), func(s *specs.Spec) {
+			s.Process.Capabilities.Bounding = append(s.Process.Capabilities.Bounding, "CAP_SYS_ADMIN")
+		}}, "a privileged container (CAP_SYS_ADMIN"},
 		{"no CNI netns", sandboxAnn(), nil, "the sandbox (pause container) of Kubernetes pod lab/web: the sandbox has no CNI network namespace"},
 		{"hostNetwork", sandboxAnn(), []func(*specs.Spec){withoutNS(specs.NetworkNamespace)}, "shares the host's network namespace (hostNetwork)"},
 		{"hostPID", sandboxAnn(), []func(*specs.Spec){cniNS, withoutNS(specs.PIDNamespace)}, "(hostPID)"},

@@ -621,6 +621,9 @@ func (b *Backend) exec(ctx context.Context, c *state.Container, args []string, s
 	if err != nil {
 		return 0, err
 	}
+	if isPodContainer(c) {
+		return b.podExec(c, f, stdio)
+	}
 	if err := b.Refresh(ctx, []*state.Container{c}); err != nil {
 		return 0, err
 	}
@@ -637,6 +640,12 @@ func (b *Backend) exec(ctx context.Context, c *state.Container, args []string, s
 		return 0, err
 	}
 	p.ContainerBounding = c.Data[DataCapBnd]
+	return b.attachExec(c, strconv.Itoa(vmid), f, p, stdio)
+}
+
+// attachExec runs the exec helper with p in the CT vmid through
+// lxc-attach.
+func (b *Backend) attachExec(c *state.Container, vmid string, f *execFlags, p *inithelper.Process, stdio runtime.Stdio) (int, error) {
 	pj, _ := json.Marshal(p)
 	// The process (its environment may hold secrets) goes to the exec
 	// helper through a pipe on descriptor inithelper.ExecFD, never on
@@ -653,7 +662,7 @@ func (b *Backend) exec(ctx context.Context, c *state.Container, args []string, s
 	if _, err := trust.LookPath(b.lxcAttach); errs.KindOf(err) == errs.KindInvalidConfig {
 		return 0, errs.Wrap(errs.KindInvalidConfig, err, "exec in container %s: refusing to run %s", c.ID, b.lxcAttach)
 	}
-	cmd := exec.Command(b.lxcAttach, "-P", b.lxcPath, "-n", strconv.Itoa(vmid), "--clear-env", "--elevated-privileges=CAP", "--",
+	cmd := exec.Command(b.lxcAttach, "-P", b.lxcPath, "-n", vmid, "--clear-env", "--elevated-privileges=CAP", "--",
 		inithelper.Binary, inithelper.ExecVerb)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio.Stdin, stdio.Stdout, stdio.Stderr
 	if f.detach {
