@@ -229,7 +229,7 @@ func TestTranslateMountErrors(t *testing.T) {
 		{"mqueue elsewhere", specs.Mount{Destination: "/mq", Type: "mqueue", Source: "mqueue"}, errs.KindUnsupported, "mounts[0] (/mq)"},
 		{"tmpfs option injection", specs.Mount{Destination: "/t", Type: "tmpfs", Options: []string{"size=1m 0 0\nlxc.x"}}, errs.KindUnsupported, "tmpfs option"},
 		{"tmpfs over a file of the image", specs.Mount{Destination: "/etc/filehere", Type: "tmpfs"}, errs.KindInvalidBundle, "not a directory"},
-		{"bind option not allowed", bind("/d", "data", "uid=5"), errs.KindUnsupported, `mount option "uid=5"`},
+		{"bind option not allowed", bind("/d", "data", "errors=remount-ro"), errs.KindUnsupported, `mount option "errors=remount-ro"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

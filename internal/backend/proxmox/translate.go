@@ -125,6 +125,10 @@ type Request struct {
 	// Net is the network the init helper configures before it answers
 	// ready (only with InitHelperDir).
 	Net *netsetup.Config
+	// Rootfs is what the init helper mounts in the container before
+	// anything else: the spec's mounts in its order, masked and
+	// read-only paths (mounts.go; nil without an init helper).
+	Rootfs *inithelper.RootfsSetup
 	// ResolvConf, when not nil, must be written to
 	// <InitHelperDir>/ResolvConfName: a read-only root gets its
 	// /etc/resolv.conf from there (a read-only bind mount).
@@ -159,6 +163,8 @@ type translator struct {
 	mps  []string
 	devs []string
 	nets []string
+	// rootfs collects the init helper's mounts (nil without a helper).
+	rootfs *inithelper.RootfsSetup
 }
 
 // Translate turns an OCI spec into a Proxmox container request. It is a
@@ -1149,8 +1155,6 @@ func (t *translator) misc() error {
 		if s.Linux.Personality != nil {
 			return unsupported("linux.personality", "not available on Proxmox")
 		}
-		// maskedPaths/readonlyPaths: LXC's proc:mixed/sys:mixed mounts and
-		// its AppArmor profile protect the same paths; not mapped.
 	}
 	return nil
 }
