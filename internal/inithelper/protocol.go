@@ -98,9 +98,12 @@ type Process struct {
 	GID            uint32   `json:"gid"`
 	AdditionalGids []uint32 `json:"additionalGids,omitempty"`
 	// Umask nil means 0022, as with runc.
-	Umask           *uint32             `json:"umask,omitempty"`
-	NoNewPrivileges bool                `json:"noNewPrivileges,omitempty"`
-	Rlimits         []specs.POSIXRlimit `json:"rlimits,omitempty"`
+	Umask           *uint32 `json:"umask,omitempty"`
+	NoNewPrivileges bool    `json:"noNewPrivileges,omitempty"`
+	// OOMScoreAdj, when set, is written to /proc/self/oom_score_adj
+	// (Prepare), which the process inherits.
+	OOMScoreAdj *int                `json:"oomScoreAdj,omitempty"`
+	Rlimits     []specs.POSIXRlimit `json:"rlimits,omitempty"`
 	// Capabilities nil leaves the sets as they are (a uid other than 0
 	// then loses them all at setuid, as with runc).
 	Capabilities *specs.LinuxCapabilities `json:"capabilities,omitempty"`

@@ -627,9 +627,6 @@ func (t *translator) process() error {
 		}
 		t.raw("lxc.selinux.context", p.SelinuxLabel)
 	}
-	if p.OOMScoreAdj != nil {
-		t.warn("process.oomScoreAdj cannot be set through Proxmox; ignored")
-	}
 	if p.Scheduler != nil || p.IOPriority != nil || p.ExecCPUAffinity != nil {
 		t.warn("process.scheduler/ioPriority/execCPUAffinity are not supported by Proxmox; ignored")
 	}
@@ -676,6 +673,13 @@ func HelperProcess(p *specs.Process) (*inithelper.Process, error) {
 	hp := &inithelper.Process{
 		Args: p.Args, Env: p.Env, Cwd: cwd, UID: p.User.UID, GID: p.User.GID,
 		AdditionalGids: p.User.AdditionalGids, NoNewPrivileges: p.NoNewPrivileges,
+	}
+	if p.OOMScoreAdj != nil {
+		if *p.OOMScoreAdj < -1000 || *p.OOMScoreAdj > 1000 {
+			return nil, invalid("process.oomScoreAdj", "%d is outside -1000..1000", *p.OOMScoreAdj)
+		}
+		v := *p.OOMScoreAdj
+		hp.OOMScoreAdj = &v
 	}
 	if p.User.Umask != nil {
 		if *p.User.Umask > 0o777 {
