@@ -233,6 +233,14 @@ func (r *RootfsSetup) Setup() error {
 	if err := r.Validate(); err != nil {
 		return err
 	}
+	// First make every mount of the container a slave, as runc does by
+	// default: what the helper mounts below then never propagates out of
+	// the container (LXC leaves the container's mounts shared, some in
+	// peer groups that began outside it), while mounts the node adds
+	// still propagate in.
+	if err := unix.Mount("", "/", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("make the container's mounts slaves: %w", err)
+	}
 	freshDev := false
 	skipDev := map[string]bool{}
 	for _, m := range r.Mounts {

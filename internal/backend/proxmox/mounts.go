@@ -553,8 +553,17 @@ func (t *translator) tmpfsMount(field string, m specs.Mount, dest string) (strin
 	if err != nil {
 		return "", err
 	}
-	// LXC takes a relative target as relative to the container's rootfs.
-	t.raw("lxc.mount.entry", "tmpfs "+fstabEscape(strings.TrimPrefix(tg.path, "/"))+" tmpfs "+strings.Join(append(opts, "create=dir"), ",")+" 0 0")
+	// The spec's source is what mountinfo shows (runtime-tools compares
+	// it); LXC takes a relative target as relative to the container's
+	// rootfs.
+	source := m.Source
+	if source == "" {
+		source = "tmpfs"
+	}
+	if err := checkText(field+" source", source); err != nil {
+		return "", err
+	}
+	t.raw("lxc.mount.entry", fstabEscape(source)+" "+fstabEscape(strings.TrimPrefix(tg.path, "/"))+" tmpfs "+strings.Join(append(opts, "create=dir"), ",")+" 0 0")
 	t.mountTarget(tg, false)
 	t.present(tg.path, nil)
 	return tg.path, nil

@@ -99,7 +99,7 @@ func TestRootfsPlanWithoutDev(t *testing.T) {
 	if got := planString(r.Rootfs); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("plan =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	if raw := strings.Join(rawLines(r), "\n"); !strings.Contains(raw, "tmpfs dev/shm tmpfs") || !strings.Contains(raw, "mqueue dev/mqueue mqueue") {
+	if raw := strings.Join(rawLines(r), "\n"); !strings.Contains(raw, "shm dev/shm tmpfs") || !strings.Contains(raw, "mqueue dev/mqueue mqueue") {
 		t.Errorf("LXC entries for /dev/shm and /dev/mqueue missing: %s", raw)
 	}
 }
