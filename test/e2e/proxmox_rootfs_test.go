@@ -36,10 +36,25 @@ func parseMountinfo(s string) []mountinfoEntry {
 // masked paths unreadable and the read-only paths read-only; the
 // console LXC gave keeps working (pct exec, a tty device).
 func TestProxmoxSpecMountsInOrder(t *testing.T) {
-	e := newPveEnv(t, false, "")
+	t.Run("unprivileged", func(t *testing.T) { testSpecMountsInOrder(t, "9.1", nil) })
+	t.Run("unprivileged-pve8.4", func(t *testing.T) { testSpecMountsInOrder(t, "8.4", nil) })
+	// A privileged container with ostype debian: LXC's files for
+	// ostype unmanaged put the ttys in /dev/lxc, which a privileged
+	// container's /dev lacks (CONFORMANCE.md's findings), another issue.
+	t.Run("privileged", func(t *testing.T) {
+		testSpecMountsInOrder(t, "9.1", map[string]string{"org.nexcage.proxmox.unprivileged": "0", "org.nexcage.proxmox.ostype": "debian"})
+	})
+}
+
+func testSpecMountsInOrder(t *testing.T, pveVersion string, annotations map[string]string) {
+	e := newPveEnvWith(t, false, "", "PVESIM_PVE_VERSION="+pveVersion)
 	n := e.n
 	dir := testutil.ContainerTempDir(t)
 	bundle := testutil.BusyboxBundle(t, filepath.Join(dir, "bundle"), []string{"sleep", "1000"}, func(s *specs.Spec) {
+		s.Annotations = annotations
+		if annotations != nil {
+			s.Root.Readonly = false // forces ostype unmanaged
+		}
 		s.Mounts = append(s.Mounts,
 			specs.Mount{Destination: "/srv/scratch", Type: "tmpfs", Source: "scratch", Options: []string{"nosuid", "mode=700", "size=1m"}},
 			specs.Mount{Destination: "/dev/extra", Type: "tmpfs", Source: "extra", Options: []string{"size=64k"}})
@@ -52,7 +67,7 @@ func TestProxmoxSpecMountsInOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for name, data := range map[string]string{"srv/secret": "s3cret\n", "srv/hidden/file": "hidden\n", "srv/ro/file": "ro\n"} {
+	for name, data := range map[string]string{"etc/debian_version": "12.0\n", "srv/secret": "s3cret\n", "srv/hidden/file": "hidden\n", "srv/ro/file": "ro\n"} {
 		if err := os.WriteFile(filepath.Join(rootfs, name), []byte(data), 0o666); err != nil {
 			t.Fatal(err)
 		}
@@ -61,6 +76,14 @@ func TestProxmoxSpecMountsInOrder(t *testing.T) {
 	n.Must("create", "--name", id, "--image", bundle)
 	n.CleanupContainer(id)
 	vmid := e.vmidOf(id)
+	conf, err := os.ReadFile(e.confPath(vmid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Proxmox writes unprivileged only when it is 1.
+	if unpriv := strings.Contains(string(conf), "\nunprivileged: 1\n"); unpriv != (annotations == nil) {
+		t.Fatalf("%d.conf: unprivileged %v, want %v:\n%s", vmid, unpriv, annotations == nil, conf)
+	}
 	inside := func(args ...string) (string, error) {
 		return e.pctRun(append([]string{"exec", strconv.Itoa(vmid), "--"}, args...)...)
 	}
