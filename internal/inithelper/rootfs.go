@@ -251,15 +251,38 @@ func (r *RootfsSetup) Setup() error {
 			skipDev[strings.TrimPrefix(m.Destination, "/dev/")] = true
 		}
 	}
+	var oldDev *os.File // LXC's /dev, once a fresh one covers it
+	defer func() {
+		if oldDev != nil {
+			_ = oldDev.Close()
+		}
+	}()
 	for i, m := range r.Mounts {
 		var err error
 		switch m.Kind {
 		case KindRebind:
 			err = rebind(m.Destination, flagsOf(m.Flags))
+			if denied(err) {
+				// Only the order is lost: LXC's mount stays as it is.
+				// LXC's AppArmor profile for a privileged container
+				// refuses rbinds of /proc, /sys and /dev paths.
+				warnf("mounts[%d] (%s) stays where LXC mounted it (out of the spec's order): %v", i, m.Destination, err)
+				err = nil
+			}
 		case KindDev:
-			err = setupDev(m, skipDev)
+			oldDev, err = setupDev(m, skipDev)
 		case KindDevpts:
 			err = freshMount(m, "devpts")
+			if denied(err) && oldDev != nil {
+				// LXC's AppArmor profiles allow no devpts mount in a
+				// container: use the container's own devpts instance
+				// LXC mounted (a non-recursive bind, which they allow).
+				warnf("mounts[%d] (%s): %v; using the devpts instance LXC mounted for the container", i, m.Destination, err)
+				err = unix.Mount("/proc/self/fd/"+strconv.Itoa(int(oldDev.Fd()))+"/pts", m.Destination, "", unix.MS_BIND, "")
+				if err == nil {
+					err = remountBind(m.Destination, flagsOf(m.Flags))
+				}
+			}
 		case KindTmpfs:
 			err = freshMount(m, "tmpfs")
 		case KindMqueue:
@@ -316,30 +339,47 @@ func freshMount(m Mount, fstype string) error {
 
 // setupDev mounts a fresh tmpfs at /dev and populates it from LXC's
 // /dev (see RootfsSetup). skip names the entries of /dev that later
-// fresh mounts of the spec provide.
-func setupDev(m Mount, skip map[string]bool) error {
-	old, err := unix.Open("/dev", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+// fresh mounts of the spec provide. It returns LXC's /dev, open, which
+// the caller closes.
+func setupDev(m Mount, skip map[string]bool) (*os.File, error) {
+	old, err := os.OpenFile("/dev", os.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
-		return fmt.Errorf("open LXC's /dev: %w", err)
+		return nil, fmt.Errorf("open LXC's /dev: %w", err)
 	}
-	defer unix.Close(old)
 	// The old /dev stays reachable through this descriptor once the new
 	// tmpfs covers it; binds from it are binds of mounts of this
 	// namespace, which a user namespace allows.
-	oldPath := "/proc/self/fd/" + strconv.Itoa(old)
-	if err := unix.Mount(m.Source, "/dev", "tmpfs", flagsOf(m.Flags), strings.Join(m.Data, ",")); err != nil {
-		return fmt.Errorf("mount tmpfs: %w", err)
+	oldPath := "/proc/self/fd/" + strconv.Itoa(int(old.Fd()))
+	err = unix.Mount(m.Source, "/dev", "tmpfs", flagsOf(m.Flags), strings.Join(m.Data, ","))
+	if err != nil {
+		err = fmt.Errorf("mount tmpfs: %w", err)
 	}
-	if err := copyDev(oldPath, "/dev", skip, true); err != nil {
-		return err
+	if err == nil {
+		err = copyDev(oldPath, "/dev", skip, true)
 	}
-	if skip["pts"] {
+	if err == nil && skip["pts"] {
 		_ = os.Remove("/dev/ptmx")
-		if err := os.Symlink("pts/ptmx", "/dev/ptmx"); err != nil {
-			return fmt.Errorf("symlink /dev/ptmx: %w", err)
+		if err = os.Symlink("pts/ptmx", "/dev/ptmx"); err != nil {
+			err = fmt.Errorf("symlink /dev/ptmx: %w", err)
 		}
 	}
-	return nil
+	if err != nil {
+		_ = old.Close()
+		return nil, err
+	}
+	return old, nil
+}
+
+// denied reports a mount refused by a security module (LXC's AppArmor
+// profile answers EACCES) or by the kernel's rules for the namespace.
+func denied(err error) bool {
+	return errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)
+}
+
+// warnf reports a degraded step on the helper's stderr (LXC's console
+// log).
+func warnf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "nexcage init: "+format+"\n", a...)
 }
 
 // copyDev re-creates the entries of the directory src in dst: mount
@@ -458,6 +498,11 @@ func readonly(p string) error {
 		return nil
 	}
 	if err := unix.Mount(p, p, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		if cur, serr := currentFlags(p); denied(err) && serr == nil && cur&unix.MS_RDONLY != 0 {
+			// Already read-only (LXC's proc:mixed makes /proc/sys and
+			// /proc/sysrq-trigger so), where the bind is refused.
+			return nil
+		}
 		return fmt.Errorf("bind onto itself: %w", err)
 	}
 	if err := remountBind(p, unix.MS_RDONLY); err != nil {
