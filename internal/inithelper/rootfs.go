@@ -350,7 +350,9 @@ func setupDev(m Mount, skip map[string]bool) (*os.File, error) {
 	// tmpfs covers it; binds from it are binds of mounts of this
 	// namespace, which a user namespace allows.
 	oldPath := "/proc/self/fd/" + strconv.Itoa(int(old.Fd()))
-	err = unix.Mount(m.Source, "/dev", "tmpfs", flagsOf(m.Flags), strings.Join(m.Data, ","))
+	// Read-only only once it is filled (as runc does).
+	flags := flagsOf(m.Flags)
+	err = unix.Mount(m.Source, "/dev", "tmpfs", flags&^unix.MS_RDONLY, strings.Join(m.Data, ","))
 	if err != nil {
 		err = fmt.Errorf("mount tmpfs: %w", err)
 	}
@@ -361,6 +363,20 @@ func setupDev(m Mount, skip map[string]bool) (*os.File, error) {
 		_ = os.Remove("/dev/ptmx")
 		if err = os.Symlink("pts/ptmx", "/dev/ptmx"); err != nil {
 			err = fmt.Errorf("symlink /dev/ptmx: %w", err)
+		}
+	}
+	if err == nil {
+		// The mount points of the fresh mounts to come, even those LXC's
+		// /dev lacks (a read-only /dev could not get them later).
+		for name := range skip {
+			if err = os.MkdirAll("/dev/"+name, 0o755); err != nil {
+				break
+			}
+		}
+	}
+	if err == nil && flags&unix.MS_RDONLY != 0 {
+		if err = unix.Mount("", "/dev", "", unix.MS_REMOUNT|flags, ""); err != nil {
+			err = fmt.Errorf("remount read-only: %w", err)
 		}
 	}
 	if err != nil {
@@ -429,7 +445,13 @@ func copyDev(src, dst string, skip map[string]bool, top bool) error {
 			if isMountpoint(s) {
 				// A mount of its own (pts, shm, mqueue, lxc ttys...):
 				// all of it, with what is mounted below.
-				if err := unix.Mount(s, t, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+				err := unix.Mount(s, t, "", unix.MS_BIND|unix.MS_REC, "")
+				if denied(err) {
+					// LXC's AppArmor profile for a privileged container
+					// allows binds, not rbinds, from /dev/...
+					err = unix.Mount(s, t, "", unix.MS_BIND, "")
+				}
+				if err != nil {
 					return fmt.Errorf("bind %s from LXC's /dev: %w", t, err)
 				}
 				continue

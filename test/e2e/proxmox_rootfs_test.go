@@ -37,18 +37,20 @@ func parseMountinfo(s string) []mountinfoEntry {
 // still works.
 func TestProxmoxSpecMountsInOrder(t *testing.T) {
 	t.Run("unprivileged", func(t *testing.T) { testSpecMountsInOrder(t, "9.1", nil) })
-	t.Run("unprivileged-pve8.4", func(t *testing.T) { testSpecMountsInOrder(t, "8.4", nil) })
+	// And a read-only /dev (made read-only once the helper filled it).
+	t.Run("unprivileged-pve8.4", func(t *testing.T) { testSpecMountsInOrder(t, "8.4", nil, "ro") })
 	t.Run("privileged", func(t *testing.T) {
 		testSpecMountsInOrder(t, "9.1", map[string]string{"org.nexcage.proxmox.unprivileged": "0"})
 	})
 }
 
-func testSpecMountsInOrder(t *testing.T, pveVersion string, annotations map[string]string) {
+func testSpecMountsInOrder(t *testing.T, pveVersion string, annotations map[string]string, devOptions ...string) {
 	e := newPveEnvWith(t, false, "", "PVESIM_PVE_VERSION="+pveVersion)
 	n := e.n
 	dir := testutil.ContainerTempDir(t)
 	bundle := testutil.BusyboxBundle(t, filepath.Join(dir, "bundle"), []string{"sleep", "1000"}, func(s *specs.Spec) {
 		s.Annotations = annotations
+		s.Mounts[1].Options = append(s.Mounts[1].Options, devOptions...)
 		s.Mounts = append(s.Mounts,
 			specs.Mount{Destination: "/srv/scratch", Type: "tmpfs", Source: "scratch", Options: []string{"nosuid", "mode=700", "size=1m"}},
 			specs.Mount{Destination: "/dev/extra", Type: "tmpfs", Source: "extra", Options: []string{"size=64k"}})
@@ -114,7 +116,11 @@ func testSpecMountsInOrder(t *testing.T, pveVersion string, annotations map[stri
 	for _, m := range entries {
 		byPoint[m.point] = m // the last (topmost) one
 	}
-	for point, flag := range map[string]string{"/srv/scratch": "nosuid", "/dev/shm": "noexec", "/sys": "ro", "/srv/ro": "ro", "/proc/sys": "ro"} {
+	flags := map[string]string{"/srv/scratch": "nosuid", "/dev/shm": "noexec", "/sys": "ro", "/srv/ro": "ro", "/proc/sys": "ro", "/dev": "nosuid"}
+	if len(devOptions) > 0 {
+		flags["/dev"] = "ro"
+	}
+	for point, flag := range flags {
 		if m, ok := byPoint[point]; !ok || !strings.Contains(","+m.opts+",", ","+flag+",") {
 			t.Errorf("%s: mount options %q lack %s", point, m.opts, flag)
 		}
