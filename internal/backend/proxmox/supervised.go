@@ -368,6 +368,11 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 		if opts.Bundle != "" {
 			where = filepath.Join(opts.Bundle, "config.json")
 		}
+		if strings.HasPrefix(msg, "mounts[") || strings.HasPrefix(msg, "linux.maskedPaths") || strings.HasPrefix(msg, "linux.readonlyPaths") {
+			// The init helper's rootfs setup (inithelper.RootfsSetup).
+			return errs.New(errs.KindBackend, "container %s: %s", c.ID, msg).
+				WithHint("the container cannot mount what %s asks for (mounts, linux.maskedPaths, linux.readonlyPaths; docs/MAPPING.md, \"The init helper presents the mounts\"): change that entry, or route this container to runc/crun", where)
+		}
 		return errs.New(errs.KindBackend, "container %s: %s", c.ID, msg).
 			WithHint("the process in %s cannot run as asked (check process.args, cwd, user, capabilities, rlimits, linux.sysctl and PATH)", where)
 	}
