@@ -171,3 +171,18 @@ func testSpecMountsInOrder(t *testing.T, pveVersion string, annotations map[stri
 	}
 	n.Must("delete", "--force", id)
 }
+
+// TestProxmoxSpecMountRefusedAtCreate: a mount the init helper cannot
+// make (a devpts gid the container's user namespace does not map) fails
+// create, naming the mount, with a hint about mounts; nothing is left.
+func TestProxmoxSpecMountRefusedAtCreate(t *testing.T) {
+	e := newPveEnv(t, false, "")
+	n := e.n
+	dir := testutil.ContainerTempDir(t)
+	bundle := testutil.BusyboxBundle(t, filepath.Join(dir, "bundle"), []string{"sleep", "1000"}, func(s *specs.Spec) {
+		s.Mounts[2].Options = []string{"newinstance", "gid=70000"}
+	})
+	n.Fails(8, "mounts[2] (/dev/pts, devpts): mount devpts: invalid argument", "create", "--bundle", bundle, "refused")
+	n.Fails(8, "cannot mount what", "create", "--bundle", bundle, "refused")
+	e.assertNothingLeft("refused mount")
+}
