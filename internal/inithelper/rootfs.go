@@ -262,7 +262,7 @@ func (r *RootfsSetup) Setup() error {
 		switch m.Kind {
 		case KindRebind:
 			err = rebind(m.Destination, flagsOf(m.Flags))
-			if denied(err) {
+			if errors.Is(err, errBindDenied) {
 				// Only the order is lost: LXC's mount stays as it is.
 				// LXC's AppArmor profile for a privileged container
 				// refuses rbinds of /proc, /sys and /dev paths.
@@ -305,6 +305,10 @@ func (r *RootfsSetup) Setup() error {
 	return nil
 }
 
+// errBindDenied marks a rebind whose bind was refused (by a security
+// module): the mount stays where LXC put it, out of the spec's order.
+var errBindDenied = errors.New("refused")
+
 // rebind bind-mounts what is mounted at p onto itself, recursively (a
 // non-recursive bind of a mount with locked children fails EINVAL in a
 // user namespace), then adds flags.
@@ -317,8 +321,13 @@ func rebind(p string, flags uintptr) error {
 		return errors.New("is a symlink in the container")
 	}
 	if err := unix.Mount(p, p, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		if denied(err) {
+			return fmt.Errorf("bind onto itself: %w (%w)", err, errBindDenied)
+		}
 		return fmt.Errorf("bind onto itself: %w", err)
 	}
+	// The spec's flags on the new mount: refused is an error (the
+	// container would be less restricted than the spec asks).
 	if flags != 0 {
 		if err := remountBind(p, flags); err != nil {
 			return fmt.Errorf("remount with the spec's flags: %w", err)
