@@ -47,6 +47,12 @@ func InitMain(args []string) int {
 		return fail("no process from the supervisor (%v)", err)
 	}
 	p := m.Process
+	// The spec's mounts first, in its order (rootfs.go): the network
+	// setup and the sysctls below then use the container's final /proc
+	// and /sys.
+	if err := m.Rootfs.Setup(); err != nil {
+		return fail("%v", err)
+	}
 	// Network setup of the container (interfaces, addresses, resolv.conf)
 	// first: then Prepare writes the net.* sysctls, which may name the
 	// interfaces.

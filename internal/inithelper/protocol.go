@@ -53,8 +53,10 @@ const (
 // Message types of the init protocol (one JSON message per packet on a
 // SOCK_SEQPACKET unix socket):
 //
-//	supervisor -> helper  process  {process, net}
-//	helper                configures the network (net), if any, then
+//	supervisor -> helper  process  {process, net, rootfs}
+//	helper                mounts the spec's mounts, masked and read-only
+//	                      paths (rootfs, RootfsSetup), if any, then
+//	                      configures the network (net), if any, then
 //	                      checks the process and writes its sysctls
 //	                      (Prepare); a failure is an error {msg}
 //	helper -> supervisor  ready | error {msg}
@@ -76,7 +78,10 @@ type Message struct {
 	// Net, when set, is the network the init helper configures before
 	// it answers ready (internal/netsetup).
 	Net *netsetup.Config `json:"net,omitempty"`
-	Msg string           `json:"msg,omitempty"`
+	// Rootfs, when set, is what the init helper mounts in the container
+	// first (rootfs.go).
+	Rootfs *RootfsSetup `json:"rootfs,omitempty"`
+	Msg    string       `json:"msg,omitempty"`
 }
 
 // Process is the OCI process as the helpers apply it: every field of
@@ -93,9 +98,12 @@ type Process struct {
 	GID            uint32   `json:"gid"`
 	AdditionalGids []uint32 `json:"additionalGids,omitempty"`
 	// Umask nil means 0022, as with runc.
-	Umask           *uint32             `json:"umask,omitempty"`
-	NoNewPrivileges bool                `json:"noNewPrivileges,omitempty"`
-	Rlimits         []specs.POSIXRlimit `json:"rlimits,omitempty"`
+	Umask           *uint32 `json:"umask,omitempty"`
+	NoNewPrivileges bool    `json:"noNewPrivileges,omitempty"`
+	// OOMScoreAdj, when set, is written to /proc/self/oom_score_adj
+	// (Prepare), which the process inherits.
+	OOMScoreAdj *int                `json:"oomScoreAdj,omitempty"`
+	Rlimits     []specs.POSIXRlimit `json:"rlimits,omitempty"`
 	// Capabilities nil leaves the sets as they are (a uid other than 0
 	// then loses them all at setuid, as with runc).
 	Capabilities *specs.LinuxCapabilities `json:"capabilities,omitempty"`

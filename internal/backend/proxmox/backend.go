@@ -352,7 +352,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	c.Pid = 0
 	if helper {
 		// pct start now: the init helper holds process.args until start.
-		if err := b.startSupervised(ctx, c, vmid, opts, req.Process, req.Net, req.RootUID, req.RootGID); err != nil {
+		if err := b.startSupervised(ctx, c, vmid, opts, req.Process, req.Net, req.Rootfs, req.RootUID, req.RootGID); err != nil {
 			return err
 		}
 	}

@@ -246,12 +246,12 @@ func copyFile(src, dst string, mode os.FileMode) error {
 // startSupervised starts the supervisor, then the container (pct start),
 // and waits until the init helper is connected and ready. It fills c's
 // pid and writes opts.PidFile with the supervisor's pid.
-func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid int, opts runtime.CreateOptions, proc *inithelper.Process, netCfg *netsetup.Config, uid, gid int) (err error) {
+func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid int, opts runtime.CreateOptions, proc *inithelper.Process, netCfg *netsetup.Config, rootfs *inithelper.RootfsSetup, uid, gid int) (err error) {
 	hp := b.helperPaths(c.Data[DataHelperDir])
 	if proc == nil {
 		return errs.New(errs.KindInternal, "container %s: no process for the init helper", c.ID)
 	}
-	msg, _ := json.Marshal(inithelper.Message{Process: proc, Net: netCfg})
+	msg, _ := json.Marshal(inithelper.Message{Process: proc, Net: netCfg, Rootfs: rootfs})
 	if err := atomicfile.Write(hp.process, msg, 0o600); err != nil {
 		return errs.Wrap(errs.KindBackend, err, "container %s: cannot write the process description", c.ID)
 	}
@@ -367,6 +367,11 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 		where := "the image config"
 		if opts.Bundle != "" {
 			where = filepath.Join(opts.Bundle, "config.json")
+		}
+		if strings.HasPrefix(msg, "mounts[") || strings.HasPrefix(msg, "linux.maskedPaths") || strings.HasPrefix(msg, "linux.readonlyPaths") {
+			// The init helper's rootfs setup (inithelper.RootfsSetup).
+			return errs.New(errs.KindBackend, "container %s: %s", c.ID, msg).
+				WithHint("the container cannot mount what %s asks for (mounts, linux.maskedPaths, linux.readonlyPaths; docs/MAPPING.md, \"The init helper presents the mounts\"): change that entry, or route this container to runc/crun", where)
 		}
 		return errs.New(errs.KindBackend, "container %s: %s", c.ID, msg).
 			WithHint("the process in %s cannot run as asked (check process.args, cwd, user, capabilities, rlimits, linux.sysctl and PATH)", where)

@@ -136,6 +136,10 @@ type Request struct {
 	// Net is the network the init helper configures before it answers
 	// ready (only with InitHelperDir).
 	Net *netsetup.Config
+	// Rootfs is what the init helper mounts in the container before
+	// anything else: the spec's mounts in its order, masked and
+	// read-only paths (mounts.go; nil without an init helper).
+	Rootfs *inithelper.RootfsSetup
 	// ResolvConf, when not nil, must be written to
 	// <InitHelperDir>/ResolvConfName: a read-only root gets its
 	// /etc/resolv.conf from there (a read-only bind mount).
@@ -170,6 +174,8 @@ type translator struct {
 	mps  []string
 	devs []string
 	nets []string
+	// rootfs collects the init helper's mounts (nil without a helper).
+	rootfs *inithelper.RootfsSetup
 }
 
 // Translate turns an OCI spec into a Proxmox container request. It is a
@@ -632,9 +638,6 @@ func (t *translator) process() error {
 		}
 		t.raw("lxc.selinux.context", p.SelinuxLabel)
 	}
-	if p.OOMScoreAdj != nil {
-		t.warn("process.oomScoreAdj cannot be set through Proxmox; ignored")
-	}
 	if p.Scheduler != nil || p.IOPriority != nil || p.ExecCPUAffinity != nil {
 		t.warn("process.scheduler/ioPriority/execCPUAffinity are not supported by Proxmox; ignored")
 	}
@@ -681,6 +684,13 @@ func HelperProcess(p *specs.Process) (*inithelper.Process, error) {
 	hp := &inithelper.Process{
 		Args: p.Args, Env: p.Env, Cwd: cwd, UID: p.User.UID, GID: p.User.GID,
 		AdditionalGids: p.User.AdditionalGids, NoNewPrivileges: p.NoNewPrivileges,
+	}
+	if p.OOMScoreAdj != nil {
+		if *p.OOMScoreAdj < -1000 || *p.OOMScoreAdj > 1000 {
+			return nil, invalid("process.oomScoreAdj", "%d is outside -1000..1000", *p.OOMScoreAdj)
+		}
+		v := *p.OOMScoreAdj
+		hp.OOMScoreAdj = &v
 	}
 	if p.User.Umask != nil {
 		if *p.User.Umask > 0o777 {
@@ -1275,8 +1285,6 @@ func (t *translator) misc() error {
 		if s.Linux.Personality != nil {
 			return unsupported("linux.personality", "not available on Proxmox")
 		}
-		// maskedPaths/readonlyPaths: LXC's proc:mixed/sys:mixed mounts and
-		// its AppArmor profile protect the same paths; not mapped.
 	}
 	return nil
 }
