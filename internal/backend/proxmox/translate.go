@@ -1131,10 +1131,8 @@ func (t *translator) sysctl() error {
 // misc handles the spec fields that Proxmox covers itself or cannot do.
 func (t *translator) misc() error {
 	s := t.in.Spec
-	//lint:ignore SA1019 deprecated prestart hooks must be refused like the others
-	if s.Hooks != nil && (len(s.Hooks.Prestart)+len(s.Hooks.CreateRuntime)+len(s.Hooks.CreateContainer)+
-		len(s.Hooks.StartContainer)+len(s.Hooks.Poststart)+len(s.Hooks.Poststop) > 0) {
-		return unsupported("hooks", "OCI hooks are not run by the Proxmox backend")
+	if err := checkHooks(s, t.req.Process != nil); err != nil {
+		return err
 	}
 	if s.Linux != nil {
 		if s.Linux.Seccomp != nil {

@@ -1,0 +1,164 @@
+package proxmox
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nexcage/nexcage/internal/bundle"
+	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/hooks"
+	"github.com/nexcage/nexcage/internal/state"
+)
+
+// OCI hooks on the Proxmox backend: nexcage runs them on the host
+// (internal/hooks), at the lifecycle points of the runtime-spec
+// (config.md "POSIX-platform Hooks", runtime.md "Lifecycle"):
+//
+//   - prestart, then createRuntime: in `create`, once the container runs
+//     (pct start) with its namespaces, mounts and network set up and the
+//     init helper waits for `start`, before the user's process runs. The
+//     state on stdin says "created" with the init's host pid. A failure
+//     fails create, which undoes everything (the CT is destroyed) and then
+//     runs the poststop hooks (the lifecycle continues at "delete").
+//   - poststart: in `start`, once the init helper has been released to
+//     exec the process, before start returns; a failure is logged as a
+//     warning.
+//   - poststop: in `delete`, after the CT is destroyed, before delete
+//     returns; a failure is logged as a warning.
+//
+// createContainer and startContainer hooks run in the container's
+// namespaces (their path resolves there for startContainer): they are
+// refused by name; the init helper does not run them.
+//
+// `start` and `delete` are other nexcage processes than `create`: the
+// poststart and poststop hooks are recorded in the container's state
+// (DataHooks) at create, before the CT exists, so that a delete --force
+// after a crash runs poststop too.
+
+// DataHooks is the state.Container.Data key holding the JSON of the
+// poststart and poststop hooks (recordedHooks).
+const DataHooks = "hooks"
+
+// recordedHooks are the hooks later verbs run.
+type recordedHooks struct {
+	Poststart []specs.Hook `json:"poststart,omitempty"`
+	Poststop  []specs.Hook `json:"poststop,omitempty"`
+}
+
+// checkHooks refuses the hooks the Proxmox backend cannot run (the
+// translator's step; paths are checked by Create with the trust rule).
+func checkHooks(s *specs.Spec, hasProcess bool) error {
+	h := s.Hooks
+	if h == nil {
+		return nil
+	}
+	if len(h.CreateContainer) > 0 {
+		return unsupported("hooks.createContainer", "createContainer hooks run in the container's namespaces before its root is switched; a Proxmox container is set up by LXC, which gives nexcage no such point (use createRuntime hooks, which nexcage runs on the host with the container's pid on stdin, or route this container to runc/crun)")
+	}
+	if len(h.StartContainer) > 0 {
+		return unsupported("hooks.startContainer", "startContainer hooks run inside the container, which nexcage's init helper does not do (run the command from process.args, or route this container to runc/crun)")
+	}
+	if len(hooks.Lists(h)) > 0 && !hasProcess {
+		return unsupported("hooks", "hooks are run around the container's process, and this spec has none")
+	}
+	return nil
+}
+
+// hookRunner is the runner of this backend's hooks.
+func (b *Backend) hookRunner() *hooks.Runner {
+	if b.hooks != nil {
+		return b.hooks
+	}
+	return &hooks.Runner{Log: b.log}
+}
+
+// hookState is the state a hook gets on stdin.
+func hookState(c *state.Container, status specs.ContainerState) specs.State {
+	v := c.OCIVersion
+	if v == "" {
+		v = bundle.SpecVersion
+	}
+	pid := c.Pid
+	if status == specs.StateStopped {
+		pid = 0
+	}
+	return specs.State{Version: v, ID: c.ID, Status: status, Pid: pid, Bundle: c.Bundle, Annotations: c.Annotations}
+}
+
+// recordHooks checks every hook path (trust) and records the hooks later
+// verbs run in c. It returns whether c has hooks at all.
+func (b *Backend) recordHooks(c *state.Container, h *specs.Hooks) (bool, error) {
+	if len(hooks.Lists(h)) == 0 {
+		return false, nil
+	}
+	if err := b.hookRunner().CheckAll(h); err != nil {
+		return false, addContainer(c.ID, err)
+	}
+	if len(h.Poststart)+len(h.Poststop) > 0 {
+		data, err := json.Marshal(recordedHooks{Poststart: h.Poststart, Poststop: h.Poststop})
+		if err != nil {
+			return false, errs.Wrap(errs.KindInternal, err, "container %s: cannot encode its hooks", c.ID)
+		}
+		c.Data[DataHooks] = string(data)
+	}
+	return true, nil
+}
+
+// recorded returns the hooks recorded in c (none when the record is
+// unreadable: a warning, as poststart and poststop failures are).
+func (b *Backend) recorded(c *state.Container) recordedHooks {
+	var r recordedHooks
+	if s := c.Data[DataHooks]; s != "" {
+		if err := json.Unmarshal([]byte(s), &r); err != nil {
+			b.log.Warn("the container's recorded hooks are unreadable; not run", "id", c.ID, "err", err)
+		}
+	}
+	return r
+}
+
+// runCreateHooks runs the prestart and createRuntime hooks (create, the
+// container set up and waiting for start).
+func (b *Backend) runCreateHooks(ctx context.Context, c *state.Container, h *specs.Hooks) error {
+	if h == nil {
+		return nil
+	}
+	r := b.hookRunner()
+	st := hookState(c, specs.StateCreated)
+	//lint:ignore SA1019 the deprecated prestart hooks are still run, before createRuntime
+	pre := h.Prestart
+	if err := r.Run(ctx, hooks.Prestart, pre, st); err != nil {
+		return addContainer(c.ID, err)
+	}
+	if err := r.Run(ctx, hooks.CreateRuntime, h.CreateRuntime, st); err != nil {
+		return addContainer(c.ID, err)
+	}
+	return nil
+}
+
+// runPoststart runs the recorded poststart hooks; failures are warnings.
+func (b *Backend) runPoststart(ctx context.Context, c *state.Container) {
+	if l := b.recorded(c).Poststart; len(l) > 0 {
+		b.hookRunner().RunAll(ctx, hooks.Poststart, l, hookState(c, specs.StateRunning))
+	}
+}
+
+// runPoststop runs the recorded poststop hooks once (the record is
+// cleared); failures are warnings. It runs on a context of its own:
+// after an interrupted create's undo too.
+func (b *Backend) runPoststop(c *state.Container) {
+	l := b.recorded(c).Poststop
+	delete(c.Data, DataHooks)
+	if len(l) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), poststopBound)
+	defer cancel()
+	b.hookRunner().RunAll(ctx, hooks.Poststop, l, hookState(c, specs.StateStopped))
+}
+
+// poststopBound bounds all poststop hooks of one container that set no
+// timeout of their own, so that a hung hook cannot hang delete forever.
+const poststopBound = 10 * time.Minute
