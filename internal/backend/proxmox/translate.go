@@ -233,7 +233,11 @@ func checkRawKey(id string, node pve.NodeVersion, key string) error {
 func addContainer(id string, err error) error {
 	if e, ok := err.(*errs.Error); ok {
 		c := *e
-		c.Msg = "container " + id + ": " + c.Msg
+		if c.Msg == "" {
+			c.Msg = "container " + id // the cause says the rest
+		} else {
+			c.Msg = "container " + id + ": " + c.Msg
+		}
 		return &c
 	}
 	return fmt.Errorf("container %s: %w", id, err)
