@@ -96,6 +96,9 @@ type Process struct {
 	Umask           *uint32             `json:"umask,omitempty"`
 	NoNewPrivileges bool                `json:"noNewPrivileges,omitempty"`
 	Rlimits         []specs.POSIXRlimit `json:"rlimits,omitempty"`
+	// OOMScoreAdj, when set, is written to /proc/self/oom_score_adj by
+	// Prepare (oom.go).
+	OOMScoreAdj *int `json:"oomScoreAdj,omitempty"`
 	// Capabilities nil leaves the sets as they are (a uid other than 0
 	// then loses them all at setuid, as with runc).
 	Capabilities *specs.LinuxCapabilities `json:"capabilities,omitempty"`

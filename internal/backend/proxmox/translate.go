@@ -625,9 +625,6 @@ func (t *translator) process() error {
 		}
 		t.raw("lxc.selinux.context", p.SelinuxLabel)
 	}
-	if p.OOMScoreAdj != nil {
-		t.warn("process.oomScoreAdj cannot be set through Proxmox; ignored")
-	}
 	if p.Scheduler != nil || p.IOPriority != nil || p.ExecCPUAffinity != nil {
 		t.warn("process.scheduler/ioPriority/execCPUAffinity are not supported by Proxmox; ignored")
 	}
@@ -711,6 +708,15 @@ func HelperProcess(p *specs.Process) (*inithelper.Process, error) {
 		}
 		cc := *c
 		hp.Capabilities = &cc
+	}
+	if p.OOMScoreAdj != nil {
+		// Written by the helper to /proc/self/oom_score_adj (inherited
+		// by the exec'd process), as runc does.
+		if v := *p.OOMScoreAdj; v < -1000 || v > 1000 {
+			return nil, invalid("process.oomScoreAdj", "%d is outside -1000..1000", v)
+		}
+		v := *p.OOMScoreAdj
+		hp.OOMScoreAdj = &v
 	}
 	return hp, nil
 }

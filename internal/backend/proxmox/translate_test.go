@@ -307,6 +307,7 @@ func TestTranslateErrors(t *testing.T) {
 		{"no args", func(in *Input) { in.Spec.Process.Args = nil }, errs.KindInvalidBundle, "process.args"},
 		{"username", func(in *Input) { in.Spec.Process.User.Username = "nobody" }, errs.KindUnsupported, "process.user.username"},
 		{"umask too wide", func(in *Input) { in.Spec.Process.User.Umask = ptr(uint32(0o1777)) }, errs.KindInvalidBundle, "process.user.umask"},
+		{"oomScoreAdj out of range", func(in *Input) { in.Spec.Process.OOMScoreAdj = ptr(1001) }, errs.KindInvalidBundle, "process.oomScoreAdj"},
 		{"bad rlimit", func(in *Input) { in.Spec.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_BOGUS"}} }, errs.KindInvalidBundle, "process.rlimits[0]"},
 		{"rlimit soft above hard", func(in *Input) {
 			in.Spec.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 10, Hard: 5}}
@@ -443,6 +444,7 @@ func TestTranslateProcessToHelper(t *testing.T) {
 		Permitted: []string{"CAP_KILL"}, Inheritable: []string{"CAP_KILL"}, Ambient: []string{"CAP_KILL"},
 	}
 	in.Spec.Linux.Sysctl = map[string]string{"net.ipv4.ip_unprivileged_port_start": "0", "kernel.shmmax": "1000000"}
+	p.OOMScoreAdj = ptr(500)
 	r, err := Translate(in)
 	if err != nil {
 		t.Fatal(err)
@@ -472,6 +474,8 @@ func TestTranslateProcessToHelper(t *testing.T) {
 		t.Errorf("capabilities = %+v", hp.Capabilities)
 	case len(hp.Sysctl) != 1 || hp.Sysctl["net.ipv4.ip_unprivileged_port_start"] != "0":
 		t.Errorf("sysctl = %v", hp.Sysctl)
+	case hp.OOMScoreAdj == nil || *hp.OOMScoreAdj != 500:
+		t.Errorf("oomScoreAdj = %v, want 500", hp.OOMScoreAdj)
 	}
 	// A template-only container (no process) keeps its init: no helper,
 	// and a net.* sysctl has nobody to write it.
