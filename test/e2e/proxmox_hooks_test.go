@@ -1,0 +1,127 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nexcage/nexcage/internal/testutil"
+)
+
+// TestProxmoxHooksAndOOMScoreAdj: on a pvesim node (PVE 9.1 and 8.4,
+// unprivileged containers), nexcage runs the bundle's hooks on the host
+// at their lifecycle points, each with the state on stdin: prestart and
+// createRuntime in create (before the process runs: the "created" state
+// with the init's pid), poststart in start (after the process started;
+// a failing poststart hook only warns), poststop in delete, another
+// nexcage process, after the CT is gone. The process gets
+// process.oomScoreAdj.
+func TestProxmoxHooksAndOOMScoreAdj(t *testing.T) {
+	versions := []string{"8.4", "9.1"}
+	if v := os.Getenv("NEXCAGE_TEST_PVE_VERSIONS"); v != "" {
+		versions = strings.Fields(v)
+	}
+	for _, version := range versions {
+		t.Run("pve"+version, func(t *testing.T) {
+			e := newPveEnvWith(t, false, "", "PVESIM_PVE_VERSION="+version)
+			n := e.n
+			dir := testutil.ContainerTempDir(t)
+			out := filepath.Join(dir, "out")
+			hooksOut := filepath.Join(t.TempDir(), "hooks")
+			for _, d := range []string{out, hooksOut} {
+				if err := os.Mkdir(d, 0o777); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(d, 0o777); err != nil {
+					t.Fatal(err)
+				}
+			}
+			log := filepath.Join(hooksOut, "log")
+			// A hook saves its stdin and logs its name, and whether the
+			// process had run (its report) when the hook ran.
+			hook := func(name string) specs.Hook {
+				return specs.Hook{Path: "/bin/sh", Args: []string{"sh", "-c",
+					"cat > " + filepath.Join(hooksOut, name+".json") + "; if [ -e " + filepath.Join(out, "report") + " ]; then echo " + name + " after-process; else echo " + name + "; fi >> " + log},
+					Env: []string{"PATH=/usr/bin:/bin"}}
+			}
+			adj := 500
+			bundle := testutil.BusyboxBundle(t, filepath.Join(dir, "bundle"),
+				[]string{"sh", "-c", "echo oom $(cat /proc/self/oom_score_adj) > /out/report.tmp; mv /out/report.tmp /out/report; exec sleep 1000"},
+				func(s *specs.Spec) {
+					s.Process.OOMScoreAdj = &adj
+					s.Mounts = append(s.Mounts, specs.Mount{Destination: "/out", Type: "bind", Source: out, Options: []string{"rbind", "rw"}})
+					s.Annotations = map[string]string{"test": "hooks"}
+					s.Hooks = &specs.Hooks{
+						Prestart:      []specs.Hook{hook("prestart")},
+						CreateRuntime: []specs.Hook{hook("createRuntime")},
+						Poststart:     []specs.Hook{{Path: "/bin/false", Args: []string{"false"}}, hook("poststart")},
+						Poststop:      []specs.Hook{hook("poststop")},
+					}
+				})
+			id := "hooks-" + strings.ReplaceAll(version, ".", "")
+			n.Must("create", "--bundle", bundle, id)
+			n.CleanupContainer(id)
+			var created struct{ Pid int }
+			if err := json.Unmarshal([]byte(n.Must("state", id).Stdout), &created); err != nil || created.Pid <= 0 {
+				t.Fatalf("state after create: %v", err)
+			}
+			logged := func() string { data, _ := os.ReadFile(log); return string(data) }
+			if got := logged(); got != "prestart\ncreateRuntime\n" {
+				t.Fatalf("hooks after create: %q, want prestart then createRuntime, before the process", got)
+			}
+			r := n.Must("start", id)
+			// The process starts before poststart runs; its report may
+			// come a moment later, so only the order is asserted below.
+			if !strings.Contains(r.Stderr, "poststart hook #0") {
+				t.Errorf("the failing poststart hook was not warned about: %q", r.Stderr)
+			}
+			report := waitFile(t, filepath.Join(out, "report"))
+			if strings.TrimSpace(report) != "oom 500" {
+				t.Errorf("process report %q, want oom 500", report)
+			}
+			n.Must("kill", id, "KILL")
+			Eventually(t, 60e9, "the container to stop", func() bool {
+				return strings.Contains(n.Run("state", id).Stdout, `"stopped"`)
+			})
+			n.Must("delete", id)
+			lines := strings.Split(strings.TrimSpace(logged()), "\n")
+			if len(lines) != 4 || lines[2] != "poststart" && lines[2] != "poststart after-process" || lines[3] != "poststop after-process" {
+				t.Errorf("hooks ran as %q, want prestart, createRuntime, poststart, poststop", lines)
+			}
+			for name, want := range map[string]specs.ContainerState{"prestart": specs.StateCreated, "createRuntime": specs.StateCreated,
+				"poststart": specs.StateRunning, "poststop": specs.StateStopped} {
+				data, err := os.ReadFile(filepath.Join(hooksOut, name+".json"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var st specs.State
+				if err := json.Unmarshal(data, &st); err != nil {
+					t.Fatalf("%s stdin %q: %v", name, data, err)
+				}
+				wantPid := created.Pid
+				if want == specs.StateStopped {
+					wantPid = 0
+				}
+				if st.Status != want || st.ID != id || st.Bundle != bundle || st.Pid != wantPid || st.Annotations["test"] != "hooks" {
+					t.Errorf("%s hook got %+v, want status %s, pid %d, id, bundle and annotations", name, st, want, wantPid)
+				}
+			}
+		})
+	}
+}
+
+// waitFile waits for p to exist and returns its content.
+func waitFile(t *testing.T, p string) string {
+	t.Helper()
+	var s string
+	Eventually(t, 60e9, p, func() bool {
+		data, err := os.ReadFile(p)
+		s = string(data)
+		return err == nil
+	})
+	return s
+}
