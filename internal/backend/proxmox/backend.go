@@ -309,6 +309,10 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 		if err := ownHelperDir(c.ID, in.InitHelperDir, req.Unprivileged); err != nil {
 			return err
 		}
+		// In <helper dir>.dev, which the undo (cleanupHelper) removes.
+		if err := makeDevices(c.ID, in.InitHelperDir, req.Devices, req.Unprivileged); err != nil {
+			return err
+		}
 	}
 	for _, w := range req.Warnings {
 		b.log.Warn(w, "id", c.ID)

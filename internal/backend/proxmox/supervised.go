@@ -495,6 +495,9 @@ func (b *Backend) cleanupHelper(c *state.Container) {
 	if err := os.RemoveAll(dir); err != nil {
 		b.log.Warn("cannot remove the helper directory", "id", c.ID, "dir", dir, "err", err)
 	}
+	if err := removeDevices(dir); err != nil {
+		b.log.Warn("cannot remove the device directory", "id", c.ID, "dir", dir+deviceDirSuffix, "err", err)
+	}
 	b.removeUnusedHelperCopies()
 }
 

@@ -129,6 +129,9 @@ type Request struct {
 	// <InitHelperDir>/ResolvConfName: a read-only root gets its
 	// /etc/resolv.conf from there (a read-only bind mount).
 	ResolvConf []byte
+	// Devices are the device nodes create makes on the host and binds
+	// into the container (devices.go).
+	Devices []DeviceNode
 }
 
 // ResolvConfName is the resolver file in the helper directory that a
@@ -1054,37 +1057,6 @@ func checkIDMap(field string, ms []specs.LinuxIDMapping) error {
 	}
 	if !root {
 		return unsupported(field, "container root (id 0) is not mapped. %s", hint)
-	}
-	return nil
-}
-
-func (t *translator) devices() error {
-	if t.in.Spec.Linux == nil {
-		return nil
-	}
-	for i, d := range t.in.Spec.Linux.Devices {
-		field := fmt.Sprintf("linux.devices[%d] (%s)", i, d.Path)
-		p := path.Clean(d.Path)
-		if !strings.HasPrefix(p, "/dev/") {
-			return invalid(field, "device path must be under /dev")
-		}
-		if err := checkPath(field, p); err != nil {
-			return err
-		}
-		v := p
-		if d.FileMode != nil {
-			v += fmt.Sprintf(",mode=0%o", d.FileMode.Perm())
-		}
-		if d.UID != nil {
-			v += ",uid=" + strconv.FormatUint(uint64(*d.UID), 10)
-		}
-		if d.GID != nil {
-			v += ",gid=" + strconv.FormatUint(uint64(*d.GID), 10)
-		}
-		if len(t.devs) >= 256 {
-			return unsupported(field, "more than 256 devices")
-		}
-		t.devs = append(t.devs, v)
 	}
 	return nil
 }
