@@ -19,8 +19,9 @@ import (
 // with the init's pid), poststart in start (after the process started;
 // a failing poststart hook only warns), poststop in delete, another
 // nexcage process, after the CT is gone. The process gets
-// process.oomScoreAdj.
-func TestProxmoxHooksAndOOMScoreAdj(t *testing.T) {
+// process.oomScoreAdj and the linux.devices the host does not have (with
+// their type, number, mode and owner; a character device it can write).
+func TestProxmoxHooksDevicesOOMScoreAdj(t *testing.T) {
 	versions := []string{"8.4", "9.1"}
 	if v := os.Getenv("NEXCAGE_TEST_PVE_VERSIONS"); v != "" {
 		versions = strings.Fields(v)
@@ -50,11 +51,17 @@ func TestProxmoxHooksAndOOMScoreAdj(t *testing.T) {
 			}
 			adj := 500
 			bundle := testutil.BusyboxBundle(t, filepath.Join(dir, "bundle"),
-				[]string{"sh", "-c", "echo oom $(cat /proc/self/oom_score_adj) > /out/report.tmp; mv /out/report.tmp /out/report; exec sleep 1000"},
+				[]string{"sh", "-c", "{ echo oom $(cat /proc/self/oom_score_adj); stat -c 'dev %F %t:%T %a %u:%g' /dev/mynull /dev/myfifo; echo hi > /dev/mynull && echo write ok; } > /out/report.tmp 2>&1; mv /out/report.tmp /out/report; exec sleep 1000"},
 				func(s *specs.Spec) {
 					s.Process.OOMScoreAdj = &adj
 					s.Mounts = append(s.Mounts, specs.Mount{Destination: "/out", Type: "bind", Source: out, Options: []string{"rbind", "rw"}})
 					s.Annotations = map[string]string{"test": "hooks"}
+					// Devices the host does not have at these paths:
+					// nexcage makes them (the host's /dev stays as it is).
+					mode := os.FileMode(0o622) // others may write: the default capabilities have no CAP_DAC_OVERRIDE
+					s.Linux.Devices = append(s.Linux.Devices,
+						specs.LinuxDevice{Path: "/dev/mynull", Type: "c", Major: 1, Minor: 3, FileMode: &mode, UID: ptrU32(7), GID: ptrU32(8)},
+						specs.LinuxDevice{Path: "/dev/myfifo", Type: "p"})
 					s.Hooks = &specs.Hooks{
 						Prestart:      []specs.Hook{hook("prestart")},
 						CreateRuntime: []specs.Hook{hook("createRuntime")},
@@ -80,8 +87,14 @@ func TestProxmoxHooksAndOOMScoreAdj(t *testing.T) {
 				t.Errorf("the failing poststart hook was not warned about: %q", r.Stderr)
 			}
 			report := waitFile(t, filepath.Join(out, "report"))
-			if strings.TrimSpace(report) != "oom 500" {
-				t.Errorf("process report %q, want oom 500", report)
+			want := "oom 500\ndev character special file 1:3 622 7:8\ndev fifo 0:0 666 0:0\nwrite ok\n"
+			if report != want {
+				t.Errorf("process report:\n%s\nwant:\n%s", report, want)
+			}
+			for _, p := range []string{"/dev/mynull", "/dev/myfifo"} {
+				if _, err := os.Lstat(p); err == nil {
+					t.Errorf("%s was made on the host", p)
+				}
 			}
 			n.Must("kill", id, "KILL")
 			Eventually(t, 60e9, "the container to stop", func() bool {
@@ -113,6 +126,8 @@ func TestProxmoxHooksAndOOMScoreAdj(t *testing.T) {
 		})
 	}
 }
+
+func ptrU32(v uint32) *uint32 { return &v }
 
 // waitFile waits for p to exist and returns its content.
 func waitFile(t *testing.T, p string) string {
