@@ -187,7 +187,8 @@ func TestUntrustedPathNotRun(t *testing.T) {
 
 func TestListsInLifecycleOrder(t *testing.T) {
 	h := &specs.Hooks{Poststop: []specs.Hook{sh("a")}, CreateRuntime: []specs.Hook{sh("b")}}
-	h.Prestart = []specs.Hook{sh("c")} //nolint:staticcheck // deprecated, still run
+	//lint:ignore SA1019 the deprecated prestart hooks are still run
+	h.Prestart = []specs.Hook{sh("c")}
 	var kinds []string
 	for _, l := range Lists(h) {
 		kinds = append(kinds, l.Kind)

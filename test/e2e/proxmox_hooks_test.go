@@ -63,11 +63,12 @@ func TestProxmoxHooksDevicesOOMScoreAdj(t *testing.T) {
 						specs.LinuxDevice{Path: "/dev/mynull", Type: "c", Major: 1, Minor: 3, FileMode: &mode, UID: ptrU32(7), GID: ptrU32(8)},
 						specs.LinuxDevice{Path: "/dev/myfifo", Type: "p"})
 					s.Hooks = &specs.Hooks{
-						Prestart:      []specs.Hook{hook("prestart")},
 						CreateRuntime: []specs.Hook{hook("createRuntime")},
 						Poststart:     []specs.Hook{{Path: "/bin/false", Args: []string{"false"}}, hook("poststart")},
 						Poststop:      []specs.Hook{hook("poststop")},
 					}
+					//lint:ignore SA1019 the deprecated prestart hooks are still run
+					s.Hooks.Prestart = []specs.Hook{hook("prestart")}
 				})
 			id := "hooks-" + strings.ReplaceAll(version, ".", "")
 			n.Must("create", "--bundle", bundle, id)

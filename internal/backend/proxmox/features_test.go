@@ -28,7 +28,8 @@ func TestFeaturesTellTheTruth(t *testing.T) {
 		l := []specs.Hook{{Path: "/bin/true"}}
 		switch h {
 		case "prestart":
-			in.Spec.Hooks.Prestart = l //nolint:staticcheck // deprecated, still run
+			//lint:ignore SA1019 the deprecated prestart hooks are still run
+			in.Spec.Hooks.Prestart = l
 		case "createRuntime":
 			in.Spec.Hooks.CreateRuntime = l
 		case "poststart":

@@ -66,7 +66,8 @@ func TestHooksAtTheirLifecyclePoints(t *testing.T) {
 		Poststart:     []specs.Hook{{Path: "/bin/false", Args: []string{"false"}}, markHook(f, "poststart")},
 		Poststop:      []specs.Hook{markHook(f, "poststop")},
 	}
-	opts.Spec.Hooks.Prestart = []specs.Hook{markHook(f, "prestart")} //nolint:staticcheck // deprecated, still run
+	//lint:ignore SA1019 the deprecated prestart hooks are still run
+	opts.Spec.Hooks.Prestart = []specs.Hook{markHook(f, "prestart")}
 	if err := f.backend.Create(context.Background(), c, opts); err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +116,8 @@ func TestCreateHookFailureUndoesThenRunsPoststop(t *testing.T) {
 		CreateRuntime: []specs.Hook{markHook(f, "createRuntime")},
 		Poststop:      []specs.Hook{markHook(f, "poststop")},
 	}
-	opts.Spec.Hooks.Prestart = []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "echo no network >&2; exit 1"}}} //nolint:staticcheck // deprecated, still run
+	//lint:ignore SA1019 the deprecated prestart hooks are still run
+	opts.Spec.Hooks.Prestart = []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "echo no network >&2; exit 1"}}}
 	err := f.backend.Create(context.Background(), c, opts)
 	if err == nil || !strings.Contains(err.Error(), "prestart hook #0") || !strings.Contains(err.Error(), "no network") {
 		t.Fatalf("err = %v, want the prestart hook's failure with its output", err)
