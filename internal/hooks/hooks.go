@@ -83,13 +83,18 @@ func (f *Failure) Error() string {
 
 func (f *Failure) Unwrap() error { return f.Err }
 
-// CheckAll verifies, before anything is created, that every hook of spec has
-// a path that may be run (see Runner.Check). The error names the hook.
+// CheckAll verifies, before anything is created, that every hook of h
+// that runs on the host has a path that may be run (see Runner.Check):
+// all but startContainer, whose path resolves in the container. The error
+// names the hook.
 func (r *Runner) CheckAll(h *specs.Hooks) error {
 	if h == nil {
 		return nil
 	}
 	for _, l := range Lists(h) {
+		if l.Kind == StartContainer {
+			continue
+		}
 		for i, hk := range l.Hooks {
 			if err := r.check(hk.Path); err != nil {
 				return errs.Wrap(errs.KindInvalidBundle, err, "hooks.%s[%d]: %s may not be run as root on the host", l.Kind, i, hk.Path).

@@ -73,6 +73,11 @@ func InitMain(args []string) int {
 			_ = unix.Close(fd)
 		}
 	}
+	// startContainer hooks: in the container, with the stdio in place,
+	// before the process (a failure fails start; the container stops).
+	if err := runStartContainerHooks(m.StartContainer); err != nil {
+		return fail("%v", err)
+	}
 	// The socket is close-on-exec: a successful exec closes it, which is
 	// the supervisor's signal that the process runs.
 	return fail("%v", execProcess(p, path))

@@ -48,6 +48,11 @@ const (
 	// BinaryName and SocketName are their names in the host directory.
 	BinaryName = "nexcage"
 	SocketName = "init.sock"
+	// StateFile is the container's OCI state the startContainer hooks
+	// get on stdin, written by `start` (StateFileName in the host
+	// directory) before it releases the helper.
+	StateFile     = MountPoint + "/" + StateFileName
+	StateFileName = "state.json"
 )
 
 // Message types of the init protocol (one JSON message per packet on a
@@ -77,6 +82,9 @@ type Message struct {
 	// it answers ready (internal/netsetup).
 	Net *netsetup.Config `json:"net,omitempty"`
 	Msg string           `json:"msg,omitempty"`
+	// StartContainer are the OCI startContainer hooks the init helper
+	// runs at start, before it applies the process (starthooks.go).
+	StartContainer []specs.Hook `json:"startContainer,omitempty"`
 }
 
 // Process is the OCI process as the helpers apply it: every field of

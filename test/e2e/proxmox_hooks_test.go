@@ -64,8 +64,11 @@ func TestProxmoxHooksDevicesOOMScoreAdj(t *testing.T) {
 						specs.LinuxDevice{Path: "/dev/myfifo", Type: "p"})
 					s.Hooks = &specs.Hooks{
 						CreateRuntime: []specs.Hook{hook("createRuntime")},
-						Poststart:     []specs.Hook{{Path: "/bin/false", Args: []string{"false"}}, hook("poststart")},
-						Poststop:      []specs.Hook{hook("poststop")},
+						// In the container: its /bin/sh, its /out.
+						StartContainer: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c",
+							"cat > /out/startContainer.json; if [ -e /out/report ]; then echo late; else echo early; fi > /out/startContainer"}}},
+						Poststart: []specs.Hook{{Path: "/bin/false", Args: []string{"false"}}, hook("poststart")},
+						Poststop:  []specs.Hook{hook("poststop")},
 					}
 					//lint:ignore SA1019 the deprecated prestart hooks are still run
 					s.Hooks.Prestart = []specs.Hook{hook("prestart")}
@@ -87,6 +90,9 @@ func TestProxmoxHooksDevicesOOMScoreAdj(t *testing.T) {
 			if !strings.Contains(r.Stderr, "poststart hook #0") {
 				t.Errorf("the failing poststart hook was not warned about: %q", r.Stderr)
 			}
+			if sc, err := os.ReadFile(filepath.Join(out, "startContainer")); err != nil || string(sc) != "early\n" {
+				t.Errorf("startContainer hook: %q, %v; want it run in the container before the process", sc, err)
+			}
 			report := waitFile(t, filepath.Join(out, "report"))
 			want := "oom 500\ndev character special file 1:3 622 7:8\ndev fifo 0:0 666 0:0\nwrite ok\n"
 			if report != want {
@@ -107,8 +113,12 @@ func TestProxmoxHooksDevicesOOMScoreAdj(t *testing.T) {
 				t.Errorf("hooks ran as %q, want prestart, createRuntime, poststart, poststop", lines)
 			}
 			for name, want := range map[string]specs.ContainerState{"prestart": specs.StateCreated, "createRuntime": specs.StateCreated,
-				"poststart": specs.StateRunning, "poststop": specs.StateStopped} {
-				data, err := os.ReadFile(filepath.Join(hooksOut, name+".json"))
+				"startContainer": specs.StateCreated, "poststart": specs.StateRunning, "poststop": specs.StateStopped} {
+				file := filepath.Join(hooksOut, name+".json")
+				if name == "startContainer" {
+					file = filepath.Join(out, name+".json")
+				}
+				data, err := os.ReadFile(file)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -140,4 +150,37 @@ func waitFile(t *testing.T, p string) string {
 		return err == nil
 	})
 	return s
+}
+
+// TestProxmoxStartContainerHookFails: a failing startContainer hook fails
+// start (naming the hook), the process never runs and the container
+// stops; delete then removes it.
+func TestProxmoxStartContainerHookFails(t *testing.T) {
+	e := newPveEnv(t, false, "")
+	n := e.n
+	dir := testutil.ContainerTempDir(t)
+	out := filepath.Join(dir, "out")
+	if err := os.Mkdir(out, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(out, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	bundle := testutil.BusyboxBundle(t, filepath.Join(dir, "bundle"), []string{"sh", "-c", "touch /out/ran; exec sleep 1000"}, func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/out", Type: "bind", Source: out, Options: []string{"rbind", "rw"}})
+		s.Hooks = &specs.Hooks{StartContainer: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "echo no ldconfig >&2; exit 3"}}}}
+	})
+	n.Must("create", "--bundle", bundle, "schook")
+	n.CleanupContainer("schook")
+	r := n.Run("start", "schook")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "startContainer hook #0") || !strings.Contains(r.Stderr, "no ldconfig") {
+		t.Fatalf("start: exit %d, stderr %q; want a failure naming the hook and its output", r.Code, r.Stderr)
+	}
+	Eventually(t, 60e9, "the container to stop", func() bool {
+		return strings.Contains(n.Run("state", "schook").Stdout, `"stopped"`)
+	})
+	if _, err := os.Stat(filepath.Join(out, "ran")); err == nil {
+		t.Error("the process ran after its startContainer hook failed")
+	}
+	n.Must("delete", "schook")
 }

@@ -34,8 +34,8 @@ func DetectLSM() HostLSM {
 // Features is what the Proxmox backend does with a config.json, in the
 // runtime-spec features format, derived from the translator's own
 // tables so that it cannot drift from what create accepts:
-//   - hooks: the ones nexcage runs on the host (hooks.go); createContainer
-//     and startContainer are refused;
+//   - hooks: the ones nexcage runs (hooks.go); createContainer is
+//     refused;
 //   - mount options: those every bind mount carries or that restate
 //     its defaults (options ignored with a warning on some kinds of
 //     mount are left out);
@@ -70,7 +70,7 @@ func Features(lsm HostLSM, ociMin, ociMax string) *features.Features {
 	return &features.Features{
 		OCIVersionMin: ociMin,
 		OCIVersionMax: ociMax,
-		Hooks:         []string{hooks.Prestart, hooks.CreateRuntime, hooks.Poststart, hooks.Poststop},
+		Hooks:         []string{hooks.Prestart, hooks.CreateRuntime, hooks.StartContainer, hooks.Poststart, hooks.Poststop},
 		MountOptions:  mountOpts,
 		Linux: &features.Linux{
 			Namespaces:      []string{"cgroup", "ipc", "mount", "network", "pid", "user", "uts"},

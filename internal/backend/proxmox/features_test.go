@@ -19,8 +19,8 @@ import (
 // warns about are not claimed.
 func TestFeaturesTellTheTruth(t *testing.T) {
 	f := Features(HostLSM{AppArmor: true}, "1.0.0", "1.3.0")
-	if !slices.Equal(f.Hooks, []string{"prestart", "createRuntime", "poststart", "poststop"}) {
-		t.Errorf("hooks %v, want the four nexcage runs", f.Hooks)
+	if !slices.Equal(f.Hooks, []string{"prestart", "createRuntime", "startContainer", "poststart", "poststop"}) {
+		t.Errorf("hooks %v, want the five nexcage runs", f.Hooks)
 	}
 	for _, h := range f.Hooks {
 		in := baseInput(t)
@@ -32,6 +32,8 @@ func TestFeaturesTellTheTruth(t *testing.T) {
 			in.Spec.Hooks.Prestart = l
 		case "createRuntime":
 			in.Spec.Hooks.CreateRuntime = l
+		case "startContainer":
+			in.Spec.Hooks.StartContainer = l
 		case "poststart":
 			in.Spec.Hooks.Poststart = l
 		case "poststop":
@@ -43,7 +45,6 @@ func TestFeaturesTellTheTruth(t *testing.T) {
 	}
 	for name, hk := range map[string]*specs.Hooks{
 		"createContainer": {CreateContainer: []specs.Hook{{Path: "/bin/true"}}},
-		"startContainer":  {StartContainer: []specs.Hook{{Path: "/bin/true"}}},
 	} {
 		in := baseInput(t)
 		in.Spec.Hooks = hk

@@ -3,6 +3,7 @@ package proxmox
 import (
 	"context"
 	"encoding/json"
+	"path/filepath"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -10,6 +11,7 @@ import (
 	"github.com/nexcage/nexcage/internal/bundle"
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/hooks"
+	"github.com/nexcage/nexcage/internal/inithelper"
 	"github.com/nexcage/nexcage/internal/state"
 )
 
@@ -23,15 +25,20 @@ import (
 //     state on stdin says "created" with the init's host pid. A failure
 //     fails create, which undoes everything (the CT is destroyed) and then
 //     runs the poststop hooks (the lifecycle continues at "delete").
+//   - startContainer: in `start`, by the init helper inside the container
+//     (their path resolves there), before it applies and execs the
+//     process; `start` writes the state for their stdin into the helper
+//     directory (inithelper.StateFile) first. A failure fails start and
+//     the helper exits, which stops the container.
 //   - poststart: in `start`, once the init helper has been released to
 //     exec the process, before start returns; a failure is logged as a
 //     warning.
 //   - poststop: in `delete`, after the CT is destroyed, before delete
 //     returns; a failure is logged as a warning.
 //
-// createContainer and startContainer hooks run in the container's
-// namespaces (their path resolves there for startContainer): they are
-// refused by name; the init helper does not run them.
+// createContainer hooks run in the container's namespaces with a path
+// that resolves on the host, before the root is switched: LXC gives
+// nexcage no such point, so they are refused by name.
 //
 // `start` and `delete` are other nexcage processes than `create`: the
 // poststart and poststop hooks are recorded in the container's state
@@ -46,6 +53,9 @@ const DataHooks = "hooks"
 type recordedHooks struct {
 	Poststart []specs.Hook `json:"poststart,omitempty"`
 	Poststop  []specs.Hook `json:"poststop,omitempty"`
+	// StartContainer is how many startContainer hooks the init helper
+	// runs (it has them): start writes their state only then.
+	StartContainer int `json:"startContainer,omitempty"`
 }
 
 // checkHooks refuses the hooks the Proxmox backend cannot run (the
@@ -57,9 +67,6 @@ func checkHooks(s *specs.Spec, hasProcess bool) error {
 	}
 	if len(h.CreateContainer) > 0 {
 		return unsupported("hooks.createContainer", "createContainer hooks run in the container's namespaces before its root is switched; a Proxmox container is set up by LXC, which gives nexcage no such point (use createRuntime hooks, which nexcage runs on the host with the container's pid on stdin, or route this container to runc/crun)")
-	}
-	if len(h.StartContainer) > 0 {
-		return unsupported("hooks.startContainer", "startContainer hooks run inside the container, which nexcage's init helper does not do (run the command from process.args, or route this container to runc/crun)")
 	}
 	if len(hooks.Lists(h)) > 0 && !hasProcess {
 		return unsupported("hooks", "hooks are run around the container's process, and this spec has none")
@@ -97,8 +104,8 @@ func (b *Backend) recordHooks(c *state.Container, h *specs.Hooks) (bool, error) 
 	if err := b.hookRunner().CheckAll(h); err != nil {
 		return false, addContainer(c.ID, err)
 	}
-	if len(h.Poststart)+len(h.Poststop) > 0 {
-		data, err := json.Marshal(recordedHooks{Poststart: h.Poststart, Poststop: h.Poststop})
+	if len(h.Poststart)+len(h.Poststop)+len(h.StartContainer) > 0 {
+		data, err := json.Marshal(recordedHooks{Poststart: h.Poststart, Poststop: h.Poststop, StartContainer: len(h.StartContainer)})
 		if err != nil {
 			return false, errs.Wrap(errs.KindInternal, err, "container %s: cannot encode its hooks", c.ID)
 		}
@@ -136,6 +143,35 @@ func (b *Backend) runCreateHooks(ctx context.Context, c *state.Container, h *spe
 		return addContainer(c.ID, err)
 	}
 	return nil
+}
+
+// writeStartState writes the state the init helper's startContainer
+// hooks get on stdin (status created: the process has not run yet), when
+// c has such hooks.
+func (b *Backend) writeStartState(c *state.Container) error {
+	if b.recorded(c).StartContainer == 0 {
+		return nil
+	}
+	data, err := json.Marshal(hookState(c, specs.StateCreated))
+	if err != nil {
+		return errs.Wrap(errs.KindInternal, err, "container %s: cannot encode its state", c.ID)
+	}
+	// 0644 in the helper directory (0700, the container root's): only
+	// root and the container's root read it.
+	p := filepath.Join(c.Data[DataHelperDir], inithelper.StateFileName)
+	if err := writeFile(p, data, 0o644); err != nil {
+		return errs.Wrap(errs.KindBackend, err, "container %s: cannot write the state for its startContainer hooks", c.ID)
+	}
+	return nil
+}
+
+// startContainerHooks are the startContainer hooks of spec (for the init
+// helper's message).
+func startContainerHooks(spec *specs.Spec) []specs.Hook {
+	if spec == nil || spec.Hooks == nil {
+		return nil
+	}
+	return spec.Hooks.StartContainer
 }
 
 // runPoststart runs the recorded poststart hooks; failures are warnings.

@@ -12,6 +12,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/inithelper"
 	"github.com/nexcage/nexcage/internal/runtime"
 	"github.com/nexcage/nexcage/internal/state"
 )
@@ -62,9 +63,10 @@ func TestHooksAtTheirLifecyclePoints(t *testing.T) {
 	c.Bundle = opts.Bundle
 	c.Annotations = map[string]string{"a": "b"}
 	opts.Spec.Hooks = &specs.Hooks{
-		CreateRuntime: []specs.Hook{markHook(f, "createRuntime")},
-		Poststart:     []specs.Hook{{Path: "/bin/false", Args: []string{"false"}}, markHook(f, "poststart")},
-		Poststop:      []specs.Hook{markHook(f, "poststop")},
+		CreateRuntime:  []specs.Hook{markHook(f, "createRuntime")},
+		StartContainer: []specs.Hook{{Path: "/in/the/container"}},
+		Poststart:      []specs.Hook{{Path: "/bin/false", Args: []string{"false"}}, markHook(f, "poststart")},
+		Poststop:       []specs.Hook{markHook(f, "poststop")},
 	}
 	//lint:ignore SA1019 the deprecated prestart hooks are still run
 	opts.Spec.Hooks.Prestart = []specs.Hook{markHook(f, "prestart")}
@@ -78,8 +80,23 @@ func TestHooksAtTheirLifecyclePoints(t *testing.T) {
 			t.Errorf("%s hook got %+v, want created, pid %d, the id, bundle and annotations", name, st, c.Pid)
 		}
 	}
-	if c.Data[DataHooks] == "" || strings.Contains(c.Data[DataHooks], "createRuntime") {
-		t.Errorf("recorded hooks %q, want poststart and poststop only", c.Data[DataHooks])
+	if c.Data[DataHooks] == "" || strings.Contains(c.Data[DataHooks], "createRuntime") || strings.Contains(c.Data[DataHooks], "/in/the/container") {
+		t.Errorf("recorded hooks %q, want poststart, poststop and the number of startContainer hooks only", c.Data[DataHooks])
+	}
+	// The startContainer hooks go to the init helper with the process;
+	// start writes their state into the helper directory.
+	var m inithelper.Message
+	if data, err := os.ReadFile(f.backend.helperPaths(c.Data[DataHelperDir]).process); err != nil || json.Unmarshal(data, &m) != nil ||
+		len(m.StartContainer) != 1 || m.StartContainer[0].Path != "/in/the/container" {
+		t.Errorf("the init helper's message has startContainer %+v, want the spec's (%v)", m.StartContainer, err)
+	}
+	if err := f.backend.writeStartState(c); err != nil {
+		t.Fatal(err)
+	}
+	var ss specs.State
+	if data, err := os.ReadFile(filepath.Join(c.Data[DataHelperDir], inithelper.StateFileName)); err != nil || json.Unmarshal(data, &ss) != nil ||
+		ss.Status != specs.StateCreated || ss.Pid != c.Pid || ss.ID != "ct1" {
+		t.Errorf("state for the startContainer hooks %+v (%v), want created with the init's pid", ss, err)
 	}
 
 	// start's part (the supervisor's release is the e2e test's).

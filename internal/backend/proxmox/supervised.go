@@ -261,7 +261,7 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 	if proc == nil {
 		return errs.New(errs.KindInternal, "container %s: no process for the init helper", c.ID)
 	}
-	msg, _ := json.Marshal(inithelper.Message{Process: proc, Net: netCfg})
+	msg, _ := json.Marshal(inithelper.Message{Process: proc, Net: netCfg, StartContainer: startContainerHooks(opts.Spec)})
 	if err := writeFile(hp.process, msg, 0o600); err != nil {
 		return errs.Wrap(errs.KindBackend, err, "container %s: cannot write the process description", c.ID)
 	}
@@ -437,6 +437,9 @@ func fileOrNull(v any) *os.File {
 // startSupervisedProcess releases the init helper: no pct call.
 func (b *Backend) startSupervisedProcess(c *state.Container) error {
 	hp := b.helperPaths(c.Data[DataHelperDir])
+	if err := b.writeStartState(c); err != nil {
+		return err
+	}
 	if err := supervisor.Start(hp.ctl, 30*time.Second); err != nil {
 		var se syscall.Errno
 		if errors.As(err, &se) && (se == syscall.ENOENT || se == syscall.ECONNREFUSED) {

@@ -392,7 +392,6 @@ func TestTranslateErrors(t *testing.T) {
 		{"device outside /dev", func(in *Input) { in.Spec.Linux.Devices = []specs.LinuxDevice{{Path: "/etc/shadow"}} }, errs.KindInvalidBundle, "linux.devices[0]"},
 		{"device smuggling", func(in *Input) { in.Spec.Linux.Devices = []specs.LinuxDevice{{Path: "/dev/x,mode=0777"}} }, errs.KindInvalidBundle, "linux.devices[0]"},
 		{"createContainer hook", func(in *Input) { in.Spec.Hooks = &specs.Hooks{CreateContainer: []specs.Hook{{Path: "/bin/true"}}} }, errs.KindUnsupported, "hooks.createContainer"},
-		{"startContainer hook", func(in *Input) { in.Spec.Hooks = &specs.Hooks{StartContainer: []specs.Hook{{Path: "/bin/true"}}} }, errs.KindUnsupported, "hooks.startContainer"},
 		{"annotation unknown", func(in *Input) { in.Spec.Annotations = map[string]string{AnnotationPrefix + "nope": "1"} }, errs.KindInvalidBundle, "nope"},
 		{"annotation storage injection", func(in *Input) { in.Spec.Annotations = map[string]string{AnnotationStorage: "local,size=1"} }, errs.KindInvalidBundle, AnnotationStorage},
 		{"annotation size bad", func(in *Input) { in.Spec.Annotations = map[string]string{AnnotationRootfsSize: "8,ro=1"} }, errs.KindInvalidBundle, AnnotationRootfsSize},
