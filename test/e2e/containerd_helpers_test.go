@@ -8,8 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nexcage/nexcage/internal/procfs"
 	"github.com/nexcage/nexcage/internal/testutil"
 )
 
@@ -229,14 +228,10 @@ func (c *containerd) stop() {
 
 // shimsOf lists the pids of shims started for the daemon at sock.
 func shimsOf(sock string) []int {
-	ents, _ := os.ReadDir("/proc")
+	pids, _ := procfs.Pids()
 	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+	for _, pid := range pids {
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 		if err != nil {
 			continue
 		}
@@ -278,53 +273,7 @@ func busyboxOCIArchive(t *testing.T) string {
 	t.Helper()
 	rootfs := t.TempDir()
 	testutil.BusyboxRootfs(t, rootfs)
-	var layer bytes.Buffer
-	tw := tar.NewWriter(&layer)
-	err := filepath.WalkDir(rootfs, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == rootfs {
-			return err
-		}
-		rel, _ := filepath.Rel(rootfs, p)
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		h, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		h.Name = rel
-		if d.IsDir() {
-			h.Name += "/"
-		}
-		h.Uid, h.Gid, h.Uname, h.Gname = 0, 0, "", ""
-		h.ModTime = time.Unix(0, 0)
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			_, err = io.Copy(tw, f)
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
+	layer := bytes.NewBuffer(testutil.TarDir(t, rootfs))
 	blobs := map[string][]byte{}
 	add := func(data []byte) (string, int) {
 		sum := sha256.Sum256(data)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/nexcage/nexcage/internal/errs"
@@ -32,8 +33,8 @@ import (
 //     the state through the helper directory before it is made and
 //     removed with it (cleanupHelper, so delete --force after a crash
 //     finds it); the node is owned by the spec's uid and gid as the
-//     container sees them (host id = 100000 + id for an unprivileged
-//     container, whose id map always has that shift: checkIDMap). It is
+//     container sees them (through the bundle's linux.uidMappings and
+//     gidMappings, else 100000 + id for an unprivileged container). It is
 //     bind-mounted at its path by `lxc.mount.entry` (create=file; LXC
 //     applies mount entries after it mounted the container's /dev), and a
 //     character or block device is allowed with `lxc.cgroup2.devices.allow
@@ -125,11 +126,11 @@ func (t *translator) devices() error {
 		if t.in.InitHelperDir == "" {
 			return unsupported(field, "a device the host does not have is created by nexcage next to its init helper, which only runs a container that has a process")
 		}
-		hu, err := t.hostID(field+" uid", uid)
+		hu, err := t.hostID(field+" uid", uid, t.in.Spec.Linux.UIDMappings)
 		if err != nil {
 			return err
 		}
-		hg, err := t.hostID(field+" gid", gid)
+		hg, err := t.hostID(field+" gid", gid, t.in.Spec.Linux.GIDMappings)
 		if err != nil {
 			return err
 		}
@@ -147,10 +148,19 @@ func (t *translator) devices() error {
 	return nil
 }
 
-// hostID is the host id of container id id: itself in a privileged
-// container, 100000+id in an unprivileged one (every id map Proxmox and
-// nexcage accept has that shift, checkIDMap).
-func (t *translator) hostID(field string, id uint32) (int, error) {
+// hostID is the host id of container id id: through the bundle's own
+// mapping when it has one (userns, which runs before, checked it), else
+// 100000+id in an unprivileged container (Proxmox's idmap) and id itself
+// in a privileged one.
+func (t *translator) hostID(field string, id uint32, ms []specs.LinuxIDMapping) (int, error) {
+	if len(ms) > 0 {
+		for _, m := range ms {
+			if id >= m.ContainerID && uint64(id) < uint64(m.ContainerID)+uint64(m.Size) {
+				return int(m.HostID + (id - m.ContainerID)), nil
+			}
+		}
+		return 0, unsupported(field, "%d is not mapped by the container's linux mappings", id)
+	}
 	if !t.req.Unprivileged {
 		return int(id), nil
 	}
@@ -182,7 +192,7 @@ func hostHasDevice(stat func(string) (fs.FileInfo, error), p, typ string, major,
 // directory (<helper dir>.dev, which the record names through the helper
 // directory: cleanupHelper removes it). The directory is 0700 and the
 // container root's, so only root and the container's setup reach it.
-func makeDevices(id, helperDir string, nodes []DeviceNode, unprivileged bool) error {
+func makeDevices(id, helperDir string, nodes []DeviceNode, rootUID, rootGID int) error {
 	if len(nodes) == 0 {
 		return nil
 	}
@@ -213,8 +223,7 @@ func makeDevices(id, helperDir string, nodes []DeviceNode, unprivileged bool) er
 			return errs.Wrap(errs.KindBackend, err, "container %s: cannot create device %s", id, n.Path)
 		}
 	}
-	uid, gid := containerRoot(unprivileged)
-	if err := os.Lchown(dir, uid, gid); err != nil {
+	if err := os.Lchown(dir, rootUID, rootGID); err != nil {
 		return errs.Wrap(errs.KindBackend, err, "container %s: cannot give its device directory to the container's root", id)
 	}
 	return nil

@@ -77,6 +77,26 @@ func TestTranslateDevices(t *testing.T) {
 	}
 }
 
+// TestTranslateDevicesThroughOwnMapping: with the bundle's own id
+// mapping, a node's owner is mapped through it.
+func TestTranslateDevicesThroughOwnMapping(t *testing.T) {
+	in := baseInput(t)
+	in.Spec.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 110000, Size: 1000}}
+	in.Spec.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 120000, Size: 1000}}
+	in.Spec.Linux.Devices = []specs.LinuxDevice{{Path: "/dev/test1", Type: "c", Major: 10, Minor: 666, UID: ptr(uint32(5)), GID: ptr(uint32(6))}}
+	r, err := Translate(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Devices) != 1 || r.Devices[0].UID != 110005 || r.Devices[0].GID != 120006 {
+		t.Fatalf("devices %+v, want owner 110005:120006", r.Devices)
+	}
+	in.Spec.Linux.Devices[0].UID = ptr(uint32(1000))
+	if _, err := Translate(in); errs.KindOf(err) != errs.KindUnsupported || !strings.Contains(err.Error(), "not mapped") {
+		t.Fatalf("an unmapped uid: %v", err)
+	}
+}
+
 func TestTranslateDevicesRefused(t *testing.T) {
 	for _, c := range []struct {
 		name string
@@ -115,7 +135,7 @@ func TestMakeDevices(t *testing.T) {
 		{HostPath: dir + "/1", Path: "/dev/test2", Type: "b", Major: 8, Minor: 666, Mode: 0o640, UID: unprivBase, GID: unprivBase},
 		{HostPath: dir + "/2", Path: "/dev/test3", Type: "p", Mode: 0o600, UID: unprivBase, GID: unprivBase},
 	}
-	if err := makeDevices("ct", helper, nodes, true); err != nil {
+	if err := makeDevices("ct", helper, nodes, unprivBase, unprivBase); err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Lstat(dir); err != nil || fi.Mode().Perm() != 0o700 || fi.Sys().(*syscall.Stat_t).Uid != unprivBase || fi.Sys().(*syscall.Stat_t).Gid != unprivBase {
@@ -142,7 +162,7 @@ func TestMakeDevices(t *testing.T) {
 	}
 	// A node outside the directory is never made.
 	bad := []DeviceNode{{HostPath: filepath.Join(t.TempDir(), "x"), Path: "/dev/x", Type: "c"}}
-	if err := makeDevices("ct", helper, bad, true); err == nil {
+	if err := makeDevices("ct", helper, bad, unprivBase, unprivBase); err == nil {
 		t.Error("a node outside the device directory was made")
 	}
 }

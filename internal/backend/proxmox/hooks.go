@@ -8,6 +8,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/bundle"
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/hooks"
@@ -159,7 +160,7 @@ func (b *Backend) writeStartState(c *state.Container) error {
 	// 0644 in the helper directory (0700, the container root's): only
 	// root and the container's root read it.
 	p := filepath.Join(c.Data[DataHelperDir], inithelper.StateFileName)
-	if err := writeFile(p, data, 0o644); err != nil {
+	if err := atomicfile.Write(p, data, 0o644); err != nil {
 		return errs.Wrap(errs.KindBackend, err, "container %s: cannot write the state for its startContainer hooks", c.ID)
 	}
 	return nil
