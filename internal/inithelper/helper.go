@@ -53,6 +53,7 @@ func InitMain(args []string) int {
 	if err := setupNetwork(m.Net); err != nil {
 		return fail("%v", err)
 	}
+	ptmxSymlink()
 	path, err := Prepare(p, true)
 	if err != nil {
 		return fail("%v", err)

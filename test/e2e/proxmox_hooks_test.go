@@ -51,7 +51,7 @@ func TestProxmoxHooksDevicesOOMScoreAdj(t *testing.T) {
 			}
 			adj := 500
 			bundle := testutil.BusyboxBundle(t, filepath.Join(dir, "bundle"),
-				[]string{"sh", "-c", "{ echo oom $(cat /proc/self/oom_score_adj); stat -c 'dev %F %t:%T %a %u:%g' /dev/mynull /dev/myfifo; echo hi > /dev/mynull && echo write ok; } > /out/report.tmp 2>&1; mv /out/report.tmp /out/report; exec sleep 1000"},
+				[]string{"sh", "-c", "{ echo oom $(cat /proc/self/oom_score_adj); stat -c 'dev %F %t:%T %a %u:%g' /dev/mynull /dev/myfifo; echo hi > /dev/mynull && echo write ok; echo ptmx $(readlink /dev/ptmx); } > /out/report.tmp 2>&1; mv /out/report.tmp /out/report; exec sleep 1000"},
 				func(s *specs.Spec) {
 					s.Process.OOMScoreAdj = &adj
 					s.Mounts = append(s.Mounts, specs.Mount{Destination: "/out", Type: "bind", Source: out, Options: []string{"rbind", "rw"}})
@@ -94,7 +94,7 @@ func TestProxmoxHooksDevicesOOMScoreAdj(t *testing.T) {
 				t.Errorf("startContainer hook: %q, %v; want it run in the container before the process", sc, err)
 			}
 			report := waitFile(t, filepath.Join(out, "report"))
-			want := "oom 500\ndev character special file 1:3 622 7:8\ndev fifo 0:0 666 0:0\nwrite ok\n"
+			want := "oom 500\ndev character special file 1:3 622 7:8\ndev fifo 0:0 666 0:0\nwrite ok\nptmx pts/ptmx\n"
 			if report != want {
 				t.Errorf("process report:\n%s\nwant:\n%s", report, want)
 			}
