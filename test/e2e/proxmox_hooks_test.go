@@ -184,3 +184,44 @@ func TestProxmoxStartContainerHookFails(t *testing.T) {
 	}
 	n.Must("delete", "schook")
 }
+
+// TestProxmoxPrestartHookFails: a failing prestart hook fails create
+// (exit 8, naming the hook and its output), the process never runs, the
+// CT is destroyed and no record is left, and the poststop hooks ran (the
+// lifecycle continues at delete); nothing is left on the node (checked
+// by the environment's cleanup).
+func TestProxmoxPrestartHookFails(t *testing.T) {
+	e := newPveEnv(t, false, "")
+	n := e.n
+	dir := testutil.ContainerTempDir(t)
+	out := filepath.Join(dir, "out")
+	if err := os.Mkdir(out, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(out, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	poststop := filepath.Join(t.TempDir(), "poststop")
+	bundle := testutil.BusyboxBundle(t, filepath.Join(dir, "bundle"), []string{"sh", "-c", "touch /out/ran; exec sleep 1000"}, func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/out", Type: "bind", Source: out, Options: []string{"rbind", "rw"}})
+		s.Hooks = &specs.Hooks{Poststop: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "cat > " + poststop}}}}
+		//lint:ignore SA1019 the deprecated prestart hooks are still run
+		s.Hooks.Prestart = []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "echo no network for you >&2; exit 1"}}}
+	})
+	n.Fails(8, "prestart hook #0", "create", "--bundle", bundle, "prehook")
+	if r := n.Run("state", "prehook"); r.Code == 0 {
+		t.Errorf("the container still exists after its create failed: %s", r.Stdout)
+	}
+	if _, err := os.Stat(filepath.Join(out, "ran")); err == nil {
+		t.Error("the process ran although its prestart hook failed")
+	}
+	data, err := os.ReadFile(poststop)
+	if err != nil {
+		t.Fatalf("the poststop hook did not run after the failed create: %v", err)
+	}
+	var st specs.State
+	if err := json.Unmarshal(data, &st); err != nil || st.ID != "prehook" || st.Status != specs.StateStopped {
+		t.Errorf("poststop stdin %q (%v), want the stopped state of prehook", data, err)
+	}
+	e.assertNothingLeft("failed prestart")
+}
