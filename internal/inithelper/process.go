@@ -325,9 +325,6 @@ func Prepare(p *Process, sysctls bool) (string, error) {
 	if err := checkRlimits(p); err != nil {
 		return "", err
 	}
-	if err := setOOMScoreAdj(p.OOMScoreAdj); err != nil {
-		return "", err
-	}
 	cwd := cwdOf(p)
 	fi, err := os.Stat(cwd)
 	if err != nil {

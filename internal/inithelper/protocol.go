@@ -104,8 +104,11 @@ type Process struct {
 	Umask           *uint32             `json:"umask,omitempty"`
 	NoNewPrivileges bool                `json:"noNewPrivileges,omitempty"`
 	Rlimits         []specs.POSIXRlimit `json:"rlimits,omitempty"`
-	// OOMScoreAdj, when set, is written to /proc/self/oom_score_adj by
-	// Prepare (oom.go).
+	// OOMScoreAdj is process.oomScoreAdj. The helpers do not apply it:
+	// nexcage sets it from the host (root there may also lower it, which
+	// an unprivileged container's root may not), on the init helper before
+	// start and on itself before lxc-attach for exec; the process inherits
+	// it, as with runc.
 	OOMScoreAdj *int `json:"oomScoreAdj,omitempty"`
 	// Capabilities nil leaves the sets as they are (a uid other than 0
 	// then loses them all at setuid, as with runc).

@@ -103,6 +103,10 @@ func TestProxmoxHooksDevicesOOMScoreAdj(t *testing.T) {
 					t.Errorf("%s was made on the host", p)
 				}
 			}
+			// An exec'd process gets the container's oomScoreAdj too.
+			if r := n.Must("exec", id, "cat", "/proc/self/oom_score_adj"); strings.TrimSpace(r.Stdout) != "500" {
+				t.Errorf("exec'd process oom_score_adj %q, want 500", r.Stdout)
+			}
 			n.Must("kill", id, "KILL")
 			Eventually(t, 60e9, "the container to stop", func() bool {
 				return strings.Contains(n.Run("state", id).Stdout, `"stopped"`)

@@ -379,6 +379,10 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 		if err := b.startSupervised(ctx, c, vmid, opts, req.Process, req.Net, req.RootUID, req.RootGID); err != nil {
 			return err
 		}
+		// The process inherits it from the helper (oom.go).
+		if err := setOOMScoreAdj(c.ID, c.Pid, req.Process.OOMScoreAdj); err != nil {
+			return err
+		}
 		if hasHooks {
 			ranCreateHooks = true
 			if err := b.runCreateHooks(ctx, c, in.Spec.Hooks); err != nil {

@@ -669,6 +669,11 @@ func (b *Backend) exec(ctx context.Context, c *state.Container, args []string, s
 	cmd.ExtraFiles = make([]*os.File, inithelper.ExecFD-2)
 	cmd.ExtraFiles[inithelper.ExecFD-3] = rd
 	b.log.Debug("exec", "id", c.ID, "argv", cmd.Args)
+	// lxc-attach and the process it attaches inherit it (oom.go).
+	if err := setOOMScoreAdj(c.ID, 0, p.OOMScoreAdj); err != nil {
+		_ = rd.Close()
+		return 0, err
+	}
 	err = cmd.Start()
 	_ = rd.Close()
 	if err != nil {
