@@ -273,6 +273,14 @@ func busyboxOCIArchive(t *testing.T) string {
 	t.Helper()
 	rootfs := t.TempDir()
 	testutil.BusyboxRootfs(t, rootfs)
+	return ociArchive(t, rootfs, ctrImage, map[string]any{"Cmd": []string{"sh"}, "Env": []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}})
+}
+
+// ociArchive builds an OCI image-layout archive named name (for `ctr
+// image import`) of one uncompressed layer holding rootfs, with the image
+// config's "config" object imgConfig.
+func ociArchive(t *testing.T, rootfs, name string, imgConfig map[string]any) string {
+	t.Helper()
 	layer := bytes.NewBuffer(testutil.TarDir(t, rootfs))
 	blobs := map[string][]byte{}
 	add := func(data []byte) (string, int) {
@@ -291,7 +299,7 @@ func busyboxOCIArchive(t *testing.T) string {
 	layerDigest, layerSize := add(layer.Bytes())
 	configDigest, configSize := add(mustJSON(map[string]any{
 		"architecture": "amd64", "os": "linux",
-		"config": map[string]any{"Cmd": []string{"sh"}, "Env": []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}},
+		"config": imgConfig,
 		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
 	}))
 	manifestDigest, manifestSize := add(mustJSON(map[string]any{
@@ -303,10 +311,10 @@ func busyboxOCIArchive(t *testing.T) string {
 		"schemaVersion": 2,
 		"manifests": []any{map[string]any{
 			"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifestDigest, "size": manifestSize,
-			"annotations": map[string]string{"io.containerd.image.name": ctrImage, "org.opencontainers.image.ref.name": "latest"},
+			"annotations": map[string]string{"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "latest"},
 		}},
 	})
-	archive := filepath.Join(t.TempDir(), "busybox-oci.tar")
+	archive := filepath.Join(t.TempDir(), "image-oci.tar")
 	f, err := os.Create(archive)
 	if err != nil {
 		t.Fatal(err)

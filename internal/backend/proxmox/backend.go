@@ -201,6 +201,9 @@ func (b *Backend) nodeOf(c *state.Container) string {
 // --force` finds and frees it. When an undo step fails the error wraps
 // runtime.ErrCleanupIncomplete and the record stays for delete --force.
 func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.CreateOptions) (err error) {
+	if err := refusePod(c.ID, opts.Spec); err != nil {
+		return err
+	}
 	if c.Data == nil {
 		c.Data = map[string]string{}
 	}
