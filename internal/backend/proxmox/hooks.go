@@ -57,6 +57,32 @@ type recordedHooks struct {
 	// StartContainer is how many startContainer hooks the init helper
 	// runs (it has them): start writes their state only then.
 	StartContainer int `json:"startContainer,omitempty"`
+	// StartContainerWait bounds (seconds) how long they may take: start
+	// waits that much longer for the process (startWait).
+	StartContainerWait int `json:"startContainerWait,omitempty"`
+}
+
+// startContainerBound is the time a startContainer hook without a
+// timeout of its own is given before start stops waiting.
+const startContainerBound = 5 * time.Minute
+
+// startWait is how long start waits for the init helper's answer: the
+// usual 30 s plus what the startContainer hooks may take.
+func (r recordedHooks) startWait() time.Duration {
+	return 30*time.Second + time.Duration(r.StartContainerWait)*time.Second
+}
+
+// startContainerWait is the seconds the hooks of list may take.
+func startContainerWait(list []specs.Hook) int {
+	n := 0
+	for _, h := range list {
+		if h.Timeout != nil && *h.Timeout > 0 {
+			n += *h.Timeout
+		} else {
+			n += int(startContainerBound / time.Second)
+		}
+	}
+	return n
 }
 
 // checkHooks refuses the hooks the Proxmox backend cannot run (the
@@ -106,7 +132,8 @@ func (b *Backend) recordHooks(c *state.Container, h *specs.Hooks) (bool, error) 
 		return false, addContainer(c.ID, err)
 	}
 	if len(h.Poststart)+len(h.Poststop)+len(h.StartContainer) > 0 {
-		data, err := json.Marshal(recordedHooks{Poststart: h.Poststart, Poststop: h.Poststop, StartContainer: len(h.StartContainer)})
+		data, err := json.Marshal(recordedHooks{Poststart: h.Poststart, Poststop: h.Poststop,
+			StartContainer: len(h.StartContainer), StartContainerWait: startContainerWait(h.StartContainer)})
 		if err != nil {
 			return false, errs.Wrap(errs.KindInternal, err, "container %s: cannot encode its hooks", c.ID)
 		}

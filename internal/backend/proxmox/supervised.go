@@ -420,7 +420,7 @@ func (b *Backend) startSupervisedProcess(c *state.Container) error {
 	if err := b.writeStartState(c); err != nil {
 		return err
 	}
-	if err := supervisor.Start(hp.ctl, 30*time.Second); err != nil {
+	if err := supervisor.Start(hp.ctl, b.recorded(c).startWait()); err != nil {
 		var se syscall.Errno
 		if errors.As(err, &se) && (se == syscall.ENOENT || se == syscall.ECONNREFUSED) {
 			return errs.New(errs.KindState, "container %s: container not running (its supervisor is gone)", c.ID)
