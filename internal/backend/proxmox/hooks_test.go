@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -176,5 +177,18 @@ func TestUntrustedHookRefusedBeforeAnything(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(f.dir, "ran")); err == nil {
 		t.Error("the untrusted hook ran")
+	}
+}
+
+// TestStartWaitCoversStartContainerHooks: start waits 30 s plus each
+// startContainer hook's timeout (5 minutes for one without).
+func TestStartWaitCoversStartContainerHooks(t *testing.T) {
+	ten := 10
+	r := recordedHooks{StartContainerWait: startContainerWait([]specs.Hook{{Path: "/a", Timeout: &ten}, {Path: "/b"}})}
+	if got, want := r.startWait(), 30*time.Second+10*time.Second+startContainerBound; got != want {
+		t.Errorf("startWait = %v, want %v", got, want)
+	}
+	if got := (recordedHooks{}).startWait(); got != 30*time.Second {
+		t.Errorf("startWait without hooks = %v, want 30s", got)
 	}
 }
