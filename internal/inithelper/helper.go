@@ -59,6 +59,7 @@ func InitMain(args []string) int {
 	if err := setupNetwork(m.Net); err != nil {
 		return fail("%v", err)
 	}
+	ptmxSymlink()
 	path, err := Prepare(p, true)
 	if err != nil {
 		return fail("%v", err)
@@ -78,6 +79,11 @@ func InitMain(args []string) int {
 		if fd > 2 {
 			_ = unix.Close(fd)
 		}
+	}
+	// startContainer hooks: in the container, with the stdio in place,
+	// before the process (a failure fails start; the container stops).
+	if err := runStartContainerHooks(m.StartContainer); err != nil {
+		return fail("%v", err)
 	}
 	// The socket is close-on-exec: a successful exec closes it, which is
 	// the supervisor's signal that the process runs.

@@ -21,8 +21,8 @@ import (
 //
 // Prepare, in `create` before the helper reports ready (so a process
 // that cannot get what the bundle asks for fails create):
-//  1. (mounts and network setup: earlier steps of the init helper)
-//     then write process.oomScoreAdj to /proc/self/oom_score_adj;
+//  1. (mounts and network setup: earlier steps of the init helper;
+//     process.oomScoreAdj is set from the host, see Process.OOMScoreAdj);
 //  2. write the net.* sysctls under /proc/sys/net (the helper is the
 //     container's init, so this is the container's network namespace);
 //  3. check the capabilities against what the container has (bounding
@@ -316,11 +316,6 @@ func Prepare(p *Process, sysctls bool) (string, error) {
 			return "", err
 		}
 	}
-	if p.OOMScoreAdj != nil {
-		if err := writeOOMScoreAdj(*p.OOMScoreAdj); err != nil {
-			return "", err
-		}
-	}
 	w, err := resolveCaps(p)
 	if err != nil {
 		return "", err
@@ -341,21 +336,6 @@ func Prepare(p *Process, sysctls bool) (string, error) {
 	}
 	id := &Identity{UID: p.UID, GID: p.GID, Groups: p.AdditionalGids}
 	return LookPath(p.Args[0], p.Env, cwd, id)
-}
-
-// procSelf is where oom_score_adj is written; a variable for tests.
-var procSelf = "/proc/self/"
-
-// writeOOMScoreAdj sets the helper's oom_score_adj, which the process
-// inherits through exec (as runc does for the container's init). Going
-// below the current value needs CAP_SYS_RESOURCE of the host, which a
-// container's root does not have.
-func writeOOMScoreAdj(v int) error {
-	err := os.WriteFile(procSelf+"oom_score_adj", []byte(strconv.Itoa(v)), 0)
-	if err != nil {
-		return fmt.Errorf("process.oomScoreAdj %d cannot be set: %v (lowering it needs CAP_SYS_RESOURCE on the host, which the container does not have)", v, unwrapPath(err))
-	}
-	return nil
 }
 
 func cwdOf(p *Process) string {

@@ -48,6 +48,11 @@ const (
 	// BinaryName and SocketName are their names in the host directory.
 	BinaryName = "nexcage"
 	SocketName = "init.sock"
+	// StateFile is the container's OCI state the startContainer hooks
+	// get on stdin, written by `start` (StateFileName in the host
+	// directory) before it releases the helper.
+	StateFile     = MountPoint + "/" + StateFileName
+	StateFileName = "state.json"
 )
 
 // Message types of the init protocol (one JSON message per packet on a
@@ -82,6 +87,9 @@ type Message struct {
 	// first (rootfs.go).
 	Rootfs *RootfsSetup `json:"rootfs,omitempty"`
 	Msg    string       `json:"msg,omitempty"`
+	// StartContainer are the OCI startContainer hooks the init helper
+	// runs at start, before it applies the process (starthooks.go).
+	StartContainer []specs.Hook `json:"startContainer,omitempty"`
 }
 
 // Process is the OCI process as the helpers apply it: every field of
@@ -98,12 +106,15 @@ type Process struct {
 	GID            uint32   `json:"gid"`
 	AdditionalGids []uint32 `json:"additionalGids,omitempty"`
 	// Umask nil means 0022, as with runc.
-	Umask           *uint32 `json:"umask,omitempty"`
-	NoNewPrivileges bool    `json:"noNewPrivileges,omitempty"`
-	// OOMScoreAdj, when set, is written to /proc/self/oom_score_adj
-	// (Prepare), which the process inherits.
-	OOMScoreAdj *int                `json:"oomScoreAdj,omitempty"`
-	Rlimits     []specs.POSIXRlimit `json:"rlimits,omitempty"`
+	Umask           *uint32             `json:"umask,omitempty"`
+	NoNewPrivileges bool                `json:"noNewPrivileges,omitempty"`
+	Rlimits         []specs.POSIXRlimit `json:"rlimits,omitempty"`
+	// OOMScoreAdj is process.oomScoreAdj. The helpers do not apply it:
+	// nexcage sets it from the host (root there may also lower it, which
+	// an unprivileged container's root may not), on the init helper before
+	// start and on itself before lxc-attach for exec; the process inherits
+	// it, as with runc.
+	OOMScoreAdj *int `json:"oomScoreAdj,omitempty"`
 	// Capabilities nil leaves the sets as they are (a uid other than 0
 	// then loses them all at setuid, as with runc).
 	Capabilities *specs.LinuxCapabilities `json:"capabilities,omitempty"`

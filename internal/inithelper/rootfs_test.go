@@ -71,28 +71,6 @@ func TestDataAllowed(t *testing.T) {
 	}
 }
 
-// TestWriteOOMScoreAdj writes the value where the kernel reads it.
-func TestWriteOOMScoreAdj(t *testing.T) {
-	dir := t.TempDir()
-	old := procSelf
-	procSelf = dir + "/"
-	t.Cleanup(func() { procSelf = old })
-	f := filepath.Join(dir, "oom_score_adj")
-	if err := os.WriteFile(f, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := writeOOMScoreAdj(-500); err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := os.ReadFile(f); string(b) != "-500" {
-		t.Errorf("oom_score_adj = %q", b)
-	}
-	procSelf = filepath.Join(dir, "missing") + "/"
-	if err := writeOOMScoreAdj(1); err == nil || !strings.Contains(err.Error(), "process.oomScoreAdj 1") {
-		t.Errorf("error = %v", err)
-	}
-}
-
 // inPrivateMountNS runs f on a thread of its own in a new, private mount
 // namespace (the thread ends with f, so its namespace and mounts go with
 // it; the host's mounts are never touched).
