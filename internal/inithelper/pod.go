@@ -87,6 +87,9 @@ func PodRunMain(args []string) int {
 	if err := enterRootfs(r.Mounts); err != nil {
 		return fail("%v", err)
 	}
+	if err := narrowTo(r.Process.ContainerBounding); err != nil {
+		return fail("%v", err)
+	}
 	path, err := Prepare(r.Process, false)
 	if err != nil {
 		return fail("%v", err)

@@ -122,7 +122,7 @@ type Process struct {
 	// /proc/sys/net, in the container's network namespace); the exec
 	// helper refuses a process that has any.
 	Sysctl map[string]string `json:"sysctl,omitempty"`
-	// ContainerBounding, for the exec helper only, is the container's own
+	// ContainerBounding, for the exec and pod-run helpers only, is the container's own
 	// bounding set (hex, as CapBnd in /proc/<pid>/status of the init
 	// helper LXC started). lxc-attach runs the exec helper with all
 	// capabilities (--elevated-privileges=CAP, so it may switch user);

@@ -54,7 +54,12 @@ const (
 	DataPodNSPid     = "pod_nspid"      // its pid in the CT
 )
 
-const podFifo = "exec.fifo"
+// Files in a pod container's directory: the exec fifo, and the process
+// create gave it (inithelper.Message), on which exec builds its own.
+const (
+	podFifo        = "exec.fifo"
+	podProcessFile = "process.json"
+)
 
 func isPodContainer(c *state.Container) bool { return c.Data[DataPodCT] != "" }
 
@@ -284,6 +289,14 @@ func (b *Backend) createPodContainer(ctx context.Context, c *state.Container, p 
 	if err := errors.Join(err1, err2); err != nil {
 		return errs.Wrap(errs.KindBackend, err, "container %s: cannot read the id mapping of the pod's CT %d", c.ID, vmid)
 	}
+	// Never more capabilities than the pod's CT has (its init's bounding
+	// set): lxc-attach runs the helper with all of them (it mounts and
+	// may switch user), and it narrows itself after its mounts.
+	bnd, ok := capBnd(initPid)
+	if !ok {
+		return errs.New(errs.KindBackend, "container %s: cannot read the bounding set of the pod's CT %d", c.ID, vmid)
+	}
+	proc.ContainerBounding = bnd
 	rootfs := spec.Root.Path
 	if !filepath.IsAbs(rootfs) {
 		rootfs = filepath.Join(opts.Bundle, rootfs)
@@ -324,7 +337,7 @@ func (b *Backend) createPodContainer(ctx context.Context, c *state.Container, p 
 		return errs.Wrap(errs.KindBackend, err, "container %s: cannot give its rootfs to the pod's CT %d", c.ID, vmid)
 	}
 	pj, _ := json.Marshal(inithelper.Message{Process: proc})
-	if err := os.WriteFile(filepath.Join(dir, "process.json"), pj, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, podProcessFile), pj, 0o600); err != nil {
 		return errs.Wrap(errs.KindBackend, err, "container %s: cannot record its process", c.ID)
 	}
 	fifo := filepath.Join(dir, podFifo)
@@ -597,13 +610,7 @@ func (b *Backend) podExec(c *state.Container, f *execFlags, stdio runtime.Stdio)
 	if c.Status != state.Running {
 		return 0, errs.New(errs.KindState, "cannot exec in a stopped container: %s", c.ID)
 	}
-	saved := c.Data[DataHelperDir]
-	c.Data[DataHelperDir] = filepath.Join(c.Data[DataPodDir], "process") // containerProcess reads <dir>.json
 	p, err := b.execProcess(c, f)
-	c.Data[DataHelperDir] = saved
-	if saved == "" {
-		delete(c.Data, DataHelperDir)
-	}
 	if err != nil {
 		return 0, err
 	}

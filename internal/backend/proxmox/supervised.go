@@ -803,7 +803,11 @@ func (b *Backend) execProcess(c *state.Container, f *execFlags) (*inithelper.Pro
 // containerProcess is the process create handed to c's init helper, nil
 // when it cannot be read.
 func (b *Backend) containerProcess(c *state.Container) *inithelper.Process {
-	data, err := os.ReadFile(b.helperPaths(c.Data[DataHelperDir]).process)
+	file := b.helperPaths(c.Data[DataHelperDir]).process
+	if isPodContainer(c) {
+		file = filepath.Join(c.Data[DataPodDir], podProcessFile)
+	}
+	data, err := os.ReadFile(file)
 	if err != nil {
 		return nil
 	}
@@ -843,7 +847,17 @@ func (b *Backend) ps(ctx context.Context, c *state.Container, args []string, std
 	if c.Status != state.Running && c.Status != state.Created {
 		return 0, errs.New(errs.KindState, "container %s: container not running", c.ID)
 	}
-	pids, err := pidsInNamespace(c.Pid)
+	var pids []int
+	var err error
+	if isPodContainer(c) {
+		// Its process and what it started (the CT's pid namespace is the
+		// pod's).
+		if pid, ok := podProcAlive(c); ok {
+			pids = append([]int{pid}, descendants(pid)...)
+		}
+	} else {
+		pids, err = pidsInNamespace(c.Pid)
+	}
 	if err != nil {
 		return 0, errs.Wrap(errs.KindBackend, err, "container %s: cannot list its processes", c.ID)
 	}
