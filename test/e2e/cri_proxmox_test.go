@@ -85,6 +85,24 @@ func TestContainerdProxmoxCRIPodSandbox(t *testing.T) {
 		}
 	})
 
+	t.Run("a container that fails inside the CT leaves nothing", func(t *testing.T) {
+		cfg := filepath.Join(t.TempDir(), "container.json")
+		writeJSON(t, cfg, map[string]any{"metadata": map[string]any{"name": "broken"}, "image": map[string]any{"image": ctrImage},
+			"command": []string{"/no/such/program"}, "log_path": "broken.log", "linux": map[string]any{}})
+		ctr := n.mustCrictl("create", pod, cfg, podCfg)
+		r := n.crictl("start", ctr)
+		if r.Code == 0 || !strings.Contains(r.Stderr, "/no/such/program") {
+			t.Fatalf("crictl start of a missing program in a Proxmox pod: %s", r)
+		}
+		n.mustCrictl("rm", ctr)
+		if got := n.backends("proxmox"); len(got) != 1 {
+			t.Fatalf("nexcage state after the failed container: %v, want the sandbox only", got)
+		}
+		if ents, _ := filepath.Glob(filepath.Join(e.root, "var/lib/lxc/.nexcage/pod-*")); len(ents) > 0 {
+			t.Fatalf("pod container directories left: %v", ents)
+		}
+	})
+
 	n.mustCrictl("stopp", pod)
 	// The interface went back and CNI's DEL removed it with its peer:
 	// the test namespace has the links it had before the pod.
