@@ -1,35 +1,57 @@
 // Package fastpath is nexcage's passthrough for containers routed to runc
-// or crun: the verb is decided from the command line, the config's
-// routing and the runtime's own state directory, and nexcage then
-// becomes the runtime (execve) with the translated argv, so that the
-// runtime's exit status, output, signals and pid file are the caller's,
-// with no copy and no wait. It keeps no record of its own: runc and crun
-// keep the state of their containers under <root>/@runc and <root>/@crun
-// (state.Store.RuntimeDir), which is what every later verb, and the full
-// CLI (runtime.Manager.Recordless), look at.
+// or crun, run by the small front binary (cmd/nexcage), which imports
+// nothing heavy, so that its start-up costs about a Go hello world.
+//
+// For such a container each verb is decided from the command line, the
+// container's record (<root>/<id>/state.json: which runtime, whatever
+// --runtime or the routing rules said at create) or, without one, the
+// routing rules and the runtime's own state directory
+// (state.Store.RuntimeDir), and then:
+//
+//   - start, kill, delete and the passthrough verbs (exec, ps, pause,
+//     resume, events, update) become the runtime (execve) with the
+//     translated argv: its exit status, output, signals and pid file are
+//     the caller's, with no copy and no wait. delete removes the record
+//     first (forget before the runtime acts; a runtime that then refuses
+//     leaves a container without a record, which every verb still finds
+//     by its state directory);
+//   - create writes the record first (persist before the runtime acquires
+//     anything: a crash at any point leaves a record `delete --force`
+//     finds), then runs the runtime as its only child and waits, so that a
+//     failure or SIGINT/SIGTERM is undone and reported as before;
+//   - state is read from the runtime's state directory (ocirun.ReadState):
+//     starting runc just to print it would cost more than nexcage.
 //
 // The fast path takes only the cases whose outcome it can tell is the
-// runtime's: everything else (another verb, the Proxmox backend, an id
-// with a record, a refusal such as starting a running container, a bundle
-// nexcage must explain) goes to the full CLI, which answers with
-// nexcage's words and exit codes (docs/CLI.md), as before. It runs in the
-// small front binary (cmd/nexcage), which imports nothing heavy, so its
-// start-up is about that of a Go hello world.
+// runtime's: everything else (other verbs, the Proxmox backend, a refusal
+// such as starting a running container, a bundle nexcage must explain,
+// nexcage's own log or --debug) is handed to the full command line,
+// nexcage-core, which answers with nexcage's words and exit codes
+// (docs/CLI.md), as before.
 package fastpath
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"syscall"
-
-	goruntime "runtime"
+	"time"
 
 	"github.com/nexcage/nexcage/internal/backend/ocirun"
 	"github.com/nexcage/nexcage/internal/config"
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/logging"
+	"github.com/nexcage/nexcage/internal/runtime"
 	"github.com/nexcage/nexcage/internal/signals"
 	"github.com/nexcage/nexcage/internal/state"
 	"github.com/nexcage/nexcage/internal/trust"
@@ -47,9 +69,10 @@ var execve = syscall.Exec
 
 // Try carries out argv (without the program name) when it is a verb on a
 // runc/crun-routed container whose outcome is the runtime's own. For
-// every verb but state it does not return then: the process becomes the
-// runtime. state returns its exit status with handled set. handled is
-// false when the full CLI must handle argv (nothing was done then).
+// start, kill, delete and the passthrough verbs it does not return then:
+// the process becomes the runtime. create and state return their exit
+// status with handled set. handled is false when the full CLI must
+// handle argv (nothing was changed then).
 func Try(argv []string) (code int, handled bool) {
 	c, ok := parse(argv)
 	if !ok {
@@ -59,8 +82,15 @@ func Try(argv []string) (code int, handled bool) {
 	if !ok {
 		return 0, false
 	}
-	if c.verb == "state" {
+	switch c.verb {
+	case "state":
 		return p.state()
+	case "create":
+		return p.create()
+	case "delete":
+		if !p.forget() {
+			return 0, false
+		}
 	}
 	p.exec()
 	return 0, false // exec failed: the full CLI reports it
@@ -68,13 +98,16 @@ func Try(argv []string) (code int, handled bool) {
 
 // plan is a prepared call: which runtime, where its state is.
 type plan struct {
-	c       call
-	name    string // runc or crun
-	bin     string // the runtime's path
-	rt      config.OCIRuntime
-	rtRoot  string // <root>/@<name>
-	rtDir   string // <root>/@<name>/<id>
-	st      *state.Container // read from the runtime's state directory
+	c      call
+	store  *state.Store
+	rec    *state.Container // the record, if any
+	name   string           // runc or crun
+	bin    string           // the runtime's path
+	rt     config.OCIRuntime
+	rtRoot string           // <root>/@<name>
+	rtDir  string           // <root>/@<name>/<id>
+	st     *state.Container // read from the runtime's state directory
+	spec   bundleSpec       // create: what the bundle says
 }
 
 // prepare loads the config, finds who has the id and checks that the
@@ -104,33 +137,42 @@ func prepare(c call) (p plan, ok bool) {
 	if state.ValidateID(c.id) != nil {
 		return p, false
 	}
-	store, err := state.NewStore(root)
-	if err != nil {
+	if p.store, err = state.NewStore(root); err != nil {
 		return p, false
 	}
-	// A record: the Proxmox backend, or a container the full CLI made.
-	if exists, err := store.Exists(c.id); err != nil || exists {
-		return p, false
+	switch rec, err := p.store.Load(c.id); {
+	case err == nil:
+		p.rec = rec
+	case errs.KindOf(err) != errs.KindNotFound:
+		return p, false // damaged: the full CLI explains
 	}
-	owner, err := store.RuntimeOwner(c.id, runtimes...)
-	if err != nil {
-		return p, false
-	}
-	if c.verb == "create" {
-		if owner != "" {
+	var owner string
+	switch {
+	case c.verb == "create":
+		if p.rec != nil {
 			return p, false // "already exists", in nexcage's words
+		}
+		if owner, err = p.store.RuntimeOwner(c.id, runtimes...); err != nil || owner != "" {
+			return p, false
 		}
 		router, err := cfg.Router()
 		if err != nil {
 			return p, false
 		}
 		d, err := router.Route(c.id, g.runtime)
-		if err != nil || (d.Backend != config.BackendRunc && d.Backend != config.BackendCrun) {
+		if err != nil {
 			return p, false
 		}
 		owner = d.Backend
-	} else if owner == "" {
-		return p, false // "does not exist", in nexcage's words
+	case p.rec != nil:
+		owner = p.rec.Backend
+	default:
+		if owner, err = p.store.RuntimeOwner(c.id, runtimes...); err != nil || owner == "" {
+			return p, false // "does not exist", in nexcage's words
+		}
+	}
+	if owner != config.BackendRunc && owner != config.BackendCrun {
+		return p, false
 	}
 	p.name = owner
 	p.rt = cfg.Runtimes.Runc
@@ -144,8 +186,8 @@ func prepare(c call) (p plan, ok bool) {
 	if p.bin, err = ocirun.LookPath(owner, bin); err != nil {
 		return p, false
 	}
-	p.rtRoot = store.BackendRoot(owner)
-	p.rtDir = store.RuntimeDir(owner, c.id)
+	p.rtRoot = p.store.BackendRoot(owner)
+	p.rtDir = p.store.RuntimeDir(owner, c.id)
 	return p, p.check()
 }
 
@@ -165,14 +207,28 @@ func (p *plan) check() bool {
 		}
 		return p.alive()
 	case "delete":
+		if _, err := os.Lstat(p.rtDir); err != nil {
+			return false // only a record (a create that crashed): the full CLI
+		}
 		return c.force || p.created() || !p.alive()
 	}
 	return true // state and the passthrough verbs
 }
 
+// bundleSpec is what create reads of the bundle's config.json.
+type bundleSpec struct {
+	OCIVersion string `json:"ociVersion"`
+	Root       *struct {
+		Path string `json:"path"`
+	} `json:"root"`
+	Annotations map[string]string `json:"annotations"`
+	rootfs      string
+}
+
 // checkBundle reads of the bundle only what tells whether the runtime
-// will take it (root.path exists; crun: a 1.0.x spec): the full CLI
-// explains a bundle that fails these. The runtime validates the rest.
+// will take it (root.path exists; crun: a 1.0.x spec) and what the record
+// keeps: the full CLI explains a bundle that fails these. The runtime
+// validates the rest.
 func (p *plan) checkBundle() bool {
 	c := &p.c
 	if c.bundle == "" {
@@ -187,23 +243,18 @@ func (p *plan) checkBundle() bool {
 	if err != nil {
 		return false
 	}
-	var spec struct {
-		OCIVersion string `json:"ociVersion"`
-		Root       *struct {
-			Path string `json:"path"`
-		} `json:"root"`
-	}
-	if json.Unmarshal(data, &spec) != nil || spec.Root == nil || spec.Root.Path == "" {
+	s := &p.spec
+	if json.Unmarshal(data, s) != nil || s.Root == nil || s.Root.Path == "" {
 		return false
 	}
-	rootfs := spec.Root.Path
-	if !filepath.IsAbs(rootfs) {
-		rootfs = filepath.Join(dir, rootfs)
+	s.rootfs = s.Root.Path
+	if !filepath.IsAbs(s.rootfs) {
+		s.rootfs = filepath.Join(dir, s.rootfs)
 	}
-	if fi, err := os.Stat(rootfs); err != nil || !fi.IsDir() {
+	if fi, err := os.Stat(s.rootfs); err != nil || !fi.IsDir() {
 		return false
 	}
-	if p.name == config.BackendCrun && !strings.HasPrefix(spec.OCIVersion, "1.0.") {
+	if p.name == config.BackendCrun && !strings.HasPrefix(s.OCIVersion, "1.0.") {
 		return false // crun 1.8 refuses newer specs; nexcage says what to do
 	}
 	return true
@@ -235,20 +286,11 @@ func (p *plan) created() bool {
 	return ok && st.Status == state.Created
 }
 
-// argv is the runtime's command line for the call.
-func (p *plan) argv() []string {
-	c, g := p.c, p.c.g
-	a := []string{filepath.Base(p.bin), "--root", p.rtRoot}
-	if g.log != "" {
-		a = append(a, "--log", g.log, "--log-format", g.logFormat)
-	}
-	if g.systemdCgroup {
-		a = append(a, "--systemd-cgroup")
-	}
-	if g.rootless != "" {
-		a = append(a, "--rootless="+g.rootless)
-	}
-	a = append(a, c.verb)
+// argv is the runtime's command line for the call; logPath overrides the
+// caller's --log (create's private log).
+func (p *plan) argv(logPath, logFormat string) []string {
+	c := p.c
+	a := append(p.globals(logPath, logFormat), c.verb)
 	switch c.verb {
 	case "create":
 		a = append(a, "--bundle", c.bundle)
@@ -287,52 +329,214 @@ func (p *plan) argv() []string {
 	return a
 }
 
-// exec becomes the runtime. crun's create on a hybrid cgroup host first
-// moves this thread into a private mount namespace without the cgroup2
-// mount (see ocirun's hybrid.go), in process: the namespace of the
-// thread that calls execve is the runtime's. It returns only on failure.
-func (p *plan) exec() {
-	argv := p.argv()
-	if p.c.verb == "create" {
-		if err := os.MkdirAll(p.rtRoot, 0o700); err != nil {
-			return
-		}
-		if p.workaround() {
-			// The thread stays locked: it is never handed back to Go
-			// in another mount namespace (execve replaces the process;
-			// a failure ends it below).
-			goruntime.LockOSThread()
-			if err := ocirun.DetachCgroup2(); err != nil {
-				return
-			}
-		}
+// globals are the runtime's name and global flags.
+func (p *plan) globals(logPath, logFormat string) []string {
+	g := p.c.g
+	a := []string{filepath.Base(p.bin), "--root", p.rtRoot}
+	if logPath != "" {
+		a = append(a, "--log", logPath, "--log-format", logFormat)
 	}
-	_ = execve(p.bin, argv, os.Environ())
+	if g.systemdCgroup {
+		a = append(a, "--systemd-cgroup")
+	}
+	if g.rootless != "" {
+		a = append(a, "--rootless="+g.rootless)
+	}
+	return a
+}
+
+// exec becomes the runtime; it returns only on failure.
+func (p *plan) exec() {
+	_ = execve(p.bin, p.argv(p.c.g.log, p.c.g.logFormat), os.Environ())
+}
+
+// forget removes the record, under the id's lock, before delete becomes
+// the runtime: afterwards nothing of nexcage's is left to remove (the
+// lock file goes with the record, see state.Lock.Unlock).
+func (p *plan) forget() bool {
+	if p.rec == nil {
+		return true
+	}
+	l, err := p.store.Lock(context.Background(), p.c.id)
+	if err != nil {
+		return false
+	}
+	err = p.store.Remove(p.c.id)
+	if uerr := l.Unlock(); err == nil {
+		err = uerr
+	}
+	return err == nil
 }
 
 // workaround tells whether crun's create needs the hybrid cgroup
 // workaround (runtimes.crun.cgroup_workaround, as ocirun.Backend decides).
 func (p *plan) workaround() bool {
-	if p.name != config.BackendCrun {
-		return p.rt.CgroupWorkaround == ocirun.WorkaroundAlways
-	}
 	switch p.rt.CgroupWorkaround {
 	case ocirun.WorkaroundAlways:
 		return true
 	case ocirun.WorkaroundNever:
 		return false
 	}
-	return ocirun.HybridWithV2Controllers(ocirun.CgroupRoot)
+	return p.name == config.BackendCrun && ocirun.HybridWithV2Controllers(ocirun.CgroupRoot)
+}
+
+// create records the container, then runs `<runtime> create` as its only
+// child with the caller's stdio and preserved fds, and waits: a failure
+// or an interrupt (SIGINT/SIGTERM) deletes what the runtime made and the
+// record, and is reported as the full CLI does (exit code by kind,
+// 128+n). crun's create on a hybrid cgroup host runs in a private mount
+// namespace without the cgroup2 mount (ocirun's hybrid.go), made in
+// process on this locked thread, which the child inherits.
+func (p *plan) create() (int, bool) {
+	ctx := context.Background()
+	id := p.c.id
+	l, err := p.store.Lock(ctx, id)
+	if err != nil {
+		return 0, false
+	}
+	// Another nexcage may have taken the id before the lock.
+	if exists, err := p.store.Exists(id); err != nil || exists {
+		_ = l.Unlock()
+		return 0, false
+	}
+	if owner, err := p.store.RuntimeOwner(id, runtimes...); err != nil || owner != "" {
+		_ = l.Unlock()
+		return 0, false
+	}
+	rec := &state.Container{ID: id, Status: state.Creating, Backend: p.name, Bundle: p.c.bundle, Rootfs: p.spec.rootfs,
+		OCIVersion: p.spec.OCIVersion, Annotations: p.spec.Annotations, Created: time.Now().UTC(), Nonce: newNonce()}
+	if err := p.store.Save(rec); err != nil {
+		_ = l.Unlock()
+		return 0, false
+	}
+	defer func() { _ = l.Unlock() }()
+	return p.report(p.runCreate(ctx))
+}
+
+// runCreate runs the runtime's create for create; the record exists and
+// the lock is held. On failure nothing but the record is left, which it
+// removes.
+func (p *plan) runCreate(ctx context.Context) error {
+	id := p.c.id
+	logPath, logFormat := p.c.g.log, p.c.g.logFormat
+	var offset int64
+	if logPath == "" {
+		// A private log in the record's directory (gone with it) tells
+		// why the runtime failed.
+		dir, _ := p.store.Dir(id)
+		f, err := os.CreateTemp(dir, ".log-*.json")
+		if err != nil {
+			return p.undo(errs.Wrap(errs.KindInternal, err, "cannot create a log file for %s", p.name))
+		}
+		_ = f.Close()
+		defer os.Remove(f.Name())
+		logPath, logFormat = f.Name(), "json"
+	} else if fi, err := os.Stat(logPath); err == nil {
+		offset = fi.Size()
+	}
+	if err := os.MkdirAll(p.rtRoot, 0o700); err != nil {
+		return p.undo(errs.Wrap(errs.KindInternal, err, "cannot create the %s state root", p.name))
+	}
+	argv := p.argv(logPath, logFormat)
+	cmd := exec.Command(p.bin, argv[1:]...)
+	cmd.Args[0] = argv[0]
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	for i := 0; i < p.c.preserveFDs; i++ {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, os.NewFile(uintptr(3+i), "preserved-fd-"+strconv.Itoa(3+i)))
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	if p.workaround() {
+		// This thread stays locked until the process ends: it is never
+		// handed back to Go in the other mount namespace.
+		goruntime.LockOSThread()
+		if err := ocirun.DetachCgroup2(); err != nil {
+			return p.undo(errs.Wrap(errs.KindBackend, err, "crun cgroup workaround for %s", id))
+		}
+	}
+	if err := cmd.Start(); err != nil {
+		return p.undo(errs.Wrap(errs.KindBackend, err, "cannot run %s", p.bin))
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			return nil
+		}
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			return p.undo(errs.Wrap(errs.KindBackend, err, "%s create", p.name))
+		}
+		msg := ocirun.LastLogError(logPath, offset)
+		if msg == "" {
+			msg = fmt.Sprintf("exit status %d", ee.ExitCode())
+		}
+		e := errs.Wrap(errs.KindBackend, errors.New(msg), "%s create %s", p.name, id)
+		if strings.Contains(msg, "hybrid mode not supported") {
+			e = e.WithHint("set runtimes.crun.cgroup_workaround to \"auto\" or \"always\" in the config")
+		}
+		return p.undo(e)
+	case s := <-sigs:
+		signal.Stop(sigs) // a second signal ends nexcage at once
+		_ = cmd.Process.Kill()
+		<-done
+		return p.undo(&runtime.Interrupted{Signal: s.(syscall.Signal)})
+	}
+}
+
+// undo deletes what the runtime may have made of a failed create and the
+// record, and returns err.
+func (p *plan) undo(err error) error {
+	del := append(p.globals(p.c.g.log, p.c.g.logFormat)[1:], "delete", "--force", p.c.id)
+	_ = exec.Command(p.bin, del...).Run()
+	if rerr := p.store.Remove(p.c.id); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	return err
+}
+
+// report prints err as the full CLI does ("nexcage: <message>" on
+// stderr, and an error line in the caller's --log) and returns the exit
+// status.
+func (p *plan) report(err error) (int, bool) {
+	if err == nil {
+		return 0, true
+	}
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	if p.c.g.log != "" {
+		if l, lerr := logging.New(logging.Options{File: p.c.g.log, Format: p.c.g.logFormat, Level: "warning", Stderr: os.Stderr}); lerr == nil {
+			l.Error(msg, "kind", errs.KindOf(err).String())
+			_ = l.Close()
+		}
+	}
+	fmt.Fprintf(os.Stderr, "nexcage: %s\n", msg)
+	return runtime.ExitCode(err), true
+}
+
+// newNonce is a record's creation nonce (128 random bits, hex), as the
+// full CLI makes it.
+func newNonce() string {
+	r := make([]byte, 16)
+	_, _ = rand.Read(r)
+	return hex.EncodeToString(r)
 }
 
 // state prints the container's state as the full CLI does, read from
 // the runtime's state directory: running `runc state` would cost more
-// than nexcage itself. What it cannot read goes to the full CLI, which
-// asks the runtime.
+// than nexcage itself. The record, when there is one, gives what nexcage
+// keeps (the bundle's ociVersion, created ...). What it cannot read goes
+// to the full CLI, which asks the runtime.
 func (p *plan) state() (int, bool) {
 	st, ok := p.read()
 	if !ok {
 		return 0, false
+	}
+	if p.rec != nil {
+		c := *p.rec
+		c.Status, c.Pid = st.Status, st.Pid
+		st = &c
 	}
 	data, err := json.MarshalIndent(st.OCIState(""), "", "  ")
 	if err != nil {
@@ -360,6 +564,6 @@ func Delegate(argv []string) int {
 			err = execve(core, append([]string{"nexcage"}, argv...), os.Environ())
 		}
 	}
-	os.Stderr.WriteString("nexcage: cannot run " + CoreName + ", the full command line installed next to nexcage: " + err.Error() + " (reinstall nexcage)\n")
+	fmt.Fprintf(os.Stderr, "nexcage: cannot run %s, the full command line installed next to nexcage: %v (reinstall nexcage)\n", CoreName, err)
 	return errs.ExitCode(errs.New(errs.KindInternal, "no core"))
 }

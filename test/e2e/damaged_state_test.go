@@ -23,11 +23,7 @@ func TestDeleteForceDamagedState(t *testing.T) {
 			t.Errorf("runc delete --force %s: %v: %s", id, err, out)
 		}
 	})
-	// The passthrough (the nexcage front binary) keeps no record of a
-	// runc container; the full command line, nexcage-core, keeps one for
-	// every container it creates: create through it, then damage it.
-	core := &Nexcage{T: t, Bin: filepath.Join(filepath.Dir(n.Bin), "nexcage-core"), Globals: n.Globals, Env: n.Env}
-	core.Must("create", "--bundle", bundle, id)
+	n.Must("create", "--bundle", bundle, id)
 	if err := os.WriteFile(filepath.Join(n.Root(), id, "state.json"), []byte("{garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
