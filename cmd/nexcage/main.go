@@ -7,6 +7,13 @@
 // of a binary that imports nothing heavy; everything else is handed, by
 // exec as well, to the full command line, nexcage-core, installed in the
 // same directory (docs/ARCHITECTURE.md).
+//
+// The Go runtime's start-up is part of every passthrough verb: it does
+// not look for a cgroup CPU limit (GOMAXPROCS from /proc/self/cgroup and
+// /proc/self/mountinfo) nor keep a goroutine updating it; the process
+// lives for milliseconds and runs one goroutine's work.
+//go:debug containermaxprocs=0
+//go:debug updatemaxprocs=0
 package main
 
 import (
