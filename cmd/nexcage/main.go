@@ -19,10 +19,16 @@ package main
 import (
 	"os"
 
+	"github.com/nexcage/nexcage/internal/backend/ocirun"
 	"github.com/nexcage/nexcage/internal/fastpath"
 )
 
 func main() {
+	// crun's hybrid-cgroup helper (ocirun's hybrid.go) runs here, not
+	// through nexcage-core: one exec less for whoever starts it.
+	if len(os.Args) > 1 && os.Args[1] == ocirun.HelperVerb {
+		os.Exit(ocirun.HelperMain(os.Args[2:]))
+	}
 	if code, handled := fastpath.Try(os.Args[1:]); handled {
 		os.Exit(code)
 	}
