@@ -384,7 +384,7 @@ func (b *Bench) initTrace(argv []string) (int, time.Duration, error) {
 	for _, l := range strings.Split(s.Stderr, "\n") {
 		// init <pkg> @<t> ms, <clock> ms clock, ...
 		f := strings.Fields(l)
-		if len(f) < 6 || f[0] != "init" || f[5] != "clock," {
+		if len(f) < 7 || f[0] != "init" || f[6] != "clock," {
 			continue
 		}
 		if v, err := strconv.ParseFloat(f[4], 64); err == nil {
