@@ -9,9 +9,10 @@
 // same directory (docs/ARCHITECTURE.md).
 //
 // The Go runtime's start-up is part of every passthrough verb: it does
-// not look for a cgroup CPU limit (GOMAXPROCS from /proc/self/cgroup and
-// /proc/self/mountinfo) nor keep a goroutine updating it; the process
-// lives for milliseconds and runs one goroutine's work.
+// not derive GOMAXPROCS from a cgroup CPU limit nor keep updating it
+// (containermaxprocs, updatemaxprocs); the process lives for
+// milliseconds and runs one goroutine's work.
+//
 //go:debug containermaxprocs=0
 //go:debug updatemaxprocs=0
 package main
