@@ -7,6 +7,10 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X github.com/nexcage/nexcage/internal/version.Version=$(VERSION) -X github.com/nexcage/nexcage/internal/version.Commit=$(COMMIT)
 STATICCHECK_VERSION := v0.8.2
 DEADCODE_VERSION := v0.52.0
+# CRICTL_VERSION is the crictl (sigs.k8s.io/cri-tools) `make deps` builds
+# into bin/ for the CRI tests (test/e2e/cri_*_test.go); crictl's version
+# follows Kubernetes', any recent one speaks containerd 1.6's CRI v1.
+CRICTL_VERSION := v1.37.0
 # STRESS_COUNT is how often `make stress` runs each unit test.
 STRESS_COUNT ?= 5
 # FUZZTIME is how long `make fuzz` runs each fuzz target.
@@ -32,6 +36,9 @@ deps:
 	@# the uidmap package is installed, which checks these files).
 	@for f in /etc/subuid /etc/subgid; do grep -qs '^root:100000:65536$$' $$f || echo 'root:100000:65536' >> $$f; done
 	$(GO) mod download
+	@# crictl, Kubernetes' CRI client, through the Go module proxy.
+	@$(GO) version -m $(BIN)/crictl 2>/dev/null | grep -qP '^\tmod\tsigs.k8s.io/cri-tools\t$(CRICTL_VERSION)\t' || \
+		GOBIN=$(BIN) $(GO) install -ldflags "-X sigs.k8s.io/cri-tools/pkg/version.Version=$(CRICTL_VERSION)" sigs.k8s.io/cri-tools/cmd/crictl@$(CRICTL_VERSION)
 
 build:
 	@mkdir -p $(BIN)
@@ -87,7 +94,7 @@ PVE_OLD_RELIABILITY := TestCrash|TestInterrupt|TestPctHang|TestStopFault|TestPar
 PVE_OLD_SECURITY := TestUndoAfterCrashAtEachCreateStep|TestUndoOnInterruptAtEachCreateStep
 
 e2e: build
-	NEXCAGE_BIN=$(BIN)/nexcage PVESIM_BIN=$(BIN)/pvesim $(GO) test -count=1 -timeout 30m ./test/... ./bench/...
+	CRICTL_BIN=$(BIN)/crictl NEXCAGE_BIN=$(BIN)/nexcage PVESIM_BIN=$(BIN)/pvesim $(GO) test -count=1 -timeout 30m ./test/... ./bench/...
 	PVESIM_PVE_VERSION=8.4 NEXCAGE_BIN=$(BIN)/nexcage PVESIM_BIN=$(BIN)/pvesim $(GO) test -count=1 -timeout 30m -run '$(PVE_OLD_E2E)' ./test/e2e/
 	PVESIM_PVE_VERSION=8.4 NEXCAGE_BIN=$(BIN)/nexcage PVESIM_BIN=$(BIN)/pvesim $(GO) test -count=1 -timeout 30m -run '$(PVE_OLD_RELIABILITY)' ./test/reliability/
 	PVESIM_PVE_VERSION=8.4 NEXCAGE_BIN=$(BIN)/nexcage PVESIM_BIN=$(BIN)/pvesim $(GO) test -count=1 -timeout 30m -run '$(PVE_OLD_SECURITY)' ./test/security/

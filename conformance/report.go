@@ -85,6 +85,7 @@ func machine(nexcage string) [][2]string {
 		{"crun", run("crun", "--version")},
 		{"lxc", run("lxc-start", "--version")},
 		{"nexcage", run(nexcage, "--version")},
+		{"node id delegation", "`" + SuiteIDRanges + "` added to /etc/subuid and /etc/subgid in the harness's private mount namespace (bind-mounted copies; the host's files are unchanged), as a Proxmox admin adds it for a custom idmap: the suite's linux_uid_mappings maps host ids 1000-3999"},
 	}
 }
 

@@ -74,6 +74,14 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "nexcage-conformance: must run as root (the suite runs containers)")
 		return 2
 	}
+	// The simulated nodes delegate the suite's id ranges to root, as a
+	// Proxmox admin does for a custom idmap (conformance/subid.go).
+	if done, code, err := conformance.InNodeNamespace(); err != nil {
+		fmt.Fprintln(os.Stderr, "nexcage-conformance:", err)
+		return 1
+	} else if done {
+		return code
+	}
 	o := conformance.Options{Progress: os.Stderr, Keep: *keep, TempDir: *tmp, Timeout: *timeout}
 	for _, p := range []*string{nexcage, pvesim} {
 		if *p == "" {

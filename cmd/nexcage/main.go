@@ -33,5 +33,5 @@ func main() {
 	if code, handled := fastpath.Try(os.Args[1:]); handled {
 		os.Exit(code)
 	}
-	os.Exit(fastpath.Delegate(os.Args[1:]))
+	os.Exit(fastpath.Delegate(os.Args))
 }

@@ -169,3 +169,84 @@ func TestFeatures(t *testing.T) {
 		t.Errorf("features for a missing crun: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }
+
+// TestRouteBundleKubernetes: `route --bundle` decides with the bundle's
+// CRI annotations (the id defaults to the directory's name), a pod's
+// container follows its sandbox, and a nexcage-<runtime> program name
+// forces its backend.
+func TestRouteBundleKubernetes(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "nexcage.json")
+	if err := os.WriteFile(cfg, []byte(`{"runtime": {"routing": [
+		{"pod_namespace": "kube-system", "container_type": "sandbox", "runtime": "crun"},
+		{"pattern": ".*", "runtime": "runc"}]}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	const sb = "5b0c6f3e0a9d4c1b8e7f6a5d4c3b2a1908f7e6d5c4b3a29180f7e6d5c4b3a291"
+	bundle := func(id string, ann map[string]string) string {
+		dir := filepath.Join(t.TempDir(), id)
+		if err := os.MkdirAll(filepath.Join(dir, "rootfs"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if code, _, stderr := runApp(t, "--config", cfg, "--root", root, "spec", "--bundle", dir); code != 0 {
+			t.Fatalf("spec: %s", stderr)
+		}
+		var spec map[string]any
+		data, _ := os.ReadFile(filepath.Join(dir, "config.json"))
+		if err := json.Unmarshal(data, &spec); err != nil {
+			t.Fatal(err)
+		}
+		spec["annotations"] = ann
+		data, _ = json.Marshal(spec)
+		if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	pod := map[string]string{"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-id": sb,
+		"io.kubernetes.cri.sandbox-namespace": "kube-system", "io.kubernetes.cri.sandbox-name": "coredns-1"}
+	sbDir := bundle(sb, pod)
+	app := map[string]string{}
+	for k, v := range pod {
+		app[k] = v
+	}
+	app["io.kubernetes.cri.container-type"] = "container"
+	app["io.kubernetes.cri.container-name"] = "coredns"
+	appDir := bundle("c0ffee", app)
+
+	rule := `rule 0 (pod_namespace "kube-system", container_type "sandbox")`
+	if code, out, stderr := runApp(t, "--config", cfg, "--root", root, "route", "--bundle", sbDir); code != 0 || out != sb+" -> crun ("+rule+")\n" {
+		t.Fatalf("route --bundle of the sandbox: %d %q %q", code, out, stderr)
+	}
+	if code, out, stderr := runApp(t, "--config", cfg, "--root", root, "route", "--bundle", appDir, "-f", "json"); code != 0 ||
+		!strings.Contains(out, `"backend": "crun"`) || !strings.Contains(out, `"id": "c0ffee"`) || !strings.Contains(out, "its pod's sandbox "+sb) {
+		t.Fatalf("route --bundle of its container: %d %q %q", code, out, stderr)
+	}
+	// Without --bundle only the id counts.
+	if code, out, _ := runApp(t, "--config", cfg, "--root", root, "route", sb); code != 0 || out != sb+" -> runc (rule 1 \".*\")\n" {
+		t.Fatalf("route by id: %d %q", code, out)
+	}
+	var stdout, stderr bytes.Buffer
+	a := &App{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Program: "nexcage-proxmox"}
+	if code := a.Main(context.Background(), []string{"--config", cfg, "--root", root, "route", "--bundle", appDir}); code != 0 ||
+		stdout.String() != `c0ffee -> proxmox-lxc (called as "nexcage-proxmox")`+"\n" {
+		t.Fatalf("route as nexcage-proxmox: %d %q %q", code, stdout.String(), stderr.String())
+	}
+}
+
+// TestFeaturesFollowsProgramName: called as nexcage-proxmox, features
+// answers for the Proxmox backend although the rules route to runc.
+func TestFeaturesFollowsProgramName(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	a := &App{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Program: "nexcage-proxmox"}
+	if code := a.Main(context.Background(), []string{"--config", emptyConfig(t), "--root", t.TempDir(), "features"}); code != 0 {
+		t.Fatalf("features: %d %s", code, stderr.String())
+	}
+	var doc struct{ Annotations map[string]string }
+	if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.Annotations["org.nexcage.backend"] != "proxmox-lxc" || doc.Annotations["org.nexcage.route"] != `called as "nexcage-proxmox"` {
+		t.Fatalf("features annotations: %v", doc.Annotations)
+	}
+}

@@ -175,7 +175,7 @@ func ownerName() string {
 }
 
 func (a *App) route(m *runtime.Manager) error {
-	d, err := m.Decide(a.inv.ID, a.inv.Globals.Runtime)
+	d, err := m.Decide(a.inv.ID, a.inv.Globals.Runtime, a.inv.Bundle)
 	if err != nil {
 		return err
 	}

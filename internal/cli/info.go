@@ -18,8 +18,9 @@ import (
 )
 
 // features prints the runtime-spec features of the backend that would
-// run a container: --runtime, else the route of --id, else the default
-// route (container_config.default_container_type). runc and crun answer
+// run a container: --runtime, else the route of --id, else the backend
+// the program name forces (nexcage-<runtime>), else the default route
+// (container_config.default_container_type). runc and crun answer
 // for themselves (nexcage hands them config.json unchanged); the Proxmox
 // backend's answer comes from its translator's tables and the host's
 // security modules. Annotations say which backend answered and how.
@@ -29,9 +30,10 @@ func (a *App) features(ctx context.Context) error {
 		return err
 	}
 	var d config.Decision
+	_, forced := config.ProgramBackend(a.Program)
 	switch {
-	case a.inv.ID != "" || a.inv.Globals.Runtime != "":
-		d, err = router.Route(a.inv.ID, a.inv.Globals.Runtime)
+	case a.inv.ID != "" || a.inv.Globals.Runtime != "" || forced:
+		d, err = router.Decide(config.Request{ID: a.inv.ID, Override: a.inv.Globals.Runtime, Program: a.Program})
 	default:
 		d, err = router.Default()
 	}

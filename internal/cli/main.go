@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/nexcage/nexcage/internal/backend/ocirun"
@@ -23,6 +24,10 @@ type App struct {
 	Stdout io.Writer
 	Stderr io.Writer
 
+	// Program is the base name nexcage was called by (argv[0]): a link
+	// named nexcage-<runtime> forces that backend (config.ProgramBackend).
+	Program string
+
 	inv *Invocation
 	cfg *config.Config
 	log *logging.Logger
@@ -32,7 +37,7 @@ type App struct {
 // Main runs nexcage with argv (without the program name) on the process's
 // stdio and returns the exit status.
 func Main(argv []string) int {
-	a := &App{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+	a := &App{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Program: filepath.Base(os.Args[0])}
 	return a.Main(context.Background(), argv)
 }
 
@@ -163,8 +168,9 @@ func (a *App) manager() (*runtime.Manager, error) {
 	}
 	a.mgr = &runtime.Manager{
 		Store: store,
-		Route: func(id, override string) (runtime.Decision, error) {
-			d, err := router.Route(id, override)
+		Route: func(q runtime.RouteRequest) (runtime.Decision, error) {
+			d, err := router.Decide(config.Request{ID: q.ID, Override: q.Override, Program: a.Program,
+				Annotations: q.Annotations, SandboxBackend: q.SandboxBackend})
 			return runtime.Decision{Backend: d.Backend, Reason: d.Reason}, err
 		},
 		Backends:   a.backends(store),

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -125,18 +126,42 @@ func listCmd(inv *Invocation) *cobra.Command {
 }
 
 func routeCmd(inv *Invocation) *cobra.Command {
-	var format string
-	c := idCmd(inv, "route", "Tell which backend a container id goes to, and why", func(c *cobra.Command) {
-		c.Flags().StringVarP(&format, "format", "f", "text", "text or json")
-	})
-	run := c.RunE
-	c.RunE = func(cmd *cobra.Command, args []string) error {
-		inv.Format = format
-		if inv.Format != "text" && inv.Format != "json" {
-			return usage("route: unknown format %q (use text or json)", inv.Format)
-		}
-		return run(cmd, args)
+	var format, name, bundleDir string
+	c := &cobra.Command{
+		Use:   "route <id> | route --bundle <dir> [<id>]",
+		Short: "Tell which backend a container goes to, and why",
+		Long: `Tell which backend a container goes to, and why, as create would decide.
+With --bundle, the bundle's annotations (a Kubernetes pod's identity) and, for
+a pod's container, the backend recorded for its sandbox take part; the id
+defaults to the bundle directory's name (containerd names bundles by id).`,
+		Example: `  nexcage route cilium-agent
+  nexcage --root /run/containerd/runc/k8s.io route --bundle /run/containerd/io.containerd.runtime.v2.task/k8s.io/<id>`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			inv.Verb = "route"
+			inv.Format = format
+			if inv.Format != "text" && inv.Format != "json" {
+				return usage("route: unknown format %q (use text or json)", inv.Format)
+			}
+			inv.Bundle = bundleDir
+			if bundleDir != "" && name == "" && len(args) == 0 {
+				abs, err := filepath.Abs(bundleDir)
+				if err != nil {
+					return usage("route: bundle path %s: %v", bundleDir, err)
+				}
+				inv.ID = filepath.Base(abs)
+				return nil
+			}
+			id, rest, err := idFrom("route", name, args)
+			if err != nil {
+				return err
+			}
+			inv.ID = id
+			return noMore("route", rest)
+		},
 	}
+	c.Flags().StringVar(&name, "name", "", "container id (nexcage style)")
+	c.Flags().StringVarP(&format, "format", "f", "text", "text or json")
+	c.Flags().StringVarP(&bundleDir, "bundle", "b", "", "decide for this OCI bundle (its annotations), as create would")
 	return c
 }
 

@@ -143,3 +143,135 @@ func TestRouteErrors(t *testing.T) {
 		}
 	}
 }
+
+// criAnn is the annotations containerd's CRI plugin gives a sandbox
+// (name "" ) or an app container of pod ns/pod.
+func criAnn(ns, pod, sandbox, name string) map[string]string {
+	a := map[string]string{
+		AnnotationSandboxNamespace: ns, AnnotationSandboxName: pod, AnnotationSandboxID: sandbox,
+		AnnotationContainerType: ContainerTypeSandbox,
+	}
+	if name != "" {
+		a[AnnotationContainerType] = ContainerTypeContainer
+		a[AnnotationContainerName] = name
+	}
+	return a
+}
+
+func TestRouteKubernetesIdentity(t *testing.T) {
+	c := Default()
+	c.Runtime.Routing = []RoutingRule{
+		{PodNamespace: "kube-system", ContainerType: "sandbox", Runtime: "runc"},
+		{PodNamespace: "lab", PodName: "db-.*", Runtime: "crun"},
+		{Pattern: "^ci-.*$", PodNamespace: "ci", Runtime: "runc"},
+		{PodNamespace: "lab", ContainerName: "pinned", Runtime: "lxc"},
+	}
+	r := router(t, c)
+	const sb = "0123456789abcdef"
+	for _, tc := range []struct {
+		what, id string
+		ann      map[string]string
+		sandbox  string // recorded backend of sb
+		want     string
+		reason   string
+	}{
+		{"kube-system sandbox", sb, criAnn("kube-system", "coredns-1", sb, ""), "", BackendRunc, `rule 0 (pod_namespace "kube-system", container_type "sandbox")`},
+		{"kube-system container without a record follows the sandbox's rule", "c1", criAnn("kube-system", "coredns-1", sb, "coredns"), "", BackendRunc, `its pod's sandbox 0123456789abcdef: rule 0 (pod_namespace "kube-system", container_type "sandbox")`},
+		{"container follows the recorded sandbox", "c1", criAnn("kube-system", "coredns-1", sb, "coredns"), BackendCrun, BackendCrun, "its pod's sandbox 0123456789abcdef runs on crun"},
+		{"namespace must match whole", sb, criAnn("kube-system-2", "x", sb, ""), "", BackendProxmox, `default_container_type "lxc"`},
+		{"pod name", sb, criAnn("lab", "db-0", sb, ""), "", BackendCrun, `rule 1 (pod_namespace "lab", pod_name "db-.*")`},
+		{"pattern and namespace both", "ci-1", criAnn("ci", "p", "ci-1", ""), "", BackendRunc, `rule 2 (pattern "^ci-.*$", pod_namespace "ci")`},
+		{"pattern alone is not enough", "ci-1", nil, "", BackendProxmox, `default_container_type "lxc"`},
+		{"no annotations: Kubernetes rules never match", "x", nil, "", BackendProxmox, `default_container_type "lxc"`},
+		{"container rule agreeing with its pod", "c2", criAnn("lab", "web", sb, "pinned"), BackendProxmox, BackendProxmox, "its pod's sandbox 0123456789abcdef runs on proxmox-lxc"},
+	} {
+		lookups := 0
+		q := Request{ID: tc.id, Annotations: tc.ann, SandboxBackend: func(id string) (string, error) {
+			lookups++
+			if id != sb {
+				t.Errorf("%s: looked up sandbox %q", tc.what, id)
+			}
+			return tc.sandbox, nil
+		}}
+		d, err := r.Decide(q)
+		if err != nil || d.Backend != tc.want || d.Reason != tc.reason {
+			t.Errorf("%s: %+v, %v; want %s (%s)", tc.what, d, err, tc.want, tc.reason)
+		}
+		if isContainer := tc.ann[AnnotationContainerType] == ContainerTypeContainer; isContainer != (lookups == 1) {
+			t.Errorf("%s: %d sandbox lookups", tc.what, lookups)
+		}
+	}
+}
+
+func TestRoutePodNeverSpansBackends(t *testing.T) {
+	c := Default()
+	c.Runtime.Routing = []RoutingRule{
+		{PodNamespace: "lab", ContainerName: "pinned", Runtime: "lxc"},
+		{PodNamespace: "lab", ContainerType: "container", Runtime: "crun"},
+		{PodNamespace: "lab", Runtime: "runc"},
+	}
+	r := router(t, c)
+	// The sandbox goes to runc (rule 2); its container "pinned" is pinned
+	// to lxc by rule 0: refused, naming the rule.
+	_, err := r.Decide(Request{ID: "c1", Annotations: criAnn("lab", "web", "sb1", "pinned")})
+	if errs.KindOf(err) != errs.KindUnsupported || !strings.Contains(err.Error(), `"pinned" of pod lab/web`) ||
+		!strings.Contains(err.Error(), `rule 0 (pod_namespace "lab", container_name "pinned") sends it to proxmox-lxc, but its pod runs on runc`) {
+		t.Errorf("pinned container of a runc pod: %v", err)
+	}
+	// container_type "container" is a container rule too.
+	_, err = r.Decide(Request{ID: "c2", Annotations: criAnn("lab", "web", "sb1", "other")})
+	if errs.KindOf(err) != errs.KindUnsupported || !strings.Contains(err.Error(), "rule 1") {
+		t.Errorf("container_type container rule: %v", err)
+	}
+	// A sandbox lookup failure is reported with its kind.
+	_, err = r.Decide(Request{ID: "c3", Annotations: criAnn("lab", "web", "sb1", "x"), SandboxBackend: func(string) (string, error) {
+		return "", errs.New(errs.KindState, "state damaged")
+	}})
+	if errs.KindOf(err) != errs.KindState || !strings.Contains(err.Error(), "sandbox sb1") {
+		t.Errorf("lookup failure: %v", err)
+	}
+}
+
+func TestRouteProgramName(t *testing.T) {
+	c := Default()
+	c.Runtime.Routing = []RoutingRule{{Pattern: ".*", Runtime: "runc"}}
+	r := router(t, c)
+	for prog, want := range map[string]string{
+		"nexcage-proxmox": BackendProxmox, "nexcage-lxc": BackendProxmox, "nexcage-proxmox-lxc": BackendProxmox,
+		"nexcage-runc": BackendRunc, "nexcage-crun": BackendCrun,
+		"nexcage": BackendRunc, "nexcage-vm": BackendRunc, "nexcage-x": BackendRunc, "runc": BackendRunc,
+	} {
+		d, err := r.Decide(Request{ID: "c1", Program: prog, Annotations: criAnn("lab", "web", "sb", "app")})
+		if err != nil || d.Backend != want {
+			t.Errorf("called as %s: %+v, %v; want %s", prog, d, err, want)
+		}
+		if _, forced := ProgramBackend(prog); forced && d.Reason != `called as "`+prog+`"` {
+			t.Errorf("called as %s: reason %q", prog, d.Reason)
+		}
+	}
+	// --runtime still wins.
+	if d, err := r.Decide(Request{ID: "c1", Program: "nexcage-proxmox", Override: "crun"}); err != nil || d.Backend != BackendCrun {
+		t.Errorf("override: %+v, %v", d, err)
+	}
+}
+
+func TestRoutingRuleValidation(t *testing.T) {
+	for _, tc := range []struct {
+		rule RoutingRule
+		want string
+	}{
+		{RoutingRule{Runtime: "runc"}, "runtime.routing[0].pattern: empty"},
+		{RoutingRule{PodNamespace: "(", Runtime: "runc"}, `runtime.routing[0].pod_namespace: "(" is not a valid regular expression`},
+		{RoutingRule{PodName: "a)", Runtime: "runc"}, "runtime.routing[0].pod_name"},
+		{RoutingRule{ContainerName: "[", Runtime: "runc"}, "runtime.routing[0].container_name"},
+		{RoutingRule{ContainerType: "pod", Runtime: "runc"}, `runtime.routing[0].container_type: "pod" is neither "sandbox" nor "container"`},
+		{RoutingRule{PodName: "x", Runtime: "docker"}, "runtime.routing[0].runtime"},
+	} {
+		c := Default()
+		c.Runtime.Routing = []RoutingRule{tc.rule}
+		_, err := c.Router()
+		if errs.KindOf(err) != errs.KindInvalidConfig || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v; want %q", tc.rule, err, tc.want)
+		}
+	}
+}

@@ -50,11 +50,26 @@ type Runtime struct {
 	Routing  []RoutingRule `json:"routing"`
 }
 
-// RoutingRule sends container ids matching Pattern (a Go regular
-// expression matched against the whole id) to Runtime.
+// RoutingRule sends the containers it matches to Runtime. A rule matches
+// when every field it sets matches (at least one must be set): Pattern
+// against the container id, the others against the Kubernetes identity
+// containerd's CRI plugin writes into the bundle's annotations
+// (io.kubernetes.cri.*). The regular expressions (Go syntax) must match
+// the whole value; a rule with a Kubernetes field never matches a
+// container without that annotation.
 type RoutingRule struct {
-	Pattern string `json:"pattern"`
-	Runtime string `json:"runtime"`
+	Pattern string `json:"pattern,omitempty"`
+	// PodNamespace matches io.kubernetes.cri.sandbox-namespace.
+	PodNamespace string `json:"pod_namespace,omitempty"`
+	// PodName matches io.kubernetes.cri.sandbox-name.
+	PodName string `json:"pod_name,omitempty"`
+	// ContainerName matches io.kubernetes.cri.container-name (app
+	// containers only: the sandbox has none).
+	ContainerName string `json:"container_name,omitempty"`
+	// ContainerType is "sandbox" or "container"
+	// (io.kubernetes.cri.container-type), compared exactly.
+	ContainerType string `json:"container_type,omitempty"`
+	Runtime       string `json:"runtime"`
 }
 
 // ContainerConfig holds the original's name-pattern routing and default.

@@ -123,7 +123,11 @@ func (c *Config) validate() ([]string, error) {
 	}
 	for _, r := range rules {
 		if r.backend == backendVM {
-			warnings = append(warnings, fmt.Sprintf("runtime.routing[%d] sends ids matching %q to %q, which nexcage does not support; such containers will fail to create", r.index, r.pattern, r.runtime))
+			what := fmt.Sprintf("ids matching %q", r.pattern)
+			if len(r.fields) > 0 {
+				what = "the containers " + r.String() + " matches"
+			}
+			warnings = append(warnings, fmt.Sprintf("runtime.routing[%d] sends %s to %q, which nexcage does not support; such containers will fail to create", r.index, what, r.runtime))
 		}
 	}
 	for i, pat := range c.ContainerConfig.CrunNamePatterns {

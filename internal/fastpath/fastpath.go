@@ -159,7 +159,15 @@ func prepare(c call) (p plan, ok bool) {
 		if err != nil {
 			return p, false
 		}
-		d, err := router.Route(c.id, g.runtime)
+		// Routed as the full CLI routes a create (config.Router.Decide):
+		// with the name nexcage was called by and the bundle's
+		// annotations (a Kubernetes pod's identity; a pod's container
+		// follows its sandbox's backend).
+		if !p.readBundle() {
+			return p, false
+		}
+		d, err := router.Decide(config.Request{ID: c.id, Override: g.runtime, Program: filepath.Base(os.Args[0]),
+			Annotations: p.spec.Annotations, SandboxBackend: p.recordedBackend})
 		if err != nil {
 			return p, false
 		}
@@ -225,11 +233,10 @@ type bundleSpec struct {
 	rootfs      string
 }
 
-// checkBundle reads of the bundle only what tells whether the runtime
-// will take it (root.path exists; crun: a 1.0.x spec) and what the record
-// keeps: the full CLI explains a bundle that fails these. The runtime
-// validates the rest.
-func (p *plan) checkBundle() bool {
+// readBundle reads of the bundle's config.json what routing and the
+// record need (ociVersion, root.path, annotations); the runtime validates
+// the rest.
+func (p *plan) readBundle() bool {
 	c := &p.c
 	if c.bundle == "" {
 		c.bundle = "."
@@ -251,6 +258,14 @@ func (p *plan) checkBundle() bool {
 	if !filepath.IsAbs(s.rootfs) {
 		s.rootfs = filepath.Join(dir, s.rootfs)
 	}
+	return true
+}
+
+// checkBundle tells whether the runtime will take the bundle as far as
+// nexcage checks it (root.path exists; crun: a 1.0.x spec): the full CLI
+// explains a bundle that fails these.
+func (p *plan) checkBundle() bool {
+	s := &p.spec
 	if fi, err := os.Stat(s.rootfs); err != nil || !fi.IsDir() {
 		return false
 	}
@@ -258,6 +273,19 @@ func (p *plan) checkBundle() bool {
 		return false // crun 1.8 refuses newer specs; nexcage says what to do
 	}
 	return true
+}
+
+// recordedBackend is the backend of container id (a pod's sandbox): its
+// record's, else the runtime's that keeps it, "" when none.
+func (p *plan) recordedBackend(id string) (string, error) {
+	c, err := p.store.Load(id)
+	if err == nil {
+		return c.Backend, nil
+	}
+	if errs.KindOf(err) != errs.KindNotFound {
+		return "", err
+	}
+	return p.store.RuntimeOwner(id, runtimes...)
 }
 
 // read reads the container's state from the runtime's state directory
@@ -553,15 +581,16 @@ func (p *plan) state() (int, bool) {
 const CoreName = "nexcage-core"
 
 // Delegate execs the full command line (CoreName next to this
-// executable) with argv; it returns only on failure, with nexcage's exit
-// code for an internal error. The binary is checked like a runtime
-// (trust.LookPath): nexcage runs it as root.
+// executable) with argv, argv[0] included (the name nexcage was called by
+// may force a backend, config.ProgramBackend); it returns only on
+// failure, with nexcage's exit code for an internal error. The binary is
+// checked like a runtime (trust.LookPath): nexcage runs it as root.
 func Delegate(argv []string) int {
 	self, err := os.Executable()
 	if err == nil {
 		core := filepath.Join(filepath.Dir(self), CoreName)
 		if core, err = trust.LookPath(core); err == nil {
-			err = execve(core, append([]string{"nexcage"}, argv...), os.Environ())
+			err = execve(core, argv, os.Environ())
 		}
 	}
 	fmt.Fprintf(os.Stderr, "nexcage: cannot run %s, the full command line installed next to nexcage: %v (reinstall nexcage)\n", CoreName, err)

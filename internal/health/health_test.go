@@ -15,6 +15,7 @@ import (
 
 	"github.com/nexcage/nexcage/internal/config"
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/testutil"
 )
 
 // fakeHost is a Proxmox node on a temp tree where every check passes;
@@ -449,18 +450,8 @@ func TestPveVersionSummary(t *testing.T) {
 // runtimes.runc.path another user could have planted is reported as not
 // trusted, and not run.
 func TestUntrustedProgramReported(t *testing.T) {
+	evil, open, _ := testutil.PlantedProgram(t, "runc", "echo runc version 9\n")
 	dir := t.TempDir()
-	open := filepath.Join(dir, "open")
-	if err := os.Mkdir(open, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(open, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	evil := filepath.Join(open, "runc")
-	if err := os.WriteFile(evil, []byte("#!/bin/sh\necho runc version 9\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	cfg := config.Default()
 	cfg.Runtimes.Runc.Path = evil
 	cfg.ContainerConfig.DefaultContainerType = "runc"

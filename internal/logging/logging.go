@@ -8,9 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/trust"
 )
 
 // Options select where and how nexcage logs.
@@ -75,10 +77,16 @@ func New(o Options) (*Logger, error) {
 	}
 	l := &Logger{}
 	if o.File != "" {
+		// nexcage runs as root: a log path below a directory another user
+		// can write (or a link they planted) would let them point root's
+		// appends at any file.
+		if err := trust.Creatable(o.File); err != nil {
+			return nil, err
+		}
 		if err := os.MkdirAll(filepath.Dir(o.File), 0o755); err != nil {
 			return nil, errs.Wrap(errs.KindUsage, err, "cannot create the directory of log file %s", o.File)
 		}
-		f, err := os.OpenFile(o.File, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		f, err := os.OpenFile(o.File, os.O_CREATE|os.O_WRONLY|os.O_APPEND|syscall.O_NOFOLLOW, 0o600)
 		if err != nil {
 			return nil, errs.Wrap(errs.KindUsage, err, "cannot open log file %s", o.File)
 		}

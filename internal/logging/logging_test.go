@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nexcage/nexcage/internal/errs"
 )
 
 func TestJSONLinesLikeLogrus(t *testing.T) {
@@ -64,5 +68,42 @@ func TestLogFile(t *testing.T) {
 	l.Info("x")
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLogFileUntrustedRefused: root never appends to a log path another
+// user could redirect: one below a directory others can write, or a
+// symbolic link there. Nothing is written through it.
+func TestLogFileUntrustedRefused(t *testing.T) {
+	dir := t.TempDir()
+	open := filepath.Join(dir, "open")
+	if err := os.Mkdir(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.json")
+	if err := os.Symlink(filepath.Join(open, "x"), link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(open, "planted.json")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{filepath.Join(open, "log.json"), filepath.Join(open, "planted.json"), link} {
+		if l, err := New(Options{File: p}); err == nil {
+			l.Info("x")
+			l.Close()
+			t.Errorf("log file %s accepted", p)
+		} else if errs.KindOf(err) != errs.KindInvalidConfig || !strings.Contains(err.Error(), "writable by group and others") {
+			t.Errorf("%s: %v (kind %v)", p, err, errs.KindOf(err))
+		}
+	}
+	if data, _ := os.ReadFile(victim); len(data) != 0 {
+		t.Fatalf("the victim got %q", data)
 	}
 }

@@ -29,3 +29,20 @@ func StartTime(pid int) (string, bool) {
 	}
 	return f[19], true
 }
+
+// Pids returns the pids of the host's processes, as /proc lists them now
+// (a process may exit or a pid be reused right after: callers check what
+// they read about a pid).
+func Pids() ([]int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int, 0, len(ents))
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid > 0 {
+			out = append(out, pid)
+		}
+	}
+	return out, nil
+}

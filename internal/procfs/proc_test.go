@@ -42,3 +42,22 @@ func TestStartTimeZombie(t *testing.T) {
 		t.Error("StartTime reported a zombie as alive")
 	}
 }
+
+// TestPidsListsSelfAndParent: the listing has this process and its parent
+// and nothing that is not a pid.
+func TestPidsListsSelfAndParent(t *testing.T) {
+	pids, err := Pids()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[int]bool{}
+	for _, p := range pids {
+		if p <= 0 {
+			t.Fatalf("Pids has %d", p)
+		}
+		found[p] = true
+	}
+	if !found[os.Getpid()] || !found[os.Getppid()] {
+		t.Fatalf("Pids lacks self %d or parent %d: %v", os.Getpid(), os.Getppid(), pids)
+	}
+}

@@ -24,8 +24,21 @@ type Decision struct {
 	Reason  string // e.g. "routing rule 1 (^cilium-.*$)"
 }
 
-// RouteFunc decides which backend an id goes to; override is --runtime.
-type RouteFunc func(id, override string) (Decision, error)
+// RouteRequest is what a routing decision is made on.
+type RouteRequest struct {
+	ID string
+	// Override is --runtime ("" routes by config).
+	Override string
+	// Annotations are the bundle's (nil without a bundle): a Kubernetes
+	// pod's identity (io.kubernetes.cri.*).
+	Annotations map[string]string
+	// SandboxBackend returns the backend recorded for a container id
+	// ("" when there is none): a pod's containers follow their sandbox.
+	SandboxBackend func(id string) (string, error)
+}
+
+// RouteFunc decides which backend a container goes to.
+type RouteFunc func(RouteRequest) (Decision, error)
 
 // Manager applies the OCI lifecycle rules shared by all backends: ids are
 // validated first, every change happens under the container's lock, the
@@ -73,37 +86,71 @@ func (m *Manager) now() time.Time {
 	return time.Now()
 }
 
-// Decide routes id without touching any state (for `nexcage route`).
-func (m *Manager) Decide(id, override string) (Decision, error) {
+// Decide routes id without changing any state (for `nexcage route`),
+// as create would: with the annotations of the bundle in bundleDir when
+// it is not "" (the bundle must load), and the recorded backends of
+// pods' sandboxes.
+func (m *Manager) Decide(id, override, bundleDir string) (Decision, error) {
 	if err := state.ValidateID(id); err != nil {
 		return Decision{}, err
 	}
-	d, err := m.Route(id, override)
+	var ann map[string]string
+	if bundleDir != "" {
+		b, err := m.loadBundle(bundleDir)
+		if err != nil {
+			return Decision{}, err
+		}
+		if b.Spec != nil {
+			ann = b.Spec.Annotations
+		}
+	}
+	d, err := m.route(id, override, ann)
 	if err == nil {
 		m.log().Debug("routed", "id", id, "backend", d.Backend, "reason", d.Reason)
 	}
 	return d, err
 }
 
+// route asks m.Route, giving it the sandbox records of m.Store.
+func (m *Manager) route(id, override string, ann map[string]string) (Decision, error) {
+	return m.Route(RouteRequest{ID: id, Override: override, Annotations: ann, SandboxBackend: m.recordedBackend})
+}
+
+// recordedBackend is the backend of container id's state record, "" when
+// no such container exists.
+func (m *Manager) recordedBackend(id string) (string, error) {
+	c, err := m.Store.Load(id)
+	if errs.KindOf(err) == errs.KindNotFound {
+		return m.Store.RuntimeOwner(id, m.Recordless...)
+	}
+	if err != nil {
+		return "", err
+	}
+	return c.Backend, nil
+}
+
+// loadBundle loads and validates the bundle in dir (relative to the cwd).
+func (m *Manager) loadBundle(dir string) (*bundle.Bundle, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, errs.Wrap(errs.KindInvalidBundle, err, "cannot resolve bundle path %s", dir)
+	}
+	load := m.LoadBundle
+	if load == nil {
+		load = bundle.Load
+	}
+	return load(abs)
+}
+
 // prepare validates a create request and builds the record and options
 // without side effects.
 func (m *Manager) prepare(req CreateRequest) (*state.Container, Backend, CreateOptions, error) {
 	opts := req.Options
-	d, err := m.Route(req.ID, req.Runtime)
-	if err != nil {
-		return nil, nil, opts, err
-	}
-	c := &state.Container{ID: req.ID, Status: state.Creating, Backend: d.Backend, Image: opts.Image, Nonce: newNonce()}
+	c := &state.Container{ID: req.ID, Status: state.Creating, Image: opts.Image, Nonce: newNonce()}
+	// The bundle first: its annotations (a Kubernetes pod's identity)
+	// take part in routing.
 	if opts.Bundle != "" {
-		abs, err := filepath.Abs(opts.Bundle)
-		if err != nil {
-			return nil, nil, opts, errs.Wrap(errs.KindInvalidBundle, err, "cannot resolve bundle path %s", opts.Bundle)
-		}
-		load := m.LoadBundle
-		if load == nil {
-			load = bundle.Load
-		}
-		b, err := load(abs)
+		b, err := m.loadBundle(opts.Bundle)
 		if err != nil {
 			return nil, nil, opts, err
 		}
@@ -117,6 +164,11 @@ func (m *Manager) prepare(req CreateRequest) (*state.Container, Backend, CreateO
 			c.Annotations = b.Spec.Annotations
 		}
 	}
+	d, err := m.route(req.ID, req.Runtime, c.Annotations)
+	if err != nil {
+		return nil, nil, opts, err
+	}
+	c.Backend = d.Backend
 	be, err := m.Backends.Get(d.Backend)
 	if err != nil {
 		return nil, nil, opts, err

@@ -170,9 +170,14 @@ func newEnv(t *testing.T) *env {
 	e.m = &runtime.Manager{
 		Store:    store,
 		Backends: reg,
-		Route: func(id, override string) (runtime.Decision, error) {
+		Route: func(q runtime.RouteRequest) (runtime.Decision, error) {
+			id, override := q.ID, q.Override
 			if override != "" {
 				return runtime.Decision{Backend: override, Reason: "--runtime"}, nil
+			}
+			if sb := q.Annotations["io.kubernetes.cri.sandbox-id"]; sb != "" {
+				b, err := q.SandboxBackend(sb)
+				return runtime.Decision{Backend: b, Reason: "sandbox"}, err
 			}
 			if len(id) > 3 && id[:3] == "ct-" {
 				return runtime.Decision{Backend: "proxmox-lxc", Reason: "rule"}, nil
@@ -183,7 +188,12 @@ func newEnv(t *testing.T) *env {
 			if filepath.Base(dir) == "bad" {
 				return nil, errs.New(errs.KindInvalidBundle, "%s/config.json: process.args is empty", dir)
 			}
-			return &bundle.Bundle{Dir: dir, Rootfs: dir + "/rootfs", Spec: &specs.Spec{Version: "1.0.2"}}, nil
+			spec := &specs.Spec{Version: "1.0.2"}
+			if sb, ok := strings.CutPrefix(filepath.Base(dir), "pod-"); ok {
+				// A Kubernetes app container of sandbox sb.
+				spec.Annotations = map[string]string{"io.kubernetes.cri.sandbox-id": sb}
+			}
+			return &bundle.Bundle{Dir: dir, Rootfs: dir + "/rootfs", Spec: spec}, nil
 		},
 		PollInterval: time.Millisecond,
 	}
@@ -670,4 +680,27 @@ func TestRecordlessContainers(t *testing.T) {
 	}
 	_, err = e.m.State(ctx, "orphan")
 	wantKind(t, err, errs.KindNotFound, 3)
+}
+
+// TestCreateRoutesByBundleAndSandboxRecord: create routes with the
+// bundle's annotations, and a pod's container gets the backend recorded
+// for its sandbox (Decide, for `nexcage route --bundle`, says the same).
+func TestCreateRoutesByBundleAndSandboxRecord(t *testing.T) {
+	e := newEnv(t)
+	e.create(t, "ct-sb") // routed to proxmox-lxc by its id
+	d, err := e.m.Decide("c1", "", "/b/pod-ct-sb")
+	if err != nil || d.Backend != "proxmox-lxc" {
+		t.Fatalf("Decide for a container of sandbox ct-sb: %+v, %v", d, err)
+	}
+	c, err := e.m.Create(context.Background(), runtime.CreateRequest{ID: "c1", Options: runtime.CreateOptions{Bundle: "/b/pod-ct-sb"}})
+	if err != nil || c.Backend != "proxmox-lxc" {
+		t.Fatalf("create of a container of sandbox ct-sb: %+v, %v", c, err)
+	}
+	// No record for the sandbox: the route function hears "".
+	if d, err := e.m.Decide("c2", "", "/b/pod-ct-none"); err != nil || d.Backend != "" {
+		t.Fatalf("Decide for a container of an unknown sandbox: %+v, %v", d, err)
+	}
+	if _, err := e.m.Decide("c1", "", "/b/bad"); errs.KindOf(err) != errs.KindInvalidBundle {
+		t.Fatalf("Decide with a bad bundle: %v", err)
+	}
 }

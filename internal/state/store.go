@@ -13,8 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/renameio/v2"
-
+	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/lazyre"
 	"github.com/nexcage/nexcage/internal/lockfile"
@@ -309,10 +308,7 @@ func (s *Store) Save(c *Container) error {
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return errs.Wrap(errs.KindInternal, err, "save state of container %s", c.ID)
 	}
-	// The temporary file goes next to state.json: without WithTempDir
-	// renameio first probes whether $TMPDIR is on the same file system,
-	// a create, rename and unlink more on every save.
-	if err := renameio.WriteFile(s.statePath(c.ID), data, 0o600, renameio.WithStaticPermissions(0o600), renameio.WithTempDir(dir)); err != nil {
+	if err := atomicfile.Write(s.statePath(c.ID), data, 0o600); err != nil {
 		return errs.Wrap(errs.KindInternal, err, "save state of container %s", c.ID)
 	}
 	return nil

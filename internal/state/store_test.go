@@ -162,13 +162,20 @@ func TestSaveLoad(t *testing.T) {
 		t.Errorf("modes dir %v file %v, want 0700/0600", dfi.Mode(), ffi.Mode())
 	}
 
-	// Overwrite.
+	// Overwrite, after someone widened the file: the save narrows it
+	// again (renameio.WriteFile alone would keep 0644).
+	if err := os.Chmod(filepath.Join(s.root, "c1", StateFile), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	c.Status = Running
 	if err := s.Save(c); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.Load("c1"); got.Status != Running {
 		t.Errorf("status after overwrite = %q", got.Status)
+	}
+	if ffi, _ := os.Stat(filepath.Join(s.root, "c1", StateFile)); ffi.Mode().Perm() != 0o600 {
+		t.Errorf("mode after a save over a widened file = %v, want 0600", ffi.Mode())
 	}
 	// No temp files left in the container dir.
 	ents, _ := os.ReadDir(filepath.Join(s.root, "c1"))

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nexcage/nexcage/internal/trust"
 )
 
 // soPeerPidfd is SO_PEERPIDFD (Linux 6.5; the same number on the
@@ -48,7 +50,11 @@ func (s *sup) checkPeer(pid, pidfd int) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "lxc-info", "-P", s.o.LxcPath, "-n", s.o.Name, "-p", "-H").Output()
+	lxcInfo, err := trust.LookPath("lxc-info")
+	if err != nil {
+		return fmt.Errorf("container %s: cannot check the peer: %w", s.o.Name, err)
+	}
+	out, err := exec.CommandContext(ctx, lxcInfo, "-P", s.o.LxcPath, "-n", s.o.Name, "-p", "-H").Output()
 	if err != nil {
 		return fmt.Errorf("container %s has no init pid (lxc-info: %v)", s.o.Name, err)
 	}

@@ -42,6 +42,7 @@ import (
 	"github.com/nexcage/nexcage/internal/inithelper"
 	"github.com/nexcage/nexcage/internal/netsetup"
 	"github.com/nexcage/nexcage/internal/procfs"
+	"github.com/nexcage/nexcage/internal/trust"
 )
 
 // Verb is the hidden nexcage verb that runs a supervisor.
@@ -473,10 +474,10 @@ func (s *sup) dropStdio() {
 // whoever reaps the supervisor can destroy the container at once.
 func (s *sup) finish(ctlLn *net.UnixListener, status int) int {
 	_ = ctlLn.Close()
-	if s.o.LxcPath != "" && s.o.Name != "" {
+	if lxcInfo, err := trust.LookPath("lxc-info"); err == nil && s.o.LxcPath != "" && s.o.Name != "" {
 		deadline := time.Now().Add(10 * time.Second)
 		for time.Now().Before(deadline) {
-			out, err := exec.Command("lxc-info", "-P", s.o.LxcPath, "-n", s.o.Name, "-s", "-H").Output()
+			out, err := exec.Command(lxcInfo, "-P", s.o.LxcPath, "-n", s.o.Name, "-s", "-H").Output()
 			if err != nil || strings.TrimSpace(string(out)) == "STOPPED" {
 				break
 			}

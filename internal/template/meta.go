@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/renameio/v2"
+	"github.com/nexcage/nexcage/internal/atomicfile"
 )
 
 // MetaSuffix is appended to a template's file name for its metadata file.
@@ -96,17 +96,9 @@ func writeMeta(tmpl string, m *Meta) error {
 	if err != nil {
 		return err
 	}
-	// Not renameio.WriteFile: it keeps an existing file's mode, and an
-	// older nexcage wrote these 0644 (they hold the image's environment).
-	pf, err := renameio.NewPendingFile(metaPath(tmpl), renameio.WithStaticPermissions(FileMode))
-	if err != nil {
-		return err
-	}
-	defer func() { _ = pf.Cleanup() }()
-	if _, err := pf.Write(append(b, '\n')); err != nil {
-		return err
-	}
-	return pf.CloseAtomicallyReplace()
+	// An exact mode: an older nexcage wrote these 0644 (they hold the
+	// image's environment).
+	return atomicfile.Write(metaPath(tmpl), append(b, '\n'), FileMode)
 }
 
 // findBySource returns the template in dir that nexcage placed for source

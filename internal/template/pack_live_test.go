@@ -10,8 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/klauspost/compress/zstd"
 )
 
 // The runtime-tools suite's bundles have root.path "." and send create's
@@ -56,29 +54,12 @@ func TestPackOwnOutputInsideRootfs(t *testing.T) {
 }
 
 // packedSize is the size of entry name in the packed template p.
-func packedSize(t *testing.T, p, name string) (int64, bool) {
+func packedSize(t *testing.T, p, name string) (size int64, found bool) {
 	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := zstd.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zr.Close()
-	tr := tar.NewReader(zr)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return 0, false
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	walkPacked(t, p, func(h *tar.Header, _ io.Reader) {
 		if h.Name == name {
-			return h.Size, true
+			size, found = h.Size, true
 		}
-	}
+	})
+	return size, found
 }

@@ -39,8 +39,8 @@ func mkRootfs(t *testing.T) string {
 	return root
 }
 
-// packedEntries lists the tar entries of a packed template: name -> type.
-func packedEntries(t *testing.T, p string) map[string]byte {
+// walkPacked calls fn with each tar entry of the packed template p.
+func walkPacked(t *testing.T, p string, fn func(h *tar.Header, r io.Reader)) {
 	t.Helper()
 	f, err := os.Open(p)
 	if err != nil {
@@ -53,23 +53,32 @@ func packedEntries(t *testing.T, p string) map[string]byte {
 	}
 	defer zr.Close()
 	tr := tar.NewReader(zr)
-	out := map[string]byte{}
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
-			return out
+			return
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
+		fn(h, tr)
+	}
+}
+
+// packedEntries lists the tar entries of a packed template: name -> type.
+func packedEntries(t *testing.T, p string) map[string]byte {
+	t.Helper()
+	out := map[string]byte{}
+	walkPacked(t, p, func(h *tar.Header, r io.Reader) {
 		out[h.Name] = h.Typeflag
 		if h.Name == "./.nexcage/init" {
-			data, _ := io.ReadAll(tr)
+			data, _ := io.ReadAll(r)
 			if string(data) != "#!/bin/sh\nexec x\n" || h.Mode != 0o755 {
 				t.Errorf("init script = %q mode %o", data, h.Mode)
 			}
 		}
-	}
+	})
+	return out
 }
 
 func TestPackAndAcquireOnceAndRelease(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/testutil"
 )
 
 const (
@@ -298,19 +299,7 @@ func TestResolveNonDirStorageArch(t *testing.T) {
 // (invalid-config, which refused() lets callers pass on) without running
 // it.
 func TestExecRunnerRefusesUntrusted(t *testing.T) {
-	dir := t.TempDir()
-	marker := filepath.Join(dir, "ran")
-	open := filepath.Join(dir, "open")
-	if err := os.Mkdir(open, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(open, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	evil := filepath.Join(open, "pveam")
-	if err := os.WriteFile(evil, []byte("#!/bin/sh\ntouch "+marker+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	evil, open, marker := testutil.PlantedProgram(t, "pveam", "")
 	_, _, err := ExecRunner{}.Run(context.Background(), []string{evil, "available"})
 	if !refused(err) || !strings.Contains(err.Error(), "directory "+open+" is writable") {
 		t.Fatalf("err = %v", err)

@@ -8,8 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nexcage/nexcage/internal/procfs"
 	"github.com/nexcage/nexcage/internal/testutil"
 )
 
@@ -229,14 +228,10 @@ func (c *containerd) stop() {
 
 // shimsOf lists the pids of shims started for the daemon at sock.
 func shimsOf(sock string) []int {
-	ents, _ := os.ReadDir("/proc")
+	pids, _ := procfs.Pids()
 	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+	for _, pid := range pids {
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 		if err != nil {
 			continue
 		}
@@ -278,53 +273,15 @@ func busyboxOCIArchive(t *testing.T) string {
 	t.Helper()
 	rootfs := t.TempDir()
 	testutil.BusyboxRootfs(t, rootfs)
-	var layer bytes.Buffer
-	tw := tar.NewWriter(&layer)
-	err := filepath.WalkDir(rootfs, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == rootfs {
-			return err
-		}
-		rel, _ := filepath.Rel(rootfs, p)
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		h, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		h.Name = rel
-		if d.IsDir() {
-			h.Name += "/"
-		}
-		h.Uid, h.Gid, h.Uname, h.Gname = 0, 0, "", ""
-		h.ModTime = time.Unix(0, 0)
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			_, err = io.Copy(tw, f)
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
+	return ociArchive(t, rootfs, ctrImage, map[string]any{"Cmd": []string{"sh"}, "Env": []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}})
+}
+
+// ociArchive builds an OCI image-layout archive named name (for `ctr
+// image import`) of one uncompressed layer holding rootfs, with the image
+// config's "config" object imgConfig.
+func ociArchive(t *testing.T, rootfs, name string, imgConfig map[string]any) string {
+	t.Helper()
+	layer := bytes.NewBuffer(testutil.TarDir(t, rootfs))
 	blobs := map[string][]byte{}
 	add := func(data []byte) (string, int) {
 		sum := sha256.Sum256(data)
@@ -342,7 +299,7 @@ func busyboxOCIArchive(t *testing.T) string {
 	layerDigest, layerSize := add(layer.Bytes())
 	configDigest, configSize := add(mustJSON(map[string]any{
 		"architecture": "amd64", "os": "linux",
-		"config": map[string]any{"Cmd": []string{"sh"}, "Env": []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}},
+		"config": imgConfig,
 		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
 	}))
 	manifestDigest, manifestSize := add(mustJSON(map[string]any{
@@ -354,10 +311,10 @@ func busyboxOCIArchive(t *testing.T) string {
 		"schemaVersion": 2,
 		"manifests": []any{map[string]any{
 			"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifestDigest, "size": manifestSize,
-			"annotations": map[string]string{"io.containerd.image.name": ctrImage, "org.opencontainers.image.ref.name": "latest"},
+			"annotations": map[string]string{"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "latest"},
 		}},
 	})
-	archive := filepath.Join(t.TempDir(), "busybox-oci.tar")
+	archive := filepath.Join(t.TempDir(), "image-oci.tar")
 	f, err := os.Create(archive)
 	if err != nil {
 		t.Fatal(err)

@@ -5,12 +5,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/nexcage/nexcage/internal/procfs"
 	"github.com/nexcage/nexcage/internal/testutil"
 )
 
@@ -208,14 +210,45 @@ func TestProxmoxProcessThroughHelper(t *testing.T) {
 	}
 }
 
+// TestProxmoxPrivilegedStarts: a privileged `ostype: unmanaged` container
+// whose image has an empty /dev (busybox, like the runtime-tools suite's
+// rootfs) starts and runs its process on PVE 8 and 9. It did not while
+// nexcage left Proxmox's default ttys in place: with no console, LXC has
+// no /dev/lxc for common.conf's lxc.tty.dir and fails the tty setup.
+func TestProxmoxPrivilegedStarts(t *testing.T) {
+	for _, version := range []string{"8.4", "9.1"} {
+		t.Run("pve"+version, func(t *testing.T) {
+			e := newPveEnvWith(t, false, `"unprivileged": false`, "PVESIM_PVE_VERSION="+version)
+			bundle, out := processBundle(t, []string{"sh", "-c", processReport + "exec sleep 1000\n"})
+			id := "priv-" + strings.ReplaceAll(version, ".", "")
+			e.n.Must("create", "--bundle", bundle, id)
+			e.n.CleanupContainer(id)
+			conf, err := os.ReadFile(e.confPath(e.vmidOf(id)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(conf), "unprivileged: 1") {
+				t.Errorf("container is unprivileged:\n%s", conf)
+			}
+			for _, line := range []string{"console: 0", "tty: 0"} {
+				if !strings.Contains("\n"+string(conf), "\n"+line+"\n") {
+					t.Errorf("config lacks %q:\n%s", line, conf)
+				}
+			}
+			e.n.Must("start", id)
+			checkProcessReport(t, "init", waitReport(t, out, "init"))
+		})
+	}
+}
+
 // procWithCmdline returns "pid: cmdline" of a process whose command line
 // contains s, or "".
 func procWithCmdline(s string) string {
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+	pids, _ := procfs.Pids()
+	for _, pid := range pids {
+		data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
 		if err == nil && strings.Contains(string(data), s) {
-			return e.Name() + ": " + strings.ReplaceAll(string(data), "\x00", " ")
+			return strconv.Itoa(pid) + ": " + strings.ReplaceAll(string(data), "\x00", " ")
 		}
 	}
 	return ""

@@ -117,18 +117,7 @@ func head(s []string) []string {
 // listIDs returns the ids `nexcage list` shows.
 func (w *pveWorld) listIDs() []string {
 	w.t.Helper()
-	r := w.must("list", "--format", "json")
-	var states []struct {
-		ID string `json:"id"`
-	}
-	if err := json.Unmarshal([]byte(r.Stdout), &states); err != nil {
-		w.t.Fatalf("list: %v: %q", err, r.Stdout)
-	}
-	var ids []string
-	for _, s := range states {
-		ids = append(ids, s.ID)
-	}
-	return ids
+	return testutil.ListIDs(w.t, w.must("list", "--format", "json").Stdout)
 }
 
 // waitFile polls for p until the deadline and returns its content.
@@ -141,28 +130,6 @@ func waitFile(t *testing.T, p string, timeout time.Duration) string {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s", timeout, p)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// alive reports whether pid exists and is not a zombie.
-func alive(pid int) bool {
-	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return false
-	}
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || !strings.HasPrefix(strings.TrimSpace(s[i+1:]), "Z")
-}
-
-func waitGone(t *testing.T, pid int, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for alive(pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("process %d still alive after %v", pid, timeout)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -207,20 +174,6 @@ func (w *pveWorld) startCreateUntil(id, bundle, env, what string, timeout time.D
 }
 
 // mountsUnder lists the mounts of this host below dir.
-func mountsUnder(t *testing.T, dir string) []string {
-	t.Helper()
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, l := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			out = append(out, f[4])
-		}
-	}
-	return out
-}
 
 // TestPctHangTimeout: a pct that never returns (and whose child never
 // returns either) is killed with its whole process group after
@@ -238,7 +191,7 @@ func TestPctHangTimeout(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitGone(t, pid, 10*time.Second)
+		testutil.WaitGone(t, pid, 10*time.Second)
 	}
 	w.assertClean("after the timeout")
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/nexcage/nexcage/internal/bundle"
 	"github.com/nexcage/nexcage/internal/cli"
 	"github.com/nexcage/nexcage/internal/config"
+	"github.com/nexcage/nexcage/internal/procfs"
 	"github.com/nexcage/nexcage/internal/pve"
 	"github.com/nexcage/nexcage/internal/state"
 	"github.com/nexcage/nexcage/internal/testutil"
@@ -78,16 +79,13 @@ func openFDs(t testing.TB) int {
 // children counts the processes (zombies included) whose parent is pid.
 func children(t testing.TB, pid int) int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc")
+	pids, err := procfs.Pids()
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
-	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+	for _, p := range pids {
+		data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p), "stat"))
 		if err != nil {
 			continue // exited meanwhile
 		}

@@ -93,8 +93,8 @@ func TestCrashInCreateWorker(t *testing.T) {
 			if err := syscall.Kill(pct, syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
-			waitGone(t, pct, 30*time.Second)
-			if !alive(worker) {
+			testutil.WaitGone(t, pct, 30*time.Second)
+			if !testutil.Alive(worker) {
 				t.Fatalf("the create worker died with pct; want it to outlive it (own session)")
 			}
 			// While the worker holds the config lock, delete --force
@@ -117,9 +117,9 @@ func TestCrashInCreateWorker(t *testing.T) {
 			// delete --force while the worker may still run: it waits for
 			// the worker's config lock.
 			w.must("delete", "--force", id)
-			waitGone(t, worker, 60*time.Second)
+			testutil.WaitGone(t, worker, 60*time.Second)
 			w.assertClean("after delete --force", "var/lib/lxc/.nexcage/vmid.lock")
-			if m := mountsUnder(t, w.node.root); len(m) > 0 {
+			if m := testutil.MountsUnder(t, w.node.root); len(m) > 0 {
 				t.Errorf("mounts left: %q", m)
 			}
 			if ids := w.listIDs(); len(ids) != 0 {
@@ -153,12 +153,12 @@ func TestInterruptInCreateWorker(t *testing.T) {
 				data, _ := os.ReadFile(out)
 				t.Errorf("nexcage ended with %v, want exit 143: %s", err, data)
 			}
-			waitGone(t, worker, 30*time.Second)
+			testutil.WaitGone(t, worker, 30*time.Second)
 			if ids := w.listIDs(); len(ids) != 0 {
 				t.Errorf("after the interrupt, list shows %q", ids)
 			}
 			w.assertClean("after the interrupt")
-			if m := mountsUnder(t, w.node.root); len(m) > 0 {
+			if m := testutil.MountsUnder(t, w.node.root); len(m) > 0 {
 				t.Errorf("mounts left: %q", m)
 			}
 		})

@@ -1,7 +1,6 @@
 package security
 
 import (
-	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"crypto/rand"
@@ -134,49 +133,7 @@ func ociLayoutWithSecret(t *testing.T, secret string) string {
 	t.Helper()
 	rootfs := t.TempDir()
 	testutil.BusyboxRootfs(t, rootfs)
-	var tb bytes.Buffer
-	tw := tar.NewWriter(&tb)
-	err := filepath.WalkDir(rootfs, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == rootfs {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		h, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(rootfs, p)
-		h.Name = rel
-		if d.IsDir() {
-			h.Name += "/"
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			_, err = io.Copy(tw, f)
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tw.Close()
+	tb := bytes.NewBuffer(testutil.TarDir(t, rootfs))
 	var zb bytes.Buffer
 	zw := gzip.NewWriter(&zb)
 	zw.Write(tb.Bytes())

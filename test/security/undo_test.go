@@ -203,7 +203,7 @@ func (w *undoWorld) assertClean(when string) {
 	if len(state) > 0 {
 		w.t.Errorf("%s: left under --root: %q", when, state)
 	}
-	if m := mountsUnder(w.t, w.sim); len(m) > 0 {
+	if m := testutil.MountsUnder(w.t, w.sim); len(m) > 0 {
 		w.t.Errorf("%s: mounts left: %q", when, m)
 	}
 	if ids := w.listIDs(); len(ids) > 0 {
@@ -213,18 +213,7 @@ func (w *undoWorld) assertClean(when string) {
 
 func (w *undoWorld) listIDs() []string {
 	w.t.Helper()
-	r := w.must("list", "--format", "json")
-	var states []struct {
-		ID string `json:"id"`
-	}
-	if err := json.Unmarshal([]byte(r.Stdout), &states); err != nil {
-		w.t.Fatalf("list: %v: %q", err, r.Stdout)
-	}
-	var ids []string
-	for _, s := range states {
-		ids = append(ids, s.ID)
-	}
-	return ids
+	return testutil.ListIDs(w.t, w.must("list", "--format", "json").Stdout)
 }
 
 // record reads id's state file as it is now (nil when there is none).
@@ -458,7 +447,7 @@ func TestUndoAfterCrashAtEachCreateStep(t *testing.T) {
 				if err := os.WriteFile(filepath.Join(w.wrapDir, "release"), []byte("go"), 0o644); err != nil {
 					t.Fatal(err)
 				}
-				waitGone(t, h.pct)
+				testutil.WaitGone(t, h.pct, 60*time.Second)
 			}
 			if h.lock != nil {
 				if err := h.lock.UnlockRemove(); err != nil {
@@ -471,12 +460,12 @@ func TestUndoAfterCrashAtEachCreateStep(t *testing.T) {
 				}
 			}
 			sup, _ := strconv.Atoi(h.rec["supervisor"])
-			if step.mode == "after-start" && (sup <= 0 || !alive(sup)) {
+			if step.mode == "after-start" && (sup <= 0 || !testutil.Alive(sup)) {
 				t.Errorf("no live supervisor recorded after pct start: %v", h.rec)
 			}
 			w.must("delete", "--force", id)
 			if sup > 0 {
-				waitGone(t, sup)
+				testutil.WaitGone(t, sup, 60*time.Second)
 			}
 			w.assertClean("after delete --force")
 			if step.recreate {
@@ -525,10 +514,10 @@ func TestUndoOnInterruptAtEachCreateStep(t *testing.T) {
 				t.Errorf("no interrupt in the message: %s", data)
 			}
 			if h.pct > 0 {
-				waitGone(t, h.pct)
+				testutil.WaitGone(t, h.pct, 60*time.Second)
 			}
 			if sup, _ := strconv.Atoi(h.rec["supervisor"]); sup > 0 {
-				waitGone(t, sup)
+				testutil.WaitGone(t, sup, 60*time.Second)
 			}
 			if h.lock != nil {
 				if err := h.lock.UnlockRemove(); err != nil {
@@ -537,46 +526,6 @@ func TestUndoOnInterruptAtEachCreateStep(t *testing.T) {
 			}
 			w.assertClean("after the interrupt")
 		})
-	}
-}
-
-// mountsUnder lists the mounts of this host below dir.
-func mountsUnder(t *testing.T, dir string) []string {
-	t.Helper()
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, l := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			out = append(out, f[4])
-		}
-	}
-	return out
-}
-
-// alive reports whether pid exists and is not a zombie.
-func alive(pid int) bool {
-	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return false
-	}
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || !strings.HasPrefix(strings.TrimSpace(s[i+1:]), "Z")
-}
-
-// waitGone polls until pid is gone (bounded: a process that stays fails
-// the test).
-func waitGone(t *testing.T, pid int) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for alive(pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("process %d still alive", pid)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -646,7 +595,7 @@ func TestRunDeletesOnlyItsOwnContainer(t *testing.T) {
 				if _, err := os.Stat(filepath.Join(w.sim, "etc/pve/nodes/pve/lxc", vmid+".conf")); err != nil {
 					t.Errorf("the new container's CT: %v", err)
 				}
-				if sup, _ := strconv.Atoi(second.Data["supervisor"]); sup <= 0 || !alive(sup) {
+				if sup, _ := strconv.Atoi(second.Data["supervisor"]); sup <= 0 || !testutil.Alive(sup) {
 					t.Errorf("the new container's supervisor %d is gone", sup)
 				}
 			}
@@ -784,7 +733,7 @@ func TestUndoOnInterruptedRunAndDelete(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitExit(t, exited, out, syscall.SIGINT)
-		waitGone(t, pct)
+		testutil.WaitGone(t, pct, 60*time.Second)
 		w.assertClean("after the interrupted run")
 	})
 	t.Run("run-detach-runc", func(t *testing.T) {
@@ -805,13 +754,13 @@ func TestUndoOnInterruptedRunAndDelete(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitExit(t, exited, out, syscall.SIGTERM)
-		waitGone(t, pct)
+		testutil.WaitGone(t, pct, 60*time.Second)
 		if ids := w.listIDs(); len(ids) != 1 {
 			t.Errorf("after the interrupted delete, list shows %q; want the record kept", ids)
 		}
 		w.must("delete", "--force", "intr-delete")
 		if sup > 0 {
-			waitGone(t, sup)
+			testutil.WaitGone(t, sup, 60*time.Second)
 		}
 		w.assertClean("after delete --force")
 	})

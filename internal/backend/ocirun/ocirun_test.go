@@ -15,6 +15,7 @@ import (
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/runtime"
 	"github.com/nexcage/nexcage/internal/state"
+	"github.com/nexcage/nexcage/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -93,19 +94,7 @@ func TestNewErrors(t *testing.T) {
 // have planted (here: in a world-writable directory) is refused by New
 // and BinaryVersion (nexcage version) without being run.
 func TestUntrustedBinaryRefused(t *testing.T) {
-	dir := t.TempDir()
-	marker := filepath.Join(dir, "ran")
-	open := filepath.Join(dir, "open")
-	if err := os.Mkdir(open, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(open, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	evil := filepath.Join(open, "runc")
-	if err := os.WriteFile(evil, []byte("#!/bin/sh\ntouch "+marker+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	evil, open, marker := testutil.PlantedProgram(t, "runc", "")
 	check := func(how string, err error) {
 		t.Helper()
 		if errs.KindOf(err) != errs.KindInvalidConfig {

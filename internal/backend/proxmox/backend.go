@@ -19,6 +19,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/config"
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/lockfile"
@@ -27,6 +28,7 @@ import (
 	"github.com/nexcage/nexcage/internal/runtime"
 	"github.com/nexcage/nexcage/internal/state"
 	"github.com/nexcage/nexcage/internal/template"
+	"github.com/nexcage/nexcage/internal/trust"
 )
 
 // Keys of state.Container.Data used by this backend.
@@ -71,6 +73,10 @@ type Backend struct {
 	SelfExe string
 	// lxcAttach is the lxc-attach binary exec uses.
 	lxcAttach string
+	// SubUID and SubGID are the node's delegated id range files a
+	// bundle's own user namespace mapping is checked against
+	// (Input.SubUID); "" skips the check.
+	SubUID, SubGID string
 	// StateDir is the backend's private directory in the state root
 	// (state.Store.BackendRoot): it holds the cache of the node's version
 	// (nodeversion.go). Empty: nothing is cached.
@@ -115,7 +121,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Backend, error) {
 		etcPve: orDefault(p.EtcPve, "/etc/pve"), lxcPath: orDefault(p.LxcPath, "/var/lib/lxc"),
 		lockDir: orDefault(p.LockDir, pve.DefaultLockDir),
 		node:    p.Node, lxcInfo: "lxc-info", lxcAttach: "lxc-attach", PidTimeout: 30 * time.Second,
-		ConfigLockWait: pve.DefaultConfigLockWait,
+		ConfigLockWait: pve.DefaultConfigLockWait, SubUID: "/etc/subuid", SubGID: "/etc/subgid",
 	}
 	b.tmpl = TemplateResolver(cfg, log, os.Stderr, nil)
 	return b, nil
@@ -190,6 +196,9 @@ func (b *Backend) nodeOf(c *state.Container) string {
 // --force` finds and frees it. When an undo step fails the error wraps
 // runtime.ErrCleanupIncomplete and the record stays for delete --force.
 func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.CreateOptions) (err error) {
+	if err := refusePod(c.ID, opts.Spec); err != nil {
+		return err
+	}
 	if c.Data == nil {
 		c.Data = map[string]string{}
 	}
@@ -232,7 +241,8 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	in := Input{
 		ID: c.ID, Spec: opts.Spec, BundleDir: opts.Bundle, Storage: rootStorage,
 		Bridge: b.cfg.Network.Bridge, Unprivileged: b.cfg.Proxmox.Unprivileged == nil || *b.cfg.Proxmox.Unprivileged,
-		Node:        node,
+		Node:   node,
+		SubUID: b.SubUID, SubGID: b.SubGID,
 		Nameservers: b.cfg.Network.DNSServers, NetTimeout: time.Duration(b.cfg.Network.DHCPTimeout) * time.Second,
 	}
 	if in.Spec == nil {
@@ -301,7 +311,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	}
 	if helper {
 		// Only now is it known whose root the container's is.
-		if err := ownHelperDir(c.ID, in.InitHelperDir, req.Unprivileged); err != nil {
+		if err := ownHelperDir(c.ID, in.InitHelperDir, req.RootUID, req.RootGID); err != nil {
 			return err
 		}
 	}
@@ -309,7 +319,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 		b.log.Warn(w, "id", c.ID)
 	}
 	if req.ResolvConf != nil {
-		if err := writeFile(filepath.Join(in.InitHelperDir, ResolvConfName), req.ResolvConf, 0o644); err != nil {
+		if err := atomicfile.Write(filepath.Join(in.InitHelperDir, ResolvConfName), req.ResolvConf, 0o644); err != nil {
 			return errs.Wrap(errs.KindBackend, err, "container %s: cannot write its resolv.conf", c.ID)
 		}
 	}
@@ -342,7 +352,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	c.Pid = 0
 	if helper {
 		// pct start now: the init helper holds process.args until start.
-		if err := b.startSupervised(ctx, c, vmid, opts, req.Process, req.Net, req.Unprivileged); err != nil {
+		if err := b.startSupervised(ctx, c, vmid, opts, req.Process, req.Net, req.RootUID, req.RootGID); err != nil {
 			return err
 		}
 	}
@@ -858,17 +868,13 @@ func pidsInNamespace(initPid int) ([]int, error) {
 	if ns == own {
 		return nil, errHostPidNS
 	}
-	ents, err := os.ReadDir("/proc")
+	pids, err := procfs.Pids()
 	if err != nil {
 		return nil, err
 	}
 	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if l, err := os.Readlink("/proc/" + e.Name() + "/ns/pid"); err == nil && l == ns {
+	for _, pid := range pids {
+		if l, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/pid"); err == nil && l == ns {
 			out = append(out, pid)
 		}
 	}
@@ -876,7 +882,13 @@ func pidsInNamespace(initPid int) ([]int, error) {
 }
 
 // execOutput runs name with args (argv, no shell) and returns its stdout.
+// name (lxc-info, pveversion) runs as root, so it must be trusted
+// (internal/trust): a program found in a directory another user can
+// write is refused without being run.
 func execOutput(ctx context.Context, name string, args ...string) (string, error) {
+	if _, err := trust.LookPath(name); errs.KindOf(err) == errs.KindInvalidConfig {
+		return "", err
+	}
 	cmd := exec.CommandContext(ctx, name, args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr

@@ -299,27 +299,40 @@ func TestRefreshAndKill(t *testing.T) {
 	}
 }
 
-// TestOwnHelperDir: the helper directory goes to the container's root,
-// host uid/gid 0 for a privileged container, 100000 for an unprivileged.
+// TestOwnHelperDir: the helper directory goes to the container's root as
+// the translator computes it: host 0:0 for a privileged container,
+// 100000 for Proxmox's idmap, the mapped ids for a bundle's own mapping.
 func TestOwnHelperDir(t *testing.T) {
-	for _, unpriv := range []bool{false, true} {
+	for _, c := range []struct {
+		name     string
+		unpriv   bool
+		uid, gid []specs.LinuxIDMapping
+		want     [2]uint32
+	}{
+		{"privileged", false, nil, nil, [2]uint32{0, 0}},
+		{"unprivileged", true, nil, nil, [2]uint32{unprivBase, unprivBase}},
+		{"own mapping", false, []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1000, Size: 2000}}, []specs.LinuxIDMapping{{ContainerID: 0, HostID: 3000, Size: 10}}, [2]uint32{1000, 3000}},
+	} {
+		in := baseInput(t)
+		in.Unprivileged = c.unpriv
+		in.Spec.Linux.UIDMappings, in.Spec.Linux.GIDMappings = c.uid, c.gid
+		req, err := Translate(in)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
 		dir := filepath.Join(t.TempDir(), "h")
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := ownHelperDir("x", dir, unpriv); err != nil {
+		if err := ownHelperDir("x", dir, req.RootUID, req.RootGID); err != nil {
 			t.Fatal(err)
 		}
 		fi, err := os.Stat(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := uint32(0)
-		if unpriv {
-			want = unprivBase
-		}
-		if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != 0o700 || st.Uid != want || st.Gid != want {
-			t.Errorf("unprivileged=%v: mode %o owner %d:%d, want 700 %d:%d", unpriv, fi.Mode().Perm(), st.Uid, st.Gid, want, want)
+		if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != 0o700 || st.Uid != c.want[0] || st.Gid != c.want[1] {
+			t.Errorf("%s: mode %o owner %d:%d, want 700 %d:%d", c.name, fi.Mode().Perm(), st.Uid, st.Gid, c.want[0], c.want[1])
 		}
 	}
 }
@@ -925,19 +938,7 @@ exit 0
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() {
-		for {
-			if _, err := os.Stat(started); err == nil {
-				cancel()
-				return
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-	}()
+	go cancelWhenExists(ctx, cancel, started)
 	var cps []string
 	c, opts := createOpts(t, &cps)
 	err := f.backend.Create(ctx, c, opts)
@@ -978,5 +979,19 @@ func TestDeleteUnfinishedWithoutForce(t *testing.T) {
 	}
 	if _, err := os.Stat(conf); err != nil {
 		t.Errorf("config: %v", err)
+	}
+}
+
+// TestExecOutputRefusesUntrusted: lxc-info (and every program execOutput
+// runs as root) found in a directory another user can write is refused
+// without being run.
+func TestExecOutputRefusesUntrusted(t *testing.T) {
+	evil, open, ran := testutil.PlantedProgram(t, "lxc-info", "")
+	_, err := execOutput(context.Background(), evil, "-s")
+	if errs.KindOf(err) != errs.KindInvalidConfig || !strings.Contains(err.Error(), open) {
+		t.Fatalf("err = %v (kind %v)", err, errs.KindOf(err))
+	}
+	if _, err := os.Stat(ran); err == nil {
+		t.Fatal("the planted lxc-info ran")
 	}
 }

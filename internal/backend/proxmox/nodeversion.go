@@ -12,8 +12,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/google/renameio/v2"
-
+	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/pve"
 	"github.com/nexcage/nexcage/internal/trust"
@@ -109,7 +108,7 @@ func (b *Backend) nodeVersion(ctx context.Context) (pve.NodeVersion, func(), err
 			err = os.MkdirAll(b.StateDir, 0o700)
 		}
 		if err == nil {
-			err = renameio.WriteFile(cache, append(data, '\n'), 0o600)
+			err = atomicfile.Write(cache, append(data, '\n'), 0o600)
 		}
 		if err != nil {
 			b.log.Debug("cannot cache the node version", "file", cache, "err", err)

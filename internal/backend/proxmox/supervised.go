@@ -21,6 +21,7 @@ import (
 	"github.com/google/renameio/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/inithelper"
 	"github.com/nexcage/nexcage/internal/netsetup"
@@ -28,6 +29,7 @@ import (
 	"github.com/nexcage/nexcage/internal/runtime"
 	"github.com/nexcage/nexcage/internal/state"
 	"github.com/nexcage/nexcage/internal/supervisor"
+	"github.com/nexcage/nexcage/internal/trust"
 )
 
 // A container created from a bundle with a process runs nexcage's init
@@ -126,22 +128,10 @@ func (b *Backend) makeHelperBase() (string, error) {
 	return base, nil
 }
 
-// containerRoot is the host uid and gid of the container's root: 0 for a
-// privileged container; for an unprivileged one the node's unprivileged
-// base, where Proxmox's default idmap (and every idmap userns accepts)
-// puts container id 0.
-func containerRoot(unprivileged bool) (uid, gid int) {
-	if unprivileged {
-		return unprivBase, unprivBase
-	}
-	return 0, 0
-}
-
 // ownHelperDir gives the helper directory (0700) to the container's root,
 // the only one that may reach the init socket inside; the files in it
 // stay root's (the binary 0755, so the container's root can run it).
-func ownHelperDir(id, dir string, unprivileged bool) error {
-	uid, gid := containerRoot(unprivileged)
+func ownHelperDir(id, dir string, uid, gid int) error {
 	if err := os.Lchown(dir, uid, gid); err != nil {
 		return errs.Wrap(errs.KindBackend, err, "container %s: cannot give the helper directory to the container's root", id)
 	}
@@ -256,13 +246,13 @@ func copyFile(src, dst string, mode os.FileMode) error {
 // startSupervised starts the supervisor, then the container (pct start),
 // and waits until the init helper is connected and ready. It fills c's
 // pid and writes opts.PidFile with the supervisor's pid.
-func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid int, opts runtime.CreateOptions, proc *inithelper.Process, netCfg *netsetup.Config, unprivileged bool) (err error) {
+func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid int, opts runtime.CreateOptions, proc *inithelper.Process, netCfg *netsetup.Config, uid, gid int) (err error) {
 	hp := b.helperPaths(c.Data[DataHelperDir])
 	if proc == nil {
 		return errs.New(errs.KindInternal, "container %s: no process for the init helper", c.ID)
 	}
 	msg, _ := json.Marshal(inithelper.Message{Process: proc, Net: netCfg})
-	if err := writeFile(hp.process, msg, 0o600); err != nil {
+	if err := atomicfile.Write(hp.process, msg, 0o600); err != nil {
 		return errs.Wrap(errs.KindBackend, err, "container %s: cannot write the process description", c.ID)
 	}
 	self := b.SelfExe
@@ -276,7 +266,6 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 		return errs.Wrap(errs.KindInternal, err, "container %s: pipe", c.ID)
 	}
 	defer rd.Close()
-	uid, gid := containerRoot(unprivileged)
 	so := supervisor.Options{Dir: hp.dir, Ctl: hp.ctl, Process: hp.process, SignalFile: hp.signal,
 		LxcPath: b.lxcPath, Name: strconv.Itoa(vmid), UID: uid, GID: gid, ConnectTimeout: b.PidTimeout}
 	cmd := exec.Command(self, append([]string{supervisor.Verb}, so.Args()...)...)
@@ -395,7 +384,7 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 	}
 	if opts.PidFile != "" {
 		// Digits only, no newline: containerd's shim parses it with Atoi.
-		if err := writeFile(opts.PidFile, []byte(strconv.Itoa(sup.Pid)), 0o644); err != nil {
+		if err := atomicfile.Write(opts.PidFile, []byte(strconv.Itoa(sup.Pid)), 0o644); err != nil {
 			return errs.Wrap(errs.KindBackend, err, "container %s: cannot write the pid file", c.ID)
 		}
 	}
@@ -414,15 +403,6 @@ func capBnd(pid int) (string, bool) {
 		}
 	}
 	return "", false
-}
-
-// writeFile replaces path atomically with data. The temporary file goes
-// next to path, never to $TMPDIR (where renameio would otherwise put it
-// when on the same file system, after probing with two more files there):
-// so a write killed midway leaves it where delete --force looks (the
-// helper directory, or beside the helper's side files, see cleanupHelper).
-func writeFile(path string, data []byte, perm os.FileMode) error {
-	return renameio.WriteFile(path, data, perm, renameio.WithTempDir(filepath.Dir(path)))
 }
 
 // fileOrNull passes f on when it is a file (a descriptor can be
@@ -455,7 +435,7 @@ func (b *Backend) recordSignal(c *state.Container, sig syscall.Signal) {
 	if !supervised(c) {
 		return
 	}
-	_ = writeFile(b.helperPaths(c.Data[DataHelperDir]).signal, []byte(strconv.Itoa(int(sig))), 0o600)
+	_ = atomicfile.Write(b.helperPaths(c.Data[DataHelperDir]).signal, []byte(strconv.Itoa(int(sig))), 0o600)
 }
 
 // cleanupHelper stops a supervisor still running and removes the helper
@@ -503,17 +483,13 @@ func (b *Backend) cleanupHelper(c *state.Container) {
 // The directory's name is random and recorded before the supervisor
 // starts, so a process with it is this container's.
 func supervisorsOf(dir string) []int {
-	ents, err := os.ReadDir("/proc")
+	pids, err := procfs.Pids()
 	if err != nil {
 		return nil
 	}
 	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+	for _, pid := range pids {
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 		if err != nil {
 			continue
 		}
@@ -674,6 +650,9 @@ func (b *Backend) exec(ctx context.Context, c *state.Container, args []string, s
 	// helper to the bounding set of the container's init (the bundle's
 	// process), which may lack CAP_SETUID/CAP_SETGID/CAP_SETPCAP; the
 	// helper drops to the exec'd process's own sets itself.
+	if _, err := trust.LookPath(b.lxcAttach); errs.KindOf(err) == errs.KindInvalidConfig {
+		return 0, errs.Wrap(errs.KindInvalidConfig, err, "exec in container %s: refusing to run %s", c.ID, b.lxcAttach)
+	}
 	cmd := exec.Command(b.lxcAttach, "-P", b.lxcPath, "-n", strconv.Itoa(vmid), "--clear-env", "--elevated-privileges=CAP", "--",
 		inithelper.Binary, inithelper.ExecVerb)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio.Stdin, stdio.Stdout, stdio.Stderr
@@ -695,7 +674,7 @@ func (b *Backend) exec(ctx context.Context, c *state.Container, args []string, s
 	_ = wr.Close()
 	if f.detach {
 		if f.pidFile != "" {
-			if err := writeFile(f.pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+			if err := atomicfile.Write(f.pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
 				_ = cmd.Process.Kill()
 				_, _ = cmd.Process.Wait()
 				return 0, errs.Wrap(errs.KindBackend, err, "exec in container %s: cannot write the pid file", c.ID)
@@ -705,7 +684,7 @@ func (b *Backend) exec(ctx context.Context, c *state.Container, args []string, s
 		return 0, nil
 	}
 	if f.pidFile != "" {
-		_ = writeFile(f.pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+		_ = atomicfile.Write(f.pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
 	}
 	err = cmd.Wait()
 	var ee *exec.ExitError

@@ -98,6 +98,12 @@ type Input struct {
 	Node pve.NodeVersion
 	// Nameservers are network.dns_servers (validated by internal/config).
 	Nameservers []string
+	// SubUID and SubGID are the node's files of delegated id ranges
+	// (/etc/subuid, /etc/subgid): LXC maps a container's ids through
+	// newuidmap/newgidmap, which allow root only the host ranges
+	// delegated to it there, so a bundle's own mapping is checked against
+	// them before anything is created. "" or a missing file skips it.
+	SubUID, SubGID string
 	// NetTimeout bounds the init helper's network setup (a DHCP lease,
 	// or the node configuring a host-managed interface); 0 means
 	// netsetup.DefaultTimeout.
@@ -118,8 +124,13 @@ type Request struct {
 	MountTargets []MountTarget
 	// Template is the template annotation, "" when the rootfs is packed.
 	Template string
-	// Unprivileged is the effective unprivileged setting.
+	// Unprivileged is the effective unprivileged setting (pct's
+	// `unprivileged`: whether pct create shifts the rootfs's ownership).
 	Unprivileged bool
+	// RootUID and RootGID are the host ids of the container's root: 0
+	// for a privileged container, the node's unprivileged base for
+	// Proxmox's idmap, the mapped id for a bundle's own mapping.
+	RootUID, RootGID int
 	// Warnings are things ignored because they are safe to ignore.
 	Warnings []string
 	// Net is the network the init helper configures before it answers
@@ -724,6 +735,15 @@ func (t *translator) initHelper() error {
 			WithHint("set proxmox.lxc_path to such a path")
 	}
 	t.raw("lxc.init.cmd", inithelper.Binary+" "+inithelper.InitVerb+" "+inithelper.Socket)
+	// An OCI process has no console and no gettys: the supervisor hands it
+	// its stdio. `console: 0` makes Proxmox write lxc.console.path = none,
+	// so init's stderr lands in /run/pve/ct-<vmid>.stderr on every node;
+	// then `tty: 0` is required too, since LXC creates the tty directory
+	// of common.conf's lxc.tty.dir (/dev/lxc) only while it sets up a
+	// console, and a privileged `ostype: unmanaged` container with ttys
+	// but no console fails to start ("Failed to create tty mount target").
+	t.opts["console"] = "0"
+	t.opts["tty"] = "0"
 	t.raw("lxc.mount.entry", dir+" "+strings.TrimPrefix(inithelper.MountPoint, "/")+" none bind,ro,create=dir 0 0")
 	t.req.MountTargets = append(t.req.MountTargets, MountTarget{Path: inithelper.MountPoint})
 	return nil
@@ -973,15 +993,25 @@ const (
 	unprivSize = 65536
 )
 
-// userns maps linux.uidMappings/gidMappings. Proxmox unpacks the rootfs
-// of an unprivileged container with its default idmap, so a bundle's
-// mapping is usable only when it maps ids the same way: every range must
-// lie in the node's unprivileged range with host id = 100000 + container
-// id, and container root must be mapped. Such a mapping (a subset of the
-// default) becomes raw lxc.idmap lines; any other is refused, never
-// ignored: its processes would not own the rootfs's files.
+// userns maps linux.uidMappings/gidMappings.
+//
+// Proxmox's own idmap (container id N -> host id 100000+N, or a part of
+// it that maps container root) keeps `unprivileged: 1`: pct create shifts
+// the rootfs's ownership by it. Any other mapping is the bundle's own, as
+// runc applies it: the container is created without that shift (pct's
+// `unprivileged: 0`, so the rootfs keeps the bundle's ownership, as with
+// runc) and the mapping becomes raw lxc.idmap lines, which make Proxmox
+// start it in a user namespace with exactly that mapping
+// (pve-container's update_lxc_config treats a custom lxc.idmap as
+// unprivileged). With proxmox.unprivileged (the default) such a mapping
+// must keep every host id in the node's unprivileged range: that setting
+// promises no container id maps to a host id outside it.
 func (t *translator) userns() error {
 	l := t.in.Spec.Linux
+	t.req.RootUID, t.req.RootGID = 0, 0
+	if t.req.Unprivileged {
+		t.req.RootUID, t.req.RootGID = unprivBase, unprivBase
+	}
 	if l == nil {
 		return nil
 	}
@@ -996,24 +1026,50 @@ func (t *translator) userns() error {
 	}
 	if len(l.UIDMappings) == 0 && len(l.GIDMappings) == 0 {
 		if hasUserNS && !t.req.Unprivileged {
-			return invalid("linux.namespaces (user)", "the spec asks for a user namespace but the container is configured privileged (unprivileged=0)")
+			return invalid("linux.namespaces (user)", "the spec asks for a user namespace but the container is configured privileged (unprivileged=0) and the spec has no mapping").
+				WithHint("add linux.uidMappings and linux.gidMappings, or set proxmox.unprivileged (or the %s annotation)", AnnotationUnprivileged)
 		}
 		return nil
 	}
-	if !t.req.Unprivileged {
-		return invalid("linux.uidMappings", "user namespace mappings need an unprivileged container, but unprivileged=0 is configured or requested")
-	}
-	if err := checkIDMap("linux.uidMappings", l.UIDMappings); err != nil {
+	uroot, err := checkIDMap("linux.uidMappings", l.UIDMappings)
+	if err != nil {
 		return err
 	}
-	if err := checkIDMap("linux.gidMappings", l.GIDMappings); err != nil {
+	groot, err := checkIDMap("linux.gidMappings", l.GIDMappings)
+	if err != nil {
 		return err
 	}
 	if !hasUserNS {
-		t.warn("linux.uidMappings/gidMappings without a user namespace in linux.namespaces: applied, as every unprivileged Proxmox container has one")
+		t.warn("linux.uidMappings/gidMappings without a user namespace in linux.namespaces: applied, as a mapping needs one")
 	}
-	if slices.Equal(l.UIDMappings, defaultIDMap) && slices.Equal(l.GIDMappings, defaultIDMap) {
-		return nil
+	if t.req.Unprivileged && proxmoxShift(l.UIDMappings) && proxmoxShift(l.GIDMappings) {
+		if slices.Equal(l.UIDMappings, defaultIDMap) && slices.Equal(l.GIDMappings, defaultIDMap) {
+			return nil
+		}
+	} else {
+		if t.req.Unprivileged {
+			for _, f := range []struct {
+				field string
+				ms    []specs.LinuxIDMapping
+			}{{"linux.uidMappings", l.UIDMappings}, {"linux.gidMappings", l.GIDMappings}} {
+				for i, m := range f.ms {
+					if m.HostID < unprivBase || uint64(m.HostID)+uint64(m.Size) > unprivBase+unprivSize {
+						return unsupported(fmt.Sprintf("%s[%d]", f.field, i), "host ids %d-%d are outside the node's unprivileged range %d-%d, which proxmox.unprivileged keeps every container in",
+							m.HostID, uint64(m.HostID)+uint64(m.Size)-1, unprivBase, unprivBase+unprivSize-1).
+							WithHint("map into host ids %d-%d, or set proxmox.unprivileged to false (or the %s annotation to 0) to allow this mapping", unprivBase, unprivBase+unprivSize-1, AnnotationUnprivileged)
+					}
+				}
+			}
+		}
+		if err := checkDelegated("linux.uidMappings", t.in.SubUID, l.UIDMappings); err != nil {
+			return err
+		}
+		if err := checkDelegated("linux.gidMappings", t.in.SubGID, l.GIDMappings); err != nil {
+			return err
+		}
+		// The bundle's own mapping: no shift at create, the mapping at start.
+		t.req.Unprivileged = false
+		t.req.RootUID, t.req.RootGID = int(uroot), int(groot)
 	}
 	for _, m := range l.UIDMappings {
 		t.raw("lxc.idmap", fmt.Sprintf("u %d %d %d", m.ContainerID, m.HostID, m.Size))
@@ -1024,28 +1080,98 @@ func (t *translator) userns() error {
 	return nil
 }
 
-// checkIDMap refuses a mapping that does not map ids the way Proxmox
-// unpacked the rootfs (see userns).
-func checkIDMap(field string, ms []specs.LinuxIDMapping) error {
-	hint := fmt.Sprintf("Proxmox unpacks the root file system with container id N owned by host id %d+N, for N < %d; use that mapping (or a part of it that includes container root), or leave %s out", unprivBase, unprivSize, field)
-	if len(ms) == 0 {
-		return unsupported(field, "missing while the other mapping is set; container root must be mapped. %s", hint)
+// proxmoxShift reports whether every range maps container id N to host
+// id 100000+N inside the node's unprivileged range (Proxmox's idmap or a
+// part of it).
+func proxmoxShift(ms []specs.LinuxIDMapping) bool {
+	for _, m := range ms {
+		if m.HostID < unprivBase || uint64(m.HostID)+uint64(m.Size) > unprivBase+unprivSize || uint64(m.HostID)-unprivBase != uint64(m.ContainerID) {
+			return false
+		}
 	}
-	root := false
+	return true
+}
+
+// maxIDMapLines is the kernel's limit of lines in uid_map/gid_map.
+const maxIDMapLines = 340
+
+// checkIDMap checks one of the two mappings: container root mapped (LXC
+// needs it), no empty, overflowing or overlapping range. It returns the
+// host id of container root.
+func checkIDMap(field string, ms []specs.LinuxIDMapping) (uint32, error) {
+	if len(ms) == 0 {
+		return 0, unsupported(field, "missing while the other mapping is set; container root must be mapped in both")
+	}
+	if len(ms) > maxIDMapLines {
+		return 0, invalid(field, "%d ranges; the kernel takes at most %d", len(ms), maxIDMapLines)
+	}
+	var root uint32
+	found := false
 	for i, m := range ms {
-		end := uint64(m.HostID) + uint64(m.Size)
-		if m.Size == 0 || m.HostID < unprivBase || end > unprivBase+unprivSize || uint64(m.HostID)-unprivBase != uint64(m.ContainerID) {
-			return unsupported(fmt.Sprintf("%s[%d]", field, i), "container ids %d-%d to host ids %d-%d is outside the node's unprivileged range %d-%d or shifted differently. %s",
-				m.ContainerID, uint64(m.ContainerID)+uint64(m.Size)-1, m.HostID, end-1, unprivBase, unprivBase+unprivSize-1, hint)
+		f := fmt.Sprintf("%s[%d]", field, i)
+		if m.Size == 0 {
+			return 0, invalid(f, "size 0")
+		}
+		if uint64(m.ContainerID)+uint64(m.Size) > 1<<32-1 || uint64(m.HostID)+uint64(m.Size) > 1<<32-1 {
+			return 0, invalid(f, "range %d+%d or %d+%d goes past the largest id", m.ContainerID, m.Size, m.HostID, m.Size)
+		}
+		for j, o := range ms[:i] {
+			if overlap(m.ContainerID, o.ContainerID, m.Size, o.Size) || overlap(m.HostID, o.HostID, m.Size, o.Size) {
+				return 0, invalid(f, "overlaps %s[%d]", field, j)
+			}
 		}
 		if m.ContainerID == 0 {
-			root = true
+			root, found = m.HostID, true
 		}
 	}
-	if !root {
-		return unsupported(field, "container root (id 0) is not mapped. %s", hint)
+	if !found {
+		return 0, unsupported(field, "container root (id 0) is not mapped; LXC needs it mapped")
+	}
+	return root, nil
+}
+
+// checkDelegated refuses a mapping whose host ranges are not delegated to
+// root in file (name:start:count lines, as newuidmap reads them): LXC
+// would fail the start with "newuidmap: uid range ... not allowed".
+func checkDelegated(field, file string, ms []specs.LinuxIDMapping) error {
+	if file == "" {
+		return nil
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil // no such file: nothing to check against
+	}
+	type span struct{ start, end uint64 }
+	var spans []span
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Split(strings.TrimSpace(line), ":")
+		if len(f) != 3 || (f[0] != "root" && f[0] != "0") {
+			continue
+		}
+		start, err1 := strconv.ParseUint(f[1], 10, 32)
+		count, err2 := strconv.ParseUint(f[2], 10, 32)
+		if err1 == nil && err2 == nil {
+			spans = append(spans, span{start, start + count})
+		}
+	}
+	for i, m := range ms {
+		lo, hi := uint64(m.HostID), uint64(m.HostID)+uint64(m.Size)
+		ok := false
+		for _, sp := range spans {
+			if lo >= sp.start && hi <= sp.end {
+				ok = true
+			}
+		}
+		if !ok {
+			return unsupported(fmt.Sprintf("%s[%d]", field, i), "host ids %d-%d are not delegated to root in %s, so LXC's newuidmap/newgidmap would refuse the mapping at start", lo, hi-1, file).
+				WithHint("on the node, add the line root:%d:%d to %s (Proxmox's documented step for a custom idmap), or map into the delegated ranges", lo, m.Size, file)
+		}
 	}
 	return nil
+}
+
+func overlap(a, b, asize, bsize uint32) bool {
+	return uint64(a) < uint64(b)+uint64(bsize) && uint64(b) < uint64(a)+uint64(asize)
 }
 
 func (t *translator) devices() error {
@@ -1157,7 +1283,7 @@ func (t *translator) misc() error {
 
 // finish emits the pct options in a fixed order.
 func (t *translator) finish() {
-	for _, name := range []string{"hostname", "ostype", "memory", "swap", "cores", "cpulimit", "cpuunits", "rootfs", "nameserver"} {
+	for _, name := range []string{"hostname", "ostype", "memory", "swap", "cores", "cpulimit", "cpuunits", "rootfs", "nameserver", "console", "tty"} {
 		if v, ok := t.opts[name]; ok {
 			t.req.Options = append(t.req.Options, pve.Option{Name: name, Value: v})
 		}

@@ -101,6 +101,10 @@ func TestTranslateDefaults(t *testing.T) {
 	want := []pve.Option{
 		{Name: "hostname", Value: "test-oci"},
 		{Name: "rootfs", Value: "local-lvm:4"},
+		// No console and no gettys for an OCI process (privileged
+		// unmanaged containers would not start with ttys but no console).
+		{Name: "console", Value: "0"},
+		{Name: "tty", Value: "0"},
 		{Name: "net0", Value: "name=eth0,bridge=vmbr0,ip=dhcp"},
 		{Name: "unprivileged", Value: "1"},
 		{Name: "tags", Value: "nexcage"},
@@ -217,6 +221,22 @@ func TestTranslateRows(t *testing.T) {
 			in.Spec.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 1000}, {ContainerID: 1000, HostID: 101000, Size: 1}}
 			in.Spec.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
 		}, raw: []string{"lxc.idmap: u 0 100000 1000", "lxc.idmap: u 1000 101000 1", "lxc.idmap: g 0 100000 65536"}, opts: map[string]string{"unprivileged": "1"}},
+		{name: "own idmap inside the node's range", mutate: func(in *Input) {
+			in.Spec.Linux.Namespaces = append(in.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+			in.Spec.Linux.UIDMappings = defaultIDMap
+			in.Spec.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 10}, {ContainerID: 1000, HostID: 100010, Size: 10}}
+		}, raw: []string{"lxc.idmap: u 0 100000 65536", "lxc.idmap: g 0 100000 10", "lxc.idmap: g 1000 100010 10"}, opts: map[string]string{"unprivileged": "0"}},
+		{name: "own idmap, privileged config (runtime-tools' linux_uid_mappings)", mutate: func(in *Input) {
+			in.Unprivileged = false
+			in.Spec.Linux.Namespaces = append(in.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+			in.Spec.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1000, Size: 2000}}
+			in.Spec.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1000, Size: 3000}}
+		}, raw: []string{"lxc.idmap: u 0 1000 2000", "lxc.idmap: g 0 1000 3000"}, opts: map[string]string{"unprivileged": "0"}},
+		{name: "idmap without a user namespace, privileged", mutate: func(in *Input) {
+			in.Unprivileged = false
+			in.Spec.Linux.UIDMappings = defaultIDMap
+			in.Spec.Linux.GIDMappings = defaultIDMap
+		}, raw: []string{"lxc.idmap: u 0 100000 65536", "lxc.idmap: g 0 100000 65536"}, opts: map[string]string{"unprivileged": "0"}},
 		{name: "default idmap adds nothing", mutate: func(in *Input) {
 			in.Spec.Linux.Namespaces = append(in.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
 			in.Spec.Linux.UIDMappings = defaultIDMap
@@ -368,26 +388,26 @@ func TestTranslateErrors(t *testing.T) {
 			in.Spec.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 200000, Size: 65536}}
 			in.Spec.Linux.GIDMappings = defaultIDMap
 		}, errs.KindUnsupported, "linux.uidMappings[0]"},
-		{"idmap shifted", func(in *Input) {
-			in.Spec.Linux.Namespaces = append(in.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
-			in.Spec.Linux.UIDMappings = defaultIDMap
-			in.Spec.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 10}, {ContainerID: 1000, HostID: 100010, Size: 10}}
-		}, errs.KindUnsupported, "linux.gidMappings[1]"},
 		{"idmap without root", func(in *Input) {
 			in.Spec.Linux.Namespaces = append(in.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
 			in.Spec.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 1000, HostID: 101000, Size: 1}}
 			in.Spec.Linux.GIDMappings = defaultIDMap
 		}, errs.KindUnsupported, "container root (id 0) is not mapped"},
-		{"idmap without a user namespace, privileged", func(in *Input) {
-			in.Unprivileged = false
-			in.Spec.Linux.UIDMappings = defaultIDMap
-			in.Spec.Linux.GIDMappings = defaultIDMap
-		}, errs.KindInvalidBundle, "linux.uidMappings"},
-		{"idmap with privileged", func(in *Input) {
+		{"idmap with one mapping only", func(in *Input) {
 			in.Unprivileged = false
 			in.Spec.Linux.Namespaces = append(in.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
 			in.Spec.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 200000, Size: 65536}}
-		}, errs.KindInvalidBundle, "linux.uidMappings"},
+		}, errs.KindUnsupported, "linux.gidMappings"},
+		{"idmap overlapping", func(in *Input) {
+			in.Unprivileged = false
+			in.Spec.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1000, Size: 100}, {ContainerID: 100, HostID: 1050, Size: 10}}
+			in.Spec.Linux.GIDMappings = defaultIDMap
+		}, errs.KindInvalidBundle, "linux.uidMappings[1]: overlaps linux.uidMappings[0]"},
+		{"idmap empty range", func(in *Input) {
+			in.Unprivileged = false
+			in.Spec.Linux.UIDMappings = defaultIDMap
+			in.Spec.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1000, Size: 0}}
+		}, errs.KindInvalidBundle, "linux.gidMappings[0]: size 0"},
 		{"device outside /dev", func(in *Input) { in.Spec.Linux.Devices = []specs.LinuxDevice{{Path: "/etc/shadow"}} }, errs.KindInvalidBundle, "linux.devices[0]"},
 		{"device smuggling", func(in *Input) { in.Spec.Linux.Devices = []specs.LinuxDevice{{Path: "/dev/x,mode=0777"}} }, errs.KindInvalidBundle, "linux.devices[0]"},
 		//lint:ignore SA1019 deprecated prestart hooks must be refused like the others
@@ -509,5 +529,31 @@ func TestSanitizeHostname(t *testing.T) {
 		if got := SanitizeHostname(in); got != want {
 			t.Errorf("SanitizeHostname(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestOwnIDMapDelegated: a bundle's own mapping must lie in the host
+// ranges delegated to root in the node's subuid/subgid files (LXC maps
+// through newuidmap, which refuses anything else at start); it is refused
+// at create, naming the file and the line to add.
+func TestOwnIDMapDelegated(t *testing.T) {
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "subuid")
+	if err := os.WriteFile(sub, []byte("someone:1000:10\nroot:100000:65536\nroot:1000:2000\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in := baseInput(t)
+	in.Unprivileged = false
+	in.SubUID, in.SubGID = sub, sub
+	in.Spec.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1000, Size: 2000}}
+	in.Spec.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1000, Size: 3000}}
+	_, err := Translate(in)
+	if errs.KindOf(err) != errs.KindUnsupported || !strings.Contains(err.Error(), "linux.gidMappings[0]: host ids 1000-3999 are not delegated to root in "+sub) ||
+		!strings.Contains(err.Error(), "root:1000:3000") {
+		t.Fatalf("err = %v", err)
+	}
+	in.Spec.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1000, Size: 2000}}
+	if _, err := Translate(in); err != nil {
+		t.Fatalf("delegated mapping refused: %v", err)
 	}
 }
