@@ -15,7 +15,8 @@
 //     first (forget before the runtime acts; a runtime that then refuses
 //     leaves a container without a record, which every verb still finds
 //     by its state directory);
-//   - create writes the record first (persist before the runtime acquires
+//   - create validates the bundle as the full CLI does (bundle.Load),
+//     writes the record first (persist before the runtime acquires
 //     anything: a crash at any point leaves a record `delete --force`
 //     finds), then runs the runtime as its only child and waits, so that a
 //     failure or SIGINT/SIGTERM is undone and reported as before;
@@ -48,6 +49,7 @@ import (
 	"time"
 
 	"github.com/nexcage/nexcage/internal/backend/ocirun"
+	"github.com/nexcage/nexcage/internal/bundle"
 	"github.com/nexcage/nexcage/internal/config"
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/logging"
@@ -223,56 +225,31 @@ func (p *plan) check() bool {
 	return true // state and the passthrough verbs
 }
 
-// bundleSpec is what create reads of the bundle's config.json.
+// bundleSpec is what create keeps of the bundle.
 type bundleSpec struct {
-	OCIVersion string `json:"ociVersion"`
-	Root       *struct {
-		Path string `json:"path"`
-	} `json:"root"`
-	Annotations map[string]string `json:"annotations"`
+	OCIVersion  string
+	Annotations map[string]string
 	rootfs      string
 }
 
-// readBundle reads of the bundle's config.json what routing and the
-// record need (ociVersion, root.path, annotations); the runtime validates
-// the rest.
+// readBundle loads and validates the bundle as the full CLI does
+// (bundle.Load: every field nexcage checks, before any side effect, so
+// that a bad bundle gets nexcage's words and exit code, not the
+// runtime's). A bundle that fails, or that the full CLI would warn
+// about, goes to the full CLI, which reports it.
 func (p *plan) readBundle() bool {
-	c := &p.c
-	if c.bundle == "" {
-		c.bundle = "."
-	}
-	dir, err := filepath.Abs(c.bundle)
-	if err != nil {
+	b, err := bundle.Load(p.c.bundle)
+	if err != nil || len(b.Warnings) > 0 || b.Spec == nil {
 		return false
 	}
-	c.bundle = dir
-	data, err := os.ReadFile(filepath.Join(dir, "config.json"))
-	if err != nil {
-		return false
-	}
-	s := &p.spec
-	if json.Unmarshal(data, s) != nil || s.Root == nil || s.Root.Path == "" {
-		return false
-	}
-	s.rootfs = s.Root.Path
-	if !filepath.IsAbs(s.rootfs) {
-		s.rootfs = filepath.Join(dir, s.rootfs)
-	}
+	p.c.bundle, p.spec = b.Dir, bundleSpec{OCIVersion: b.Spec.Version, Annotations: b.Spec.Annotations, rootfs: b.Rootfs}
 	return true
 }
 
-// checkBundle tells whether the runtime will take the bundle as far as
-// nexcage checks it (root.path exists; crun: a 1.0.x spec): the full CLI
-// explains a bundle that fails these.
+// checkBundle tells whether crun will take the bundle: crun 1.8 refuses
+// a spec above 1.0.x, and the full CLI says what to do.
 func (p *plan) checkBundle() bool {
-	s := &p.spec
-	if fi, err := os.Stat(s.rootfs); err != nil || !fi.IsDir() {
-		return false
-	}
-	if p.name == config.BackendCrun && !strings.HasPrefix(s.OCIVersion, "1.0.") {
-		return false // crun 1.8 refuses newer specs; nexcage says what to do
-	}
-	return true
+	return p.name != config.BackendCrun || strings.HasPrefix(p.spec.OCIVersion, "1.0.")
 }
 
 // recordedBackend is the backend of container id (a pod's sandbox): its
