@@ -115,7 +115,7 @@ func TestSpec(t *testing.T) {
 // TestFeatures: features answers for the backend that would run: the
 // default route (default_container_type), --runtime, or the route of
 // --id. runc/crun's own output is passed through (a fake runtime here);
-// the Proxmox backend claims no hooks and no seccomp.
+// the Proxmox backend claims the five hooks it runs and no seccomp.
 func TestFeatures(t *testing.T) {
 	dir := t.TempDir()
 	fake := filepath.Join(dir, "fake-runc")
@@ -158,7 +158,7 @@ func TestFeatures(t *testing.T) {
 	// --runtime lxc and --id of a Proxmox-routed id: the Proxmox backend.
 	for _, args := range [][]string{{"--runtime", "lxc", "features"}, {"features", "--id", "px-1"}} {
 		o := get(args...)
-		if o.Annotations["org.nexcage.backend"] != "proxmox-lxc" || o.Hooks == nil || len(*o.Hooks) != 0 ||
+		if o.Annotations["org.nexcage.backend"] != "proxmox-lxc" || o.Hooks == nil || len(*o.Hooks) != 5 ||
 			o.Linux.Seccomp == nil || o.Linux.Seccomp.Enabled == nil || *o.Linux.Seccomp.Enabled || o.OCIVersionMin == "" {
 			t.Errorf("%q: %+v", args, o)
 		}

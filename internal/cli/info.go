@@ -52,8 +52,6 @@ func (a *App) features(ctx context.Context) error {
 		if err := json.Unmarshal(b, &doc); err != nil {
 			return errs.Wrap(errs.KindInternal, err, "encoding features")
 		}
-		// No hook is run: an empty list (absent would mean "unknown").
-		doc["hooks"] = json.RawMessage("[]")
 		source = "the proxmox-lxc backend's mapping (docs/MAPPING.md)"
 	case config.BackendRunc, config.BackendCrun:
 		rc := a.cfg.Runtimes.Runc

@@ -47,12 +47,19 @@ func InitMain(args []string) int {
 		return fail("no process from the supervisor (%v)", err)
 	}
 	p := m.Process
+	// The spec's mounts first, in its order (rootfs.go): the network
+	// setup and the sysctls below then use the container's final /proc
+	// and /sys.
+	if err := m.Rootfs.Setup(); err != nil {
+		return fail("%v", err)
+	}
 	// Network setup of the container (interfaces, addresses, resolv.conf)
 	// first: then Prepare writes the net.* sysctls, which may name the
 	// interfaces.
 	if err := setupNetwork(m.Net); err != nil {
 		return fail("%v", err)
 	}
+	ptmxSymlink()
 	path, err := Prepare(p, true)
 	if err != nil {
 		return fail("%v", err)
@@ -72,6 +79,11 @@ func InitMain(args []string) int {
 		if fd > 2 {
 			_ = unix.Close(fd)
 		}
+	}
+	// startContainer hooks: in the container, with the stdio in place,
+	// before the process (a failure fails start; the container stops).
+	if err := runStartContainerHooks(m.StartContainer); err != nil {
+		return fail("%v", err)
 	}
 	// The socket is close-on-exec: a successful exec closes it, which is
 	// the supervisor's signal that the process runs.

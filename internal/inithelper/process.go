@@ -21,7 +21,8 @@ import (
 //
 // Prepare, in `create` before the helper reports ready (so a process
 // that cannot get what the bundle asks for fails create):
-//  1. (network setup: a later step of the init helper, before sysctls)
+//  1. (mounts and network setup: earlier steps of the init helper;
+//     process.oomScoreAdj is set from the host, see Process.OOMScoreAdj);
 //  2. write the net.* sysctls under /proc/sys/net (the helper is the
 //     container's init, so this is the container's network namespace);
 //  3. check the capabilities against what the container has (bounding

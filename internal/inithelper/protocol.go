@@ -48,13 +48,20 @@ const (
 	// BinaryName and SocketName are their names in the host directory.
 	BinaryName = "nexcage"
 	SocketName = "init.sock"
+	// StateFile is the container's OCI state the startContainer hooks
+	// get on stdin, written by `start` (StateFileName in the host
+	// directory) before it releases the helper.
+	StateFile     = MountPoint + "/" + StateFileName
+	StateFileName = "state.json"
 )
 
 // Message types of the init protocol (one JSON message per packet on a
 // SOCK_SEQPACKET unix socket):
 //
-//	supervisor -> helper  process  {process, net}
-//	helper                configures the network (net), if any, then
+//	supervisor -> helper  process  {process, net, rootfs}
+//	helper                mounts the spec's mounts, masked and read-only
+//	                      paths (rootfs, RootfsSetup), if any, then
+//	                      configures the network (net), if any, then
 //	                      checks the process and writes its sysctls
 //	                      (Prepare); a failure is an error {msg}
 //	helper -> supervisor  ready | error {msg}
@@ -76,7 +83,13 @@ type Message struct {
 	// Net, when set, is the network the init helper configures before
 	// it answers ready (internal/netsetup).
 	Net *netsetup.Config `json:"net,omitempty"`
-	Msg string           `json:"msg,omitempty"`
+	// Rootfs, when set, is what the init helper mounts in the container
+	// first (rootfs.go).
+	Rootfs *RootfsSetup `json:"rootfs,omitempty"`
+	Msg    string       `json:"msg,omitempty"`
+	// StartContainer are the OCI startContainer hooks the init helper
+	// runs at start, before it applies the process (starthooks.go).
+	StartContainer []specs.Hook `json:"startContainer,omitempty"`
 }
 
 // Process is the OCI process as the helpers apply it: every field of
@@ -96,6 +109,12 @@ type Process struct {
 	Umask           *uint32             `json:"umask,omitempty"`
 	NoNewPrivileges bool                `json:"noNewPrivileges,omitempty"`
 	Rlimits         []specs.POSIXRlimit `json:"rlimits,omitempty"`
+	// OOMScoreAdj is process.oomScoreAdj. The helpers do not apply it:
+	// nexcage sets it from the host (root there may also lower it, which
+	// an unprivileged container's root may not), on the init helper before
+	// start and on itself before lxc-attach for exec; the process inherits
+	// it, as with runc.
+	OOMScoreAdj *int `json:"oomScoreAdj,omitempty"`
 	// Capabilities nil leaves the sets as they are (a uid other than 0
 	// then loses them all at setuid, as with runc).
 	Capabilities *specs.LinuxCapabilities `json:"capabilities,omitempty"`

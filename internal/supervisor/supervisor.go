@@ -416,6 +416,10 @@ func (s *sup) control(c net.Conn, helper *net.UnixConn, started *bool) {
 	if err != nil {
 		return
 	}
+	// The answer to start comes once the helper execs the process, after
+	// the container's startContainer hooks, which may take longer than
+	// 30 s: the caller bounds that wait (Start's timeout).
+	_ = c.SetDeadline(time.Time{})
 	reply := func(format string, a ...any) { _, _ = fmt.Fprintf(c, format+"\n", a...) }
 	switch strings.TrimSpace(line) {
 	case CmdStart:

@@ -10,7 +10,7 @@ import (
 // TestFeaturesPerBackend: `features` answers for the backend a container
 // would get, with the installed runtimes: runc's own output passed
 // through, crun's own output or (crun before 1.8.6) what its --version
-// states, and the Proxmox backend's mapping without hooks or seccomp.
+// states, and the Proxmox backend's mapping with the five hooks it runs and no seccomp.
 func TestFeaturesPerBackend(t *testing.T) {
 	n := NewNexcage(t, WriteConfig(t, `{"runtime": {"routing": [{"pattern": "^ci-.*$", "runtime": "crun"}]}}`))
 	type doc struct {
@@ -61,7 +61,7 @@ func TestFeaturesPerBackend(t *testing.T) {
 
 	for _, args := range [][]string{{"features"}, {"--runtime", "lxc", "features"}} {
 		d := get(args...)
-		if d.Annotations["org.nexcage.backend"] != "proxmox-lxc" || d.Hooks == nil || len(*d.Hooks) != 0 ||
+		if d.Annotations["org.nexcage.backend"] != "proxmox-lxc" || d.Hooks == nil || len(*d.Hooks) != 5 ||
 			d.Linux == nil || d.Linux.Seccomp == nil || *d.Linux.Seccomp.Enabled || d.OCIVersionMax != "1.3.0" {
 			t.Errorf("%q: %+v", args, d)
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/nexcage/nexcage/internal/atomicfile"
 	"github.com/nexcage/nexcage/internal/config"
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/hooks"
 	"github.com/nexcage/nexcage/internal/lockfile"
 	"github.com/nexcage/nexcage/internal/procfs"
 	"github.com/nexcage/nexcage/internal/pve"
@@ -81,6 +82,10 @@ type Backend struct {
 	// (state.Store.BackendRoot): it holds the cache of the node's version
 	// (nodeversion.go). Empty: nothing is cached.
 	StateDir string
+
+	// hooks runs the OCI hooks; nil is a hooks.Runner logging to log
+	// (tests set their own).
+	hooks *hooks.Runner
 
 	// supervisors holds, per container id, the exit of the supervisors
 	// this process started (for a foreground run's Wait).
@@ -314,9 +319,31 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 		if err := ownHelperDir(c.ID, in.InitHelperDir, req.RootUID, req.RootGID); err != nil {
 			return err
 		}
+		// In <helper dir>.dev, which the undo (cleanupHelper) removes.
+		if err := makeDevices(c.ID, in.InitHelperDir, req.Devices, req.RootUID, req.RootGID); err != nil {
+			return err
+		}
 	}
 	for _, w := range req.Warnings {
 		b.log.Warn(w, "id", c.ID)
+	}
+	// Hooks: paths checked and the later verbs' hooks recorded before the
+	// CT exists (hooks.go). A create whose prestart or createRuntime hook
+	// ran and failed continues the lifecycle at delete: the undo destroys
+	// the CT, then runs the poststop hooks (this entry runs after the
+	// CT's, the undo going backwards).
+	hasHooks, err := b.recordHooks(c, in.Spec.Hooks)
+	if err != nil {
+		return err
+	}
+	ranCreateHooks := false
+	if hasHooks {
+		undo = append(undo, func() error {
+			if ranCreateHooks {
+				b.runPoststop(c)
+			}
+			return nil
+		})
 	}
 	if req.ResolvConf != nil {
 		if err := atomicfile.Write(filepath.Join(in.InitHelperDir, ResolvConfName), req.ResolvConf, 0o644); err != nil {
@@ -352,8 +379,18 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 	c.Pid = 0
 	if helper {
 		// pct start now: the init helper holds process.args until start.
-		if err := b.startSupervised(ctx, c, vmid, opts, req.Process, req.Net, req.RootUID, req.RootGID); err != nil {
+		if err := b.startSupervised(ctx, c, vmid, opts, req.Process, req.Net, req.Rootfs, req.RootUID, req.RootGID); err != nil {
 			return err
+		}
+		// The process inherits it from the helper (oom.go).
+		if err := setOOMScoreAdj(c.ID, c.Pid, req.Process.OOMScoreAdj); err != nil {
+			return err
+		}
+		if hasHooks {
+			ranCreateHooks = true
+			if err := b.runCreateHooks(ctx, c, in.Spec.Hooks); err != nil {
+				return err
+			}
 		}
 	}
 	rememberNode()
@@ -598,7 +635,11 @@ func (b *Backend) Start(ctx context.Context, c *state.Container) error {
 			WithHint("delete it with `nexcage delete --force %s` and create it again", c.ID)
 	}
 	if supervised(c) {
-		return b.startSupervisedProcess(c)
+		if err := b.startSupervisedProcess(c); err != nil {
+			return err
+		}
+		b.runPoststart(ctx, c)
+		return nil
 	}
 	if err := b.pct.Start(ctx, vmid); err != nil {
 		return fmt.Errorf("container %s: %w", c.ID, err)
@@ -824,6 +865,8 @@ func (b *Backend) Delete(ctx context.Context, c *state.Container, force bool) er
 		b.tidyVMIDLock()
 	}
 	c.Status, c.Pid = state.Stopped, 0
+	// The container is deleted: its poststop hooks (hooks.go).
+	b.runPoststop(c)
 	return nil
 }
 

@@ -7,6 +7,8 @@ import (
 
 	"github.com/moby/sys/capability"
 	"github.com/opencontainers/runtime-spec/specs-go/features"
+
+	"github.com/nexcage/nexcage/internal/hooks"
 )
 
 // HostLSM says which Linux security modules the host enforces: LXC
@@ -32,7 +34,8 @@ func DetectLSM() HostLSM {
 // Features is what the Proxmox backend does with a config.json, in the
 // runtime-spec features format, derived from the translator's own
 // tables so that it cannot drift from what create accepts:
-//   - hooks: none (any hook is refused: hooks are not run);
+//   - hooks: the ones nexcage runs (hooks.go); createContainer is
+//     refused;
 //   - mount options: those every bind mount carries or that restate
 //     its defaults (options ignored with a warning on some kinds of
 //     mount are left out);
@@ -46,10 +49,6 @@ func DetectLSM() HostLSM {
 //     profile; AppArmor and SELinux as the host enforces them;
 //   - net devices: moved in (raw lxc.net.N phys entries);
 //   - Intel RDT, idmapped mounts: not available.
-//
-// Features.Hooks is empty, which the JSON encoding omits: callers that
-// print it must write "hooks": [] themselves (an absent list means
-// "unknown" in the format).
 func Features(lsm HostLSM, ociMin, ociMax string) *features.Features {
 	yes, no := true, false
 	var mountOpts []string
@@ -71,7 +70,7 @@ func Features(lsm HostLSM, ociMin, ociMax string) *features.Features {
 	return &features.Features{
 		OCIVersionMin: ociMin,
 		OCIVersionMax: ociMax,
-		Hooks:         []string{},
+		Hooks:         []string{hooks.Prestart, hooks.CreateRuntime, hooks.StartContainer, hooks.Poststart, hooks.Poststop},
 		MountOptions:  mountOpts,
 		Linux: &features.Linux{
 			Namespaces:      []string{"cgroup", "ipc", "mount", "network", "pid", "user", "uts"},

@@ -12,21 +12,47 @@ import (
 )
 
 // TestFeaturesTellTheTruth checks the Proxmox backend's features against
-// its translator: no hook is claimed and a hook is refused; seccomp is
+// its translator: the hooks claimed are accepted, the others refused; seccomp is
 // not claimed and a seccomp profile is not applied (only warned about);
 // AppArmor and SELinux follow the host; every mount option claimed is
 // accepted on a bind mount, and options the translator refuses or only
 // warns about are not claimed.
 func TestFeaturesTellTheTruth(t *testing.T) {
 	f := Features(HostLSM{AppArmor: true}, "1.0.0", "1.3.0")
-	if f.Hooks == nil || len(f.Hooks) != 0 {
-		t.Errorf("hooks %v, want an empty list", f.Hooks)
+	if !slices.Equal(f.Hooks, []string{"prestart", "createRuntime", "startContainer", "poststart", "poststop"}) {
+		t.Errorf("hooks %v, want the five nexcage runs", f.Hooks)
+	}
+	for _, h := range f.Hooks {
+		in := baseInput(t)
+		in.Spec.Hooks = &specs.Hooks{}
+		l := []specs.Hook{{Path: "/bin/true"}}
+		switch h {
+		case "prestart":
+			//lint:ignore SA1019 the deprecated prestart hooks are still run
+			in.Spec.Hooks.Prestart = l
+		case "createRuntime":
+			in.Spec.Hooks.CreateRuntime = l
+		case "startContainer":
+			in.Spec.Hooks.StartContainer = l
+		case "poststart":
+			in.Spec.Hooks.Poststart = l
+		case "poststop":
+			in.Spec.Hooks.Poststop = l
+		}
+		if _, err := Translate(in); err != nil {
+			t.Errorf("a %s hook: %v, want accepted", h, err)
+		}
+	}
+	for name, hk := range map[string]*specs.Hooks{
+		"createContainer": {CreateContainer: []specs.Hook{{Path: "/bin/true"}}},
+	} {
+		in := baseInput(t)
+		in.Spec.Hooks = hk
+		if _, err := Translate(in); errs.KindOf(err) != errs.KindUnsupported || !strings.Contains(err.Error(), "hooks."+name) {
+			t.Errorf("a %s hook: %v, want refused by name", name, err)
+		}
 	}
 	in := baseInput(t)
-	in.Spec.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/bin/true"}}}
-	if _, err := Translate(in); errs.KindOf(err) != errs.KindUnsupported || !strings.Contains(err.Error(), "hooks") {
-		t.Errorf("a hook: %v, want refused", err)
-	}
 	if f.Linux.Seccomp == nil || f.Linux.Seccomp.Enabled == nil || *f.Linux.Seccomp.Enabled {
 		t.Errorf("seccomp claimed: %+v", f.Linux.Seccomp)
 	}

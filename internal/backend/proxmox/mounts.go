@@ -12,6 +12,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/inithelper"
 	"github.com/nexcage/nexcage/internal/lazyre"
 )
 
@@ -74,9 +75,22 @@ var (
 	defaultMqueueOptions = []string{"nosuid", "noexec", "nodev"}
 )
 
-// mounts maps spec.mounts (see the comment at the top of this file).
+// mounts maps spec.mounts, then linux.maskedPaths and readonlyPaths.
+//
+// With an init helper (a spec with a process), the helper re-presents
+// every mount in the spec's order before the process runs (Request.Rootfs,
+// inithelper.RootfsSetup): a fresh tmpfs /dev populated from LXC's, fresh
+// devpts, shm and mqueue under it, and every other mount (what LXC, an
+// mpN or an lxc.mount.entry mounted) bound onto itself again, so that
+// /proc/self/mountinfo lists them in spec order with the spec's types
+// and sources, as with runc.
 func (t *translator) mounts() error {
 	var entries []string // destinations mounted by lxc.mount.entry so far
+	helper := t.req.Process != nil
+	if helper {
+		t.rootfs = &inithelper.RootfsSetup{}
+	}
+	freshDev := false
 	for i, m := range t.in.Spec.Mounts {
 		field := fmt.Sprintf("mounts[%d] (%s)", i, m.Destination)
 		if m.Destination == "" {
@@ -84,15 +98,30 @@ func (t *translator) mounts() error {
 		}
 		dest := path.Clean("/" + m.Destination)
 		if types, ok := standardMounts[dest]; ok && (contains(types, m.Type) || (m.Type == "" && contains(types, m.Source))) {
+			if helper {
+				fresh, err := t.standardMount(field, m, dest, freshDev)
+				if err != nil {
+					return err
+				}
+				freshDev = freshDev || fresh == inithelper.KindDev
+			}
 			continue
 		}
 		isBind := m.Type == "bind" || contains(m.Options, "bind") || contains(m.Options, "rbind")
+		shm := m.Type == "tmpfs" || (m.Type == "shm" && dest == "/dev/shm")
+		if helper && freshDev && !isBind && path.Dir(dest) == "/dev" && (shm || (m.Type == "mqueue" && dest == "/dev/mqueue")) {
+			// Under the helper's fresh /dev: the helper mounts it.
+			if err := t.freshDevMount(field, m, dest); err != nil {
+				return err
+			}
+			continue
+		}
 		var entry string
 		var err error
 		switch {
 		case isBind:
 			entry, err = t.bindMount(field, m, dest, entries)
-		case m.Type == "tmpfs" || (m.Type == "shm" && dest == "/dev/shm"):
+		case shm:
 			entry, err = t.tmpfsMount(field, m, dest)
 		case m.Type == "mqueue" && dest == "/dev/mqueue":
 			entry, err = t.mqueueMount(field, m)
@@ -104,6 +133,168 @@ func (t *translator) mounts() error {
 		}
 		if entry != "" {
 			entries = append(entries, entry)
+		}
+	}
+	if err := t.paths(); err != nil {
+		return err
+	}
+	if helper && (len(t.rootfs.Mounts) > 0 || len(t.rootfs.MaskedPaths) > 0 || len(t.rootfs.ReadonlyPaths) > 0) {
+		if err := t.rootfs.Validate(); err != nil {
+			return errs.Wrap(errs.KindInvalidBundle, err, "the mounts for the init helper")
+		}
+		t.req.Rootfs = t.rootfs
+	}
+	return nil
+}
+
+// present asks the init helper to bind what is mounted at p onto itself
+// again, at this point of the spec's order (with an init helper only).
+func (t *translator) present(p string, flags []string) {
+	if t.rootfs != nil {
+		t.rootfs.Mounts = append(t.rootfs.Mounts, inithelper.Mount{Kind: inithelper.KindRebind, Destination: p, Flags: flags})
+	}
+}
+
+// splitOptions sorts a fresh or standard mount's options into flags the
+// helper applies and data options of kind (none for a rebind); options
+// that restate defaults or set propagation are dropped, anything else is
+// refused naming the mount.
+func splitOptions(field, kind, fstype string, options []string) (flags, data []string, err error) {
+	for _, o := range options {
+		switch {
+		case inithelper.MountFlags[o] != 0:
+			if !contains(flags, o) {
+				flags = append(flags, o)
+			}
+		case ignoredBindOptions[o] && o != "bind" && o != "rbind":
+		case kind != inithelper.KindRebind && inithelper.DataAllowed(kind, o):
+			if !contains(data, o) {
+				data = append(data, o)
+			}
+		default:
+			return nil, nil, unsupported(field, "%s option %q is not supported on Proxmox (allowed: %s)", fstype, o, allowedOptions(kind))
+		}
+	}
+	return flags, data, nil
+}
+
+func allowedOptions(kind string) string {
+	s := "ro, rw, nosuid, nodev, noexec, noatime, nodiratime, relatime, strictatime, sync, dirsync, propagation options"
+	switch kind {
+	case inithelper.KindDev, inithelper.KindTmpfs:
+		s += ", size=, nr_blocks=, nr_inodes=, mode=, uid=, gid=, huge=, inode64, inode32, noswap"
+	case inithelper.KindDevpts:
+		s += ", newinstance, ptmxmode=, mode=, uid=, gid=, max="
+	}
+	return s
+}
+
+// standardMount maps a mount LXC provides itself (standardMounts) for
+// the init helper: /dev as a fresh tmpfs (KindDev), /dev/pts as a fresh
+// devpts after it, the others (proc, sysfs, cgroup: LXC's, with its
+// protections) bound again with the spec's flags added. It returns the
+// kind.
+func (t *translator) standardMount(field string, m specs.Mount, dest string, freshDev bool) (string, error) {
+	source := m.Source
+	if source == "" {
+		source = m.Type
+	}
+	switch {
+	case dest == "/dev" && m.Type == "tmpfs":
+		flags, data, err := splitOptions(field, inithelper.KindDev, "tmpfs", m.Options)
+		if err != nil {
+			return "", err
+		}
+		t.rootfs.Mounts = append(t.rootfs.Mounts, inithelper.Mount{Kind: inithelper.KindDev, Destination: dest, Source: source, Flags: flags, Data: data})
+		return inithelper.KindDev, nil
+	case dest == "/dev/pts" && m.Type == "devpts" && freshDev:
+		flags, data, err := splitOptions(field, inithelper.KindDevpts, "devpts", m.Options)
+		if err != nil {
+			return "", err
+		}
+		if !contains(data, "newinstance") {
+			// A devpts of its own, never the host's (runc does the same).
+			data = append([]string{"newinstance"}, data...)
+		}
+		t.rootfs.Mounts = append(t.rootfs.Mounts, inithelper.Mount{Kind: inithelper.KindDevpts, Destination: dest, Source: source, Flags: flags, Data: data})
+		return inithelper.KindDevpts, nil
+	}
+	var flags []string
+	for _, o := range m.Options {
+		if inithelper.MountFlags[o] != 0 {
+			flags = append(flags, o)
+		} else if !ignoredBindOptions[o] {
+			t.warn("%s: option %q is not applied: LXC mounts %s itself, with its own options", field, o, dest)
+		}
+	}
+	t.present(dest, flags)
+	return inithelper.KindRebind, nil
+}
+
+// freshDevMount maps a tmpfs (/dev/shm...) or mqueue directly under the
+// helper's fresh /dev: the helper mounts it (no lxc.mount.entry, which
+// LXC would mount in its own /dev, hidden by the fresh one).
+func (t *translator) freshDevMount(field string, m specs.Mount, dest string) error {
+	kind, fstype := inithelper.KindTmpfs, "tmpfs"
+	options := m.Options
+	if m.Type == "mqueue" {
+		kind, fstype = inithelper.KindMqueue, "mqueue"
+		if len(options) == 0 {
+			options = defaultMqueueOptions
+		}
+	} else if len(options) == 0 && dest == "/dev/shm" {
+		options = defaultShmOptions
+	}
+	if err := checkText(field+" destination", dest); err != nil {
+		return err
+	}
+	flags, data, err := splitOptions(field, kind, fstype, options)
+	if err != nil {
+		return err
+	}
+	source := m.Source
+	if source == "" {
+		source = fstype
+	}
+	if len(source) > 64 || strings.ContainsAny(source, " \t\n\\,") || checkText(field+" source", source) != nil {
+		return invalid(field, "source %q must be a short name without blanks, commas or backslashes", source)
+	}
+	t.rootfs.Mounts = append(t.rootfs.Mounts, inithelper.Mount{Kind: kind, Destination: dest, Source: source, Flags: flags, Data: data})
+	return nil
+}
+
+// paths maps linux.maskedPaths and linux.readonlyPaths to the init
+// helper, which covers them inside the container after the mounts (a
+// path that does not exist there is skipped, as with runc). Without an
+// init helper they are ignored with a warning.
+func (t *translator) paths() error {
+	l := t.in.Spec.Linux
+	if l == nil || (len(l.MaskedPaths) == 0 && len(l.ReadonlyPaths) == 0) {
+		return nil
+	}
+	if t.rootfs == nil {
+		// A template's own init: only LXC's proc:mixed/sys:mixed and
+		// AppArmor protect these paths.
+		t.warn("linux.maskedPaths/readonlyPaths are applied by nexcage's init helper, which a container keeping its template's init does not have; ignored")
+		return nil
+	}
+	for _, list := range []struct {
+		field string
+		in    []string
+		out   *[]string
+	}{{"linux.maskedPaths", l.MaskedPaths, &t.rootfs.MaskedPaths}, {"linux.readonlyPaths", l.ReadonlyPaths, &t.rootfs.ReadonlyPaths}} {
+		for i, p := range list.in {
+			field := fmt.Sprintf("%s[%d]", list.field, i)
+			if !strings.HasPrefix(p, "/") {
+				return invalid(field, "path %q is not absolute", p)
+			}
+			c := path.Clean(p)
+			if err := inithelper.CheckPath(c); err != nil {
+				return invalid(field, "%v", err)
+			}
+			if !contains(*list.out, c) {
+				*list.out = append(*list.out, c)
+			}
 		}
 	}
 	return nil
@@ -240,6 +431,7 @@ func (t *translator) bindMount(field string, m specs.Mount, dest string, entries
 			return "", err
 		}
 		t.mountTarget(tg, false)
+		t.present(tg.path, nil)
 		return "", nil
 	}
 	dropped(mopts, eopts)
@@ -255,6 +447,7 @@ func (t *translator) bindMount(field string, m specs.Mount, dest string, entries
 	opts = append(opts, create)
 	t.raw("lxc.mount.entry", fstabEscape(resolved)+" "+fstabEscape(strings.TrimPrefix(tg.path, "/"))+" none "+strings.Join(opts, ",")+" 0 0")
 	t.mountTarget(tg, !isDir)
+	t.present(tg.path, nil)
 	return tg.path, nil
 }
 
@@ -285,6 +478,7 @@ func (t *translator) volumeMount(field string, m specs.Mount, tg target) error {
 		return err
 	}
 	t.mountTarget(tg, false)
+	t.present(tg.path, nil)
 	return nil
 }
 
@@ -300,8 +494,13 @@ func (t *translator) bindOptions(field string, options []string) (ro bool, mopts
 		case warnedBindOptions[o]:
 			t.warn("%s: mount option %q is not supported by Proxmox; ignored", field, o)
 			continue
+		case reTmpfsOpt.MatchString(o):
+			// File system data (mode=, size=...): the kernel ignores the
+			// data of a bind mount, and so does runc.
+			t.warn("%s: option %q has no effect on a bind mount; ignored", field, o)
+			continue
 		default:
-			return false, nil, nil, unsupported(field, "mount option %q is not supported for bind mounts on Proxmox (allowed: ro, nosuid, nodev, noexec, noatime, lazytime, discard, relatime, strictatime, nodiratime, and propagation options)", o)
+			return false, nil, nil, unsupported(field, "mount option %q is not supported for bind mounts on Proxmox (allowed: ro, nosuid, nodev, noexec, noatime, lazytime, discard, relatime, strictatime, nodiratime, propagation options, and tmpfs options, which a bind ignores)", o)
 		}
 		if pveMountOptions[o] && !contains(mopts, o) {
 			mopts = append(mopts, o)
@@ -354,9 +553,19 @@ func (t *translator) tmpfsMount(field string, m specs.Mount, dest string) (strin
 	if err != nil {
 		return "", err
 	}
-	// LXC takes a relative target as relative to the container's rootfs.
-	t.raw("lxc.mount.entry", "tmpfs "+fstabEscape(strings.TrimPrefix(tg.path, "/"))+" tmpfs "+strings.Join(append(opts, "create=dir"), ",")+" 0 0")
+	// The spec's source is what mountinfo shows (runtime-tools compares
+	// it); LXC takes a relative target as relative to the container's
+	// rootfs.
+	source := m.Source
+	if source == "" {
+		source = "tmpfs"
+	}
+	if err := checkText(field+" source", source); err != nil {
+		return "", err
+	}
+	t.raw("lxc.mount.entry", fstabEscape(source)+" "+fstabEscape(strings.TrimPrefix(tg.path, "/"))+" tmpfs "+strings.Join(append(opts, "create=dir"), ",")+" 0 0")
 	t.mountTarget(tg, false)
+	t.present(tg.path, nil)
 	return tg.path, nil
 }
 
@@ -371,6 +580,7 @@ func (t *translator) mqueueMount(field string, m specs.Mount) (string, error) {
 		return "", err
 	}
 	t.raw("lxc.mount.entry", "mqueue dev/mqueue mqueue "+strings.Join(append(opts, "create=dir"), ",")+" 0 0")
+	t.present("/dev/mqueue", nil)
 	return "/dev/mqueue", nil
 }
 

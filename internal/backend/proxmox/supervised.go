@@ -246,12 +246,12 @@ func copyFile(src, dst string, mode os.FileMode) error {
 // startSupervised starts the supervisor, then the container (pct start),
 // and waits until the init helper is connected and ready. It fills c's
 // pid and writes opts.PidFile with the supervisor's pid.
-func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid int, opts runtime.CreateOptions, proc *inithelper.Process, netCfg *netsetup.Config, uid, gid int) (err error) {
+func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid int, opts runtime.CreateOptions, proc *inithelper.Process, netCfg *netsetup.Config, rootfs *inithelper.RootfsSetup, uid, gid int) (err error) {
 	hp := b.helperPaths(c.Data[DataHelperDir])
 	if proc == nil {
 		return errs.New(errs.KindInternal, "container %s: no process for the init helper", c.ID)
 	}
-	msg, _ := json.Marshal(inithelper.Message{Process: proc, Net: netCfg})
+	msg, _ := json.Marshal(inithelper.Message{Process: proc, Net: netCfg, Rootfs: rootfs, StartContainer: startContainerHooks(opts.Spec)})
 	if err := atomicfile.Write(hp.process, msg, 0o600); err != nil {
 		return errs.Wrap(errs.KindBackend, err, "container %s: cannot write the process description", c.ID)
 	}
@@ -368,6 +368,11 @@ func (b *Backend) startSupervised(ctx context.Context, c *state.Container, vmid 
 		if opts.Bundle != "" {
 			where = filepath.Join(opts.Bundle, "config.json")
 		}
+		if strings.HasPrefix(msg, "mounts[") || strings.HasPrefix(msg, "linux.maskedPaths") || strings.HasPrefix(msg, "linux.readonlyPaths") {
+			// The init helper's rootfs setup (inithelper.RootfsSetup).
+			return errs.New(errs.KindBackend, "container %s: %s", c.ID, msg).
+				WithHint("the container cannot mount what %s asks for (mounts, linux.maskedPaths, linux.readonlyPaths; docs/MAPPING.md, \"The init helper presents the mounts\"): change that entry, or route this container to runc/crun", where)
+		}
 		return errs.New(errs.KindBackend, "container %s: %s", c.ID, msg).
 			WithHint("the process in %s cannot run as asked (check process.args, cwd, user, capabilities, rlimits, linux.sysctl and PATH)", where)
 	}
@@ -417,7 +422,10 @@ func fileOrNull(v any) *os.File {
 // startSupervisedProcess releases the init helper: no pct call.
 func (b *Backend) startSupervisedProcess(c *state.Container) error {
 	hp := b.helperPaths(c.Data[DataHelperDir])
-	if err := supervisor.Start(hp.ctl, 30*time.Second); err != nil {
+	if err := b.writeStartState(c); err != nil {
+		return err
+	}
+	if err := supervisor.Start(hp.ctl, b.recorded(c).startWait()); err != nil {
 		var se syscall.Errno
 		if errors.As(err, &se) && (se == syscall.ENOENT || se == syscall.ECONNREFUSED) {
 			return errs.New(errs.KindState, "container %s: container not running (its supervisor is gone)", c.ID)
@@ -474,6 +482,9 @@ func (b *Backend) cleanupHelper(c *state.Container) {
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		b.log.Warn("cannot remove the helper directory", "id", c.ID, "dir", dir, "err", err)
+	}
+	if err := removeDevices(dir); err != nil {
+		b.log.Warn("cannot remove the device directory", "id", c.ID, "dir", dir+deviceDirSuffix, "err", err)
 	}
 	b.removeUnusedHelperCopies()
 }
@@ -663,6 +674,11 @@ func (b *Backend) exec(ctx context.Context, c *state.Container, args []string, s
 	cmd.ExtraFiles = make([]*os.File, inithelper.ExecFD-2)
 	cmd.ExtraFiles[inithelper.ExecFD-3] = rd
 	b.log.Debug("exec", "id", c.ID, "argv", cmd.Args)
+	// lxc-attach and the process it attaches inherit it (oom.go).
+	if err := setOOMScoreAdj(c.ID, 0, p.OOMScoreAdj); err != nil {
+		_ = rd.Close()
+		return 0, err
+	}
 	err = cmd.Start()
 	_ = rd.Close()
 	if err != nil {

@@ -101,7 +101,7 @@ func TestStartSupervisedEarlyReturnLeaksNothing(t *testing.T) {
 	f.backend.SelfExe = sup
 	c := &state.Container{ID: "early", Data: map[string]string{DataHelperDir: filepath.Join(dir, "helper")}}
 	for i := 0; i < 3; i++ {
-		err := f.backend.startSupervised(context.Background(), c, 100, runtime.CreateOptions{}, &inithelper.Process{Args: []string{"x"}}, nil, unprivBase, unprivBase)
+		err := f.backend.startSupervised(context.Background(), c, 100, runtime.CreateOptions{}, &inithelper.Process{Args: []string{"x"}}, nil, nil, unprivBase, unprivBase)
 		if err == nil || !strings.Contains(err.Error(), "boom") {
 			t.Fatalf("startSupervised: %v, want the supervisor's error", err)
 		}

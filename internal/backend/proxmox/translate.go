@@ -136,10 +136,17 @@ type Request struct {
 	// Net is the network the init helper configures before it answers
 	// ready (only with InitHelperDir).
 	Net *netsetup.Config
+	// Rootfs is what the init helper mounts in the container before
+	// anything else: the spec's mounts in its order, masked and
+	// read-only paths (mounts.go; nil without an init helper).
+	Rootfs *inithelper.RootfsSetup
 	// ResolvConf, when not nil, must be written to
 	// <InitHelperDir>/ResolvConfName: a read-only root gets its
 	// /etc/resolv.conf from there (a read-only bind mount).
 	ResolvConf []byte
+	// Devices are the device nodes create makes on the host and binds
+	// into the container (devices.go).
+	Devices []DeviceNode
 }
 
 // ResolvConfName is the resolver file in the helper directory that a
@@ -170,6 +177,8 @@ type translator struct {
 	mps  []string
 	devs []string
 	nets []string
+	// rootfs collects the init helper's mounts (nil without a helper).
+	rootfs *inithelper.RootfsSetup
 }
 
 // Translate turns an OCI spec into a Proxmox container request. It is a
@@ -244,7 +253,11 @@ func checkRawKey(id string, node pve.NodeVersion, key string) error {
 func addContainer(id string, err error) error {
 	if e, ok := err.(*errs.Error); ok {
 		c := *e
-		c.Msg = "container " + id + ": " + c.Msg
+		if c.Msg == "" {
+			c.Msg = "container " + id // the cause says the rest
+		} else {
+			c.Msg = "container " + id + ": " + c.Msg
+		}
 		return &c
 	}
 	return fmt.Errorf("container %s: %w", id, err)
@@ -632,9 +645,6 @@ func (t *translator) process() error {
 		}
 		t.raw("lxc.selinux.context", p.SelinuxLabel)
 	}
-	if p.OOMScoreAdj != nil {
-		t.warn("process.oomScoreAdj cannot be set through Proxmox; ignored")
-	}
 	if p.Scheduler != nil || p.IOPriority != nil || p.ExecCPUAffinity != nil {
 		t.warn("process.scheduler/ioPriority/execCPUAffinity are not supported by Proxmox; ignored")
 	}
@@ -681,6 +691,13 @@ func HelperProcess(p *specs.Process) (*inithelper.Process, error) {
 	hp := &inithelper.Process{
 		Args: p.Args, Env: p.Env, Cwd: cwd, UID: p.User.UID, GID: p.User.GID,
 		AdditionalGids: p.User.AdditionalGids, NoNewPrivileges: p.NoNewPrivileges,
+	}
+	if p.OOMScoreAdj != nil {
+		if *p.OOMScoreAdj < -1000 || *p.OOMScoreAdj > 1000 {
+			return nil, invalid("process.oomScoreAdj", "%d is outside -1000..1000", *p.OOMScoreAdj)
+		}
+		v := *p.OOMScoreAdj
+		hp.OOMScoreAdj = &v
 	}
 	if p.User.Umask != nil {
 		if *p.User.Umask > 0o777 {
@@ -1174,37 +1191,6 @@ func overlap(a, b, asize, bsize uint32) bool {
 	return uint64(a) < uint64(b)+uint64(bsize) && uint64(b) < uint64(a)+uint64(asize)
 }
 
-func (t *translator) devices() error {
-	if t.in.Spec.Linux == nil {
-		return nil
-	}
-	for i, d := range t.in.Spec.Linux.Devices {
-		field := fmt.Sprintf("linux.devices[%d] (%s)", i, d.Path)
-		p := path.Clean(d.Path)
-		if !strings.HasPrefix(p, "/dev/") {
-			return invalid(field, "device path must be under /dev")
-		}
-		if err := checkPath(field, p); err != nil {
-			return err
-		}
-		v := p
-		if d.FileMode != nil {
-			v += fmt.Sprintf(",mode=0%o", d.FileMode.Perm())
-		}
-		if d.UID != nil {
-			v += ",uid=" + strconv.FormatUint(uint64(*d.UID), 10)
-		}
-		if d.GID != nil {
-			v += ",gid=" + strconv.FormatUint(uint64(*d.GID), 10)
-		}
-		if len(t.devs) >= 256 {
-			return unsupported(field, "more than 256 devices")
-		}
-		t.devs = append(t.devs, v)
-	}
-	return nil
-}
-
 // allowedSysctls are the only lxc.sysctl.* keys Proxmox accepts (every
 // supported version): they stay raw keys, set by LXC.
 var allowedSysctls = map[string]bool{
@@ -1257,10 +1243,8 @@ func (t *translator) sysctl() error {
 // misc handles the spec fields that Proxmox covers itself or cannot do.
 func (t *translator) misc() error {
 	s := t.in.Spec
-	//lint:ignore SA1019 deprecated prestart hooks must be refused like the others
-	if s.Hooks != nil && (len(s.Hooks.Prestart)+len(s.Hooks.CreateRuntime)+len(s.Hooks.CreateContainer)+
-		len(s.Hooks.StartContainer)+len(s.Hooks.Poststart)+len(s.Hooks.Poststop) > 0) {
-		return unsupported("hooks", "OCI hooks are not run by the Proxmox backend")
+	if err := checkHooks(s, t.req.Process != nil); err != nil {
+		return err
 	}
 	if s.Linux != nil {
 		if s.Linux.Seccomp != nil {
@@ -1275,8 +1259,6 @@ func (t *translator) misc() error {
 		if s.Linux.Personality != nil {
 			return unsupported("linux.personality", "not available on Proxmox")
 		}
-		// maskedPaths/readonlyPaths: LXC's proc:mixed/sys:mixed mounts and
-		// its AppArmor profile protect the same paths; not mapped.
 	}
 	return nil
 }

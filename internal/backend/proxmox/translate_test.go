@@ -120,9 +120,8 @@ func TestTranslateDefaults(t *testing.T) {
 	wantRaw := []string{
 		"lxc.init.cmd: /.nexcage/nexcage __nexcage-init /.nexcage/init.sock",
 		"lxc.mount.entry: " + testHelperDir + " .nexcage none bind,ro,create=dir 0 0",
-		// runc's default spec has /dev/shm and /dev/mqueue.
-		"lxc.mount.entry: tmpfs dev/shm tmpfs nosuid,noexec,nodev,mode=1777,size=65536k,create=dir 0 0",
-		"lxc.mount.entry: mqueue dev/mqueue mqueue nosuid,noexec,nodev,create=dir 0 0",
+		// runc's default spec's /dev/shm and /dev/mqueue are mounted by
+		// the init helper under its fresh /dev (Rootfs, below).
 	}
 	if got := rawLines(r); strings.Join(got, "\n") != strings.Join(wantRaw, "\n") {
 		t.Errorf("raw = %q, want %q", got, wantRaw)
@@ -327,6 +326,7 @@ func TestTranslateErrors(t *testing.T) {
 		{"no args", func(in *Input) { in.Spec.Process.Args = nil }, errs.KindInvalidBundle, "process.args"},
 		{"username", func(in *Input) { in.Spec.Process.User.Username = "nobody" }, errs.KindUnsupported, "process.user.username"},
 		{"umask too wide", func(in *Input) { in.Spec.Process.User.Umask = ptr(uint32(0o1777)) }, errs.KindInvalidBundle, "process.user.umask"},
+		{"oomScoreAdj out of range", func(in *Input) { in.Spec.Process.OOMScoreAdj = ptr(1001) }, errs.KindInvalidBundle, "process.oomScoreAdj"},
 		{"bad rlimit", func(in *Input) { in.Spec.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_BOGUS"}} }, errs.KindInvalidBundle, "process.rlimits[0]"},
 		{"rlimit soft above hard", func(in *Input) {
 			in.Spec.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 10, Hard: 5}}
@@ -364,7 +364,7 @@ func TestTranslateErrors(t *testing.T) {
 			in.Spec.Mounts = append(in.Spec.Mounts, specs.Mount{Destination: "/x/..", Type: "bind", Source: "data"})
 		}, errs.KindInvalidBundle, "mounts[7]"},
 		{"bind option not allowed", func(in *Input) {
-			in.Spec.Mounts = append(in.Spec.Mounts, specs.Mount{Destination: "/d", Type: "bind", Source: "data", Options: []string{"uid=5"}})
+			in.Spec.Mounts = append(in.Spec.Mounts, specs.Mount{Destination: "/d", Type: "bind", Source: "data", Options: []string{"errors=remount-ro"}})
 		}, errs.KindUnsupported, "mounts[7] (/d)"},
 		{"unknown mount type", func(in *Input) {
 			in.Spec.Mounts = append(in.Spec.Mounts, specs.Mount{Destination: "/nfs", Type: "nfs", Source: "srv:/x"})
@@ -410,8 +410,7 @@ func TestTranslateErrors(t *testing.T) {
 		}, errs.KindInvalidBundle, "linux.gidMappings[0]: size 0"},
 		{"device outside /dev", func(in *Input) { in.Spec.Linux.Devices = []specs.LinuxDevice{{Path: "/etc/shadow"}} }, errs.KindInvalidBundle, "linux.devices[0]"},
 		{"device smuggling", func(in *Input) { in.Spec.Linux.Devices = []specs.LinuxDevice{{Path: "/dev/x,mode=0777"}} }, errs.KindInvalidBundle, "linux.devices[0]"},
-		//lint:ignore SA1019 deprecated prestart hooks must be refused like the others
-		{"hooks", func(in *Input) { in.Spec.Hooks = &specs.Hooks{Prestart: []specs.Hook{{Path: "/bin/true"}}} }, errs.KindUnsupported, "hooks"},
+		{"createContainer hook", func(in *Input) { in.Spec.Hooks = &specs.Hooks{CreateContainer: []specs.Hook{{Path: "/bin/true"}}} }, errs.KindUnsupported, "hooks.createContainer"},
 		{"annotation unknown", func(in *Input) { in.Spec.Annotations = map[string]string{AnnotationPrefix + "nope": "1"} }, errs.KindInvalidBundle, "nope"},
 		{"annotation storage injection", func(in *Input) { in.Spec.Annotations = map[string]string{AnnotationStorage: "local,size=1"} }, errs.KindInvalidBundle, AnnotationStorage},
 		{"annotation size bad", func(in *Input) { in.Spec.Annotations = map[string]string{AnnotationRootfsSize: "8,ro=1"} }, errs.KindInvalidBundle, AnnotationRootfsSize},
@@ -462,6 +461,7 @@ func TestTranslateProcessToHelper(t *testing.T) {
 		Permitted: []string{"CAP_KILL"}, Inheritable: []string{"CAP_KILL"}, Ambient: []string{"CAP_KILL"},
 	}
 	in.Spec.Linux.Sysctl = map[string]string{"net.ipv4.ip_unprivileged_port_start": "0", "kernel.shmmax": "1000000"}
+	p.OOMScoreAdj = ptr(500)
 	r, err := Translate(in)
 	if err != nil {
 		t.Fatal(err)
@@ -491,6 +491,8 @@ func TestTranslateProcessToHelper(t *testing.T) {
 		t.Errorf("capabilities = %+v", hp.Capabilities)
 	case len(hp.Sysctl) != 1 || hp.Sysctl["net.ipv4.ip_unprivileged_port_start"] != "0":
 		t.Errorf("sysctl = %v", hp.Sysctl)
+	case hp.OOMScoreAdj == nil || *hp.OOMScoreAdj != 500:
+		t.Errorf("oomScoreAdj = %v, want 500", hp.OOMScoreAdj)
 	}
 	// A template-only container (no process) keeps its init: no helper,
 	// and a net.* sysctl has nobody to write it.
