@@ -44,7 +44,10 @@ build:
 	@mkdir -p $(BIN)
 	@# Static (CGO_ENABLED=0): the Proxmox backend bind-mounts nexcage into
 	@# containers as their init helper, where no host libc exists.
+	@# nexcage is the small front binary (runc/crun passthrough); it
+	@# execs nexcage-core, the full command line, from its directory.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/nexcage ./cmd/nexcage
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/nexcage-core ./cmd/nexcage-core
 	$(GO) build -trimpath -o $(BIN)/pvesim ./cmd/pvesim
 	@for t in pct pveam pvesh pveversion; do ln -sf pvesim $(BIN)/$$t; done
 

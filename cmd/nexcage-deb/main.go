@@ -152,12 +152,16 @@ func build(src, out, ver, arch string) (string, error) {
 
 	// A static binary: the package then needs nothing from libc.
 	ldflags := fmt.Sprintf("-s -w -X github.com/nexcage/nexcage/internal/version.Version=%s -X github.com/nexcage/nexcage/internal/version.Commit=%s", ver, g.commit)
-	gobuild := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", filepath.Join(stage, "nexcage"), "./cmd/nexcage")
-	gobuild.Dir = src
-	gobuild.Env = append(os.Environ(), "CGO_ENABLED=0")
-	gobuild.Stdout, gobuild.Stderr = os.Stderr, os.Stderr
-	if err := gobuild.Run(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/nexcage: %w", err)
+	// nexcage is the front binary; it execs nexcage-core, the full
+	// command line, from its own directory (internal/fastpath).
+	for _, bin := range []string{"nexcage", "nexcage-core"} {
+		gobuild := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", filepath.Join(stage, bin), "./cmd/"+bin)
+		gobuild.Dir = src
+		gobuild.Env = append(os.Environ(), "CGO_ENABLED=0")
+		gobuild.Stdout, gobuild.Stderr = os.Stderr, os.Stderr
+		if err := gobuild.Run(); err != nil {
+			return "", fmt.Errorf("go build ./cmd/%s: %w", bin, err)
+		}
 	}
 	if _, err := docgen.Generate(cli.DocsRoot(), stage, docgen.Options{Version: ver, Date: g.date, Gzip: true}); err != nil {
 		return "", err

@@ -18,7 +18,6 @@ import (
 
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/jsonerr"
-	"github.com/nexcage/nexcage/internal/lazyre"
 )
 
 // ConfigFile is the name of the bundle's configuration file.
@@ -194,8 +193,55 @@ func (l *loader) parse(data []byte) error {
 	return nil
 }
 
-// versionPattern is semantic versioning with major version 1.
-var versionPattern = lazyre.New(`^1\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$`)
+// isSpecVersion reports whether v is semantic versioning with major
+// version 1: ^1\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$,
+// checked by hand: every create runs it, and compiling the regexp would
+// cost more than the check (the passthrough's create, issue 16).
+func isSpecVersion(v string) bool {
+	rest, ok := strings.CutPrefix(v, "1.")
+	if !ok {
+		return false
+	}
+	num := func(s string) (string, bool) {
+		i := 0
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		if i == 0 || (i > 1 && s[0] == '0') {
+			return s, false
+		}
+		return s[i:], true
+	}
+	if rest, ok = num(rest); !ok {
+		return false
+	}
+	if rest, ok = strings.CutPrefix(rest, "."); !ok {
+		return false
+	}
+	if rest, ok = num(rest); !ok {
+		return false
+	}
+	ident := func(s string) bool {
+		if s == "" {
+			return false
+		}
+		for _, c := range []byte(s) {
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '.' || c == '-') {
+				return false
+			}
+		}
+		return true
+	}
+	pre, build, hasBuild := strings.Cut(rest, "+")
+	if hasBuild && !ident(build) {
+		return false
+	}
+	if pre == "" {
+		return true
+	}
+	p, ok := strings.CutPrefix(pre, "-")
+	return ok && ident(p)
+}
 
 // validate runs the runtime-spec checks and returns the absolute rootfs.
 func (l *loader) validate() (string, error) {
@@ -203,7 +249,7 @@ func (l *loader) validate() (string, error) {
 	switch {
 	case s.Version == "":
 		return "", l.fail(CheckOCIVersion, "ociVersion", "set it to the runtime-spec version the file follows, e.g. \"1.0.2\"", "missing")
-	case !versionPattern.MatchString(s.Version):
+	case !isSpecVersion(s.Version):
 		return "", l.fail(CheckOCIVersion, "ociVersion", "nexcage supports runtime-spec 1.x", "%q is not a 1.x semantic version", s.Version)
 	}
 

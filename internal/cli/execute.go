@@ -115,35 +115,8 @@ func (a *App) printJSON(v any, indent bool) error {
 	return err
 }
 
-// ociState is the state JSON printed by `state` and `list --format json`:
-// runc's fields in runc's order, plus the backend.
-type ociState struct {
-	OCIVersion  string            `json:"ociVersion"`
-	ID          string            `json:"id"`
-	Pid         int               `json:"pid"`
-	Status      string            `json:"status"`
-	Bundle      string            `json:"bundle"`
-	Rootfs      string            `json:"rootfs"`
-	Created     time.Time         `json:"created"`
-	Owner       string            `json:"owner"`
-	Annotations map[string]string `json:"annotations,omitempty"`
-	Backend     string            `json:"backend"`
-	Image       string            `json:"image,omitempty"`
-	// Data is the backend's own record, e.g. the Proxmox "vmid".
-	Data map[string]string `json:"data,omitempty"`
-}
-
-func toOCIState(c *state.Container) ociState {
-	v := c.OCIVersion
-	if v == "" {
-		v = bundle.SpecVersion
-	}
-	pid := c.Pid
-	if c.Status == state.Stopped {
-		pid = 0
-	}
-	return ociState{OCIVersion: v, ID: c.ID, Pid: pid, Status: c.Status, Bundle: c.Bundle, Rootfs: c.Rootfs,
-		Created: c.Created, Owner: c.Owner, Annotations: c.Annotations, Backend: c.Backend, Image: c.Image, Data: c.Data}
+func toOCIState(c *state.Container) state.OCIState {
+	return c.OCIState(bundle.SpecVersion)
 }
 
 func (a *App) list(ctx context.Context, m *runtime.Manager) error {
@@ -171,7 +144,7 @@ func (a *App) list(ctx context.Context, m *runtime.Manager) error {
 		return nil
 	}
 	if a.inv.Format == "json" {
-		out := make([]ociState, 0, len(cs))
+		out := make([]state.OCIState, 0, len(cs))
 		for _, c := range cs {
 			out = append(out, toOCIState(c))
 		}

@@ -175,8 +175,9 @@ func (a *App) manager() (*runtime.Manager, error) {
 				Annotations: q.Annotations, SandboxBackend: q.SandboxBackend})
 			return runtime.Decision{Backend: d.Backend, Reason: d.Reason}, err
 		},
-		Backends: a.backends(store),
-		Log:      a.log.Logger,
+		Backends:   a.backends(store),
+		Log:        a.log.Logger,
+		Recordless: []string{config.BackendRunc, config.BackendCrun},
 	}
 	return a.mgr, nil
 }

@@ -14,13 +14,14 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/fastpath"
 	"github.com/nexcage/nexcage/internal/runtime"
 	"github.com/nexcage/nexcage/internal/version"
 )
 
 // DefaultRoot is the state root when neither --root nor the config's
 // runtime.root_path is given.
-const DefaultRoot = "/run/nexcage"
+const DefaultRoot = fastpath.DefaultRoot
 
 // Globals are the flags given before (or after) the verb.
 type Globals struct {
@@ -72,19 +73,9 @@ type Invocation struct {
 	PassArgs []string
 }
 
-// passthroughVerbs are runc verbs whose arguments nexcage does not parse:
-// it finds the container id, routes, and hands the rest to the runtime.
-var passthroughVerbs = map[string]map[string]bool{
-	// value of each entry: the flags that take a value
-	"exec": {"console-socket": true, "pidfd-socket": true, "cwd": true, "env": true, "e": true, "user": true, "u": true,
-		"additional-gids": true, "g": true, "process": true, "p": true, "process-label": true, "apparmor": true,
-		"cap": true, "c": true, "preserve-fds": true, "cgroup": true, "pid-file": true},
-	"ps":     {"format": true, "f": true},
-	"pause":  {},
-	"resume": {},
-	"update": nil, // every update flag takes a value
-	"events": {"interval": true},
-}
+// passthroughVerbs are runc verbs whose arguments nexcage does not parse
+// (the fast path's table).
+var passthroughVerbs = fastpath.PassthroughVerbs
 
 // newRoot builds the command tree; every RunE fills inv.
 func newRoot(inv *Invocation) *cobra.Command {

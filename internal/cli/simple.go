@@ -2,11 +2,11 @@ package cli
 
 import (
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/nexcage/nexcage/internal/fastpath"
 	"github.com/nexcage/nexcage/internal/signals"
 )
 
@@ -235,27 +235,8 @@ func passthroughCmd(inv *Invocation, verb string) *cobra.Command {
 // passthroughID finds the container id among a passthrough verb's
 // arguments: the first argument that is neither a flag nor a flag value.
 func passthroughID(verb string, args []string) (string, error) {
-	valued := passthroughVerbs[verb]
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			if i+1 < len(args) {
-				return args[i+1], nil
-			}
-			break
-		}
-		if !isFlag(a) {
-			return a, nil
-		}
-		name := strings.TrimLeft(a, "-")
-		if strings.Contains(name, "=") {
-			continue
-		}
-		if valued == nil || valued[name] {
-			i++
-		}
+	if id, ok := fastpath.PassthroughID(verb, args); ok {
+		return id, nil
 	}
 	return "", usage("%s: container id missing", verb)
 }
-
-func isFlag(a string) bool { return len(a) > 1 && a[0] == '-' }

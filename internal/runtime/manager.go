@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
 	"syscall"
 	"time"
 
@@ -54,6 +55,12 @@ type Manager struct {
 	Now func() time.Time
 	// PollInterval is how often Stop polls the status; default 100ms.
 	PollInterval time.Duration
+	// Recordless names the backends (runc, crun) whose containers may have
+	// no record in Store: the runtime's own state directory
+	// (Store.RuntimeDir) tells that it has the id. The passthrough of
+	// internal/fastpath creates such containers; every verb here finds
+	// them too.
+	Recordless []string
 }
 
 // CreateRequest is one create or run call.
@@ -114,7 +121,7 @@ func (m *Manager) route(id, override string, ann map[string]string) (Decision, e
 func (m *Manager) recordedBackend(id string) (string, error) {
 	c, err := m.Store.Load(id)
 	if errs.KindOf(err) == errs.KindNotFound {
-		return "", nil
+		return m.Store.RuntimeOwner(id, m.Recordless...)
 	}
 	if err != nil {
 		return "", err
@@ -232,6 +239,13 @@ func (m *Manager) beginCreate(req CreateRequest) (*state.Container, Backend, Cre
 	exists, err := m.Store.Exists(req.ID)
 	if err != nil {
 		return nil, nil, req.Options, err
+	}
+	if !exists {
+		owner, err := m.Store.RuntimeOwner(req.ID, m.Recordless...)
+		if err != nil {
+			return nil, nil, req.Options, err
+		}
+		exists = owner != ""
 	}
 	if exists {
 		return nil, nil, req.Options, errs.New(errs.KindAlreadyExists, "container with given ID already exists: %s", req.ID).
@@ -454,6 +468,13 @@ func (m *Manager) waitAndDelete(ctx context.Context, c *state.Container, be Back
 // for the live status (see refresh).
 func (m *Manager) load(id string) (*state.Container, Backend, error) {
 	c, err := m.Store.Load(id)
+	if errs.KindOf(err) == errs.KindNotFound {
+		if a, aerr := m.adopt(id); aerr != nil {
+			return nil, nil, aerr
+		} else if a != nil {
+			c, err = a, nil
+		}
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -462,6 +483,17 @@ func (m *Manager) load(id string) (*state.Container, Backend, error) {
 		return c, nil, err
 	}
 	return c, be, nil
+}
+
+// adopt returns the container id of a Recordless backend that has no
+// record (its status and the rest come with the backend's Refresh), or
+// nil when no such runtime has the id.
+func (m *Manager) adopt(id string) (*state.Container, error) {
+	owner, err := m.Store.RuntimeOwner(id, m.Recordless...)
+	if err != nil || owner == "" {
+		return nil, err
+	}
+	return &state.Container{ID: id, Backend: owner, Status: state.Created}, nil
 }
 
 // loadLive reads c and refreshes its live status.
@@ -620,7 +652,7 @@ func (m *Manager) Delete(ctx context.Context, id string, force bool) error {
 			return nil
 		}
 		if force && errs.KindOf(err) == errs.KindState && c == nil {
-			return m.removeDamaged(id, err)
+			return m.removeDamaged(ctx, id, err)
 		}
 		if c == nil || !force {
 			return err
@@ -659,10 +691,18 @@ func (m *Manager) Delete(ctx context.Context, id string, force bool) error {
 }
 
 // removeDamaged removes the record of id whose state file cannot be read
-// (delete --force). Without the record we cannot tell which backend owns
-// the container, so the warning names where leftovers could be. The caller
-// holds id's lock.
-func (m *Manager) removeDamaged(id string, loadErr error) error {
+// (delete --force). A runc or crun container of that id (a Recordless
+// backend's state directory) is deleted too; for the other backends we
+// cannot tell without the record, so the warning names where leftovers
+// could be. The caller holds id's lock.
+func (m *Manager) removeDamaged(ctx context.Context, id string, loadErr error) error {
+	if c, err := m.adopt(id); err == nil && c != nil {
+		if be, err := m.Backends.Get(c.Backend); err == nil {
+			if derr := be.Delete(ctx, c, true); derr != nil {
+				m.log().Warn("cannot delete the container of a damaged record", "id", id, "backend", c.Backend, "err", derr)
+			}
+		}
+	}
 	m.log().Warn("removing damaged container record; backend resources may remain",
 		"id", id, "err", loadErr,
 		"check", fmt.Sprintf("runc --root %s list; crun --root %s list; pct list (a container tagged nexcage whose hostname starts with %s)",
@@ -750,6 +790,9 @@ func (m *Manager) List(ctx context.Context) ([]*state.Container, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cs, err = m.withRecordless(cs); err != nil {
+		return nil, err
+	}
 	groups := map[string][]*state.Container{}
 	var order []string
 	for _, c := range cs {
@@ -770,17 +813,43 @@ func (m *Manager) List(ctx context.Context) ([]*state.Container, error) {
 	return cs, nil
 }
 
+// withRecordless adds to cs (sorted by id) the containers of the
+// Recordless backends that have no record.
+func (m *Manager) withRecordless(cs []*state.Container) ([]*state.Container, error) {
+	if len(m.Recordless) == 0 {
+		return cs, nil
+	}
+	known := make(map[string]bool, len(cs))
+	for _, c := range cs {
+		known[c.ID] = true
+	}
+	added := false
+	for _, name := range m.Recordless {
+		ids, err := m.Store.RuntimeIDs(name)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range ids {
+			if !known[id] {
+				known[id] = true
+				cs = append(cs, &state.Container{ID: id, Backend: name, Status: state.Created})
+				added = true
+			}
+		}
+	}
+	if added {
+		sort.Slice(cs, func(i, j int) bool { return cs[i].ID < cs[j].ID })
+	}
+	return cs, nil
+}
+
 // Passthrough runs a runc verb unchanged for a container whose backend
 // supports it and returns the exit code.
 func (m *Manager) Passthrough(ctx context.Context, id, verb string, args []string, stdio Stdio) (int, error) {
 	if err := state.ValidateID(id); err != nil {
 		return 0, err
 	}
-	c, err := m.Store.Load(id)
-	if err != nil {
-		return 0, err
-	}
-	be, err := m.Backends.Get(c.Backend)
+	c, be, err := m.load(id)
 	if err != nil {
 		return 0, err
 	}

@@ -643,6 +643,45 @@ func TestDeleteForceMissingStateFile(t *testing.T) {
 	e.assertNoRecord(t, "c1")
 }
 
+// TestRecordlessContainers: a container of a Recordless backend that has
+// no record (the passthrough's delete removed it, the runtime kept the
+// container) is found by its runtime state directory: state, list, kill,
+// delete work on it and create refuses its id.
+func TestRecordlessContainers(t *testing.T) {
+	e := newEnv(t)
+	e.m.Recordless = []string{"runc"}
+	ctx := context.Background()
+	if err := os.MkdirAll(e.m.Store.RuntimeDir("runc", "orphan"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	e.runc.live["orphan"] = state.Running
+	c, err := e.m.State(ctx, "orphan")
+	if err != nil || c.Backend != "runc" || c.Status != state.Running {
+		t.Fatalf("state: %+v %v", c, err)
+	}
+	cs, err := e.m.List(ctx)
+	if err != nil || len(cs) != 1 || cs[0].ID != "orphan" || cs[0].Backend != "runc" {
+		t.Fatalf("list: %v %v", cs, err)
+	}
+	_, err = e.m.Create(ctx, runtime.CreateRequest{ID: "orphan", Runtime: "proxmox-lxc", Options: runtime.CreateOptions{Bundle: "/b/good"}})
+	wantKind(t, err, errs.KindAlreadyExists, 4)
+	if err := e.m.Kill(ctx, "orphan", syscall.SIGKILL, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.m.Delete(ctx, "orphan", true); err != nil {
+		t.Fatal(err)
+	}
+	if n := countCalls(e.runc, "delete"); n != 1 {
+		t.Fatalf("runtime deletes: %d", n)
+	}
+	// Without the runtime's directory the id is unknown again.
+	if err := os.RemoveAll(e.m.Store.RuntimeDir("runc", "orphan")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.m.State(ctx, "orphan")
+	wantKind(t, err, errs.KindNotFound, 3)
+}
+
 // TestCreateRoutesByBundleAndSandboxRecord: create routes with the
 // bundle's annotations, and a pod's container gets the backend recorded
 // for its sandbox (Decide, for `nexcage route --bundle`, says the same).

@@ -126,6 +126,52 @@ func (s *Store) Dir(id string) (string, error) {
 	return filepath.Join(s.root, id), nil
 }
 
+// RuntimeDir returns <root>/@<name>/<id>: the state directory runc or crun
+// (run with BackendRoot(name) as --root) keeps for container id. id must
+// be valid.
+func (s *Store) RuntimeDir(name, id string) string {
+	return filepath.Join(s.BackendRoot(name), id)
+}
+
+// RuntimeOwner returns the first of names (runtime backends, "runc",
+// "crun") whose runtime keeps a state directory for id, or "". Containers
+// of those runtimes need no record of nexcage's own: the runtime's state
+// directory says which one has the id (see internal/fastpath).
+func (s *Store) RuntimeOwner(id string, names ...string) (string, error) {
+	if err := ValidateID(id); err != nil {
+		return "", err
+	}
+	for _, n := range names {
+		_, err := os.Lstat(s.RuntimeDir(n, id))
+		if err == nil {
+			return n, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", errs.Wrap(errs.KindInternal, err, "look up container %s", id)
+		}
+	}
+	return "", nil
+}
+
+// RuntimeIDs lists the container ids runtime name keeps a state
+// directory for under BackendRoot(name) (none when it has no root yet).
+func (s *Store) RuntimeIDs(name string) ([]string, error) {
+	entries, err := os.ReadDir(s.BackendRoot(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, errs.Wrap(errs.KindInternal, err, "list %s containers", name)
+	}
+	var ids []string
+	for _, e := range entries {
+		if e.IsDir() && ValidateID(e.Name()) == nil {
+			ids = append(ids, e.Name())
+		}
+	}
+	return ids, nil
+}
+
 func (s *Store) lockDir() string { return filepath.Join(s.root, "@locks") }
 
 func (s *Store) lockPath(id string) string {

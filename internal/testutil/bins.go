@@ -14,6 +14,10 @@ import (
 const (
 	NexcagePkg = "github.com/nexcage/nexcage/cmd/nexcage"
 	PvesimPkg  = "github.com/nexcage/nexcage/cmd/pvesim"
+	// NexcageCorePkg is the full command line the nexcage front binary
+	// execs, built next to it as NexcageCoreName.
+	NexcageCorePkg  = "github.com/nexcage/nexcage/cmd/nexcage-core"
+	NexcageCoreName = "nexcage-core"
 )
 
 var (
@@ -81,12 +85,20 @@ func Binary(t testing.TB, envVar, pkg, name string) string {
 			return
 		}
 		p := filepath.Join(dir, name)
-		cmd := exec.Command("go", "build", "-o", p, pkg)
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-			return
+		builds := [][2]string{{p, pkg}}
+		if pkg == NexcagePkg {
+			// The front binary execs the full command line from its
+			// own directory (internal/fastpath).
+			builds = append(builds, [2]string{filepath.Join(dir, NexcageCoreName), NexcageCorePkg})
+		}
+		for _, bld := range builds {
+			cmd := exec.Command("go", "build", "-o", bld[0], bld[1])
+			cmd.Dir = root
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				b.err = fmt.Errorf("go build %s: %v\n%s", bld[1], err, out)
+				return
+			}
 		}
 		b.path = p
 	})

@@ -28,7 +28,7 @@ func TestDebPackage(t *testing.T) {
 		t.Fatalf("nexcage is already installed on this machine (%s); this test installs and purges the package, "+
 			"so it refuses to touch an existing installation: remove it first (dpkg -P nexcage)", out)
 	}
-	for _, p := range []string{"/usr/bin/nexcage", "/etc/nexcage", "/var/lib/nexcage", "/var/log/nexcage"} {
+	for _, p := range []string{"/usr/bin/nexcage", "/usr/bin/nexcage-core", "/etc/nexcage", "/var/lib/nexcage", "/var/log/nexcage"} {
 		if _, err := os.Lstat(p); err == nil {
 			t.Fatalf("%s exists but the nexcage package is not installed; this test would overwrite or purge it: move it away first", p)
 		}
@@ -74,7 +74,7 @@ func TestDebPackage(t *testing.T) {
 			t.Errorf("the package contains %s (pvesim is test infrastructure)", f)
 		}
 	}
-	for _, want := range []string{"/usr/bin/nexcage", "/etc/nexcage/config.json", "/etc/logrotate.d/nexcage",
+	for _, want := range []string{"/usr/bin/nexcage", "/usr/bin/nexcage-core", "/etc/nexcage/config.json", "/etc/logrotate.d/nexcage",
 		"/usr/share/man/man8/nexcage.8.gz", "/usr/share/man/man8/nexcage-create.8.gz", "/usr/share/man/man8/nexcage-run.8.gz",
 		"/usr/share/man/man8/nexcage-health.8.gz",
 		"/usr/share/bash-completion/completions/nexcage", "/usr/share/zsh/vendor-completions/_nexcage",

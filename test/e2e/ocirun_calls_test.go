@@ -14,7 +14,7 @@ import (
 // TestOCIRunOneRuntimeCallPerVerb runs the lifecycle with runc and crun
 // replaced by a wrapper that logs its argv and execs the runtime, and
 // checks that every verb is exactly one runtime call (issue 7: the
-// passthrough adds no refreshes), and that a refused verb still gets
+// passthrough adds no refreshes; state none, issue 16), and that a refused verb still gets
 // nexcage's error with runc's words.
 func TestOCIRunOneRuntimeCallPerVerb(t *testing.T) {
 	for _, rt := range []string{"runc", "crun"} {
@@ -60,7 +60,9 @@ func TestOCIRunOneRuntimeCallPerVerb(t *testing.T) {
 				}
 			}
 			want("create", calls("create", "--bundle", bundle, id), "create")
-			want("state", calls("state", id), "state")
+			// state reads runc's/crun's state directory, no call (issue 16:
+			// starting the runtime would cost more than nexcage itself).
+			want("state", calls("state", id))
 			want("start", calls("start", id), "start")
 			want("kill", calls("kill", id, "KILL"), "kill")
 			Eventually(t, 10*time.Second, "the container to stop", func() bool { return stateOf(t, n, id).Status == "stopped" })

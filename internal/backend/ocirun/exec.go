@@ -119,7 +119,7 @@ func (b *Backend) attached(ctx context.Context, verb string, args []string, stdi
 		return res, errs.Wrap(errs.KindBackend, err, "%s %s", b.o.Name, verb)
 	}
 	if watchLog && res.code != 0 {
-		res.logErr = lastLogError(logPath, offset)
+		res.logErr = LastLogError(logPath, offset)
 	}
 	return res, nil
 }
@@ -177,9 +177,9 @@ func lastMessage(stderr string) string {
 	return ""
 }
 
-// lastLogError returns the msg of the last error-level line written to
+// LastLogError returns the msg of the last error-level line written to
 // the log at path after offset (JSON or logrus text lines).
-func lastLogError(path string, offset int64) string {
+func LastLogError(path string, offset int64) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return ""

@@ -23,7 +23,7 @@ import (
 // from its build flags), everything else left out, which the format
 // reads as "unknown".
 func Features(ctx context.Context, name, bin string) (data []byte, source string, err error) {
-	path, err := lookPath(name, bin)
+	path, err := LookPath(name, bin)
 	if err != nil {
 		return nil, "", err
 	}

@@ -68,3 +68,23 @@ func HelperMain(args []string) int {
 	fmt.Fprintf(os.Stderr, "nexcage: %s: exec %s: %v\n", HelperVerb, args[0], err)
 	return 1
 }
+
+// DetachCgroup2 performs the workaround in process: it moves the calling
+// OS thread into a new mount namespace, makes "/" recursively private
+// there (as the helper's CLONE_NEWNS start does) and detaches
+// <CgroupRoot>/unified. The caller has locked the thread
+// (runtime.LockOSThread) and execs the runtime from it next: the
+// namespace of the thread that calls execve is the new program's. The
+// thread must never run other Go code afterwards.
+func DetachCgroup2() error {
+	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("unshare mount namespace: %w", err)
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make / private: %w", err)
+	}
+	if err := unix.Unmount(filepath.Join(CgroupRoot, "unified"), unix.MNT_DETACH); err != nil && err != unix.EINVAL {
+		return fmt.Errorf("detach %s/unified: %w", CgroupRoot, err)
+	}
+	return nil
+}

@@ -13,10 +13,12 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/runtime"
@@ -84,7 +86,7 @@ func New(o Options) (*Backend, error) {
 	if bin == "" {
 		bin = o.Name
 	}
-	path, err := lookPath(o.Name, bin)
+	path, err := LookPath(o.Name, bin)
 	if err != nil {
 		return nil, err
 	}
@@ -317,9 +319,14 @@ func (b *Backend) Start(ctx context.Context, c *state.Container) error {
 // listEntry is one element of `<runtime> list --format json`, and the
 // output of `<runtime> state`.
 type listEntry struct {
-	ID     string `json:"id"`
-	Pid    int    `json:"pid"`
-	Status string `json:"status"`
+	OCIVersion  string            `json:"ociVersion"`
+	ID          string            `json:"id"`
+	Pid         int               `json:"pid"`
+	Status      string            `json:"status"`
+	Bundle      string            `json:"bundle"`
+	Rootfs      string            `json:"rootfs"`
+	Created     time.Time         `json:"created"`
+	Annotations map[string]string `json:"annotations"`
 }
 
 // Refresh updates cs from the runtime: one `<runtime> state <id>` call
@@ -352,7 +359,7 @@ func (b *Backend) Refresh(ctx context.Context, cs []*state.Container) error {
 			c.Status, c.Pid = state.Stopped, 0
 			continue
 		}
-		e.apply(c)
+		b.apply(e, c)
 	}
 	return nil
 }
@@ -370,14 +377,26 @@ func (b *Backend) refreshOne(ctx context.Context, c *state.Container) error {
 	if err := json.Unmarshal(out, &e); err != nil {
 		return errs.Wrap(errs.KindBackend, err, "cannot parse `%s state %s` output", b.o.Name, c.ID)
 	}
-	e.apply(c)
+	b.apply(e, c)
 	return nil
 }
 
-func (e listEntry) apply(c *state.Container) {
+// apply sets c's live status from e and, for a container without a
+// record of nexcage's (no bundle known: the runtime keeps it all), the
+// rest of its state. Its ociVersion is then the bundle's, as the
+// runtime keeps it (the passthrough's `state` shows the same, see
+// ReadState), else the runtime's.
+func (b *Backend) apply(e listEntry, c *state.Container) {
 	c.Status, c.Pid = e.Status, e.Pid
 	if c.Status == state.Stopped {
 		c.Pid = 0
+	}
+	if c.Bundle == "" {
+		c.OCIVersion, c.Bundle, c.Created, c.Annotations = e.OCIVersion, e.Bundle, e.Created, e.Annotations
+		c.Rootfs = state.AbsRootfs(e.Bundle, e.Rootfs)
+		if st, err := ReadState(b.o.Name, filepath.Join(b.o.Root, c.ID), c.ID); err == nil {
+			c.OCIVersion, c.Annotations = st.OCIVersion, st.Annotations
+		}
 	}
 }
 
@@ -432,10 +451,10 @@ func (b *Backend) Version(ctx context.Context) (string, error) {
 	return strings.TrimSpace(line), nil
 }
 
-// lookPath finds bin (runtimes.<name>.path: a name on PATH or a path)
+// LookPath finds bin (runtimes.<name>.path: a name on PATH or a path)
 // and checks that no user but root can have planted or redirected it
 // (trust.LookPath): nexcage runs it as root.
-func lookPath(name, bin string) (string, error) {
+func LookPath(name, bin string) (string, error) {
 	path, err := trust.LookPath(bin)
 	if errs.KindOf(err) == errs.KindInvalidConfig {
 		return "", errs.Wrap(errs.KindInvalidConfig, err, "runtimes.%s.path %s: refusing to run it", name, bin)
@@ -451,7 +470,7 @@ func lookPath(name, bin string) (string, error) {
 // path or a name looked up on PATH (runtimes.<name>.path), without
 // building a backend. bin is checked like New checks it.
 func BinaryVersion(ctx context.Context, name, bin string) (path, version string, err error) {
-	path, err = lookPath(name, bin)
+	path, err = LookPath(name, bin)
 	if err != nil {
 		return "", "", err
 	}

@@ -68,13 +68,13 @@ func TestLastLogError(t *testing.T) {
 	if err := os.WriteFile(p, []byte(old+newer), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got := lastLogError(p, int64(len(old))); got != `text "line"` {
+	if got := LastLogError(p, int64(len(old))); got != `text "line"` {
 		t.Fatalf("got %q", got)
 	}
 	if err := os.WriteFile(p, []byte(old+`{"level":"info","msg":"fine"}`+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got := lastLogError(p, int64(len(old))); got != "" {
+	if got := LastLogError(p, int64(len(old))); got != "" {
 		t.Fatalf("an error before offset was reported: %q", got)
 	}
 }

@@ -1,0 +1,575 @@
+// Package fastpath is nexcage's passthrough for containers routed to runc
+// or crun, run by the small front binary (cmd/nexcage), which imports
+// nothing heavy, so that its start-up costs about a Go hello world.
+//
+// For such a container each verb is decided from the command line, the
+// container's record (<root>/<id>/state.json: which runtime, whatever
+// --runtime or the routing rules said at create) or, without one, the
+// routing rules and the runtime's own state directory
+// (state.Store.RuntimeDir), and then:
+//
+//   - start, kill, delete and the passthrough verbs (exec, ps, pause,
+//     resume, events, update) become the runtime (execve) with the
+//     translated argv: its exit status, output, signals and pid file are
+//     the caller's, with no copy and no wait. delete removes the record
+//     first (forget before the runtime acts; a runtime that then refuses
+//     leaves a container without a record, which every verb still finds
+//     by its state directory);
+//   - create validates the bundle as the full CLI does (bundle.Load),
+//     writes the record first (persist before the runtime acquires
+//     anything: a crash at any point leaves a record `delete --force`
+//     finds), then runs the runtime as its only child and waits, so that a
+//     failure or SIGINT/SIGTERM is undone and reported as before;
+//   - state is read from the runtime's state directory (ocirun.ReadState):
+//     starting runc just to print it would cost more than nexcage.
+//
+// The fast path takes only the cases whose outcome it can tell is the
+// runtime's: everything else (other verbs, the Proxmox backend, a refusal
+// such as starting a running container, a bundle nexcage must explain,
+// nexcage's own log or --debug) is handed to the full command line,
+// nexcage-core, which answers with nexcage's words and exit codes
+// (docs/CLI.md), as before.
+package fastpath
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	goruntime "runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nexcage/nexcage/internal/backend/ocirun"
+	"github.com/nexcage/nexcage/internal/bundle"
+	"github.com/nexcage/nexcage/internal/config"
+	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/logging"
+	"github.com/nexcage/nexcage/internal/runtime"
+	"github.com/nexcage/nexcage/internal/signals"
+	"github.com/nexcage/nexcage/internal/state"
+	"github.com/nexcage/nexcage/internal/trust"
+)
+
+// DefaultRoot is the state root when neither --root nor the config's
+// runtime.root_path is given.
+const DefaultRoot = "/run/nexcage"
+
+// runtimes are the backends the fast path serves.
+var runtimes = []string{config.BackendRunc, config.BackendCrun}
+
+// execve replaces the process (a variable for tests).
+var execve = syscall.Exec
+
+// Try carries out argv (without the program name) when it is a verb on a
+// runc/crun-routed container whose outcome is the runtime's own. For
+// start, kill, delete and the passthrough verbs it does not return then:
+// the process becomes the runtime. create and state return their exit
+// status with handled set. handled is false when the full CLI must
+// handle argv (nothing was changed then).
+func Try(argv []string) (code int, handled bool) {
+	c, ok := parse(argv)
+	if !ok {
+		return 0, false
+	}
+	p, ok := prepare(c)
+	if !ok {
+		return 0, false
+	}
+	switch c.verb {
+	case "state":
+		return p.state()
+	case "create":
+		return p.create()
+	case "delete":
+		if !p.forget() {
+			return 0, false
+		}
+	}
+	p.exec()
+	return 0, false // exec failed: the full CLI reports it
+}
+
+// plan is a prepared call: which runtime, where its state is.
+type plan struct {
+	c      call
+	store  *state.Store
+	rec    *state.Container // the record, if any
+	name   string           // runc or crun
+	bin    string           // the runtime's path
+	rt     config.OCIRuntime
+	rtRoot string           // <root>/@<name>
+	rtDir  string           // <root>/@<name>/<id>
+	st     *state.Container // read from the runtime's state directory
+	spec   bundleSpec       // create: what the bundle says
+}
+
+// prepare loads the config, finds who has the id and checks that the
+// runtime's answer will be nexcage's; ok false hands over to the full
+// CLI.
+func prepare(c call) (p plan, ok bool) {
+	p.c = c
+	g := c.g
+	if g.debug {
+		return p, false
+	}
+	cfg, warnings, err := config.Load(g.config)
+	if err != nil || len(warnings) > 0 {
+		return p, false
+	}
+	// nexcage's own log (a file, or debug) is the full CLI's.
+	if cfg.Runtime.LogPath != "" || strings.EqualFold(cfg.Runtime.LogLevel, "debug") {
+		return p, false
+	}
+	root := g.root
+	if !g.rootSet {
+		root = DefaultRoot
+		if cfg.Runtime.RootPath != "" {
+			root = cfg.Runtime.RootPath
+		}
+	}
+	if state.ValidateID(c.id) != nil {
+		return p, false
+	}
+	if p.store, err = state.NewStore(root); err != nil {
+		return p, false
+	}
+	switch rec, err := p.store.Load(c.id); {
+	case err == nil:
+		p.rec = rec
+	case errs.KindOf(err) != errs.KindNotFound:
+		return p, false // damaged: the full CLI explains
+	}
+	var owner string
+	switch {
+	case c.verb == "create":
+		if p.rec != nil {
+			return p, false // "already exists", in nexcage's words
+		}
+		if owner, err = p.store.RuntimeOwner(c.id, runtimes...); err != nil || owner != "" {
+			return p, false
+		}
+		router, err := cfg.Router()
+		if err != nil {
+			return p, false
+		}
+		// Routed as the full CLI routes a create (config.Router.Decide):
+		// with the name nexcage was called by and the bundle's
+		// annotations (a Kubernetes pod's identity; a pod's container
+		// follows its sandbox's backend).
+		if !p.readBundle() {
+			return p, false
+		}
+		d, err := router.Decide(config.Request{ID: c.id, Override: g.runtime, Program: filepath.Base(os.Args[0]),
+			Annotations: p.spec.Annotations, SandboxBackend: p.recordedBackend})
+		if err != nil {
+			return p, false
+		}
+		owner = d.Backend
+	case p.rec != nil:
+		owner = p.rec.Backend
+	default:
+		if owner, err = p.store.RuntimeOwner(c.id, runtimes...); err != nil || owner == "" {
+			return p, false // "does not exist", in nexcage's words
+		}
+	}
+	if owner != config.BackendRunc && owner != config.BackendCrun {
+		return p, false
+	}
+	p.name = owner
+	p.rt = cfg.Runtimes.Runc
+	if owner == config.BackendCrun {
+		p.rt = cfg.Runtimes.Crun
+	}
+	bin := p.rt.Path
+	if bin == "" {
+		bin = owner
+	}
+	if p.bin, err = ocirun.LookPath(owner, bin); err != nil {
+		return p, false
+	}
+	p.rtRoot = p.store.BackendRoot(owner)
+	p.rtDir = p.store.RuntimeDir(owner, c.id)
+	return p, p.check()
+}
+
+// check tells whether the runtime will carry out the verb: a refusal
+// (start of a running container ...) goes to the full CLI, which words it
+// as runc does for every backend and exits with nexcage's code.
+func (p *plan) check() bool {
+	c := p.c
+	switch c.verb {
+	case "create":
+		return p.checkBundle()
+	case "start":
+		return p.created()
+	case "kill":
+		if _, err := signals.Parse(c.signal); err != nil {
+			return false
+		}
+		return p.alive()
+	case "delete":
+		if _, err := os.Lstat(p.rtDir); err != nil {
+			return false // only a record (a create that crashed): the full CLI
+		}
+		return c.force || p.created() || !p.alive()
+	}
+	return true // state and the passthrough verbs
+}
+
+// bundleSpec is what create keeps of the bundle.
+type bundleSpec struct {
+	OCIVersion  string
+	Annotations map[string]string
+	rootfs      string
+}
+
+// readBundle loads and validates the bundle as the full CLI does
+// (bundle.Load: every field nexcage checks, before any side effect, so
+// that a bad bundle gets nexcage's words and exit code, not the
+// runtime's). A bundle that fails, or that the full CLI would warn
+// about, goes to the full CLI, which reports it.
+func (p *plan) readBundle() bool {
+	b, err := bundle.Load(p.c.bundle)
+	if err != nil || len(b.Warnings) > 0 || b.Spec == nil {
+		return false
+	}
+	p.c.bundle, p.spec = b.Dir, bundleSpec{OCIVersion: b.Spec.Version, Annotations: b.Spec.Annotations, rootfs: b.Rootfs}
+	return true
+}
+
+// checkBundle tells whether crun will take the bundle: crun 1.8 refuses
+// a spec above 1.0.x, and the full CLI says what to do.
+func (p *plan) checkBundle() bool {
+	return p.name != config.BackendCrun || strings.HasPrefix(p.spec.OCIVersion, "1.0.")
+}
+
+// recordedBackend is the backend of container id (a pod's sandbox): its
+// record's, else the runtime's that keeps it, "" when none.
+func (p *plan) recordedBackend(id string) (string, error) {
+	c, err := p.store.Load(id)
+	if err == nil {
+		return c.Backend, nil
+	}
+	if errs.KindOf(err) != errs.KindNotFound {
+		return "", err
+	}
+	return p.store.RuntimeOwner(id, runtimes...)
+}
+
+// read reads the container's state from the runtime's state directory
+// (ocirun.ReadState), once.
+func (p *plan) read() (*state.Container, bool) {
+	if p.st == nil {
+		st, err := ocirun.ReadState(p.name, p.rtDir, p.c.id)
+		if err != nil {
+			return nil, false
+		}
+		p.st = st
+	}
+	return p.st, true
+}
+
+// alive tells whether the container's init runs (created, running or
+// paused).
+func (p *plan) alive() bool {
+	st, ok := p.read()
+	return ok && st.Status != state.Stopped
+}
+
+// created tells whether the container waits for start.
+func (p *plan) created() bool {
+	st, ok := p.read()
+	return ok && st.Status == state.Created
+}
+
+// argv is the runtime's command line for the call; logPath overrides the
+// caller's --log (create's private log).
+func (p *plan) argv(logPath, logFormat string) []string {
+	c := p.c
+	a := append(p.globals(logPath, logFormat), c.verb)
+	switch c.verb {
+	case "create":
+		a = append(a, "--bundle", c.bundle)
+		if c.pidFile != "" {
+			a = append(a, "--pid-file", c.pidFile)
+		}
+		if c.consoleSocket != "" {
+			a = append(a, "--console-socket", c.consoleSocket)
+		}
+		if c.noPivot {
+			a = append(a, "--no-pivot")
+		}
+		if c.noNewKeyring {
+			a = append(a, "--no-new-keyring")
+		}
+		if c.preserveFDs > 0 {
+			a = append(a, "--preserve-fds", strconv.Itoa(c.preserveFDs))
+		}
+		a = append(a, c.id)
+	case "kill":
+		sig, _ := signals.Parse(c.signal)
+		if c.all {
+			a = append(a, "--all")
+		}
+		a = append(a, c.id, strconv.Itoa(int(sig)))
+	case "delete":
+		if c.force {
+			a = append(a, "--force")
+		}
+		a = append(a, c.id)
+	case "start", "state":
+		a = append(a, c.id)
+	default:
+		a = append(a, c.pass...)
+	}
+	return a
+}
+
+// globals are the runtime's name and global flags.
+func (p *plan) globals(logPath, logFormat string) []string {
+	g := p.c.g
+	a := []string{filepath.Base(p.bin), "--root", p.rtRoot}
+	if logPath != "" {
+		a = append(a, "--log", logPath, "--log-format", logFormat)
+	}
+	if g.systemdCgroup {
+		a = append(a, "--systemd-cgroup")
+	}
+	if g.rootless != "" {
+		a = append(a, "--rootless="+g.rootless)
+	}
+	return a
+}
+
+// exec becomes the runtime; it returns only on failure.
+func (p *plan) exec() {
+	_ = execve(p.bin, p.argv(p.c.g.log, p.c.g.logFormat), os.Environ())
+}
+
+// forget removes the record, under the id's lock, before delete becomes
+// the runtime: afterwards nothing of nexcage's is left to remove (the
+// lock file goes with the record, see state.Lock.Unlock).
+func (p *plan) forget() bool {
+	if p.rec == nil {
+		return true
+	}
+	l, err := p.store.Lock(context.Background(), p.c.id)
+	if err != nil {
+		return false
+	}
+	err = p.store.Remove(p.c.id)
+	if uerr := l.Unlock(); err == nil {
+		err = uerr
+	}
+	return err == nil
+}
+
+// workaround tells whether crun's create needs the hybrid cgroup
+// workaround (runtimes.crun.cgroup_workaround, as ocirun.Backend decides).
+func (p *plan) workaround() bool {
+	switch p.rt.CgroupWorkaround {
+	case ocirun.WorkaroundAlways:
+		return true
+	case ocirun.WorkaroundNever:
+		return false
+	}
+	return p.name == config.BackendCrun && ocirun.HybridWithV2Controllers(ocirun.CgroupRoot)
+}
+
+// create records the container, then runs `<runtime> create` as its only
+// child with the caller's stdio and preserved fds, and waits: a failure
+// or an interrupt (SIGINT/SIGTERM) deletes what the runtime made and the
+// record, and is reported as the full CLI does (exit code by kind,
+// 128+n). crun's create on a hybrid cgroup host runs in a private mount
+// namespace without the cgroup2 mount (ocirun's hybrid.go), made in
+// process on this locked thread, which the child inherits.
+func (p *plan) create() (int, bool) {
+	ctx := context.Background()
+	id := p.c.id
+	l, err := p.store.Lock(ctx, id)
+	if err != nil {
+		return 0, false
+	}
+	// Another nexcage may have taken the id before the lock.
+	if exists, err := p.store.Exists(id); err != nil || exists {
+		_ = l.Unlock()
+		return 0, false
+	}
+	if owner, err := p.store.RuntimeOwner(id, runtimes...); err != nil || owner != "" {
+		_ = l.Unlock()
+		return 0, false
+	}
+	rec := &state.Container{ID: id, Status: state.Creating, Backend: p.name, Bundle: p.c.bundle, Rootfs: p.spec.rootfs,
+		OCIVersion: p.spec.OCIVersion, Annotations: p.spec.Annotations, Created: time.Now().UTC(), Nonce: newNonce()}
+	if err := p.store.Save(rec); err != nil {
+		_ = l.Unlock()
+		return 0, false
+	}
+	defer func() { _ = l.Unlock() }()
+	return p.report(p.runCreate(ctx))
+}
+
+// runCreate runs the runtime's create for create; the record exists and
+// the lock is held. On failure nothing but the record is left, which it
+// removes.
+func (p *plan) runCreate(ctx context.Context) error {
+	id := p.c.id
+	logPath, logFormat := p.c.g.log, p.c.g.logFormat
+	var offset int64
+	if logPath == "" {
+		// A private log in the record's directory (gone with it) tells
+		// why the runtime failed.
+		dir, _ := p.store.Dir(id)
+		f, err := os.CreateTemp(dir, ".log-*.json")
+		if err != nil {
+			return p.undo(errs.Wrap(errs.KindInternal, err, "cannot create a log file for %s", p.name))
+		}
+		_ = f.Close()
+		defer os.Remove(f.Name())
+		logPath, logFormat = f.Name(), "json"
+	} else if fi, err := os.Stat(logPath); err == nil {
+		offset = fi.Size()
+	}
+	if err := os.MkdirAll(p.rtRoot, 0o700); err != nil {
+		return p.undo(errs.Wrap(errs.KindInternal, err, "cannot create the %s state root", p.name))
+	}
+	argv := p.argv(logPath, logFormat)
+	cmd := exec.Command(p.bin, argv[1:]...)
+	cmd.Args[0] = argv[0]
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	for i := 0; i < p.c.preserveFDs; i++ {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, os.NewFile(uintptr(3+i), "preserved-fd-"+strconv.Itoa(3+i)))
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	if p.workaround() {
+		// This thread stays locked until the process ends: it is never
+		// handed back to Go in the other mount namespace.
+		goruntime.LockOSThread()
+		if err := ocirun.DetachCgroup2(); err != nil {
+			return p.undo(errs.Wrap(errs.KindBackend, err, "crun cgroup workaround for %s", id))
+		}
+	}
+	if err := cmd.Start(); err != nil {
+		return p.undo(errs.Wrap(errs.KindBackend, err, "cannot run %s", p.bin))
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			return nil
+		}
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			return p.undo(errs.Wrap(errs.KindBackend, err, "%s create", p.name))
+		}
+		msg := ocirun.LastLogError(logPath, offset)
+		if msg == "" {
+			msg = fmt.Sprintf("exit status %d", ee.ExitCode())
+		}
+		e := errs.Wrap(errs.KindBackend, errors.New(msg), "%s create %s", p.name, id)
+		if strings.Contains(msg, "hybrid mode not supported") {
+			e = e.WithHint("set runtimes.crun.cgroup_workaround to \"auto\" or \"always\" in the config")
+		}
+		return p.undo(e)
+	case s := <-sigs:
+		signal.Stop(sigs) // a second signal ends nexcage at once
+		_ = cmd.Process.Kill()
+		<-done
+		return p.undo(&runtime.Interrupted{Signal: s.(syscall.Signal)})
+	}
+}
+
+// undo deletes what the runtime may have made of a failed create and the
+// record, and returns err.
+func (p *plan) undo(err error) error {
+	del := append(p.globals(p.c.g.log, p.c.g.logFormat)[1:], "delete", "--force", p.c.id)
+	_ = exec.Command(p.bin, del...).Run()
+	if rerr := p.store.Remove(p.c.id); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	return err
+}
+
+// report prints err as the full CLI does ("nexcage: <message>" on
+// stderr, and an error line in the caller's --log) and returns the exit
+// status.
+func (p *plan) report(err error) (int, bool) {
+	if err == nil {
+		return 0, true
+	}
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	if p.c.g.log != "" {
+		if l, lerr := logging.New(logging.Options{File: p.c.g.log, Format: p.c.g.logFormat, Level: "warning", Stderr: os.Stderr}); lerr == nil {
+			l.Error(msg, "kind", errs.KindOf(err).String())
+			_ = l.Close()
+		}
+	}
+	fmt.Fprintf(os.Stderr, "nexcage: %s\n", msg)
+	return runtime.ExitCode(err), true
+}
+
+// newNonce is a record's creation nonce (128 random bits, hex), as the
+// full CLI makes it.
+func newNonce() string {
+	r := make([]byte, 16)
+	_, _ = rand.Read(r)
+	return hex.EncodeToString(r)
+}
+
+// state prints the container's state as the full CLI does, read from
+// the runtime's state directory: running `runc state` would cost more
+// than nexcage itself. The record, when there is one, gives what nexcage
+// keeps (the bundle's ociVersion, created ...). What it cannot read goes
+// to the full CLI, which asks the runtime.
+func (p *plan) state() (int, bool) {
+	st, ok := p.read()
+	if !ok {
+		return 0, false
+	}
+	if p.rec != nil {
+		c := *p.rec
+		c.Status, c.Pid = st.Status, st.Pid
+		st = &c
+	}
+	data, err := json.MarshalIndent(st.OCIState(""), "", "  ")
+	if err != nil {
+		return 0, false
+	}
+	if _, err := os.Stdout.Write(append(data, '\n')); err != nil {
+		return 1, true
+	}
+	return 0, true
+}
+
+// CoreName is the file name of the full command line, installed next to
+// the front binary.
+const CoreName = "nexcage-core"
+
+// Delegate execs the full command line (CoreName next to this
+// executable) with argv, argv[0] included (the name nexcage was called by
+// may force a backend, config.ProgramBackend); it returns only on
+// failure, with nexcage's exit code for an internal error. The binary is
+// checked like a runtime (trust.LookPath): nexcage runs it as root.
+func Delegate(argv []string) int {
+	self, err := os.Executable()
+	if err == nil {
+		core := filepath.Join(filepath.Dir(self), CoreName)
+		if core, err = trust.LookPath(core); err == nil {
+			err = execve(core, argv, os.Environ())
+		}
+	}
+	fmt.Fprintf(os.Stderr, "nexcage: cannot run %s, the full command line installed next to nexcage: %v (reinstall nexcage)\n", CoreName, err)
+	return errs.ExitCode(errs.New(errs.KindInternal, "no core"))
+}

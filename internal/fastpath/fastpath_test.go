@@ -1,0 +1,192 @@
+package fastpath
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/nexcage/nexcage/internal/state"
+)
+
+// world is a state root with a config routing everything to runc, whose
+// path is true(1), and a fake runc container "c1" whose init is this
+// test process (alive) or a pid that is not running (stopped).
+type world struct {
+	t            *testing.T
+	root, config string
+	execs        [][]string
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	dir := t.TempDir()
+	w := &world{t: t, root: filepath.Join(dir, "root"), config: filepath.Join(dir, "config.json")}
+	cfg := `{"runtime": {"routing": [{"pattern": ".*", "runtime": "runc"}]}, "runtimes": {"runc": {"path": "/bin/true"}}}`
+	if err := os.WriteFile(w.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := execve
+	execve = func(path string, argv, env []string) error {
+		w.execs = append(w.execs, argv)
+		return nil
+	}
+	t.Cleanup(func() { execve = old })
+	return w
+}
+
+// runcContainer writes runc's state directory of id; alive makes this
+// process its init, created adds the exec fifo.
+func (w *world) runcContainer(id string, alive, created bool) {
+	w.t.Helper()
+	dir := filepath.Join(w.root, "@runc", id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		w.t.Fatal(err)
+	}
+	pid, start := os.Getpid(), selfStart(w.t)
+	if !alive {
+		start++ // another process than the one now at pid
+	}
+	st := map[string]any{"id": id, "init_process_pid": pid, "init_process_start": start, "created": "2026-01-02T03:04:05Z",
+		"config": map[string]any{"version": "1.0.2", "rootfs": "/b/rootfs", "labels": []string{"bundle=/b", "a=b"}}}
+	data, _ := json.Marshal(st)
+	if err := os.WriteFile(filepath.Join(dir, "state.json"), data, 0o600); err != nil {
+		w.t.Fatal(err)
+	}
+	if created {
+		if err := syscall.Mkfifo(filepath.Join(dir, "exec.fifo"), 0o600); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+}
+
+func selfStart(t *testing.T) int {
+	data, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	n, err := strconv.Atoi(f[19])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// try runs Try and returns whether the fast path took argv and the argv
+// it exec'd, if any.
+func (w *world) try(args ...string) (handled bool, exec []string) {
+	w.execs = nil
+	_, handled = Try(append([]string{"--root", w.root, "--config", w.config}, args...))
+	if len(w.execs) > 0 {
+		exec = w.execs[0]
+	}
+	return handled, exec
+}
+
+func TestVerbsBecomeTheRuntimeOnlyWhenItWillAgree(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		alive, created bool
+		args           []string
+		want           string // the exec'd argv after --root, "" for handed over
+	}{
+		{"start created", true, true, []string{"start", "c1"}, "start c1"},
+		{"start running", true, false, []string{"start", "c1"}, ""},
+		{"start stopped", false, false, []string{"start", "c1"}, ""},
+		{"kill running", true, false, []string{"kill", "c1", "KILL"}, "kill c1 9"},
+		{"kill --all created", true, true, []string{"kill", "--all", "c1"}, "kill --all c1 15"},
+		{"kill stopped", false, false, []string{"kill", "c1"}, ""},
+		{"kill bad signal", true, false, []string{"kill", "c1", "NOPE"}, ""},
+		{"delete stopped", false, false, []string{"delete", "c1"}, "delete c1"},
+		{"delete created", true, true, []string{"delete", "c1"}, "delete c1"},
+		{"delete running", true, false, []string{"delete", "c1"}, ""},
+		{"delete --force running", true, false, []string{"delete", "--force", "c1"}, "delete --force c1"},
+		{"pause", true, false, []string{"pause", "c1"}, "pause c1"},
+		{"unknown id", true, false, []string{"start", "c2"}, ""},
+		{"create of an existing id", true, false, []string{"create", "--bundle", "/nonexistent", "c1"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			w.runcContainer("c1", tc.alive, tc.created)
+			handled, argv := w.try(tc.args...)
+			if handled {
+				t.Fatalf("handled without exec")
+			}
+			got := ""
+			if argv != nil {
+				if argv[0] != "true" || argv[1] != "--root" || argv[2] != filepath.Join(w.root, "@runc") {
+					t.Fatalf("exec'd %q", argv)
+				}
+				got = strings.Join(argv[3:], " ")
+			}
+			if got != tc.want {
+				t.Fatalf("exec'd %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDeleteForgetsTheRecordFirst(t *testing.T) {
+	w := newWorld(t)
+	w.runcContainer("c1", false, false)
+	s, err := state.NewStore(w.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(&state.Container{ID: "c1", Backend: "runc", Status: state.Created, Nonce: "n"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, argv := w.try("delete", "c1"); argv == nil {
+		t.Fatal("delete not exec'd")
+	}
+	if exists, _ := s.Exists("c1"); exists {
+		t.Fatal("the record is still there when the runtime runs")
+	}
+	if _, err := os.Stat(filepath.Join(w.root, "@locks", "c1.lock")); !os.IsNotExist(err) {
+		t.Fatalf("lock file left: %v", err)
+	}
+}
+
+func TestRecordDecidesTheRuntime(t *testing.T) {
+	w := newWorld(t)
+	s, err := state.NewStore(w.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A Proxmox record: the full CLI's.
+	if err := s.Save(&state.Container{ID: "px", Backend: "proxmox-lxc", Status: state.Created}); err != nil {
+		t.Fatal(err)
+	}
+	if handled, argv := w.try("kill", "px"); handled || argv != nil {
+		t.Fatalf("a Proxmox container went through the passthrough: %q", argv)
+	}
+}
+
+func TestStateReadsTheRuntimeStateDirectory(t *testing.T) {
+	w := newWorld(t)
+	w.runcContainer("c1", true, true)
+	r, wr, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := os.Stdout
+	os.Stdout = wr
+	handled, argv := w.try("state", "c1")
+	os.Stdout = old
+	_ = wr.Close()
+	if !handled || argv != nil {
+		t.Fatalf("state: handled %v, exec'd %q", handled, argv)
+	}
+	var st state.OCIState
+	if err := json.NewDecoder(r).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	if st.ID != "c1" || st.Status != state.Created || st.Pid != os.Getpid() || st.Bundle != "/b" || st.Rootfs != "/b/rootfs" ||
+		st.Backend != "runc" || st.OCIVersion != "1.0.2" || st.Annotations["a"] != "b" {
+		t.Fatalf("state %+v", st)
+	}
+}
