@@ -7,7 +7,7 @@
 //
 // With -check it is the guard `make test` runs: only the tests
 // expected.txt records as passing, only on the variants named by
-// -variants (default nexcage-runc, nexcage-pve9.1, nexcage-pve9.1-unpriv), and it exits 1
+// -variants (default nexcage-runc, nexcage-pve9.1, nexcage-pve8.4, nexcage-pve9.1-unpriv), and it exits 1
 // when one of them does not pass. It must run as root. See
 // conformance/README.md.
 package main
@@ -38,7 +38,7 @@ func run() int {
 		out      = flag.String("out", "CONFORMANCE.md", "report file")
 		expected = flag.String("expected", "conformance/expected.txt", "the passing tests: written by a full run, read by -check")
 		check    = flag.Bool("check", false, "guard mode: run the tests -expected records as passing and fail when one does not pass")
-		variants = flag.String("variants", "", "comma-separated variants (default: all; with -check: nexcage-runc,nexcage-pve9.1,nexcage-pve9.1-unpriv)")
+		variants = flag.String("variants", "", "comma-separated variants (default: all; with -check: nexcage-runc,nexcage-pve9.1,nexcage-pve8.4,nexcage-pve9.1-unpriv)")
 		tests    = flag.String("tests", "", "comma-separated tests (default: all of the suite)")
 		jsonOut  = flag.String("json", "", "also write the raw results as JSON to this file")
 		from     = flag.String("from", "", "render -out and -expected from a -json file instead of running")
@@ -98,7 +98,7 @@ func run() int {
 	o.Nexcage, o.Pvesim = *nexcage, *pvesim
 	names := split(*variants)
 	if names == nil && *check {
-		names = []string{"nexcage-runc", "nexcage-pve9.1", "nexcage-pve9.1-unpriv"}
+		names = []string{"nexcage-runc", "nexcage-pve9.1", "nexcage-pve8.4", "nexcage-pve9.1-unpriv"}
 	}
 	if names == nil {
 		o.Variants = conformance.Variants
