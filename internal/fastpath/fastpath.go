@@ -298,22 +298,8 @@ func (p *plan) argv(logPath, logFormat string) []string {
 	a := append(p.globals(logPath, logFormat), c.verb)
 	switch c.verb {
 	case "create":
-		a = append(a, "--bundle", c.bundle)
-		if c.pidFile != "" {
-			a = append(a, "--pid-file", c.pidFile)
-		}
-		if c.consoleSocket != "" {
-			a = append(a, "--console-socket", c.consoleSocket)
-		}
-		if c.noPivot {
-			a = append(a, "--no-pivot")
-		}
-		if c.noNewKeyring {
-			a = append(a, "--no-new-keyring")
-		}
-		if c.preserveFDs > 0 {
-			a = append(a, "--preserve-fds", strconv.Itoa(c.preserveFDs))
-		}
+		a = append(a, ocirun.CreateArgs(runtime.CreateOptions{Bundle: c.bundle, PidFile: c.pidFile, ConsoleSocket: c.consoleSocket,
+			NoPivot: c.noPivot, NoNewKeyring: c.noNewKeyring, PreserveFDs: c.preserveFDs})...)
 		a = append(a, c.id)
 	case "kill":
 		sig, _ := signals.Parse(c.signal)

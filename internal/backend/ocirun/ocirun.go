@@ -134,8 +134,9 @@ func (b *Backend) useWorkaround() bool {
 	return b.hybrid
 }
 
-// createArgs turns create options into the runtime's create/run flags.
-func createArgs(opts runtime.CreateOptions) []string {
+// CreateArgs turns create options into the runtime's create/run flags
+// (the front binary's passthrough builds the same command line with it).
+func CreateArgs(opts runtime.CreateOptions) []string {
 	args := []string{"--bundle", opts.Bundle}
 	if opts.PidFile != "" {
 		args = append(args, "--pid-file", opts.PidFile)
@@ -182,7 +183,7 @@ func (b *Backend) Create(ctx context.Context, c *state.Container, opts runtime.C
 		return err
 	}
 	defer done()
-	args := append(createArgs(opts), c.ID)
+	args := append(CreateArgs(opts), c.ID)
 	res, err := b.attached(ctx, "create", args, stdioOf(opts), b.useWorkaround(), nil, opts.StateDir)
 	if err == nil && res.code != 0 {
 		err = b.failure("create", c, res, opts)
@@ -257,7 +258,7 @@ func (b *Backend) Run(ctx context.Context, c *state.Container, opts runtime.Crea
 		}
 		defer done()
 	}
-	args := createArgs(opts)
+	args := CreateArgs(opts)
 	if detach {
 		args = append(args, "--detach")
 	}

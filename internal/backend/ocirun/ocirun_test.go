@@ -21,12 +21,12 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestCreateArgs(t *testing.T) {
-	got := createArgs(runtime.CreateOptions{Bundle: "/b", PidFile: "/p", ConsoleSocket: "/s", NoPivot: true, NoNewKeyring: true, PreserveFDs: 2})
+	got := CreateArgs(runtime.CreateOptions{Bundle: "/b", PidFile: "/p", ConsoleSocket: "/s", NoPivot: true, NoNewKeyring: true, PreserveFDs: 2})
 	want := []string{"--bundle", "/b", "--pid-file", "/p", "--console-socket", "/s", "--no-pivot", "--no-new-keyring", "--preserve-fds", "2"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %q want %q", got, want)
 	}
-	if got := createArgs(runtime.CreateOptions{Bundle: "/b"}); !reflect.DeepEqual(got, []string{"--bundle", "/b"}) {
+	if got := CreateArgs(runtime.CreateOptions{Bundle: "/b"}); !reflect.DeepEqual(got, []string{"--bundle", "/b"}) {
 		t.Fatalf("minimal: %q", got)
 	}
 }
