@@ -1,0 +1,436 @@
+package cgroups
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moby/sys/mountinfo"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+func TestCPUSharesToWeight(t *testing.T) {
+	// The ends and the defaults map onto each other (runc >= 1.3.2, crun).
+	for shares, want := range map[uint64]uint64{0: 0, 1: 1, 2: 1, 3: 2, 512: 59, 1024: 100, 2048: 174, 10000: 627, 262143: 10000, 262144: 10000, 1 << 20: 10000} {
+		if got := CPUSharesToWeight(shares); got != want {
+			t.Errorf("CPUSharesToWeight(%d) = %d, want %d", shares, got, want)
+		}
+	}
+}
+
+func TestSwapToV2(t *testing.T) {
+	for _, c := range []struct {
+		swap, mem, want int64
+		err             bool
+	}{
+		{0, 0, 0, false}, {0, -1, -1, false}, {-1, 100, -1, false}, {0, 100, 0, false},
+		{300, 100, 200, false}, {100, 100, 0, false},
+		{100, 0, 0, true}, {100, -1, 0, true}, {50, 100, 0, true},
+	} {
+		got, err := SwapToV2(c.swap, c.mem)
+		if (err != nil) != c.err || (err == nil && got != c.want) {
+			t.Errorf("SwapToV2(%d, %d) = %d, %v; want %d (error %v)", c.swap, c.mem, got, err, c.want, c.err)
+		}
+	}
+}
+
+func i64(v int64) *int64   { return &v }
+func u64(v uint64) *uint64 { return &v }
+func boolp(v bool) *bool   { return &v }
+
+// criResources is what containerd's CRI writes for a container with
+// memory and CPU limits (swap = memory: no swap).
+func criResources() *specs.LinuxResources {
+	return &specs.LinuxResources{
+		Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
+		Memory:  &specs.LinuxMemory{Limit: i64(64 << 20), Swap: i64(64 << 20)},
+		CPU:     &specs.LinuxCPU{Shares: u64(512), Quota: i64(50000), Period: u64(100000)},
+		Pids:    &specs.LinuxPids{Limit: i64(100)},
+	}
+}
+
+func TestWritesV1(t *testing.T) {
+	v1 := func(string) bool { return false }
+	hasAll := func(string, string) bool { return true }
+	got, err := Writes(criResources(), v1, hasAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Write{
+		{"memory", "memory.limit_in_bytes", "67108864"},
+		{"memory", "memory.memsw.limit_in_bytes", "67108864"},
+		{"cpu", "cpu.shares", "512"},
+		{"cpu", "cpu.cfs_period_us", "100000"},
+		{"cpu", "cpu.cfs_quota_us", "50000"},
+		{"pids", "pids.max", "100"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("v1 writes:\n got %v\nwant %v", got, want)
+	}
+	// Without swap accounting, swap = memory (no swap) is left alone;
+	// more swap than memory cannot be honoured.
+	noSwap := func(_, f string) bool { return !strings.Contains(f, "memsw") }
+	got, err = Writes(criResources(), v1, noSwap)
+	if err != nil || slices.ContainsFunc(got, func(w Write) bool { return strings.Contains(w.File, "memsw") }) {
+		t.Errorf("v1 without memsw: %v, %v", got, err)
+	}
+	r := criResources()
+	r.Memory.Swap = i64(128 << 20)
+	if _, err := Writes(r, v1, noSwap); !isUnsupported(err, "linux.resources.memory.swap") {
+		t.Errorf("swap without memsw: %v", err)
+	}
+}
+
+func TestWritesV2(t *testing.T) {
+	v2 := func(string) bool { return true }
+	hasAll := func(string, string) bool { return true }
+	r := criResources()
+	r.Memory.Swap = i64(96 << 20)
+	got, err := Writes(r, v2, hasAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Write{
+		{"memory", "memory.max", "67108864"},
+		{"memory", "memory.swap.max", "33554432"},
+		{"cpu", "cpu.weight", "59"},
+		{"cpu", "cpu.max", "50000 100000"},
+		{"pids", "pids.max", "100"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("v2 writes:\n got %v\nwant %v", got, want)
+	}
+	// Unlimited values and a quota without a period.
+	r = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(-1)}, CPU: &specs.LinuxCPU{Quota: i64(-1)}, Pids: &specs.LinuxPids{Limit: i64(0)},
+		HugepageLimits: []specs.LinuxHugepageLimit{{Pagesize: "2MB", Limit: 0}}, Unified: map[string]string{"memory.high": "1000000"}}
+	got, err = Writes(r, v2, hasAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = []Write{
+		{"memory", "memory.max", "max"},
+		{"cpu", "cpu.max", "max"},
+		{"pids", "pids.max", "max"},
+		{"hugetlb", "hugetlb.2MB.max", "0"},
+		{"memory", "memory.high", "1000000"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("v2 unlimited writes:\n got %v\nwant %v", got, want)
+	}
+}
+
+func TestWritesLeavesUnsetAlone(t *testing.T) {
+	for _, r := range []*specs.LinuxResources{nil, {}, {Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}}},
+		{CPU: &specs.LinuxCPU{}, Memory: &specs.LinuxMemory{}, Pids: &specs.LinuxPids{}, BlockIO: &specs.LinuxBlockIO{}},
+		{CPU: &specs.LinuxCPU{Shares: u64(0)}}} {
+		for _, v := range []bool{false, true} {
+			got, err := Writes(r, func(string) bool { return v }, func(string, string) bool { return true })
+			if err != nil || len(got) != 0 {
+				t.Errorf("Writes(%+v, v2=%v) = %v, %v; want nothing", r, v, got, err)
+			}
+		}
+	}
+}
+
+func isUnsupported(err error, field string) bool {
+	var u *Unsupported
+	return errors.As(err, &u) && strings.HasPrefix(u.Field, field) && u.Reason != ""
+}
+
+func TestWritesRefuses(t *testing.T) {
+	w := uint16(500)
+	for field, r := range map[string]*specs.LinuxResources{
+		"linux.resources.memory.kernel":           {Memory: &specs.LinuxMemory{Kernel: i64(1 << 20)}},
+		"linux.resources.memory.disableOOMKiller": {Memory: &specs.LinuxMemory{DisableOOMKiller: boolp(true)}},
+		"linux.resources.cpu.realtimeRuntime":     {CPU: &specs.LinuxCPU{RealtimeRuntime: i64(1000)}},
+		"linux.resources.blockIO":                 {BlockIO: &specs.LinuxBlockIO{Weight: &w}},
+		"linux.resources.rdma":                    {Rdma: map[string]specs.LinuxRdma{"mlx": {}}},
+		"linux.resources.hugepageLimits[0]":       {HugepageLimits: []specs.LinuxHugepageLimit{{Pagesize: "../x", Limit: 1}}},
+		"linux.resources.unified[cgroup.procs]":   {Unified: map[string]string{"cgroup.procs": "1"}},
+		"linux.resources.unified[../memory.max]":  {Unified: map[string]string{"../memory.max": "1"}},
+		"linux.resources.memory.swap":             {Memory: &specs.LinuxMemory{Limit: i64(100), Swap: i64(50)}},
+	} {
+		if _, err := Writes(r, func(string) bool { return true }, func(string, string) bool { return true }); !isUnsupported(err, field) {
+			t.Errorf("%s: got %v, want it refused by name", field, err)
+		}
+	}
+	// unified is cgroup v2's only; swappiness cgroup v1's only.
+	if _, err := Writes(&specs.LinuxResources{Unified: map[string]string{"memory.high": "1"}}, func(string) bool { return false }, nil); !isUnsupported(err, "linux.resources.unified") {
+		t.Errorf("unified on v1: %v", err)
+	}
+	if _, err := Writes(&specs.LinuxResources{Memory: &specs.LinuxMemory{Swappiness: u64(10)}}, func(string) bool { return true }, nil); !isUnsupported(err, "linux.resources.memory.swappiness") {
+		t.Errorf("swappiness on v2: %v", err)
+	}
+}
+
+func mount(id int, fstype, root, point, opts string) *mountinfo.Info {
+	return &mountinfo.Info{ID: id, FSType: fstype, Root: root, Mountpoint: point, VFSOptions: opts}
+}
+
+func TestLayoutHybrid(t *testing.T) {
+	// This project's test host: v1 controllers (cpu and cpuacct apart),
+	// a controller-less cgroup2 at unified; LXC's payload cgroup.
+	mounts := []*mountinfo.Info{
+		mount(32, "cgroup", "/", "/sys/fs/cgroup/cpu", "rw,cpu"),
+		mount(35, "cgroup", "/", "/sys/fs/cgroup/memory", "rw,memory"),
+		mount(39, "cgroup", "/", "/sys/fs/cgroup/pids", "rw,pids"),
+		mount(40, "cgroup", "/", "/sys/fs/cgroup/systemd", "rw,name=systemd"),
+		mount(41, "cgroup2", "/", "/sys/fs/cgroup/unified", "rw"),
+	}
+	proc := "9:name=systemd:/lxc.payload.100\n8:pids:/lxc.payload.100\n4:memory:/lxc.payload.100\n2:cpuacct:/lxc.payload.100\n1:cpu:/lxc.payload.100\n0::/lxc.payload.100\n"
+	l, err := layoutOf(proc, mounts, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"cpu": "/sys/fs/cgroup/cpu/lxc.payload.100", "memory": "/sys/fs/cgroup/memory/lxc.payload.100", "pids": "/sys/fs/cgroup/pids/lxc.payload.100"}
+	if !reflect.DeepEqual(l.Dirs, want) || len(l.V2) != 0 {
+		t.Errorf("layout %+v, want dirs %v and no v2", l, want)
+	}
+}
+
+func TestLayoutUnified(t *testing.T) {
+	// PVE 8/9: pure cgroup v2, the CT's payload in lxc/<vmid>/ns.
+	mounts := []*mountinfo.Info{mount(30, "cgroup2", "/", "/sys/fs/cgroup", "rw,nsdelegate")}
+	l, err := layoutOf("0::/lxc/100/ns\n", mounts, func(dir string) string {
+		if dir != "/sys/fs/cgroup/lxc/100/ns" {
+			t.Errorf("controllers of %s read", dir)
+		}
+		return "cpuset cpu io memory hugetlb pids rdma misc\n"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"cpu", "memory", "pids", "hugetlb", "cpuset"} {
+		if l.Dirs[c] != "/sys/fs/cgroup/lxc/100/ns" || !l.V2[c] {
+			t.Errorf("%s: %q v2=%v", c, l.Dirs[c], l.V2[c])
+		}
+	}
+	// A mount whose root is not the hierarchy's (a cgroup namespace's
+	// view) and a path outside it.
+	mounts = []*mountinfo.Info{mount(30, "cgroup2", "/lxc", "/sys/fs/cgroup", "rw")}
+	l, _ = layoutOf("0::/lxc/100/ns\n", mounts, func(string) string { return "memory" })
+	if l.Dirs["memory"] != "/sys/fs/cgroup/100/ns" {
+		t.Errorf("mount root /lxc: %v", l.Dirs)
+	}
+	l, _ = layoutOf("0::/other\n", mounts, func(string) string { return "memory" })
+	if len(l.Dirs) != 0 {
+		t.Errorf("a path outside the mount: %v", l.Dirs)
+	}
+}
+
+// fakeFS replaces the package's file operations for a test; the cgroup
+// "file system" is a temp directory.
+func fakeFS(t *testing.T) {
+	t.Helper()
+	w, r, m, rm, k := writeFile, readFile, mkdir, rmdir, kill
+	t.Cleanup(func() { writeFile, readFile, mkdir, rmdir, kill = w, r, m, rm, k })
+}
+
+func TestPlanApplyV1(t *testing.T) {
+	fakeFS(t)
+	root := t.TempDir()
+	l := &Layout{Dirs: map[string]string{}, V2: map[string]bool{}}
+	for _, c := range []string{"cpu", "memory", "pids"} {
+		d := filepath.Join(root, c, "lxc.payload.100")
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		l.Dirs[c] = d
+	}
+	if err := os.WriteFile(filepath.Join(l.Dirs["memory"], "memory.memsw.limit_in_bytes"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := NewPlan(l, "nexcage-c1", criResources())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDirs := []string{filepath.Join(root, "memory/lxc.payload.100/nexcage-c1"), filepath.Join(root, "cpu/lxc.payload.100/nexcage-c1"), filepath.Join(root, "pids/lxc.payload.100/nexcage-c1")}
+	if !reflect.DeepEqual(p.Dirs, wantDirs) {
+		t.Fatalf("dirs %v, want %v", p.Dirs, wantDirs)
+	}
+	if err := p.Apply(4242); err != nil {
+		t.Fatal(err)
+	}
+	for f, want := range map[string]string{
+		"memory/lxc.payload.100/nexcage-c1/memory.limit_in_bytes":       "67108864",
+		"memory/lxc.payload.100/nexcage-c1/memory.memsw.limit_in_bytes": "67108864",
+		"memory/lxc.payload.100/nexcage-c1/cgroup.procs":                "4242",
+		"cpu/lxc.payload.100/nexcage-c1/cpu.shares":                     "512",
+		"cpu/lxc.payload.100/nexcage-c1/cpu.cfs_quota_us":               "50000",
+		"cpu/lxc.payload.100/nexcage-c1/cpu.cfs_period_us":              "100000",
+		"cpu/lxc.payload.100/nexcage-c1/cgroup.procs":                   "4242",
+		"pids/lxc.payload.100/nexcage-c1/pids.max":                      "100",
+	} {
+		got, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil || string(got) != want {
+			t.Errorf("%s = %q, %v; want %q", f, got, err, want)
+		}
+	}
+	// A controller the parent does not have is refused by name.
+	if _, err := NewPlan(l, "x", &specs.LinuxResources{HugepageLimits: []specs.LinuxHugepageLimit{{Pagesize: "2MB"}}}); !isUnsupported(err, "hugetlb") {
+		t.Errorf("no hugetlb: %v", err)
+	}
+	// A cgroup at a hierarchy's root is no parent's own.
+	if _, err := NewPlan(&Layout{Dirs: map[string]string{"memory": "/"}, V2: map[string]bool{}}, "x", criResources()); err == nil {
+		t.Error("a root cgroup as parent accepted")
+	}
+	if _, err := NewPlan(l, "../x", criResources()); err == nil {
+		t.Error("a name with a slash accepted")
+	}
+	// Nothing set: no cgroup at all.
+	if p, err := NewPlan(l, "y", &specs.LinuxResources{}); err != nil || len(p.Dirs) != 0 {
+		t.Errorf("empty resources: %v, %v", p.Dirs, err)
+	}
+}
+
+// TestPlanApplyV2MakesRoom: the parent (the CT's payload cgroup) holds
+// the CT's init, so enabling controllers for its children fails with
+// EBUSY until its processes are in the leaf.
+func TestPlanApplyV2MakesRoom(t *testing.T) {
+	fakeFS(t)
+	parent := filepath.Join(t.TempDir(), "lxc/100/ns")
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	procs := []string{"10", "11"}
+	var moved []string
+	realWrite := writeFile
+	writeFile = func(p, v string) error {
+		switch {
+		case p == filepath.Join(parent, "cgroup.subtree_control"):
+			if len(procs) > 0 {
+				return unix.EBUSY
+			}
+			if v != "+memory +cpu +pids" {
+				t.Errorf("subtree_control %q", v)
+			}
+		case p == filepath.Join(parent, LeafName, "cgroup.procs"):
+			moved = append(moved, v)
+			procs = slices.DeleteFunc(procs, func(s string) bool { return s == v })
+			if v == "10" && len(moved) == 1 {
+				procs = append(procs, "12") // a fork racing the move
+			}
+			return nil
+		}
+		return realWrite(p, v)
+	}
+	readFile = func(p string) ([]byte, error) {
+		if p == filepath.Join(parent, "cgroup.procs") {
+			return []byte(strings.Join(procs, "\n")), nil
+		}
+		return os.ReadFile(p)
+	}
+	l := &Layout{Dirs: map[string]string{"cpu": parent, "memory": parent, "pids": parent}, V2: map[string]bool{"cpu": true, "memory": true, "pids": true}}
+	p, err := NewPlan(l, "nexcage-c1", criResources())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(p.Dirs, []string{filepath.Join(parent, "nexcage-c1")}) {
+		t.Fatalf("dirs %v", p.Dirs)
+	}
+	if err := p.Apply(4242); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(moved, []string{"10", "11", "12"}) {
+		t.Errorf("moved into the leaf: %v", moved)
+	}
+	for f, want := range map[string]string{"memory.max": "67108864", "cpu.weight": "59", "cpu.max": "50000 100000", "pids.max": "100", "cgroup.procs": "4242"} {
+		got, err := os.ReadFile(filepath.Join(parent, "nexcage-c1", f))
+		if err != nil || string(got) != want {
+			t.Errorf("%s = %q, %v; want %q", f, got, err, want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(parent, "nexcage-c1", "memory.swap.max")); err == nil {
+		t.Error("memory.swap.max written for swap = memory without the file in the parent")
+	}
+}
+
+// TestRemoveKillsAndPolls is the cleanup path: a cgroup with processes
+// left is emptied (cgroup.kill, or SIGKILL per process on v1) and
+// removed; one already gone is no error.
+func TestRemoveKillsAndPolls(t *testing.T) {
+	fakeFS(t)
+	root := t.TempDir()
+	v1, v2, gone := filepath.Join(root, "v1"), filepath.Join(root, "v2"), filepath.Join(root, "gone")
+	for _, d := range []string{v1, v2} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pids := map[string][]int{v1: {101, 102}, v2: {201}}
+	var killed []int
+	kill = func(pid int, sig syscall.Signal) error {
+		if sig != syscall.SIGKILL {
+			t.Errorf("signal %v", sig)
+		}
+		killed = append(killed, pid)
+		for d := range pids {
+			pids[d] = slices.DeleteFunc(pids[d], func(p int) bool { return p == pid })
+		}
+		return nil
+	}
+	writeFile = func(p, v string) error {
+		if p == filepath.Join(v2, "cgroup.kill") && v == "1" {
+			pids[v2] = nil
+			return nil
+		}
+		return os.ErrNotExist // v1 has no cgroup.kill
+	}
+	readFile = func(p string) ([]byte, error) {
+		var s []string
+		for _, pid := range pids[filepath.Dir(p)] {
+			s = append(s, strconv.Itoa(pid))
+		}
+		return []byte(strings.Join(s, "\n")), nil
+	}
+	rmdir = func(p string) error {
+		if len(pids[p]) > 0 {
+			return unix.EBUSY
+		}
+		return os.Remove(p)
+	}
+	if err := Remove([]string{v1, v2, gone}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(killed)
+	if !reflect.DeepEqual(killed, []int{101, 102}) {
+		t.Errorf("killed %v", killed)
+	}
+	for _, d := range []string{v1, v2} {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left: %v", d, err)
+		}
+	}
+	// A process that never leaves: an error naming it, not a hang.
+	stuck := filepath.Join(root, "stuck")
+	pids[stuck] = []int{301}
+	kill = func(int, syscall.Signal) error { return nil }
+	if err := Remove([]string{stuck}, 50*time.Millisecond); err == nil || !strings.Contains(err.Error(), "301") {
+		t.Errorf("stuck cgroup: %v", err)
+	}
+}
+
+func TestIsCgroupDir(t *testing.T) {
+	if IsCgroupDir(t.TempDir()) {
+		t.Error("a temp dir taken for a cgroup")
+	}
+	// Every test host mounts some cgroup hierarchy (this project's: v1
+	// and a unified cgroup2; PVE's: cgroup2 at /sys/fs/cgroup).
+	ms, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("cgroup", "cgroup2"))
+	if err != nil || len(ms) == 0 {
+		t.Fatalf("no cgroup mount on the test host: %v", err)
+	}
+	for _, m := range ms {
+		if !IsCgroupDir(m.Mountpoint) {
+			t.Errorf("%s (%s) not taken for a cgroup", m.Mountpoint, m.FSType)
+		}
+	}
+}
