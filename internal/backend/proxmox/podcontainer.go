@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -22,6 +23,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/nexcage/nexcage/internal/cgroups"
 	"github.com/nexcage/nexcage/internal/config"
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/inithelper"
@@ -52,6 +54,9 @@ const (
 	DataPodProc      = "pod_proc"       // host pid of the container's process
 	DataPodProcStart = "pod_proc_start" // its start time
 	DataPodNSPid     = "pod_nspid"      // its pid in the CT
+	// DataPodCgroups: the container's own cgroups (a JSON list of host
+	// directories, children of the CT's), recorded before they are made.
+	DataPodCgroups = "pod_cgroups"
 )
 
 // Files in a pod container's directory: the exec fifo, and the process
@@ -297,6 +302,10 @@ func (b *Backend) createPodContainer(ctx context.Context, c *state.Container, p 
 		return errs.New(errs.KindBackend, "container %s: cannot read the bounding set of the pod's CT %d", c.ID, vmid)
 	}
 	proc.ContainerBounding = bnd
+	limits, err := b.podLimits(c.ID, p, vmid, initPid, spec)
+	if err != nil {
+		return err
+	}
 	rootfs := spec.Root.Path
 	if !filepath.IsAbs(rootfs) {
 		rootfs = filepath.Join(opts.Bundle, rootfs)
@@ -312,6 +321,12 @@ func (b *Backend) createPodContainer(ctx context.Context, c *state.Container, p 
 	_, _ = rand.Read(r)
 	dir := filepath.Join(base, "pod-"+SanitizeHostname(c.ID)+"-"+hex.EncodeToString(r))
 	c.Data[DataPodCT], c.Data[DataPodSandbox], c.Data[DataPodDir] = strconv.Itoa(vmid), spec.Annotations[config.AnnotationSandboxID], dir
+	if len(limits.Dirs) > 0 {
+		// Recorded before they exist, so that a delete after an
+		// interrupted create finds them.
+		dirs, _ := json.Marshal(limits.Dirs)
+		c.Data[DataPodCgroups] = string(dirs)
+	}
 	if opts.Checkpoint != nil {
 		if err := opts.Checkpoint(c); err != nil {
 			return err
@@ -330,7 +345,9 @@ func (b *Backend) createPodContainer(ctx context.Context, c *state.Container, p 
 				_ = started.Process.Kill()
 				_, _ = started.Process.Wait()
 			}
-			b.cleanupPodContainer(c)
+			if cerr := b.cleanupPodContainer(c); cerr != nil {
+				b.log.Warn("cannot clean up after a failed create", "id", c.ID, "err", cerr)
+			}
 		}
 	}()
 	if err := shiftRootfs(rootfs, uids, gids); err != nil {
@@ -433,6 +450,11 @@ func (b *Backend) createPodContainer(ctx context.Context, c *state.Container, p 
 	hp, nspid, err := podHelperPid(cmd.Process.Pid)
 	if err != nil {
 		return errs.Wrap(errs.KindBackend, err, "container %s: cannot find its process in the pod's CT %d", c.ID, vmid)
+	}
+	// The helper waits on the exec fifo: moved now, the process it
+	// becomes and all its children are under the container's limits.
+	if err := limits.Apply(hp); err != nil {
+		return errs.Wrap(errs.KindBackend, err, "container %s: cannot apply its resource limits (linux.resources) in the pod's CT %d", c.ID, vmid)
 	}
 	c.Pid = cmd.Process.Pid
 	if st, ok := procfs.StartTime(c.Pid); ok {
@@ -588,19 +610,93 @@ func (b *Backend) deletePodContainer(c *state.Container, force bool) error {
 		}
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	b.cleanupPodContainer(c)
+	if err := b.cleanupPodContainer(c); err != nil {
+		return err
+	}
 	c.Status, c.Pid = state.Stopped, 0
 	return nil
 }
 
-func (b *Backend) cleanupPodContainer(c *state.Container) {
+func (b *Backend) cleanupPodContainer(c *state.Container) error {
 	dir := c.Data[DataPodDir]
-	if dir == "" || filepath.Dir(dir) != b.helperBase() || !strings.HasPrefix(filepath.Base(dir), "pod-") {
-		return
+	if dir != "" && filepath.Dir(dir) == b.helperBase() && strings.HasPrefix(filepath.Base(dir), "pod-") {
+		if err := os.RemoveAll(dir); err != nil {
+			b.log.Warn("cannot remove the pod container's directory", "id", c.ID, "dir", dir, "err", err)
+		}
 	}
-	if err := os.RemoveAll(dir); err != nil {
-		b.log.Warn("cannot remove the pod container's directory", "id", c.ID, "dir", dir, "err", err)
+	return removePodCgroups(c, podCgroupTimeout)
+}
+
+// podCgroupTimeout bounds the wait for a pod container's cgroups to
+// empty once its processes are killed.
+const podCgroupTimeout = 10 * time.Second
+
+// podCgroupName is the name of an app container's cgroup below the CT's
+// (a cgroup name has at most 255 bytes; an id at most 250).
+func podCgroupName(id string) string {
+	if len(id) > 200 {
+		sum := sha256.Sum256([]byte(id))
+		return "nexcage-" + hex.EncodeToString(sum[:16])
 	}
+	return "nexcage-" + id
+}
+
+// podLimits plans the container's own cgroups (internal/cgroups): a
+// child of the CT's cgroup, found from the CT init's /proc/<pid>/cgroup
+// on the host, with the bundle's linux.resources. What cannot be applied
+// is refused here, before anything is made.
+func (b *Backend) podLimits(id string, p *podInfo, vmid, initPid int, spec *specs.Spec) (*cgroups.Plan, error) {
+	var r *specs.LinuxResources
+	if spec.Linux != nil {
+		r = spec.Linux.Resources
+	}
+	layout, err := cgroups.Find(initPid)
+	if err != nil {
+		return nil, errs.Wrap(errs.KindBackend, err, "container %s: cannot find the cgroups of the pod's CT %d", id, vmid)
+	}
+	plan, err := cgroups.NewPlan(layout, podCgroupName(id), r)
+	var u *cgroups.Unsupported
+	switch {
+	case errors.As(err, &u):
+		return nil, p.refuse(id, "its resources cannot be applied inside the pod's CT %d: %s", vmid, u.Error())
+	case err != nil:
+		return nil, errs.Wrap(errs.KindBackend, err, "container %s: cannot apply its resource limits in the pod's CT %d", id, vmid)
+	}
+	return plan, nil
+}
+
+// removePodCgroups removes the container's cgroups, killing what is
+// left in them (orphans the CT's init adopted included). Only
+// directories on a cgroup file system named for this container are
+// touched, whatever the state file says.
+func removePodCgroups(c *state.Container, timeout time.Duration) error {
+	raw := c.Data[DataPodCgroups]
+	if raw == "" {
+		return nil
+	}
+	var dirs []string
+	if err := json.Unmarshal([]byte(raw), &dirs); err != nil {
+		return errs.Wrap(errs.KindState, err, "container %s: its recorded cgroups (%s) are unreadable", c.ID, DataPodCgroups)
+	}
+	var ok []string
+	for _, d := range dirs {
+		if !filepath.IsAbs(d) || filepath.Clean(d) != d || filepath.Base(d) != podCgroupName(c.ID) {
+			return errs.New(errs.KindState, "container %s: its recorded cgroup %q is not one nexcage makes", c.ID, d)
+		}
+		if _, err := os.Lstat(filepath.Dir(d)); errors.Is(err, fs.ErrNotExist) {
+			continue // the CT's cgroup is gone, and ours with it
+		}
+		if !cgroups.IsCgroupDir(filepath.Dir(d)) {
+			return errs.New(errs.KindState, "container %s: its recorded cgroup %q is not on a cgroup file system", c.ID, d)
+		}
+		ok = append(ok, d)
+	}
+	if err := cgroups.Remove(ok, timeout); err != nil {
+		return errs.Wrap(errs.KindBackend, err, "container %s: cannot remove its cgroups", c.ID).
+			WithHint("run `nexcage delete --force %s` again once its processes have exited", c.ID)
+	}
+	delete(c.Data, DataPodCgroups)
+	return nil
 }
 
 // podExec runs a process in a pod's app container: lxc-attach into the
