@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -42,6 +43,17 @@ func TestContainerdProxmoxCRIPodLimits(t *testing.T) {
 		n.mustCrictl("start", id)
 		var cs criContainerStatus
 		n.inspect("inspect", id, &cs)
+		var spec struct {
+			Info struct {
+				RuntimeSpec struct {
+					Linux struct {
+						Resources json.RawMessage `json:"resources"`
+					} `json:"linux"`
+				} `json:"runtimeSpec"`
+			} `json:"info"`
+		}
+		n.inspect("inspect", id, &spec)
+		t.Logf("container %s: containerd's linux.resources: %s", name, spec.Info.RuntimeSpec.Linux.Resources)
 		if cs.Status.State != "CONTAINER_RUNNING" || cs.Info.Pid == 0 {
 			t.Fatalf("container %s: state %q pid %d", name, cs.Status.State, cs.Info.Pid)
 		}
@@ -85,6 +97,10 @@ func TestContainerdProxmoxCRIPodLimits(t *testing.T) {
 			want["cpu.cfs_quota_us"] = strconv.FormatInt(l.quota, 10)
 			want["cpu.cfs_period_us"] = strconv.FormatInt(l.period, 10)
 			want["cpu.shares"] = strconv.FormatInt(l.shares, 10)
+			// containerd sets swap = memory (none) where swap is accounted.
+			if _, err := os.Stat(filepath.Join(dirs["memory"], "memory.memsw.limit_in_bytes")); err == nil {
+				want["memory.memsw.limit_in_bytes"] = strconv.FormatInt(l.mem, 10)
+			}
 		}
 		for f, v := range want {
 			d := dirs[strings.SplitN(f, ".", 2)[0]]
