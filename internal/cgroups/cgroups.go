@@ -492,6 +492,17 @@ func (p *Plan) Apply(pid int) error {
 	return nil
 }
 
+// Join moves pid (all its threads) into the existing cgroups dirs, as
+// Apply does for the plan's first process.
+func Join(dirs []string, pid int) error {
+	for _, d := range dirs {
+		if err := writeProc(filepath.Join(d, "cgroup.procs"), pid); err != nil {
+			return fmt.Errorf("cannot move process %d into %s: %w", pid, d, err)
+		}
+	}
+	return nil
+}
+
 // writeProc writes pid to a cgroup.procs file. EINVAL can mean a task
 // still being created (runc retries likewise); polled a few times.
 func writeProc(file string, pid int) error {

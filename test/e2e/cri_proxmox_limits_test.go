@@ -113,6 +113,10 @@ func TestContainerdProxmoxCRIPodLimits(t *testing.T) {
 	}
 	dirsA := check("alpha", idA, pidA, a)
 	dirsB := check("beta", idB, pidB, b)
+	// An exec'd process is in the container's cgroups too (as with runc).
+	if r := n.crictl("exec", idA, "cat", "/proc/self/cgroup"); r.Code != 0 || !strings.Contains(r.Stdout, "/nexcage-"+idA+"\n") {
+		t.Errorf("the cgroups of a process exec'd in alpha: %s", r)
+	}
 	// Siblings below the same cgroup: the CT's.
 	if filepath.Dir(dirsA["memory"]) != filepath.Dir(dirsB["memory"]) || filepath.Dir(dirsA["memory"]) == "/sys/fs/cgroup/memory" {
 		t.Errorf("the containers' memory cgroups %s and %s are not siblings below the CT's", dirsA["memory"], dirsB["memory"])

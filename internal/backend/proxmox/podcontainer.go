@@ -479,6 +479,16 @@ func (b *Backend) createPodContainer(ctx context.Context, c *state.Container, p 
 // podHelperPid finds the pod-run helper below lxc-attach's pid (its
 // child or grandchild) and its pid in the CT.
 func podHelperPid(attach int) (int, int, error) {
+	hp, err := helperBelow(attach, inithelper.PodRunVerb)
+	if err != nil {
+		return 0, 0, err
+	}
+	ns, err := nsPid(hp)
+	return hp, ns, err
+}
+
+// helperBelow finds the helper running verb below lxc-attach's pid.
+func helperBelow(attach int, verb string) (int, error) {
 	queue := []int{attach}
 	for depth := 0; depth < 4 && len(queue) > 0; depth++ {
 		var next []int
@@ -487,16 +497,17 @@ func podHelperPid(attach int) (int, int, error) {
 			for _, f := range strings.Fields(string(data)) {
 				child, _ := strconv.Atoi(f)
 				cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", child))
-				if strings.Contains(string(cmd), inithelper.PodRunVerb) {
-					ns, err := nsPid(child)
-					return child, ns, err
+				// The helper itself, not lxc-attach's intermediate child
+				// (whose arguments name it too).
+				if args := strings.Split(string(cmd), "\x00"); len(args) >= 2 && args[0] == inithelper.Binary && args[1] == verb {
+					return child, nil
 				}
 				next = append(next, child)
 			}
 		}
 		queue = next
 	}
-	return 0, 0, fmt.Errorf("no pod-run helper below lxc-attach (pid %d)", attach)
+	return 0, fmt.Errorf("no %s helper below lxc-attach (pid %d)", verb, attach)
 }
 
 // nsPid is pid's pid in its own (innermost) pid namespace.
@@ -665,31 +676,42 @@ func (b *Backend) podLimits(id string, p *podInfo, vmid, initPid int, spec *spec
 	return plan, nil
 }
 
-// removePodCgroups removes the container's cgroups, killing what is
-// left in them (orphans the CT's init adopted included). Only
+// podCgroupDirs are the container's recorded cgroups that exist (a
+// cgroup whose parent, the CT's, is gone went with it). Only
 // directories on a cgroup file system named for this container are
-// touched, whatever the state file says.
-func removePodCgroups(c *state.Container, timeout time.Duration) error {
+// given, whatever the state file says.
+func podCgroupDirs(c *state.Container) ([]string, error) {
 	raw := c.Data[DataPodCgroups]
 	if raw == "" {
-		return nil
+		return nil, nil
 	}
 	var dirs []string
 	if err := json.Unmarshal([]byte(raw), &dirs); err != nil {
-		return errs.Wrap(errs.KindState, err, "container %s: its recorded cgroups (%s) are unreadable", c.ID, DataPodCgroups)
+		return nil, errs.Wrap(errs.KindState, err, "container %s: its recorded cgroups (%s) are unreadable", c.ID, DataPodCgroups)
 	}
 	var ok []string
 	for _, d := range dirs {
 		if !filepath.IsAbs(d) || filepath.Clean(d) != d || filepath.Base(d) != podCgroupName(c.ID) {
-			return errs.New(errs.KindState, "container %s: its recorded cgroup %q is not one nexcage makes", c.ID, d)
+			return nil, errs.New(errs.KindState, "container %s: its recorded cgroup %q is not one nexcage makes", c.ID, d)
 		}
 		if _, err := os.Lstat(filepath.Dir(d)); errors.Is(err, fs.ErrNotExist) {
-			continue // the CT's cgroup is gone, and ours with it
+			continue
 		}
 		if !cgroups.IsCgroupDir(filepath.Dir(d)) {
-			return errs.New(errs.KindState, "container %s: its recorded cgroup %q is not on a cgroup file system", c.ID, d)
+			return nil, errs.New(errs.KindState, "container %s: its recorded cgroup %q is not on a cgroup file system", c.ID, d)
 		}
 		ok = append(ok, d)
+	}
+	return ok, nil
+}
+
+// removePodCgroups removes the container's cgroups, killing what is
+// left in them (orphans the CT's init adopted included); see
+// podCgroupDirs for which directories it touches.
+func removePodCgroups(c *state.Container, timeout time.Duration) error {
+	ok, err := podCgroupDirs(c)
+	if err != nil {
+		return err
 	}
 	if err := cgroups.Remove(ok, timeout); err != nil {
 		return errs.Wrap(errs.KindBackend, err, "container %s: cannot remove its cgroups", c.ID).
@@ -711,7 +733,37 @@ func (b *Backend) podExec(c *state.Container, f *execFlags, stdio runtime.Stdio)
 		return 0, err
 	}
 	p.MountNSPid, _ = strconv.Atoi(c.Data[DataPodNSPid])
-	return b.attachExec(c, c.Data[DataPodCT], f, p, stdio)
+	dirs, err := podCgroupDirs(c)
+	if err != nil {
+		return 0, err
+	}
+	var join func(int) error
+	if len(dirs) > 0 {
+		// As with runc, an exec'd process is in the container's cgroups
+		// (under its limits), not only in the CT's.
+		join = func(helper int) error { return cgroups.Join(dirs, helper) }
+	}
+	return b.attachExec(c, c.Data[DataPodCT], f, p, stdio, join)
+}
+
+// joinExecHelper finds the exec helper below lxc-attach (cmd) and gives
+// its pid to join. lxc-attach exiting first (it failed) is no error
+// here: its status says why.
+func joinExecHelper(cmd *exec.Cmd, timeout time.Duration, join func(int) error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		hp, err := helperBelow(cmd.Process.Pid, inithelper.ExecVerb)
+		if err == nil {
+			return join(hp)
+		}
+		if _, alive := procfs.StartTime(cmd.Process.Pid); !alive {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no exec helper below lxc-attach (pid %d) after %s", cmd.Process.Pid, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // stopPodContainer sends SIGTERM, then SIGKILL after timeoutSec.

@@ -651,12 +651,15 @@ func (b *Backend) exec(ctx context.Context, c *state.Container, args []string, s
 		return 0, err
 	}
 	p.ContainerBounding = c.Data[DataCapBnd]
-	return b.attachExec(c, strconv.Itoa(vmid), f, p, stdio)
+	return b.attachExec(c, strconv.Itoa(vmid), f, p, stdio, nil)
 }
 
 // attachExec runs the exec helper with p in the CT vmid through
-// lxc-attach.
-func (b *Backend) attachExec(c *state.Container, vmid string, f *execFlags, p *inithelper.Process, stdio runtime.Stdio) (int, error) {
+// lxc-attach. join, when not nil, is given the exec helper's host pid
+// before the helper has its process (it reads it from a pipe until end
+// of file), so that what join does (a pod container's cgroups) holds
+// for the process and all its children.
+func (b *Backend) attachExec(c *state.Container, vmid string, f *execFlags, p *inithelper.Process, stdio runtime.Stdio, join func(helper int) error) (int, error) {
 	pj, _ := json.Marshal(p)
 	// The process (its environment may hold secrets) goes to the exec
 	// helper through a pipe on descriptor inithelper.ExecFD, never on
@@ -692,6 +695,13 @@ func (b *Backend) attachExec(c *state.Container, vmid string, f *execFlags, p *i
 	_ = rd.Close()
 	if err != nil {
 		return 0, errs.Wrap(errs.KindBackend, err, "exec in container %s: cannot run lxc-attach", c.ID)
+	}
+	if join != nil {
+		if err := joinExecHelper(cmd, b.PidTimeout, join); err != nil {
+			_ = cmd.Process.Kill()
+			_, _ = cmd.Process.Wait()
+			return 0, errs.Wrap(errs.KindBackend, err, "exec in container %s", c.ID)
+		}
 	}
 	// A write error means lxc-attach or the helper failed before reading:
 	// their own message and status say why.
