@@ -584,15 +584,27 @@ func Remove(dirs []string, timeout time.Duration) error {
 	return errors.Join(errs...)
 }
 
+// Procs lists the processes in the cgroups dirs (host pids: the caller
+// is in the host's pid namespace).
+func Procs(dirs []string) []int {
+	var out []int
+	for _, d := range dirs {
+		data, _ := readFile(filepath.Join(d, "cgroup.procs"))
+		for _, f := range strings.Fields(string(data)) {
+			if pid, err := strconv.Atoi(f); err == nil && pid > 0 && !slices.Contains(out, pid) {
+				out = append(out, pid)
+			}
+		}
+	}
+	return out
+}
+
 func killAll(dir string) {
 	if err := writeFile(filepath.Join(dir, "cgroup.kill"), "1"); err == nil {
 		return
 	}
-	procs, _ := readFile(filepath.Join(dir, "cgroup.procs"))
-	for _, f := range strings.Fields(string(procs)) {
-		if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
-			_ = kill(pid, syscall.SIGKILL)
-		}
+	for _, pid := range Procs([]string{dir}) {
+		_ = kill(pid, syscall.SIGKILL)
 	}
 }
 

@@ -575,6 +575,19 @@ func (b *Backend) refreshPodContainer(c *state.Container) {
 // descendants).
 func (b *Backend) killPodContainer(c *state.Container, sig syscall.Signal, all bool) error {
 	pid, ok := podProcAlive(c)
+	if all {
+		// Every process of its cgroups as well (orphans the CT's init
+		// adopted): as runc, also once the main process has exited,
+		// which is when containerd asks.
+		dirs, _ := podCgroupDirs(c)
+		members := cgroups.Procs(dirs)
+		for _, p := range members {
+			_ = syscall.Kill(p, sig)
+		}
+		if !ok && len(members) > 0 {
+			return nil
+		}
+	}
 	if !ok {
 		return errs.New(errs.KindState, "container %s: container not running", c.ID)
 	}
