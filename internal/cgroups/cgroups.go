@@ -218,6 +218,7 @@ func Writes(r *specs.LinuxResources, v2 func(controller string) bool, has func(c
 	add := func(c, f, v string) { out = append(out, Write{c, f, v}) }
 	if m := r.Memory; m != nil {
 		switch {
+		//lint:ignore SA1019 the deprecated field is refused, so it must be read
 		case m.Kernel != nil || m.KernelTCP != nil:
 			return nil, unsupported("linux.resources.memory.kernel", "kernel memory limits are obsolete (Linux 5.4) and not applied")
 		case m.DisableOOMKiller != nil && *m.DisableOOMKiller:

@@ -148,7 +148,7 @@ func isUnsupported(err error, field string) bool {
 func TestWritesRefuses(t *testing.T) {
 	w := uint16(500)
 	for field, r := range map[string]*specs.LinuxResources{
-		"linux.resources.memory.kernel":           {Memory: &specs.LinuxMemory{Kernel: i64(1 << 20)}},
+		"linux.resources.memory.kernel":           {Memory: &specs.LinuxMemory{Kernel: i64(1 << 20)}}, //lint:ignore SA1019 the deprecated field is refused
 		"linux.resources.memory.disableOOMKiller": {Memory: &specs.LinuxMemory{DisableOOMKiller: boolp(true)}},
 		"linux.resources.cpu.realtimeRuntime":     {CPU: &specs.LinuxCPU{RealtimeRuntime: i64(1000)}},
 		"linux.resources.blockIO":                 {BlockIO: &specs.LinuxBlockIO{Weight: &w}},
