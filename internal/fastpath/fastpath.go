@@ -3,23 +3,22 @@
 // nothing heavy, so that its start-up costs about a Go hello world.
 //
 // For such a container each verb is decided from the command line, the
-// container's record (<root>/<id>/state.json: which runtime, whatever
-// --runtime or the routing rules said at create) or, without one, the
-// routing rules and the runtime's own state directory
-// (state.Store.RuntimeDir), and then:
+// container's record (<root>/<id>/state.json, which only a create by the
+// full CLI writes: which runtime) or, without one, the runtime's own state
+// directory (state.Store.RuntimeDir) and, for create, the routing rules,
+// and then:
 //
-//   - start, kill, delete and the passthrough verbs (exec, ps, pause,
-//     resume, events, update) become the runtime (execve) with the
+//   - create, start, kill, delete and the passthrough verbs (exec, ps,
+//     pause, resume, events, update) become the runtime (execve) with the
 //     translated argv: its exit status, output, signals and pid file are
-//     the caller's, with no copy and no wait. delete removes the record
-//     first (forget before the runtime acts; a runtime that then refuses
-//     leaves a container without a record, which every verb still finds
-//     by its state directory);
-//   - create validates the bundle as the full CLI does (bundle.Load),
-//     writes the record first (persist before the runtime acquires
-//     anything: a crash at any point leaves a record `delete --force`
-//     finds), then runs the runtime as its only child and waits, so that a
-//     failure or SIGINT/SIGTERM is undone and reported as before;
+//     the caller's, with no copy and no wait. create reads of the bundle
+//     only what routing needs and writes nothing: what nexcage knows of
+//     the container afterwards is derived from the runtime's state
+//     directory, so a crash at any point leaves only what the runtime
+//     left, which `delete --force` finds there. delete removes a record,
+//     if there is one, first (forget before the runtime acts; a runtime
+//     that then refuses leaves a container without a record, which every
+//     verb still finds by its state directory);
 //   - state is read from the runtime's state directory (ocirun.ReadState):
 //     starting runc just to print it would cost more than nexcage.
 //
@@ -33,23 +32,17 @@ package fastpath
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"io"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
 	goruntime "runtime"
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/nexcage/nexcage/internal/backend/ocirun"
-	"github.com/nexcage/nexcage/internal/bundle"
 	"github.com/nexcage/nexcage/internal/config"
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/logging"
@@ -70,10 +63,10 @@ var runtimes = []string{config.BackendRunc, config.BackendCrun}
 var execve = syscall.Exec
 
 // Try carries out argv (without the program name) when it is a verb on a
-// runc/crun-routed container whose outcome is the runtime's own. For
-// start, kill, delete and the passthrough verbs it does not return then:
-// the process becomes the runtime. create and state return their exit
-// status with handled set. handled is false when the full CLI must
+// runc/crun-routed container whose outcome is the runtime's own. Every
+// verb but state does not return then: the process becomes the runtime.
+// state, and a create that failed before the runtime ran, return their
+// exit status with handled set. handled is false when the full CLI must
 // handle argv (nothing was changed then).
 func Try(argv []string) (code int, handled bool) {
 	c, ok := parse(argv)
@@ -94,7 +87,7 @@ func Try(argv []string) (code int, handled bool) {
 			return 0, false
 		}
 	}
-	p.exec()
+	_ = p.exec()
 	return 0, false // exec failed: the full CLI reports it
 }
 
@@ -225,26 +218,44 @@ func (p *plan) check() bool {
 	return true // state and the passthrough verbs
 }
 
-// bundleSpec is what create keeps of the bundle.
+// bundleSpec is what create reads of the bundle.
 type bundleSpec struct {
-	OCIVersion  string
-	Annotations map[string]string
-	rootfs      string
+	OCIVersion  string            `json:"ociVersion"`
+	Annotations map[string]string `json:"annotations"`
+	Root        *struct {
+		Path string `json:"path"`
+	} `json:"root"`
 }
 
-// readBundle loads and validates the bundle as the full CLI does
-// (bundle.Load: every field nexcage checks, before any side effect, so
-// that a bad bundle gets nexcage's words and exit code, not the
-// runtime's). A bundle that fails, or that the full CLI would warn
-// about, goes to the full CLI, which reports it.
+// readBundle reads what routing needs of the bundle's config.json (its
+// annotations: a Kubernetes pod's identity, a pod container's sandbox)
+// and whether crun will take it (ociVersion). The runtime validates the
+// rest itself, in its own words; only the mistakes the full CLI explains
+// with a hint and its own exit code (no config.json, not JSON, no rootfs)
+// are handed to it. The bundle is the caller's: runc and crun read it from
+// the same path.
 func (p *plan) readBundle() bool {
-	b, err := bundle.Load(p.c.bundle)
-	if err != nil || len(b.Warnings) > 0 || b.Spec == nil {
+	f, err := os.Open(filepath.Join(p.c.bundle, "config.json"))
+	if err != nil {
 		return false
 	}
-	p.c.bundle, p.spec = b.Dir, bundleSpec{OCIVersion: b.Spec.Version, Annotations: b.Spec.Annotations, rootfs: b.Rootfs}
-	return true
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxBundleConfig+1))
+	if err != nil || len(data) > maxBundleConfig || json.Unmarshal(data, &p.spec) != nil ||
+		p.spec.Root == nil || p.spec.Root.Path == "" {
+		return false
+	}
+	rootfs := p.spec.Root.Path
+	if !filepath.IsAbs(rootfs) {
+		rootfs = filepath.Join(p.c.bundle, rootfs)
+	}
+	fi, err := os.Stat(rootfs)
+	return err == nil && fi.IsDir()
 }
+
+// maxBundleConfig bounds config.json as internal/bundle does
+// (bundle.MaxConfigSize; a larger one goes to the full CLI, which says so).
+const maxBundleConfig = 16 << 20
 
 // checkBundle tells whether crun will take the bundle: crun 1.8 refuses
 // a spec above 1.0.x, and the full CLI says what to do.
@@ -337,8 +348,8 @@ func (p *plan) globals(logPath, logFormat string) []string {
 }
 
 // exec becomes the runtime; it returns only on failure.
-func (p *plan) exec() {
-	_ = execve(p.bin, p.argv(p.c.g.log, p.c.g.logFormat), os.Environ())
+func (p *plan) exec() error {
+	return execve(p.bin, p.argv(p.c.g.log, p.c.g.logFormat), os.Environ())
 }
 
 // forget removes the record, under the id's lock, before delete becomes
@@ -371,121 +382,32 @@ func (p *plan) workaround() bool {
 	return p.name == config.BackendCrun && ocirun.HybridWithV2Controllers(ocirun.CgroupRoot)
 }
 
-// create records the container, then runs `<runtime> create` as its only
-// child with the caller's stdio and preserved fds, and waits: a failure
-// or an interrupt (SIGINT/SIGTERM) deletes what the runtime made and the
-// record, and is reported as the full CLI does (exit code by kind,
-// 128+n). crun's create on a hybrid cgroup host runs in a private mount
-// namespace without the cgroup2 mount (ocirun's hybrid.go), made in
-// process on this locked thread, which the child inherits.
+// create becomes the runtime's create (execve), as start does: the
+// runtime's exit status, output, pid file and signal handling are the
+// caller's, and a failed create leaves what a failed runtime create
+// leaves (runc and crun remove their own state). nexcage keeps no record
+// of a runc/crun container: every later verb finds the container in the
+// runtime's state directory (state.Store.RuntimeOwner), and state, list
+// and the rest read bundle, annotations and creation time from there
+// (ocirun.ReadState), so nothing of nexcage's own can be left behind by a
+// crash. crun's create on a hybrid cgroup host runs in a private mount
+// namespace without the cgroup2 mount (ocirun's hybrid.go), made on this
+// locked thread, from which the process becomes crun. It returns only on
+// failure.
 func (p *plan) create() (int, bool) {
-	ctx := context.Background()
-	id := p.c.id
-	l, err := p.store.Lock(ctx, id)
-	if err != nil {
-		return 0, false
-	}
-	// Another nexcage may have taken the id before the lock.
-	if exists, err := p.store.Exists(id); err != nil || exists {
-		_ = l.Unlock()
-		return 0, false
-	}
-	if owner, err := p.store.RuntimeOwner(id, runtimes...); err != nil || owner != "" {
-		_ = l.Unlock()
-		return 0, false
-	}
-	rec := &state.Container{ID: id, Status: state.Creating, Backend: p.name, Bundle: p.c.bundle, Rootfs: p.spec.rootfs,
-		OCIVersion: p.spec.OCIVersion, Annotations: p.spec.Annotations, Created: time.Now().UTC(), Nonce: newNonce()}
-	if err := p.store.Save(rec); err != nil {
-		_ = l.Unlock()
-		return 0, false
-	}
-	defer func() { _ = l.Unlock() }()
-	return p.report(p.runCreate(ctx))
-}
-
-// runCreate runs the runtime's create for create; the record exists and
-// the lock is held. On failure nothing but the record is left, which it
-// removes.
-func (p *plan) runCreate(ctx context.Context) error {
-	id := p.c.id
-	logPath, logFormat := p.c.g.log, p.c.g.logFormat
-	var offset int64
-	if logPath == "" {
-		// A private log in the record's directory (gone with it) tells
-		// why the runtime failed.
-		dir, _ := p.store.Dir(id)
-		f, err := os.CreateTemp(dir, ".log-*.json")
-		if err != nil {
-			return p.undo(errs.Wrap(errs.KindInternal, err, "cannot create a log file for %s", p.name))
-		}
-		_ = f.Close()
-		defer os.Remove(f.Name())
-		logPath, logFormat = f.Name(), "json"
-	} else if fi, err := os.Stat(logPath); err == nil {
-		offset = fi.Size()
-	}
 	if err := os.MkdirAll(p.rtRoot, 0o700); err != nil {
-		return p.undo(errs.Wrap(errs.KindInternal, err, "cannot create the %s state root", p.name))
+		return 0, false
 	}
-	argv := p.argv(logPath, logFormat)
-	cmd := exec.Command(p.bin, argv[1:]...)
-	cmd.Args[0] = argv[0]
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	for i := 0; i < p.c.preserveFDs; i++ {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, os.NewFile(uintptr(3+i), "preserved-fd-"+strconv.Itoa(3+i)))
-	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 	if p.workaround() {
-		// This thread stays locked until the process ends: it is never
-		// handed back to Go in the other mount namespace.
+		// The thread is never handed back to Go in the other mount
+		// namespace: it execs or the process exits.
 		goruntime.LockOSThread()
 		if err := ocirun.DetachCgroup2(); err != nil {
-			return p.undo(errs.Wrap(errs.KindBackend, err, "crun cgroup workaround for %s", id))
+			return p.report(errs.Wrap(errs.KindBackend, err, "crun cgroup workaround for %s", p.c.id))
 		}
 	}
-	if err := cmd.Start(); err != nil {
-		return p.undo(errs.Wrap(errs.KindBackend, err, "cannot run %s", p.bin))
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err == nil {
-			return nil
-		}
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			return p.undo(errs.Wrap(errs.KindBackend, err, "%s create", p.name))
-		}
-		msg := ocirun.LastLogError(logPath, offset)
-		if msg == "" {
-			msg = fmt.Sprintf("exit status %d", ee.ExitCode())
-		}
-		e := errs.Wrap(errs.KindBackend, errors.New(msg), "%s create %s", p.name, id)
-		if strings.Contains(msg, "hybrid mode not supported") {
-			e = e.WithHint("set runtimes.crun.cgroup_workaround to \"auto\" or \"always\" in the config")
-		}
-		return p.undo(e)
-	case s := <-sigs:
-		signal.Stop(sigs) // a second signal ends nexcage at once
-		_ = cmd.Process.Kill()
-		<-done
-		return p.undo(&runtime.Interrupted{Signal: s.(syscall.Signal)})
-	}
-}
-
-// undo deletes what the runtime may have made of a failed create and the
-// record, and returns err.
-func (p *plan) undo(err error) error {
-	del := append(p.globals(p.c.g.log, p.c.g.logFormat)[1:], "delete", "--force", p.c.id)
-	_ = exec.Command(p.bin, del...).Run()
-	if rerr := p.store.Remove(p.c.id); rerr != nil {
-		return errors.Join(err, rerr)
-	}
-	return err
+	err := p.exec()
+	return p.report(errs.Wrap(errs.KindBackend, err, "cannot run %s", p.bin))
 }
 
 // report prints err as the full CLI does ("nexcage: <message>" on
@@ -504,14 +426,6 @@ func (p *plan) report(err error) (int, bool) {
 	}
 	fmt.Fprintf(os.Stderr, "nexcage: %s\n", msg)
 	return runtime.ExitCode(err), true
-}
-
-// newNonce is a record's creation nonce (128 random bits, hex), as the
-// full CLI makes it.
-func newNonce() string {
-	r := make([]byte, 16)
-	_, _ = rand.Read(r)
-	return hex.EncodeToString(r)
 }
 
 // state prints the container's state as the full CLI does, read from

@@ -190,3 +190,68 @@ func TestStateReadsTheRuntimeStateDirectory(t *testing.T) {
 		t.Fatalf("state %+v", st)
 	}
 }
+
+// bundleDir writes a bundle whose config.json is cfg, with a rootfs
+// directory.
+func bundleDir(t *testing.T, cfg string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "rootfs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestCreateBecomesTheRuntime: create execs the runtime with create's
+// flags and writes nothing of nexcage's (issue 16); what the full CLI
+// must explain is handed to it.
+func TestCreateBecomesTheRuntime(t *testing.T) {
+	good := `{"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"args": ["true"]}}`
+	for _, tc := range []struct {
+		name, cfg string
+		want      bool // exec'd
+	}{
+		{"valid bundle", good, true},
+		{"not JSON", `{"ociVersion": `, false},
+		{"no root", `{"ociVersion": "1.0.2"}`, false},
+		{"missing rootfs", `{"ociVersion": "1.0.2", "root": {"path": "nope"}}`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			b := bundleDir(t, tc.cfg)
+			pid := filepath.Join(t.TempDir(), "pid")
+			handled, argv := w.try("create", "--bundle", b, "--pid-file", pid, "c9")
+			if !tc.want {
+				if handled || argv != nil {
+					t.Fatalf("taken: handled %v exec %q", handled, argv)
+				}
+				return
+			}
+			want := "true --root " + filepath.Join(w.root, "@runc") + " create --bundle " + b + " --pid-file " + pid + " c9"
+			if got := strings.Join(argv, " "); got != want {
+				t.Fatalf("exec'd %q, want %q", got, want)
+			}
+			entries, err := os.ReadDir(w.root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range entries {
+				if e.Name() != "@runc" {
+					t.Errorf("create left %s in the state root", e.Name())
+				}
+			}
+		})
+	}
+	t.Run("an id another runtime has", func(t *testing.T) {
+		w := newWorld(t)
+		if err := os.MkdirAll(filepath.Join(w.root, "@crun", "c9"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if handled, argv := w.try("create", "--bundle", bundleDir(t, good), "c9"); handled || argv != nil {
+			t.Fatalf("taken: handled %v exec %q", handled, argv)
+		}
+	})
+}
