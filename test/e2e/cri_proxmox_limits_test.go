@@ -117,6 +117,26 @@ func TestContainerdProxmoxCRIPodLimits(t *testing.T) {
 	if r := n.crictl("exec", idA, "cat", "/proc/self/cgroup"); r.Code != 0 || !strings.Contains(r.Stdout, "/nexcage-"+idA+"\n") {
 		t.Errorf("the cgroups of a process exec'd in alpha: %s", r)
 	}
+	// A process exec'd in the background outlives its exec and is
+	// orphaned (the CT's init adopts it): still the container's, in its
+	// cgroups, so `ps` lists it and rmp ends it.
+	n.mustCrictl("exec", idA, "sh", "-c", "sleep 100009 </dev/null >/dev/null 2>&1 &")
+	var orphan int
+	Eventually(t, 30*time.Second, "the orphan in alpha's cgroup", func() bool {
+		procs, _ := os.ReadFile(filepath.Join(dirsA["memory"], "cgroup.procs"))
+		for _, f := range strings.Fields(string(procs)) {
+			p, _ := strconv.Atoi(f)
+			if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p)); string(cmd) == "sleep\x00100009\x00" {
+				orphan = p
+			}
+		}
+		return orphan != 0
+	})
+	nx := &Nexcage{T: t, Bin: NexcageBin(t), Globals: []string{"--root", n.handlers["proxmox"]}, Env: append([]string{"NEXCAGE_CONFIG=" + e.config}, e.env...)}
+	var listed []int
+	if err := json.Unmarshal([]byte(nx.Must("ps", "--format", "json", idA).Stdout), &listed); err != nil || !slices.Contains(listed, orphan) || !slices.Contains(listed, pidA) {
+		t.Errorf("nexcage ps %s: %v (%v), want its process %d and the orphan %d", idA, listed, err, pidA, orphan)
+	}
 	// Siblings below the same cgroup: the CT's.
 	if filepath.Dir(dirsA["memory"]) != filepath.Dir(dirsB["memory"]) || filepath.Dir(dirsA["memory"]) == "/sys/fs/cgroup/memory" {
 		t.Errorf("the containers' memory cgroups %s and %s are not siblings below the CT's", dirsA["memory"], dirsB["memory"])
@@ -175,6 +195,9 @@ func TestContainerdProxmoxCRIPodLimits(t *testing.T) {
 		if _, err := os.Stat(d); !os.IsNotExist(err) {
 			t.Errorf("cgroup %s left after rmp: %v", d, err)
 		}
+	}
+	if pidAlive(orphan) {
+		t.Errorf("the orphan %d of alpha still runs after rmp", orphan)
 	}
 	e.assertNothingLeftOn(t, n.handlers["proxmox"], "after rmp")
 }

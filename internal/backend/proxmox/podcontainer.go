@@ -454,7 +454,8 @@ func (b *Backend) createPodContainer(ctx context.Context, c *state.Container, p 
 	// The helper waits on the exec fifo: moved now, the process it
 	// becomes and all its children are under the container's limits.
 	if err := limits.Apply(hp); err != nil {
-		return errs.Wrap(errs.KindBackend, err, "container %s: cannot apply its resource limits (linux.resources) in the pod's CT %d", c.ID, vmid)
+		return errs.Wrap(errs.KindBackend, err, "container %s: cannot apply its resource limits (linux.resources) in the pod's CT %d", c.ID, vmid).
+			WithHint("a cgroup v1 kernel refuses a CPU quota above the CT's own (its cpulimit); the values are in %s", filepath.Join(opts.Bundle, "config.json"))
 	}
 	c.Pid = cmd.Process.Pid
 	if st, ok := procfs.StartTime(c.Pid); ok {

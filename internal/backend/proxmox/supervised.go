@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,6 +23,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/cgroups"
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/inithelper"
 	"github.com/nexcage/nexcage/internal/netsetup"
@@ -861,9 +863,17 @@ func (b *Backend) ps(ctx context.Context, c *state.Container, args []string, std
 	var err error
 	if isPodContainer(c) {
 		// Its process and what it started (the CT's pid namespace is the
-		// pod's).
+		// pod's), and the members of its cgroups (exec'd processes,
+		// orphans the CT's init adopted).
 		if pid, ok := podProcAlive(c); ok {
 			pids = append([]int{pid}, descendants(pid)...)
+		}
+		if dirs, derr := podCgroupDirs(c); derr == nil {
+			for _, p := range cgroups.Procs(dirs) {
+				if !slices.Contains(pids, p) {
+					pids = append(pids, p)
+				}
+			}
 		}
 	} else {
 		pids, err = pidsInNamespace(c.Pid)
