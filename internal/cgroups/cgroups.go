@@ -384,8 +384,13 @@ func ptrU(p *uint64) uint64 {
 // writes in each.
 type Plan struct {
 	// Dirs are the child cgroups, one per hierarchy used.
-	Dirs  []string
-	steps []step
+	Dirs []string
+	// Skipped are the writes left out because the parent has no hugetlb
+	// controller (as containerd's tolerate_missing_hugetlb_controller,
+	// on by default, skips them): the kubelet asks for every page size
+	// of the node, with limit 0 unless requested.
+	Skipped []Write
+	steps   []step
 }
 
 type step struct {
@@ -398,8 +403,8 @@ type step struct {
 // NewPlan plans a child cgroup called name below l's cgroups with the
 // limits of r. Only the hierarchies of the controllers r sets are used;
 // an r that sets nothing gives an empty plan. A controller the layout
-// does not have, or a resource the package does not apply, is an
-// *Unsupported error.
+// does not have (but hugetlb, see Plan.Skipped), or a resource the
+// package does not apply, is an *Unsupported error.
 func NewPlan(l *Layout, name string, r *specs.LinuxResources) (*Plan, error) {
 	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\n") {
 		return nil, fmt.Errorf("invalid cgroup name %q", name)
@@ -419,6 +424,10 @@ func NewPlan(l *Layout, name string, r *specs.LinuxResources) (*Plan, error) {
 	byDir := map[string]*step{}
 	for _, w := range ws {
 		parent, ok := l.Dirs[w.Controller]
+		if !ok && w.Controller == "hugetlb" {
+			p.Skipped = append(p.Skipped, w)
+			continue
+		}
 		if !ok {
 			return nil, unsupported(w.File, "the "+w.Controller+" controller is not available in the parent's cgroup")
 		}

@@ -274,9 +274,14 @@ func TestPlanApplyV1(t *testing.T) {
 			t.Errorf("%s = %q, %v; want %q", f, got, err, want)
 		}
 	}
-	// A controller the parent does not have is refused by name.
-	if _, err := NewPlan(l, "x", &specs.LinuxResources{HugepageLimits: []specs.LinuxHugepageLimit{{Pagesize: "2MB"}}}); !isUnsupported(err, "hugetlb") {
-		t.Errorf("no hugetlb: %v", err)
+	// A controller the parent does not have is refused by name; but
+	// hugepage limits are skipped, as containerd does by default.
+	hp := &specs.LinuxResources{HugepageLimits: []specs.LinuxHugepageLimit{{Pagesize: "2MB"}}, Pids: &specs.LinuxPids{Limit: i64(10)}}
+	if p, err := NewPlan(l, "x", hp); err != nil || len(p.Skipped) != 1 || p.Skipped[0].File != "hugetlb.2MB.limit_in_bytes" || len(p.Dirs) != 1 {
+		t.Errorf("no hugetlb: %+v, %v", p, err)
+	}
+	if _, err := NewPlan(l, "x", &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "0"}}); !isUnsupported(err, "cpuset.cpus") {
+		t.Errorf("no cpuset: %v", err)
 	}
 	// A cgroup at a hierarchy's root is no parent's own.
 	if _, err := NewPlan(&Layout{Dirs: map[string]string{"memory": "/"}, V2: map[string]bool{}}, "x", criResources()); err == nil {

@@ -687,6 +687,11 @@ func (b *Backend) podLimits(id string, p *podInfo, vmid, initPid int, spec *spec
 	case err != nil:
 		return nil, errs.Wrap(errs.KindBackend, err, "container %s: cannot apply its resource limits in the pod's CT %d", id, vmid)
 	}
+	for _, w := range plan.Skipped {
+		if b.log != nil {
+			b.log.Warn("the pod's CT has no hugetlb controller; hugepage limit not applied", "id", id, "ct", vmid, "file", w.File, "value", w.Value)
+		}
+	}
 	return plan, nil
 }
 
