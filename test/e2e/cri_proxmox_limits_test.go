@@ -142,6 +142,29 @@ func TestContainerdProxmoxCRIPodLimits(t *testing.T) {
 		t.Errorf("the containers' memory cgroups %s and %s are not siblings below the CT's", dirsA["memory"], dirsB["memory"])
 	}
 
+	t.Run("a limit the kernel refuses fails create and leaves no cgroup", func(t *testing.T) {
+		// A CPU quota below the kernel's 1 ms minimum: the memory cgroup
+		// is made and written before the CPU quota fails.
+		cfg := filepath.Join(t.TempDir(), "bad.json")
+		writeJSON(t, cfg, map[string]any{"metadata": map[string]any{"name": "bad"}, "image": map[string]any{"image": ctrImage},
+			"command": []string{"sleep", "100005"}, "log_path": "bad.log",
+			"linux": map[string]any{"resources": map[string]any{"memory_limit_in_bytes": 32 << 20, "cpu_quota": 500, "cpu_period": 100000}}})
+		id := n.mustCrictl("create", pod, cfg, podCfg)
+		r := n.crictl("start", id)
+		if r.Code == 0 || !strings.Contains(r.Stderr, "cannot apply its resource limits") || !strings.Contains(r.Stderr, "cpu.") {
+			t.Fatalf("crictl start with a CPU quota of 500 us: %s", r)
+		}
+		for c, d := range dirsA {
+			if left := filepath.Join(filepath.Dir(d), "nexcage-"+id); fileExists(left) {
+				t.Errorf("the failed container's %s cgroup %s left", c, left)
+			}
+		}
+		n.mustCrictl("rm", id)
+		if got := n.backends("proxmox"); len(got) != 3 {
+			t.Errorf("nexcage state after the failed container: %v, want the sandbox, alpha and beta", got)
+		}
+	})
+
 	t.Run("over its memory limit a container is OOM-killed, its sibling runs on", func(t *testing.T) {
 		// The hog waits for /tmp/go, then a subshell reads 256 MiB into
 		// a shell variable: four times the limit (no swap: containerd
