@@ -156,7 +156,7 @@ func unsupported(field, reason string) error { return &Unsupported{Field: field,
 
 var (
 	pageSizeRe   = regexp.MustCompile(`^[0-9]+[KMGTP]?B$`)
-	unifiedKeyRe = regexp.MustCompile(`^[a-z]+\.[a-z0-9_.]+$`)
+	unifiedKeyRe = regexp.MustCompile(`^[a-z_]+\.[A-Za-z0-9_.]+$`)
 )
 
 // CPUSharesToWeight maps cgroup v1 cpu.shares (2..262144, default 1024)

@@ -2,7 +2,9 @@ package cgroups
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -110,7 +112,7 @@ func TestWritesV2(t *testing.T) {
 	}
 	// Unlimited values and a quota without a period.
 	r = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(-1)}, CPU: &specs.LinuxCPU{Quota: i64(-1)}, Pids: &specs.LinuxPids{Limit: i64(0)},
-		HugepageLimits: []specs.LinuxHugepageLimit{{Pagesize: "2MB", Limit: 0}}, Unified: map[string]string{"memory.high": "1000000"}}
+		HugepageLimits: []specs.LinuxHugepageLimit{{Pagesize: "2MB", Limit: 0}}, Unified: map[string]string{"memory.high": "1000000", "hugetlb.1GB.max": "0"}}
 	got, err = Writes(r, v2, hasAll)
 	if err != nil {
 		t.Fatal(err)
@@ -120,6 +122,7 @@ func TestWritesV2(t *testing.T) {
 		{"cpu", "cpu.max", "max"},
 		{"pids", "pids.max", "max"},
 		{"hugetlb", "hugetlb.2MB.max", "0"},
+		{"hugetlb", "hugetlb.1GB.max", "0"},
 		{"memory", "memory.high", "1000000"},
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -437,5 +440,109 @@ func TestIsCgroupDir(t *testing.T) {
 		if !IsCgroupDir(m.Mountpoint) {
 			t.Errorf("%s (%s) not taken for a cgroup", m.Mountpoint, m.FSType)
 		}
+	}
+}
+
+// TestApplyV2RealKernel runs the cgroup v2 path against the kernel, on
+// whatever controller the host's cgroup2 hierarchy has (PVE: all; this
+// project's hybrid test hosts: hugetlb): a parent that holds a process
+// gets room made (its process moved into the leaf, the controller
+// enabled for its children), the child gets the limit and the new
+// process, and Remove kills it and removes the child. Everything lives
+// in a cgroup the test makes and removes.
+func TestApplyV2RealKernel(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (cgroup directories)")
+	}
+	ms, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("cgroup2"))
+	if err != nil || len(ms) == 0 {
+		t.Skip("no cgroup2 mount")
+	}
+	root := ms[0].Mountpoint
+	avail, _ := os.ReadFile(filepath.Join(root, "cgroup.subtree_control"))
+	var r *specs.LinuxResources
+	var file, want, ctrl string
+	for _, c := range strings.Fields(string(avail)) {
+		switch c {
+		case "pids":
+			r, file, want = &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: i64(42)}}, "pids.max", "42"
+		case "memory":
+			r, file, want = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(256 << 20)}}, "memory.max", "268435456"
+		case "hugetlb":
+			if _, err := os.Stat("/sys/kernel/mm/hugepages/hugepages-2048kB"); err == nil {
+				r, file, want = &specs.LinuxResources{HugepageLimits: []specs.LinuxHugepageLimit{{Pagesize: "2MB", Limit: 2 << 20}}}, "hugetlb.2MB.max", "2097152"
+			}
+		default:
+			continue
+		}
+		if r != nil {
+			ctrl = c
+			break
+		}
+	}
+	if r == nil {
+		t.Skipf("the host's cgroup2 hierarchy has none of pids, memory, hugetlb enabled (%q)", avail)
+	}
+	parent := filepath.Join(root, "nexcage-test-"+strconv.Itoa(os.Getpid())+"-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	if err := os.Mkdir(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	start := func() *exec.Cmd {
+		cmd := exec.Command("sleep", "1000")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
+		return cmd
+	}
+	t.Cleanup(func() {
+		// The test's processes are killed (cleanups run last first); the
+		// cgroups go once empty.
+		if err := Remove([]string{filepath.Join(parent, LeafName), parent}, 10*time.Second); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	held := start() // the parent's own process, as the CT's init
+	if err := os.WriteFile(filepath.Join(parent, "cgroup.procs"), []byte(strconv.Itoa(held.Process.Pid)), 0); err != nil {
+		t.Fatal(err)
+	}
+	l := &Layout{Dirs: map[string]string{ctrl: parent}, V2: map[string]bool{ctrl: true}}
+	p, err := NewPlan(l, "nexcage-t", r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctr := start()
+	if err := p.Apply(ctr.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	cgOf := func(pid int) string {
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+		for _, l := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(l, "0::"); ok {
+				return filepath.Join(root, v)
+			}
+		}
+		return ""
+	}
+	if got := cgOf(held.Process.Pid); got != filepath.Join(parent, LeafName) {
+		t.Errorf("the parent's process is in %s, want the leaf %s", got, filepath.Join(parent, LeafName))
+	}
+	if got := cgOf(ctr.Process.Pid); got != filepath.Join(parent, "nexcage-t") {
+		t.Errorf("the container's process is in %s", got)
+	}
+	if sc, _ := os.ReadFile(filepath.Join(parent, "cgroup.subtree_control")); !slices.Contains(strings.Fields(string(sc)), ctrl) {
+		t.Errorf("%s not enabled in %s: %q", ctrl, parent, sc)
+	}
+	if got, err := os.ReadFile(filepath.Join(parent, "nexcage-t", file)); err != nil || strings.TrimSpace(string(got)) != want {
+		t.Errorf("%s = %q, %v; want %s", file, got, err, want)
+	}
+	if err := Remove(p.Dirs, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(parent, "nexcage-t")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the container's cgroup left: %v", err)
+	}
+	if st, err := ctr.Process.Wait(); err != nil || st.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Errorf("the container's process was not killed by Remove: %v, %v", st, err)
 	}
 }

@@ -28,8 +28,12 @@ func TestContainerdProxmoxCRIPodLimits(t *testing.T) {
 	if err := os.Symlink(NexcageBin(t), link); err != nil {
 		t.Fatal(err)
 	}
-	n := newCRINode(t, append([]string{"NEXCAGE_CONFIG=" + e.config}, e.env...), criHandler{Name: "proxmox", Binary: link})
+	// Registered before the CRI node's: cleanups run last first, so a
+	// failed test's pod is removed through containerd before the node is
+	// checked (the other way round, pct destroys the CT under containerd
+	// and its stopp hangs).
 	t.Cleanup(e.checkClean)
+	n := newCRINode(t, append([]string{"NEXCAGE_CONFIG=" + e.config}, e.env...), criHandler{Name: "proxmox", Binary: link})
 	pod, podCfg := n.runPod(criPod{Name: "limits", Namespace: "lab", Handler: "proxmox"})
 
 	type limits struct{ mem, quota, period, shares int64 }
@@ -141,6 +145,54 @@ func TestContainerdProxmoxCRIPodLimits(t *testing.T) {
 	if filepath.Dir(dirsA["memory"]) != filepath.Dir(dirsB["memory"]) || filepath.Dir(dirsA["memory"]) == "/sys/fs/cgroup/memory" {
 		t.Errorf("the containers' memory cgroups %s and %s are not siblings below the CT's", dirsA["memory"], dirsB["memory"])
 	}
+
+	t.Run("cgroup v2: room made in the CT's cgroup, lxc-attach works on", func(t *testing.T) {
+		// The CT's cgroup on the cgroup2 hierarchy holds the CT's init
+		// (PVE 8/9: all controllers; this project's hybrid hosts:
+		// hugetlb). Enabling a controller for a container's cgroup moves
+		// the init into the leaf .lxc; exec (lxc-attach) and new
+		// containers keep working.
+		ct := filepath.Dir(dirsA[""])
+		ctrls, _ := os.ReadFile(filepath.Join(ct, "cgroup.controllers"))
+		if !slices.Contains(strings.Fields(string(ctrls)), "hugetlb") || !fileExists("/sys/kernel/mm/hugepages/hugepages-2048kB") {
+			t.Skipf("the CT's cgroup2 directory %s has no hugetlb controller (%q) or the kernel no 2 MB pages", ct, ctrls)
+		}
+		cfg := filepath.Join(t.TempDir(), "gamma.json")
+		writeJSON(t, cfg, map[string]any{"metadata": map[string]any{"name": "gamma"}, "image": map[string]any{"image": ctrImage},
+			"command": []string{"sleep", "100006"}, "log_path": "gamma.log",
+			"linux": map[string]any{"resources": map[string]any{"unified": map[string]string{"hugetlb.2MB.max": "4194304"}}}})
+		gamma := n.mustCrictl("create", pod, cfg, podCfg)
+		n.mustCrictl("start", gamma)
+		own := filepath.Join(ct, "nexcage-"+gamma)
+		all = append(all, own)
+		if got, err := os.ReadFile(filepath.Join(own, "hugetlb.2MB.max")); err != nil || strings.TrimSpace(string(got)) != "4194304" {
+			t.Errorf("gamma's hugetlb.2MB.max: %q, %v", got, err)
+		}
+		if sc, _ := os.ReadFile(filepath.Join(ct, "cgroup.subtree_control")); !slices.Contains(strings.Fields(string(sc)), "hugetlb") {
+			t.Errorf("hugetlb not enabled in the CT's %s: %q", ct, sc)
+		}
+		if procs, _ := os.ReadFile(filepath.Join(ct, "cgroup.procs")); strings.TrimSpace(string(procs)) != "" {
+			t.Errorf("processes left in the CT's cgroup %s, which has children with controllers: %q", ct, procs)
+		}
+		if procs, _ := os.ReadFile(filepath.Join(ct, ".lxc", "cgroup.procs")); strings.TrimSpace(string(procs)) == "" {
+			t.Errorf("the CT's init is not in %s", filepath.Join(ct, ".lxc"))
+		}
+		if r := n.crictl("exec", gamma, "sh", "-c", "grep -c nexcage-"+gamma+" /proc/self/cgroup"); r.Code != 0 {
+			t.Errorf("exec in gamma after the room was made: %s", r)
+		}
+		delta := n.createContainer(pod, podCfg, "delta", "sleep", "100007")
+		n.mustCrictl("start", delta)
+		if r := n.crictl("exec", delta, "echo", "delta-ok"); r.Code != 0 || r.Stdout != "delta-ok\n" {
+			t.Errorf("a new container after the room was made: %s", r)
+		}
+		for _, id := range []string{gamma, delta} {
+			n.mustCrictl("stop", "--timeout", "2", id)
+			n.mustCrictl("rm", id)
+		}
+		if fileExists(own) {
+			t.Errorf("gamma's cgroup %s left after rm", own)
+		}
+	})
 
 	t.Run("a limit the kernel refuses fails create and leaves no cgroup", func(t *testing.T) {
 		// A CPU quota below the kernel's 1 ms minimum: the memory cgroup
