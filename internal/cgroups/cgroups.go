@@ -55,6 +55,9 @@ type Layout struct {
 	Dirs map[string]string
 	// V2 tells which controllers are on the cgroup v2 hierarchy.
 	V2 map[string]bool
+	// AtRoot lists the controllers whose cgroup is its hierarchy's root
+	// (as the host sees it): no cgroup of the process's own to nest in.
+	AtRoot map[string]bool
 }
 
 // Find reads the cgroups of pid (/proc/<pid>/cgroup) and the host's
@@ -78,7 +81,7 @@ func Find(pid int) (*Layout, error) {
 // cgroup mounts and a reader of a cgroup v2 directory's
 // cgroup.controllers.
 func layoutOf(procCgroup string, mounts []*mountinfo.Info, controllers func(dir string) string) (*Layout, error) {
-	l := &Layout{Dirs: map[string]string{}, V2: map[string]bool{}}
+	l := &Layout{Dirs: map[string]string{}, V2: map[string]bool{}, AtRoot: map[string]bool{}}
 	// A path is relative to the root of the hierarchy as the reader sees
 	// it; a mount of the hierarchy shows its own root the same way.
 	dirOf := func(m *mountinfo.Info, p string) (string, bool) {
@@ -88,6 +91,7 @@ func layoutOf(procCgroup string, mounts []*mountinfo.Info, controllers func(dir 
 		}
 		return filepath.Join(m.Mountpoint, rel), true
 	}
+	atRoot := func(p string) bool { return filepath.Clean("/"+p) == "/" }
 	sc := bufio.NewScanner(strings.NewReader(procCgroup))
 	for sc.Scan() {
 		parts := strings.SplitN(sc.Text(), ":", 3)
@@ -106,7 +110,7 @@ func layoutOf(procCgroup string, mounts []*mountinfo.Info, controllers func(dir 
 				}
 				for _, c := range strings.Fields(controllers(dir)) {
 					if _, taken := l.Dirs[c]; !taken {
-						l.Dirs[c], l.V2[c] = dir, true
+						l.Dirs[c], l.V2[c], l.AtRoot[c] = dir, true, atRoot(p)
 					}
 				}
 				break
@@ -123,7 +127,7 @@ func layoutOf(procCgroup string, mounts []*mountinfo.Info, controllers func(dir 
 				}
 				if dir, ok := dirOf(m, p); ok {
 					// A controller bound to v1 is not on v2.
-					l.Dirs[c] = dir
+					l.Dirs[c], l.AtRoot[c] = dir, atRoot(p)
 					delete(l.V2, c)
 				}
 				break
@@ -431,8 +435,8 @@ func NewPlan(l *Layout, name string, r *specs.LinuxResources) (*Plan, error) {
 		if !ok {
 			return nil, unsupported(w.File, "the "+w.Controller+" controller is not available in the parent's cgroup")
 		}
-		if filepath.Clean(parent) == filepath.Dir(filepath.Clean(parent)) || parent == "" {
-			return nil, fmt.Errorf("the %s controller's cgroup is a hierarchy's root (%s): the parent has no cgroup of its own", w.Controller, parent)
+		if l.AtRoot[w.Controller] || parent == "" {
+			return nil, unsupported(w.File, "the parent's "+w.Controller+" cgroup is its hierarchy's root ("+parent+"): it has no cgroup of its own to nest in")
 		}
 		s := byDir[parent]
 		if s == nil {

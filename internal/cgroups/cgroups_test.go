@@ -188,14 +188,14 @@ func TestLayoutHybrid(t *testing.T) {
 		mount(40, "cgroup", "/", "/sys/fs/cgroup/systemd", "rw,name=systemd"),
 		mount(41, "cgroup2", "/", "/sys/fs/cgroup/unified", "rw"),
 	}
-	proc := "9:name=systemd:/lxc.payload.100\n8:pids:/lxc.payload.100\n4:memory:/lxc.payload.100\n2:cpuacct:/lxc.payload.100\n1:cpu:/lxc.payload.100\n0::/lxc.payload.100\n"
+	proc := "9:name=systemd:/lxc.payload.100\n8:pids:/\n4:memory:/lxc.payload.100\n2:cpuacct:/lxc.payload.100\n1:cpu:/lxc.payload.100\n0::/lxc.payload.100\n"
 	l, err := layoutOf(proc, mounts, func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{"cpu": "/sys/fs/cgroup/cpu/lxc.payload.100", "memory": "/sys/fs/cgroup/memory/lxc.payload.100", "pids": "/sys/fs/cgroup/pids/lxc.payload.100"}
-	if !reflect.DeepEqual(l.Dirs, want) || len(l.V2) != 0 {
-		t.Errorf("layout %+v, want dirs %v and no v2", l, want)
+	want := map[string]string{"cpu": "/sys/fs/cgroup/cpu/lxc.payload.100", "memory": "/sys/fs/cgroup/memory/lxc.payload.100", "pids": "/sys/fs/cgroup/pids"}
+	if !reflect.DeepEqual(l.Dirs, want) || len(l.V2) != 0 || !l.AtRoot["pids"] || l.AtRoot["memory"] || l.AtRoot["cpu"] {
+		t.Errorf("layout %+v, want dirs %v, no v2, pids at the root", l, want)
 	}
 }
 
@@ -287,8 +287,9 @@ func TestPlanApplyV1(t *testing.T) {
 		t.Errorf("no cpuset: %v", err)
 	}
 	// A cgroup at a hierarchy's root is no parent's own.
-	if _, err := NewPlan(&Layout{Dirs: map[string]string{"memory": "/"}, V2: map[string]bool{}}, "x", criResources()); err == nil {
-		t.Error("a root cgroup as parent accepted")
+	if _, err := NewPlan(&Layout{Dirs: map[string]string{"memory": "/sys/fs/cgroup/memory"}, AtRoot: map[string]bool{"memory": true}}, "x",
+		&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(1 << 20)}}); !isUnsupported(err, "memory.limit_in_bytes") {
+		t.Errorf("a root cgroup as parent: %v", err)
 	}
 	if _, err := NewPlan(l, "../x", criResources()); err == nil {
 		t.Error("a name with a slash accepted")
