@@ -455,7 +455,7 @@ func (b *Backend) createPodContainer(ctx context.Context, c *state.Container, p 
 	// becomes and all its children are under the container's limits.
 	if err := limits.Apply(hp); err != nil {
 		return errs.Wrap(errs.KindBackend, err, "container %s: cannot apply its resource limits (linux.resources) in the pod's CT %d", c.ID, vmid).
-			WithHint("a cgroup v1 kernel refuses a CPU quota above the CT's own (its cpulimit); the values are in %s", filepath.Join(opts.Bundle, "config.json"))
+			WithHint("the kernel refused a value of linux.resources in %s (for example a CPU quota or period below 1 ms, or on cgroup v1 a CPU quota above the CT's cpulimit)", filepath.Join(opts.Bundle, "config.json"))
 	}
 	c.Pid = cmd.Process.Pid
 	if st, ok := procfs.StartTime(c.Pid); ok {
@@ -773,7 +773,13 @@ func joinExecHelper(cmd *exec.Cmd, timeout time.Duration, join func(int) error) 
 	for {
 		hp, err := helperBelow(cmd.Process.Pid, inithelper.ExecVerb)
 		if err == nil {
-			return join(hp)
+			if err := join(hp); err != nil {
+				// It must not run the process outside the container's
+				// cgroups.
+				_ = syscall.Kill(hp, syscall.SIGKILL)
+				return err
+			}
+			return nil
 		}
 		if _, alive := procfs.StartTime(cmd.Process.Pid); !alive {
 			return nil
