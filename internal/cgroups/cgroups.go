@@ -36,9 +36,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Unified is the key of the cgroup v2 hierarchy in a Layout.
-const Unified = ""
-
 // LeafName is the leaf a cgroup v2 parent's own processes are moved to
 // when controllers must be enabled for its children (cgroup v2's "no
 // internal processes" rule). It is the leaf lxc-attach itself uses in a
