@@ -225,7 +225,7 @@ func (b *Bench) passthrough(sec *Section) error {
 		return fmt.Errorf("counting runtime calls: %w", err)
 	}
 	ct := &Table{Caption: "Runtime calls per cycle, counted in one extra untimed cycle per nexcage variant in which runc and crun are a wrapper that logs its argv, pid, parent and its parent's children and execs the runtime (\"directly\" is one call per verb by construction). " +
-		"Each verb must be exactly one runtime process, nexcage itself (the bench fails otherwise): \"exec\" is nexcage becoming the runtime (same pid, the bench its parent).",
+		"Each verb must start exactly one runtime process and no other child (the bench fails otherwise): \"exec\" is nexcage becoming the runtime (same pid, the bench its parent), \"child\" the runtime as nexcage's only child.",
 		Header: []string{"variant", "create", "start", "delete", "runtime calls per cycle"}}
 	for _, cc := range calls {
 		n := 0
@@ -259,10 +259,10 @@ func (b *Bench) passthrough(sec *Section) error {
 		Goal: "what any Go front costs (no number set)", Info: true, Got: fmt.Sprintf("%.2f (%s vs %s, +%s per cycle)", fq, ms(med[floor]), ms(med[vs[0]]), ms(med[floor]-med[vs[0]]))})
 	sec.Notes = append(sec.Notes,
 		"How nexcage runs each verb here (issue 16, docs/ARCHITECTURE.md): `nexcage` is a small front binary; for a runc/crun-routed id it reads the config and "+
-			"the runtime's state directory (and, for create, what routing needs of the bundle's config.json), and then becomes the runtime (execve): "+
-			"no child, no wait, no file of its own. "+
+			"the runtime's state directory, and then start and delete become the runtime (execve), while create reads what routing needs of the bundle's config.json "+
+			"and runs the runtime as its only child under the id's lock, waiting to undo an interrupt; nexcage writes no file of its own for such a container. "+
 			"For crun on this host create first moves its thread into a private mount namespace without the cgroup2 mount, in process (no helper). "+
-			"The rest of the difference is nexcage's own start-up per verb (section 2 measures it).",
+			"The rest of the difference is nexcage's own start-up per verb (section 2 measures it) and, for create, the lock and the wait.",
 		fmt.Sprintf("The floor: \"%s\" runs runc through bench/cmd/execfront, a static Go program that does nothing but execve its arguments: "+
 			"the start of a Go process plus one more exec per verb, which any front written in Go adds (%.2f here, in the same run). "+
 			"nexcage's cycle minus the floor's is what nexcage's own work costs: %s per cycle.", floor.name, fq, ms(med[vs[1]]-med[floor])),

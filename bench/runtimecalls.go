@@ -29,19 +29,24 @@ type runtimeProc struct {
 
 // procOf tells how a nexcage verb ran its runtime calls, from the bench's
 // own pid (the caller of nexcage): "exec" when nexcage became the runtime
-// (the runtime's pid is nexcage's, its parent the bench). Anything else
-// (another runtime call, the runtime as nexcage's child, a helper between
-// nexcage and the runtime) is an error: issue 16 wants each runc/crun-
-// routed verb to be exactly one runtime process, nexcage itself.
+// (the runtime's pid is nexcage's, its parent the bench), "child" when
+// the runtime was nexcage's only child. Anything else (another runtime
+// call, a helper between nexcage and the runtime, another child of
+// nexcage alongside) is an error: issue 16 wants each runc/crun-routed
+// verb to start exactly one runtime process and no other child.
 func procOf(verb string, calls []runtimeProc, self int) (string, error) {
 	if len(calls) != 1 {
 		return "", fmt.Errorf("nexcage %s started %d runtime processes, want exactly 1", verb, len(calls))
 	}
-	if c := calls[0]; c.ppid != self {
-		return "", fmt.Errorf("nexcage %s: the runtime (pid %d, parent %d, grandparent %d; the parent's children %v) is not nexcage itself (bench pid %d)",
-			verb, c.pid, c.ppid, c.pppid, c.kids, self)
+	c := calls[0]
+	switch {
+	case c.ppid == self:
+		return "exec", nil
+	case c.pppid == self && len(c.kids) == 1 && c.kids[0] == c.pid:
+		return "child", nil
 	}
-	return "exec", nil
+	return "", fmt.Errorf("nexcage %s: the runtime (pid %d, parent %d, grandparent %d; the parent's children %v) is neither nexcage itself nor its only child (bench pid %d)",
+		verb, c.pid, c.ppid, c.pppid, c.kids, self)
 }
 
 // countRuntimeCalls runs one extra, untimed cycle of each nexcage variant
@@ -152,6 +157,15 @@ func (b *Bench) countRuntimeCalls(vs []*ociVariant, bundle string) ([]callCycle,
 			cc.byVerb[verb] = verbsOf(ps)
 			if cc.procs[verb], err = procOf(verb, ps, self); err != nil {
 				return err
+			}
+			// create waits for its runtime (to undo and report a failure
+			// or an interrupt); every other verb becomes the runtime.
+			want := "exec"
+			if verb == "create" {
+				want = "child"
+			}
+			if cc.procs[verb] != want {
+				return fmt.Errorf("nexcage %s: the runtime ran as %q, want %q", verb, cc.procs[verb], want)
 			}
 			return nil
 		}
