@@ -23,6 +23,7 @@ type ociVariant struct {
 	bin     string // the runtime binary (direct)
 	root    string // the runtime's --root (direct)
 	hybrid  bool   // create through the hybrid-cgroup workaround (direct crun)
+	front   string // direct: run the runtime through this exec-only front (bench/cmd/execfront)
 }
 
 // phases of one cycle.
@@ -49,6 +50,32 @@ func (b *Bench) ociVariants() ([]*ociVariant, error) {
 	return vs, nil
 }
 
+// floorVariant is runc run through the exec-only Go front: the floor any
+// Go front adds (bench/cmd/execfront).
+func (b *Bench) floorVariant(runc *ociVariant) (*ociVariant, error) {
+	front, err := b.execFront()
+	if err != nil {
+		return nil, err
+	}
+	return &ociVariant{name: "exec-only Go front -> runc", runtime: "runc", direct: true, bin: runc.bin,
+		root: filepath.Join(b.dir, "front-runc"), front: front}, nil
+}
+
+// execFront builds bench/cmd/execfront (static, with the flags make
+// build gives nexcage) once, into the work directory.
+func (b *Bench) execFront() (string, error) {
+	bin := filepath.Join(b.dir, "execfront")
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/nexcage/nexcage/bench/cmd/execfront")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build execfront: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
 // verb runs one lifecycle verb of variant v on id.
 func (b *Bench) verb(v *ociVariant, verb, id string, extra ...string) (Sample, error) {
 	args := append(append([]string{verb}, extra...), id)
@@ -56,6 +83,9 @@ func (b *Bench) verb(v *ociVariant, verb, id string, extra ...string) (Sample, e
 		return b.nexcage(nil, args...)
 	}
 	argv := append([]string{v.bin, "--root", v.root}, args...)
+	if v.front != "" {
+		argv = append([]string{v.front}, argv...)
+	}
 	if verb == "create" && v.hybrid {
 		// The same workaround nexcage applies: a private mount namespace
 		// in which /sys/fs/cgroup/unified is detached before crun runs.
@@ -69,10 +99,7 @@ func (b *Bench) verb(v *ociVariant, verb, id string, extra ...string) (Sample, e
 
 // kill sends SIGKILL to id's init (`kill <id> KILL`).
 func (b *Bench) kill(v *ociVariant, id string) (Sample, error) {
-	if !v.direct {
-		return b.nexcage(nil, "kill", id, "KILL")
-	}
-	return b.r.must(nil, v.bin, "--root", v.root, "kill", id, "KILL")
+	return b.verb(v, "kill", id, "KILL")
 }
 
 // oneCycle is create+start+wait+delete of /bin/true.
@@ -118,6 +145,11 @@ func (b *Bench) passthrough(sec *Section) error {
 	if err != nil {
 		return err
 	}
+	floor, err := b.floorVariant(vs[0])
+	if err != nil {
+		return err
+	}
+	vs = append(vs, floor)
 	bundle := filepath.Join(b.dir, "bundle-true")
 	if err := busyboxBundle(bundle, []string{"/bin/true"}); err != nil {
 		return err
@@ -145,7 +177,7 @@ func (b *Bench) passthrough(sec *Section) error {
 	b.r.rss = false
 	hybrid := vs[2].hybrid
 	sec.Intro = fmt.Sprintf("Each cycle is `create --pid-file` + `start` + wait for the init to exit + `delete` of a busybox bundle running `/bin/true`; "+
-		"%d cycles per variant after %d warm-up cycles, the four variants interleaved. "+
+		"%d cycles per variant after %d warm-up cycles, the five variants interleaved. "+
 		"The bench is a child subreaper, so the container's init is its child and the wait is a wait4 on its pid (no polling).", b.c.cycles, b.c.warmup)
 	if hybrid {
 		sec.Intro += " This host has the hybrid cgroup layout crun rejects, so `crun create` runs in a mount namespace without /sys/fs/cgroup/unified for both: " +
@@ -175,17 +207,20 @@ func (b *Bench) passthrough(sec *Section) error {
 		ts := summarize(tot)
 		med[v] = ts.Median
 		r := ""
-		if !v.direct {
+		switch {
+		case v == floor:
+			r = fmt.Sprintf("%.2f", ratio(ts.Median, med[vs[0]]))
+		case v.direct:
+		case v.runtime == "crun":
+			r = fmt.Sprintf("**%.2f**", ratio(ts.Median, med[vs[2]]))
+		default:
 			r = fmt.Sprintf("**%.2f**", ratio(ts.Median, med[vs[0]]))
-			if v.runtime == "crun" {
-				r = fmt.Sprintf("**%.2f**", ratio(ts.Median, med[vs[2]]))
-			}
 		}
 		t.add(v.name, ms(summarize(cr).Median), ms(summarize(st).Median), ms(summarize(wt).Median), ms(summarize(dl).Median),
 			fmt.Sprintf("%s [%s-%s]", ms(ts.Median), ms(ts.Min), ms(ts.Max)), r)
 	}
 	sec.Tables = append(sec.Tables, t)
-	calls, err := b.countRuntimeCalls(vs, bundle)
+	calls, err := b.countRuntimeCalls(vs[:4], bundle)
 	if err != nil {
 		return fmt.Errorf("counting runtime calls: %w", err)
 	}
@@ -219,12 +254,18 @@ func (b *Bench) passthrough(sec *Section) error {
 		b.rep.Targets = append(b.rep.Targets, Target{Section: 1, What: "passthrough cycle, " + nx.name + " / " + rt.name,
 			Goal: fmt.Sprintf("<= %.2f", goal), Got: fmt.Sprintf("%.2f (%s vs %s, +%s per cycle)", q, ms(med[nx]), ms(med[rt]), ms(med[nx]-med[rt])), Met: q <= goal})
 	}
+	fq := ratio(med[floor], med[vs[0]])
+	b.rep.Targets = append(b.rep.Targets, Target{Section: 1, What: "the floor: " + floor.name + " / runc directly",
+		Goal: "what any Go front costs (no number set)", Info: true, Got: fmt.Sprintf("%.2f (%s vs %s, +%s per cycle)", fq, ms(med[floor]), ms(med[vs[0]]), ms(med[floor]-med[vs[0]]))})
 	sec.Notes = append(sec.Notes,
-		"How nexcage runs each verb here (issue 16, docs/ARCHITECTURE.md): `nexcage` is a small front binary; for a runc/crun-routed id it reads the config, "+
-			"the id's record and the runtime's state directory, and then start and delete become the runtime (execve, after delete removed the record), "+
-			"while create writes the record (one small file, atomic) and runs the runtime as its only child, waiting to undo and report a failure or an interrupt. "+
+		"How nexcage runs each verb here (issue 16, docs/ARCHITECTURE.md): `nexcage` is a small front binary; for a runc/crun-routed id it reads the config and "+
+			"the runtime's state directory, and then start and delete become the runtime (execve), while create reads what routing needs of the bundle's config.json "+
+			"and runs the runtime as its only child under the id's lock, waiting to undo an interrupt; nexcage writes no file of its own for such a container. "+
 			"For crun on this host create first moves its thread into a private mount namespace without the cgroup2 mount, in process (no helper). "+
-			"The rest of the difference is nexcage's own start-up per verb (section 2 measures it) and, for create, the record and the wait.",
+			"The rest of the difference is nexcage's own start-up per verb (section 2 measures it) and, for create, the lock and the wait.",
+		fmt.Sprintf("The floor: \"%s\" runs runc through bench/cmd/execfront, a static Go program that does nothing but execve its arguments: "+
+			"the start of a Go process plus one more exec per verb, which any front written in Go adds (%.2f here, in the same run). "+
+			"nexcage's cycle minus the floor's is what nexcage's own work costs: %s per cycle.", floor.name, fq, ms(med[vs[1]]-med[floor])),
 		"Peak RSS (section 7): \"crun create (directly)\" includes the workaround helper, a nexcage process, so it is about nexcage's size, not crun's.")
 	return nil
 }
@@ -294,6 +335,10 @@ func (b *Bench) startup(sec *Section) error {
 		return err
 	}
 	nxTrue := []string{b.o.Nexcage, "--root", b.pve.nroot, "--config", trueCfg, "pause", "runc-startup"}
+	front, err := b.execFront()
+	if err != nil {
+		return err
+	}
 	cmds := []struct {
 		label string
 		argv  []string
@@ -306,6 +351,7 @@ func (b *Bench) startup(sec *Section) error {
 		{"`nexcage --version`", []string{b.o.Nexcage, "--version"}, nil},
 		{"`nexcage pause <id>` (routed to runc) with runc replaced by `true`", nxTrue, nil},
 		{"`true`", []string{truePath}, nil},
+		{"`true` through the exec-only Go front (bench/cmd/execfront)", []string{front, truePath}, nil},
 	}
 	walls := make([][]time.Duration, len(cmds))
 	rss := make([][]int64, len(cmds))
@@ -337,6 +383,7 @@ func (b *Bench) startup(sec *Section) error {
 	sec.Intro = fmt.Sprintf("%d runs of each command (after 2 warm-up rounds), interleaved, against a running busybox container "+
 		"(runc directly, and nexcage routed to runc) and a created Proxmox container on pvesim.", b.c.startup)
 	own := summarize(walls[5]).Median - summarize(walls[6]).Median
+	floorOwn := summarize(walls[7]).Median - summarize(walls[6]).Median
 	inits, initClock, err := b.initTrace(nxTrue)
 	if err != nil {
 		return err
@@ -347,7 +394,9 @@ func (b *Bench) startup(sec *Section) error {
 			"`nexcage --version` also goes to nexcage-core.",
 		fmt.Sprintf("What remains of a passthrough verb (measured): nexcage's own part, `nexcage pause` ending in an exec of `true` minus `true` alone, is %s: "+
 			"the start-up of a %s static Go binary (%d package inits, %s of init clock from GODEBUG=inittrace=1, the rest is the runtime's start and the kernel's exec and page faults) "+
-			"plus reading the config (with its owner and mode checks), the record, and the runtime's path checks.", ms(own), fileSize(b.o.Nexcage), inits, ms(initClock)))
+			"plus reading the config (with its owner and mode checks), the record, and the runtime's path checks. "+
+			"The exec-only Go front's part (its row minus `true`) is %s: nexcage's own work above what any Go front costs is %s per verb.",
+			ms(own), fileSize(b.o.Nexcage), inits, ms(initClock), ms(floorOwn), ms(own-floorOwn)))
 	q := ratio(summarize(walls[1]).Median, base)
 	b.rep.Targets = append(b.rep.Targets, Target{Section: 2, What: "`nexcage state` (runc-routed) / `runc state`",
 		Goal: "<= 1.25", Got: fmt.Sprintf("%.2f", q), Met: q <= 1.25})

@@ -229,19 +229,9 @@ func parse(path string, data []byte) (*Config, []string, error) {
 	}
 
 	var unknown []string
-	if err := checkTree("", tree, reflect.TypeOf(Config{}), &unknown); err != nil {
-		return nil, nil, fail("%s", err)
-	}
 	c := Default()
-	// tree now holds only known keys with the right types, so this cannot
-	// fail on content; re-encoding keeps key matching exact (encoding/json
-	// alone would match keys case-insensitively).
-	clean, err := json.Marshal(tree)
-	if err == nil {
-		err = json.Unmarshal(clean, c)
-	}
-	if err != nil {
-		return nil, nil, errs.Wrap(errs.KindInternal, err, "config %s", path)
+	if err := decode("", tree, reflect.ValueOf(c).Elem(), &unknown); err != nil {
+		return nil, nil, fail("%s", err)
 	}
 	fillEmptyStrings(reflect.ValueOf(c).Elem(), reflect.ValueOf(Default()).Elem())
 	c.Path = path
@@ -272,15 +262,28 @@ func parse(path string, data []byte) (*Config, []string, error) {
 	return c, warnings, nil
 }
 
-// checkTree checks the decoded JSON value v against Go type t, naming the
-// key path p in errors, appends unknown keys to unknown and deletes them
-// from the tree. null is accepted anywhere and means "use the default".
-func checkTree(p string, v any, t reflect.Type, unknown *[]string) error {
+// decode checks the decoded JSON value v against dst's type, naming the
+// key path p in errors, appends unknown keys to unknown, and stores v in
+// dst as json.Unmarshal would, but matching keys exactly (encoding/json
+// matches them case-insensitively) and without building encoding/json's
+// per-type tables, which would cost more than the rest of a passthrough
+// verb's config load (issue 16). null is accepted anywhere and means "use
+// the default": dst is left as it is, a pointer is set to nil.
+func decode(p string, v any, dst reflect.Value, unknown *[]string) error {
+	t := dst.Type()
 	if v == nil {
+		if t.Kind() == reflect.Pointer {
+			dst.SetZero()
+		}
 		return nil
 	}
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
+	if t.Kind() == reflect.Pointer {
+		e := reflect.New(t.Elem())
+		if err := decode(p, v, e.Elem(), unknown); err != nil {
+			return err
+		}
+		dst.Set(e)
+		return nil
 	}
 	name := p
 	if name == "" {
@@ -295,12 +298,11 @@ func checkTree(p string, v any, t reflect.Type, unknown *[]string) error {
 		if !ok {
 			return mismatch()
 		}
-		fields := map[string]reflect.Type{}
+		fields := make(map[string]int, t.NumField())
 		for i := range t.NumField() {
-			f := t.Field(i)
-			tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			tag, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
 			if tag != "" && tag != "-" {
-				fields[tag] = f.Type
+				fields[tag] = i
 			}
 		}
 		keys := make([]string, 0, len(m))
@@ -313,13 +315,12 @@ func checkTree(p string, v any, t reflect.Type, unknown *[]string) error {
 			if p != "" {
 				kp = p + "." + k
 			}
-			ft, ok := fields[k]
+			i, ok := fields[k]
 			if !ok {
 				*unknown = append(*unknown, kp)
-				delete(m, k)
 				continue
 			}
-			if err := checkTree(kp, m[k], ft, unknown); err != nil {
+			if err := decode(kp, m[k], dst.Field(i), unknown); err != nil {
 				return err
 			}
 		}
@@ -331,30 +332,39 @@ func checkTree(p string, v any, t reflect.Type, unknown *[]string) error {
 		if t.Kind() == reflect.Array && len(a) != t.Len() {
 			return fmt.Errorf("%s: expected an array of %d elements, got %d", name, t.Len(), len(a))
 		}
+		if t.Kind() == reflect.Slice {
+			dst.Set(reflect.MakeSlice(t, len(a), len(a)))
+		}
 		for i, e := range a {
 			if e == nil {
 				return fmt.Errorf("%s[%d]: expected %s, got null", name, i, jsonerr.KindOf(t.Elem()))
 			}
-			if err := checkTree(fmt.Sprintf("%s[%d]", p, i), e, t.Elem(), unknown); err != nil {
+			if err := decode(fmt.Sprintf("%s[%d]", p, i), e, dst.Index(i), unknown); err != nil {
 				return err
 			}
 		}
 	case reflect.String:
-		if _, ok := v.(string); !ok {
+		s, ok := v.(string)
+		if !ok {
 			return mismatch()
 		}
+		dst.SetString(s)
 	case reflect.Bool:
-		if _, ok := v.(bool); !ok {
+		b, ok := v.(bool)
+		if !ok {
 			return mismatch()
 		}
+		dst.SetBool(b)
 	case reflect.Int:
 		n, ok := v.(json.Number)
 		if !ok {
 			return mismatch()
 		}
-		if _, err := n.Int64(); err != nil {
+		i, err := n.Int64()
+		if err != nil || dst.OverflowInt(i) {
 			return fmt.Errorf("%s: expected integer, got %s", name, n)
 		}
+		dst.SetInt(i)
 	default:
 		return fmt.Errorf("%s: unsupported field type %s", name, t)
 	}

@@ -8,17 +8,19 @@
 // directory (state.Store.RuntimeDir) and, for create, the routing rules,
 // and then:
 //
-//   - create, start, kill, delete and the passthrough verbs (exec, ps,
-//     pause, resume, events, update) become the runtime (execve) with the
+//   - start, kill, delete and the passthrough verbs (exec, ps, pause,
+//     resume, events, update) become the runtime (execve) with the
 //     translated argv: its exit status, output, signals and pid file are
-//     the caller's, with no copy and no wait. create reads of the bundle
-//     only what routing needs and writes nothing: what nexcage knows of
-//     the container afterwards is derived from the runtime's state
-//     directory, so a crash at any point leaves only what the runtime
-//     left, which `delete --force` finds there. delete removes a record,
-//     if there is one, first (forget before the runtime acts; a runtime
-//     that then refuses leaves a container without a record, which every
-//     verb still finds by its state directory);
+//     the caller's, with no copy and no wait. delete first takes the id's
+//     lock and removes a record, if there is one (forget before the
+//     runtime acts; a runtime that then refuses leaves a container without
+//     a record, which every verb still finds by its state directory);
+//   - create reads of the bundle only what routing needs and, under the
+//     id's lock, runs the runtime's create as its only child and waits, so
+//     that an interrupt is undone and reported as before. It writes
+//     nothing: what nexcage knows of the container afterwards is derived
+//     from the runtime's state directory, so a crash at any point leaves
+//     only what the runtime made, which `delete --force` finds there;
 //   - state is read from the runtime's state directory (ocirun.ReadState):
 //     starting runc just to print it would cost more than nexcage.
 //
@@ -36,6 +38,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	goruntime "runtime"
 	"strconv"
@@ -63,10 +67,10 @@ var runtimes = []string{config.BackendRunc, config.BackendCrun}
 var execve = syscall.Exec
 
 // Try carries out argv (without the program name) when it is a verb on a
-// runc/crun-routed container whose outcome is the runtime's own. Every
-// verb but state does not return then: the process becomes the runtime.
-// state, and a create that failed before the runtime ran, return their
-// exit status with handled set. handled is false when the full CLI must
+// runc/crun-routed container whose outcome is the runtime's own. For
+// start, kill, delete and the passthrough verbs it does not return then:
+// the process becomes the runtime. create and state return their exit
+// status with handled set. handled is false when the full CLI must
 // handle argv (nothing was changed then).
 func Try(argv []string) (code int, handled bool) {
 	c, ok := parse(argv)
@@ -352,18 +356,19 @@ func (p *plan) exec() error {
 	return execve(p.bin, p.argv(p.c.g.log, p.c.g.logFormat), os.Environ())
 }
 
-// forget removes the record, under the id's lock, before delete becomes
-// the runtime: afterwards nothing of nexcage's is left to remove (the
-// lock file goes with the record, see state.Lock.Unlock).
+// forget removes the record, if any, under the id's lock, before delete
+// becomes the runtime: afterwards nothing of nexcage's is left to remove
+// (the lock file goes too, see state.Lock.Unlock, also one a crashed
+// create left). Taking the lock also waits for a create of the id that is
+// still running.
 func (p *plan) forget() bool {
-	if p.rec == nil {
-		return true
-	}
 	l, err := p.store.Lock(context.Background(), p.c.id)
 	if err != nil {
 		return false
 	}
-	err = p.store.Remove(p.c.id)
+	if p.rec != nil {
+		err = p.store.Remove(p.c.id)
+	}
 	if uerr := l.Unlock(); err == nil {
 		err = uerr
 	}
@@ -382,32 +387,84 @@ func (p *plan) workaround() bool {
 	return p.name == config.BackendCrun && ocirun.HybridWithV2Controllers(ocirun.CgroupRoot)
 }
 
-// create becomes the runtime's create (execve), as start does: the
-// runtime's exit status, output, pid file and signal handling are the
-// caller's, and a failed create leaves what a failed runtime create
-// leaves (runc and crun remove their own state). nexcage keeps no record
-// of a runc/crun container: every later verb finds the container in the
-// runtime's state directory (state.Store.RuntimeOwner), and state, list
-// and the rest read bundle, annotations and creation time from there
-// (ocirun.ReadState), so nothing of nexcage's own can be left behind by a
-// crash. crun's create on a hybrid cgroup host runs in a private mount
-// namespace without the cgroup2 mount (ocirun's hybrid.go), made on this
-// locked thread, from which the process becomes crun. It returns only on
-// failure.
+// create runs, under the id's lock, `<runtime> create` as its only child, with the caller's
+// stdio and preserved fds, and waits: an interrupt (SIGINT/SIGTERM)
+// kills it and deletes whatever it made, and is reported as the full CLI
+// reports it (128+n); a failure deletes what the runtime may have left
+// and exits with the runtime's status (its words are on stderr or in
+// --log). nexcage writes nothing of its own for a runc/crun container:
+// every later verb finds it in the runtime's state directory
+// (state.Store.RuntimeOwner), and state, list and the rest read bundle,
+// annotations and creation time from there (ocirun.ReadState), so a
+// crash at any point leaves only what the runtime made, which delete
+// --force finds. crun's create on a hybrid cgroup host runs in a private
+// mount namespace without the cgroup2 mount (ocirun's hybrid.go), made on
+// this locked thread, which the child inherits.
 func (p *plan) create() (int, bool) {
-	if err := os.MkdirAll(p.rtRoot, 0o700); err != nil {
+	// The id's lock, held until the runtime is done, keeps concurrent
+	// creates of the id apart, whichever backend they go to (nexcage-core
+	// takes it too), so that an undo only ever deletes this create's.
+	l, err := p.store.Lock(context.Background(), p.c.id)
+	if err != nil {
 		return 0, false
 	}
+	defer func() { _ = l.Unlock() }()
+	if exists, err := p.store.Exists(p.c.id); err != nil || exists {
+		return 0, false
+	}
+	if owner, err := p.store.RuntimeOwner(p.c.id, runtimes...); err != nil || owner != "" {
+		return 0, false
+	}
+	if err := os.MkdirAll(p.rtRoot, 0o700); err != nil {
+		return p.report(errs.Wrap(errs.KindInternal, err, "cannot create the %s state root", p.name))
+	}
+	argv := p.argv(p.c.g.log, p.c.g.logFormat)
+	cmd := exec.Command(p.bin, argv[1:]...)
+	cmd.Args[0] = argv[0]
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	for i := 0; i < p.c.preserveFDs; i++ {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, os.NewFile(uintptr(3+i), "preserved-fd-"+strconv.Itoa(3+i)))
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	if p.workaround() {
-		// The thread is never handed back to Go in the other mount
-		// namespace: it execs or the process exits.
+		// This thread stays locked until the process ends: it is never
+		// handed back to Go in the other mount namespace.
 		goruntime.LockOSThread()
 		if err := ocirun.DetachCgroup2(); err != nil {
 			return p.report(errs.Wrap(errs.KindBackend, err, "crun cgroup workaround for %s", p.c.id))
 		}
 	}
-	err := p.exec()
-	return p.report(errs.Wrap(errs.KindBackend, err, "cannot run %s", p.bin))
+	if err := cmd.Start(); err != nil {
+		return p.report(errs.Wrap(errs.KindBackend, err, "cannot run %s", p.bin))
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			return 0, true
+		}
+		p.undo()
+		if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() > 0 {
+			return ee.ExitCode(), true
+		}
+		return p.report(errs.Wrap(errs.KindBackend, err, "%s create %s", p.name, p.c.id))
+	case s := <-sigs:
+		signal.Stop(sigs) // a second signal ends nexcage at once
+		_ = cmd.Process.Kill()
+		<-done
+		p.undo()
+		return p.report(&runtime.Interrupted{Signal: s.(syscall.Signal)})
+	}
+}
+
+// undo deletes what the runtime may have made of a failed or interrupted
+// create.
+func (p *plan) undo() {
+	del := append(p.globals(p.c.g.log, p.c.g.logFormat)[1:], "delete", "--force", p.c.id)
+	_ = exec.Command(p.bin, del...).Run()
 }
 
 // report prints err as the full CLI does ("nexcage: <message>" on

@@ -205,41 +205,49 @@ func bundleDir(t *testing.T, cfg string) string {
 	return dir
 }
 
-// TestCreateBecomesTheRuntime: create execs the runtime with create's
-// flags and writes nothing of nexcage's (issue 16); what the full CLI
-// must explain is handed to it.
-func TestCreateBecomesTheRuntime(t *testing.T) {
+// TestCreateRunsTheRuntime: create runs the runtime's create with
+// create's flags as its only child and writes nothing of nexcage's
+// (issue 16); what the full CLI must explain is handed to it; a failing
+// runtime's exit status is create's.
+func TestCreateRunsTheRuntime(t *testing.T) {
 	good := `{"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"args": ["true"]}}`
 	for _, tc := range []struct {
 		name, cfg string
-		want      bool // exec'd
+		exit      int // the stand-in runtime's exit status
+		handled   bool
 	}{
-		{"valid bundle", good, true},
-		{"not JSON", `{"ociVersion": `, false},
-		{"no root", `{"ociVersion": "1.0.2"}`, false},
-		{"missing rootfs", `{"ociVersion": "1.0.2", "root": {"path": "nope"}}`, false},
+		{"valid bundle", good, 0, true},
+		{"the runtime fails", good, 3, true},
+		{"not JSON", `{"ociVersion": `, 0, false},
+		{"no root", `{"ociVersion": "1.0.2"}`, 0, false},
+		{"missing rootfs", `{"ociVersion": "1.0.2", "root": {"path": "nope"}}`, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)
+			calls := w.recordingRuntime(tc.exit)
 			b := bundleDir(t, tc.cfg)
 			pid := filepath.Join(t.TempDir(), "pid")
-			handled, argv := w.try("create", "--bundle", b, "--pid-file", pid, "c9")
-			if !tc.want {
-				if handled || argv != nil {
-					t.Fatalf("taken: handled %v exec %q", handled, argv)
-				}
-				return
+			code, handled := Try([]string{"--root", w.root, "--config", w.config, "create", "--bundle", b, "--pid-file", pid, "c9"})
+			if handled != tc.handled || code != tc.exit {
+				t.Fatalf("handled %v code %d, want %v %d", handled, code, tc.handled, tc.exit)
 			}
-			want := "true --root " + filepath.Join(w.root, "@runc") + " create --bundle " + b + " --pid-file " + pid + " c9"
-			if got := strings.Join(argv, " "); got != want {
-				t.Fatalf("exec'd %q, want %q", got, want)
+			data, _ := os.ReadFile(calls)
+			want := "--root " + filepath.Join(w.root, "@runc") + " create --bundle " + b + " --pid-file " + pid + " c9\n"
+			if tc.exit != 0 {
+				want += "--root " + filepath.Join(w.root, "@runc") + " delete --force c9\n" // the undo
+			}
+			if !tc.handled {
+				want = ""
+			}
+			if string(data) != want {
+				t.Fatalf("runtime calls %q, want %q", data, want)
 			}
 			entries, err := os.ReadDir(w.root)
-			if err != nil {
+			if err != nil && tc.handled {
 				t.Fatal(err)
 			}
 			for _, e := range entries {
-				if e.Name() != "@runc" {
+				if e.Name() != "@runc" && e.Name() != "@locks" {
 					t.Errorf("create left %s in the state root", e.Name())
 				}
 			}
@@ -247,11 +255,32 @@ func TestCreateBecomesTheRuntime(t *testing.T) {
 	}
 	t.Run("an id another runtime has", func(t *testing.T) {
 		w := newWorld(t)
+		calls := w.recordingRuntime(0)
 		if err := os.MkdirAll(filepath.Join(w.root, "@crun", "c9"), 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if handled, argv := w.try("create", "--bundle", bundleDir(t, good), "c9"); handled || argv != nil {
-			t.Fatalf("taken: handled %v exec %q", handled, argv)
+		if _, handled := Try([]string{"--root", w.root, "--config", w.config, "create", "--bundle", bundleDir(t, good), "c9"}); handled {
+			t.Fatal("taken")
+		}
+		if data, _ := os.ReadFile(calls); len(data) != 0 {
+			t.Fatalf("the runtime ran: %q", data)
 		}
 	})
+}
+
+// recordingRuntime makes runc a script that appends its arguments to a
+// file (returned) and exits with exit.
+func (w *world) recordingRuntime(exit int) string {
+	w.t.Helper()
+	dir := w.t.TempDir()
+	calls, bin := filepath.Join(dir, "calls"), filepath.Join(dir, "runc")
+	script := "#!/bin/sh\necho \"$@\" >> " + calls + "\nexit " + strconv.Itoa(exit) + "\n"
+	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+		w.t.Fatal(err)
+	}
+	cfg := `{"runtime": {"routing": [{"pattern": ".*", "runtime": "runc"}]}, "runtimes": {"runc": {"path": "` + bin + `"}}}`
+	if err := os.WriteFile(w.config, []byte(cfg), 0o600); err != nil {
+		w.t.Fatal(err)
+	}
+	return calls
 }

@@ -308,8 +308,8 @@ var createSteps = []createStep{
 	{name: "before-pct-start", mode: "before-start", recorded: []string{"vmid", "supervisor", "helper_dir"}, sig: syscall.SIGTERM},
 	// The container runs its init helper, connecting to the supervisor.
 	{name: "after-pct-start", mode: "after-start", recorded: []string{"vmid", "supervisor"}, sig: syscall.SIGTERM, recreate: true},
-	// The runc route: the record is saved, runc create not run yet (its
-	// private pid file and log exist) ...
+	// The runc route: the id's lock is held, runc create not run yet
+	// (nexcage keeps no record of a runc container) ...
 	{name: "runc-before-create", runcMode: "before-create", sig: syscall.SIGINT},
 	// ... and runc created the container (its init waits for start).
 	{name: "runc-after-create", runcMode: "after-create", sig: syscall.SIGTERM, recreate: true},
