@@ -141,6 +141,30 @@ func TestContainerdProxmoxCRIPodLimits(t *testing.T) {
 	if err := json.Unmarshal([]byte(nx.Must("ps", "--format", "json", idA).Stdout), &listed); err != nil || !slices.Contains(listed, orphan) || !slices.Contains(listed, pidA) {
 		t.Errorf("nexcage ps %s: %v (%v), want its process %d and the orphan %d", idA, listed, err, pidA, orphan)
 	}
+	// The CT's /sys, with its cgroup file system where the CT has one
+	// (PVE's cgroup:mixed; pvesim's CTs have none), is read-only in the
+	// container, as containerd's spec asks (ro sysfs and cgroup mounts),
+	// so the container's root cannot move itself out of its cgroups or
+	// change them. (LXC's sys:mixed leaves /sys/devices/virtual/net
+	// writable in the CT.)
+	if r := n.crictl("exec", idA, "cat", "/proc/self/mountinfo"); r.Code != 0 {
+		t.Errorf("the mounts of alpha: %s", r)
+	} else {
+		seen := 0
+		for _, l := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
+			f := strings.Fields(l)
+			if len(f) < 6 || (f[4] != "/sys" && !strings.HasPrefix(f[4], "/sys/")) {
+				continue
+			}
+			seen++
+			if !slices.Contains(strings.Split(f[5], ","), "ro") {
+				t.Errorf("a writable mount below /sys in alpha: %s", l)
+			}
+		}
+		if seen == 0 {
+			t.Errorf("no /sys in alpha's mounts:\n%s", r.Stdout)
+		}
+	}
 	// Siblings below the same cgroup: the CT's.
 	if filepath.Dir(dirsA["memory"]) != filepath.Dir(dirsB["memory"]) || filepath.Dir(dirsA["memory"]) == "/sys/fs/cgroup/memory" {
 		t.Errorf("the containers' memory cgroups %s and %s are not siblings below the CT's", dirsA["memory"], dirsB["memory"])

@@ -163,6 +163,11 @@ func podMounts(id string, p *podInfo, spec *specs.Spec) ([]inithelper.PodMount, 
 		dest := path.Clean("/" + m.Destination)
 		bind := m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
 		switch {
+		case (dest == "/sys" || dest == "/sys/fs/cgroup") && slices.Contains(m.Options, "ro"):
+			// The CT's own, read-only (with its cgroup file system, which
+			// holds the container's limits), as runc mounts them for an
+			// unprivileged container.
+			ms[1].ReadOnly = true
 		case dest == "/proc" || dest == "/sys" || dest == "/dev" || dest == "/dev/shm" || dest == "/dev/pts" || dest == "/dev/mqueue" || strings.HasPrefix(dest, "/sys/"):
 			// The CT's own (above); the pod's shm is the CT's /dev/shm.
 		case bind:

@@ -27,7 +27,7 @@ func TestPodMounts(t *testing.T) {
 		{Destination: "/dev/pts", Type: "devpts", Source: "devpts"},
 		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue"},
 		{Destination: "/sys", Type: "sysfs", Source: "sysfs"},
-		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup"},
+		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "ro"}},
 		{Destination: "/etc/hosts", Type: "bind", Source: "/x/hosts", Options: []string{"rbind", "rprivate", "rw"}},
 		{Destination: "/dev/shm", Type: "bind", Source: "/x/shm", Options: []string{"rbind"}},
 		{Destination: "/scratch", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "size=1m", "mode=1777"}},
@@ -46,6 +46,14 @@ func TestPodMounts(t *testing.T) {
 	}
 	if len(binds) != 1 || binds[0].Source != "/x/hosts" || ms[len(ms)-1].Data != "size=1m,mode=1777" {
 		t.Errorf("binds %+v, last %+v", binds, ms[len(ms)-1])
+	}
+	// The spec's read-only cgroup mount makes the CT's /sys read-only in
+	// the container (its cgroup file system with it); /proc stays.
+	if !ms[1].ReadOnly || ms[0].ReadOnly {
+		t.Errorf("read-only: /proc %v, /sys %v; want false, true", ms[0].ReadOnly, ms[1].ReadOnly)
+	}
+	if ms, _, _ := podMounts("c1", p, &specs.Spec{Mounts: []specs.Mount{{Destination: "/sys", Type: "sysfs", Source: "sysfs"}}}); ms[1].ReadOnly {
+		t.Error("a read-write sysfs in the spec made read-only")
 	}
 	for _, bad := range []specs.Mount{
 		{Destination: "/dev/fuse", Type: "bind", Source: "/dev/fuse"},
