@@ -503,6 +503,29 @@ func (p *Plan) Apply(pid int) error {
 	return nil
 }
 
+// Set writes the plan's limits into its cgroups, which exist already
+// (a running container's new resources, runc's update). A write the
+// kernel refuses because of another limit not written yet (cgroup v1's
+// memory+swap must stay at or above the memory limit; a CPU quota is
+// checked against the period) succeeds on a second pass.
+func (p *Plan) Set() error {
+	var failed []Write
+	var dirs []string
+	for _, s := range p.steps {
+		for _, w := range s.writes {
+			if err := writeFile(filepath.Join(s.dir, w.File), w.Value); err != nil {
+				failed, dirs = append(failed, w), append(dirs, s.dir)
+			}
+		}
+	}
+	for i, w := range failed {
+		if err := writeFile(filepath.Join(dirs[i], w.File), w.Value); err != nil {
+			return fmt.Errorf("cannot write %q to %s: %w", w.Value, filepath.Join(dirs[i], w.File), err)
+		}
+	}
+	return nil
+}
+
 // Join moves pid (all its threads) into the existing cgroups dirs, as
 // Apply does for the plan's first process.
 func Join(dirs []string, pid int) error {

@@ -547,3 +547,50 @@ func TestApplyV2RealKernel(t *testing.T) {
 		t.Errorf("the container's process was not killed by Remove: %v, %v", st, err)
 	}
 }
+
+// TestSetOrder: update's Set writes into existing cgroups; a value the
+// kernel refuses until another one is written (cgroup v1: raising the
+// memory limit above memory+swap) succeeds on the second pass.
+func TestSetOrder(t *testing.T) {
+	fakeFS(t)
+	parent := filepath.Join(t.TempDir(), "lxc.payload.100")
+	dir := filepath.Join(parent, "nexcage-c1")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(parent, "memory.memsw.limit_in_bytes"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	memsw := int64(64 << 20)
+	var order []string
+	writeFile = func(p, v string) error {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		switch filepath.Base(p) {
+		case "memory.limit_in_bytes":
+			if n > memsw {
+				return unix.EINVAL
+			}
+		case "memory.memsw.limit_in_bytes":
+			memsw = n
+		}
+		order = append(order, filepath.Base(p)+"="+v)
+		return os.WriteFile(p, []byte(v), 0o644)
+	}
+	l := &Layout{Dirs: map[string]string{"memory": parent}, V2: map[string]bool{}}
+	p, err := NewPlan(l, "nexcage-c1", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(128 << 20), Swap: i64(128 << 20)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Set(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"memory.memsw.limit_in_bytes=134217728", "memory.limit_in_bytes=134217728"}
+	if !reflect.DeepEqual(order, want) {
+		t.Errorf("writes %v, want %v", order, want)
+	}
+	// A value refused for good is an error naming the file.
+	writeFile = func(p, v string) error { return unix.EINVAL }
+	if err := p.Set(); err == nil || !strings.Contains(err.Error(), "memory.limit_in_bytes") {
+		t.Errorf("a refused value: %v", err)
+	}
+}

@@ -170,6 +170,19 @@ func TestContainerdProxmoxCRIPodLimits(t *testing.T) {
 		t.Errorf("the containers' memory cgroups %s and %s are not siblings below the CT's", dirsA["memory"], dirsB["memory"])
 	}
 
+	t.Run("crictl update sets a running container's new limits", func(t *testing.T) {
+		// containerd runs the runtime's update --resources - with the
+		// whole new linux.resources (swap = memory again: memory+swap
+		// must be raised before the memory limit on cgroup v1).
+		up := limits{mem: 128 << 20, quota: 30000, period: 50000, shares: 256}
+		n.mustCrictl("update", "--memory", strconv.FormatInt(up.mem, 10), "--cpu-quota", strconv.FormatInt(up.quota, 10),
+			"--cpu-period", strconv.FormatInt(up.period, 10), "--cpu-share", strconv.FormatInt(up.shares, 10), idB)
+		check("beta", idB, pidB, up)
+		if !pidAlive(pidB) {
+			t.Errorf("beta's process %d died in the update", pidB)
+		}
+	})
+
 	t.Run("cgroup v2: room made in the CT's cgroup, lxc-attach works on", func(t *testing.T) {
 		// The CT's cgroup on the cgroup2 hierarchy holds the CT's init
 		// (PVE 8/9: all controllers; this project's hybrid hosts:
@@ -203,6 +216,11 @@ func TestContainerdProxmoxCRIPodLimits(t *testing.T) {
 		}
 		if r := n.crictl("exec", gamma, "sh", "-c", "grep -c nexcage-"+gamma+" /proc/self/cgroup"); r.Code != 0 {
 			t.Errorf("exec in gamma after the room was made: %s", r)
+		}
+		// A kind of limit the container got no cgroup for at create is
+		// refused by name.
+		if r := n.crictl("update", "--memory", "67108864", gamma); r.Code == 0 || !strings.Contains(r.Stderr, "got no cgroup") {
+			t.Errorf("crictl update of a limit gamma has no cgroup for: %s", r)
 		}
 		delta := n.createContainer(pod, podCfg, "delta", "sleep", "100007")
 		n.mustCrictl("start", delta)

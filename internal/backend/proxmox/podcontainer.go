@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -680,6 +681,10 @@ func (b *Backend) podLimits(id string, p *podInfo, vmid, initPid int, spec *spec
 	if spec.Linux != nil {
 		r = spec.Linux.Resources
 	}
+	return b.podPlan(id, p, vmid, initPid, r)
+}
+
+func (b *Backend) podPlan(id string, p *podInfo, vmid, initPid int, r *specs.LinuxResources) (*cgroups.Plan, error) {
 	layout, err := cgroups.Find(initPid)
 	if err != nil {
 		return nil, errs.Wrap(errs.KindBackend, err, "container %s: cannot find the cgroups of the pod's CT %d", id, vmid)
@@ -698,6 +703,90 @@ func (b *Backend) podLimits(id string, p *podInfo, vmid, initPid int, spec *spec
 		}
 	}
 	return plan, nil
+}
+
+// maxResources bounds the resources JSON update reads.
+const maxResources = 1 << 20
+
+// podUpdate is runc's `update --resources <file|-> <id>` (what
+// containerd's CRI runs for UpdateContainerResources) for a pod's app
+// container: the new values go into the cgroups create made. A limit of
+// a controller the container got no cgroup for at create is refused:
+// its processes would have to be moved while they run.
+func (b *Backend) podUpdate(ctx context.Context, c *state.Container, args []string, stdio runtime.Stdio) error {
+	file := ""
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; {
+		case a == "--resources" || a == "-r":
+			if i+1 >= len(args) {
+				return errs.New(errs.KindUsage, "update: flag %s needs a value", a)
+			}
+			file = args[i+1]
+			i++
+		case strings.HasPrefix(a, "--resources="):
+			file = strings.TrimPrefix(a, "--resources=")
+		case a == c.ID || a == "--":
+		default:
+			return errs.New(errs.KindUnsupported, "update: %s is not supported for a pod's container on the %s backend", a, b.Name()).
+				WithHint("give the new linux.resources as JSON: nexcage update --resources <file|-> %s", c.ID)
+		}
+	}
+	if file == "" {
+		return errs.New(errs.KindUsage, "update: container %s: no --resources", c.ID).
+			WithHint("give the new linux.resources as JSON: nexcage update --resources <file|-> %s", c.ID)
+	}
+	var in io.Reader = stdio.Stdin
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return errs.Wrap(errs.KindNotFound, err, "update: container %s: cannot read %s", c.ID, file)
+		}
+		defer f.Close()
+		in = f
+	}
+	if in == nil {
+		return errs.New(errs.KindUsage, "update: container %s: no resources on standard input", c.ID)
+	}
+	data, err := io.ReadAll(io.LimitReader(in, maxResources+1))
+	if err != nil || len(data) > maxResources {
+		return errs.New(errs.KindUsage, "update: container %s: cannot read the resources (at most %d bytes): %v", c.ID, maxResources, err)
+	}
+	var r specs.LinuxResources
+	if err := json.Unmarshal(data, &r); err != nil {
+		return errs.Wrap(errs.KindUsage, err, "update: container %s: the resources are not linux.resources JSON", c.ID)
+	}
+	b.refreshPodContainer(c)
+	if c.Status != state.Running && c.Status != state.Created {
+		return errs.New(errs.KindState, "container %s: container not running", c.ID)
+	}
+	vmid, _ := strconv.Atoi(c.Data[DataPodCT])
+	initPid, err := b.initPid(ctx, vmid)
+	if err != nil {
+		return addContainer(c.ID, err)
+	}
+	p := &podInfo{namespace: "?", pod: "?", container: c.ID}
+	if c.Annotations != nil {
+		if q := podOf(&specs.Spec{Annotations: c.Annotations}); q != nil {
+			p = q
+		}
+	}
+	plan, err := b.podPlan(c.ID, p, vmid, initPid, &r)
+	if err != nil {
+		return err
+	}
+	have, err := podCgroupDirs(c)
+	if err != nil {
+		return err
+	}
+	for _, d := range plan.Dirs {
+		if !slices.Contains(have, d) {
+			return p.refuse(c.ID, "update: the container got no cgroup %s at create (its bundle set no limit of that controller); new kinds of limits need a new container", d)
+		}
+	}
+	if err := plan.Set(); err != nil {
+		return errs.Wrap(errs.KindBackend, err, "update: container %s: cannot set its resource limits", c.ID)
+	}
+	return nil
 }
 
 // podCgroupDirs are the container's recorded cgroups that exist (a

@@ -535,13 +535,18 @@ func (b *Backend) waitLxcStopped(ctx context.Context, vmid int) {
 var _ runtime.Passthrougher = (*Backend)(nil)
 
 // Passthrough implements the runc verbs exec and ps for Proxmox
-// containers (others are not supported).
+// containers, and update for a pod's app containers (others are not
+// supported).
 func (b *Backend) Passthrough(ctx context.Context, c *state.Container, verb string, args []string, stdio runtime.Stdio) (int, error) {
 	switch verb {
 	case "exec":
 		return b.exec(ctx, c, args, stdio)
 	case "ps":
 		return b.ps(ctx, c, args, stdio)
+	case "update":
+		if isPodContainer(c) {
+			return 0, b.podUpdate(ctx, c, args, stdio)
+		}
 	}
 	return 0, errs.New(errs.KindUnsupported, "%s is not supported for container %s on the %s backend", verb, c.ID, b.Name())
 }
