@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nexcage/nexcage/internal/cgroups"
 )
 
 // TestContainerdProxmoxCRIPodLimits: the app containers of a Proxmox
@@ -18,10 +20,15 @@ import (
 // (linux.resources, as containerd's CRI puts them in the bundle) in
 // their own cgroups, children of the CT's: the test reads the host's
 // cgroup files of each container's process (by /proc/<pid>/cgroup) and
-// finds each container's own values. A container that goes over its
-// memory limit is OOM-killed while its sibling keeps running. After rm
-// and rmp no cgroup of the containers is left. Its name puts it in make
-// e2e's PVE 8.4 run as well.
+// finds each container's own values. Exec'd processes join them, ps
+// lists their members, /sys (with the CT's cgroup file system) is
+// read-only in the container, crictl update changes them, a cgroup v2
+// controller makes room in the CT's populated cgroup with lxc-attach
+// working on, a value the kernel refuses fails create and leaves
+// nothing, and a container that goes over its memory limit is
+// OOM-killed while its sibling keeps running. After rm and rmp no
+// cgroup of the containers is left. Its name puts it in make e2e's PVE
+// 8.4 run as well.
 func TestContainerdProxmoxCRIPodLimits(t *testing.T) {
 	e := newPveEnv(t, false, "")
 	link := filepath.Join(t.TempDir(), "nexcage-proxmox")
@@ -96,6 +103,7 @@ func TestContainerdProxmoxCRIPodLimits(t *testing.T) {
 		if dirs["memory"] == dirs[""] { // cgroup v2
 			want["memory.max"] = strconv.FormatInt(l.mem, 10)
 			want["cpu.max"] = fmt.Sprintf("%d %d", l.quota, l.period)
+			want["cpu.weight"] = strconv.FormatUint(cgroups.CPUSharesToWeight(uint64(l.shares)), 10)
 		} else {
 			want["memory.limit_in_bytes"] = strconv.FormatInt(l.mem, 10)
 			want["cpu.cfs_quota_us"] = strconv.FormatInt(l.quota, 10)
