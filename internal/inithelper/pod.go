@@ -49,6 +49,10 @@ type PodMount struct {
 	// Flags and Data of a tmpfs (mount(2)).
 	Flags uintptr `json:"flags,omitempty"`
 	Data  string  `json:"data,omitempty"`
+	// ReadOnly makes an "rbind-ct" read-only, recursively (the spec's
+	// sysfs and cgroup mounts are "ro" for an unprivileged container:
+	// its limits in the CT's cgroup file system stay out of its reach).
+	ReadOnly bool `json:"readonly,omitempty"`
 }
 
 // PodRun is what the pod-run helper gets on PodConfigFD.
@@ -165,6 +169,9 @@ func enterRootfs(mounts []PodMount) error {
 		switch m.Kind {
 		case "rbind-ct":
 			err = unix.Mount(filepath.Clean("/"+m.Destination), dst, "", unix.MS_BIND|unix.MS_REC, "")
+			if err == nil && m.ReadOnly {
+				err = unix.MountSetattr(unix.AT_FDCWD, dst, unix.AT_RECURSIVE|unix.AT_SYMLINK_NOFOLLOW, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
+			}
 		case "bind":
 			err = unix.MoveMount(bind, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH)
 			_ = unix.Close(bind)

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -22,6 +24,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/nexcage/nexcage/internal/cgroups"
 	"github.com/nexcage/nexcage/internal/config"
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/inithelper"
@@ -52,6 +55,9 @@ const (
 	DataPodProc      = "pod_proc"       // host pid of the container's process
 	DataPodProcStart = "pod_proc_start" // its start time
 	DataPodNSPid     = "pod_nspid"      // its pid in the CT
+	// DataPodCgroups: the container's own cgroups (a JSON list of host
+	// directories, children of the CT's), recorded before they are made.
+	DataPodCgroups = "pod_cgroups"
 )
 
 // Files in a pod container's directory: the exec fifo, and the process
@@ -158,6 +164,11 @@ func podMounts(id string, p *podInfo, spec *specs.Spec) ([]inithelper.PodMount, 
 		dest := path.Clean("/" + m.Destination)
 		bind := m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
 		switch {
+		case (dest == "/sys" || dest == "/sys/fs/cgroup") && slices.Contains(m.Options, "ro"):
+			// The CT's own, read-only (with its cgroup file system, which
+			// holds the container's limits), as runc mounts them for an
+			// unprivileged container.
+			ms[1].ReadOnly = true
 		case dest == "/proc" || dest == "/sys" || dest == "/dev" || dest == "/dev/shm" || dest == "/dev/pts" || dest == "/dev/mqueue" || strings.HasPrefix(dest, "/sys/"):
 			// The CT's own (above); the pod's shm is the CT's /dev/shm.
 		case bind:
@@ -297,6 +308,10 @@ func (b *Backend) createPodContainer(ctx context.Context, c *state.Container, p 
 		return errs.New(errs.KindBackend, "container %s: cannot read the bounding set of the pod's CT %d", c.ID, vmid)
 	}
 	proc.ContainerBounding = bnd
+	limits, err := b.podLimits(c.ID, p, vmid, initPid, spec)
+	if err != nil {
+		return err
+	}
 	rootfs := spec.Root.Path
 	if !filepath.IsAbs(rootfs) {
 		rootfs = filepath.Join(opts.Bundle, rootfs)
@@ -312,6 +327,12 @@ func (b *Backend) createPodContainer(ctx context.Context, c *state.Container, p 
 	_, _ = rand.Read(r)
 	dir := filepath.Join(base, "pod-"+SanitizeHostname(c.ID)+"-"+hex.EncodeToString(r))
 	c.Data[DataPodCT], c.Data[DataPodSandbox], c.Data[DataPodDir] = strconv.Itoa(vmid), spec.Annotations[config.AnnotationSandboxID], dir
+	if len(limits.Dirs) > 0 {
+		// Recorded before they exist, so that a delete after an
+		// interrupted create finds them.
+		dirs, _ := json.Marshal(limits.Dirs)
+		c.Data[DataPodCgroups] = string(dirs)
+	}
 	if opts.Checkpoint != nil {
 		if err := opts.Checkpoint(c); err != nil {
 			return err
@@ -330,7 +351,9 @@ func (b *Backend) createPodContainer(ctx context.Context, c *state.Container, p 
 				_ = started.Process.Kill()
 				_, _ = started.Process.Wait()
 			}
-			b.cleanupPodContainer(c)
+			if cerr := b.cleanupPodContainer(c); cerr != nil {
+				b.log.Warn("cannot clean up after a failed create", "id", c.ID, "err", cerr)
+			}
 		}
 	}()
 	if err := shiftRootfs(rootfs, uids, gids); err != nil {
@@ -434,6 +457,12 @@ func (b *Backend) createPodContainer(ctx context.Context, c *state.Container, p 
 	if err != nil {
 		return errs.Wrap(errs.KindBackend, err, "container %s: cannot find its process in the pod's CT %d", c.ID, vmid)
 	}
+	// The helper waits on the exec fifo: moved now, the process it
+	// becomes and all its children are under the container's limits.
+	if err := limits.Apply(hp); err != nil {
+		return errs.Wrap(errs.KindBackend, err, "container %s: cannot apply its resource limits (linux.resources) in the pod's CT %d", c.ID, vmid).
+			WithHint("the kernel refused a value of linux.resources in %s (for example a CPU quota or period below 1 ms, or on cgroup v1 a CPU quota above the CT's cpulimit)", filepath.Join(opts.Bundle, "config.json"))
+	}
 	c.Pid = cmd.Process.Pid
 	if st, ok := procfs.StartTime(c.Pid); ok {
 		c.Data[DataStartTime] = st
@@ -457,6 +486,16 @@ func (b *Backend) createPodContainer(ctx context.Context, c *state.Container, p 
 // podHelperPid finds the pod-run helper below lxc-attach's pid (its
 // child or grandchild) and its pid in the CT.
 func podHelperPid(attach int) (int, int, error) {
+	hp, err := helperBelow(attach, inithelper.PodRunVerb)
+	if err != nil {
+		return 0, 0, err
+	}
+	ns, err := nsPid(hp)
+	return hp, ns, err
+}
+
+// helperBelow finds the helper running verb below lxc-attach's pid.
+func helperBelow(attach int, verb string) (int, error) {
 	queue := []int{attach}
 	for depth := 0; depth < 4 && len(queue) > 0; depth++ {
 		var next []int
@@ -465,16 +504,17 @@ func podHelperPid(attach int) (int, int, error) {
 			for _, f := range strings.Fields(string(data)) {
 				child, _ := strconv.Atoi(f)
 				cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", child))
-				if strings.Contains(string(cmd), inithelper.PodRunVerb) {
-					ns, err := nsPid(child)
-					return child, ns, err
+				// The helper itself, not lxc-attach's intermediate child
+				// (whose arguments name it too).
+				if args := strings.Split(string(cmd), "\x00"); len(args) >= 2 && args[0] == inithelper.Binary && args[1] == verb {
+					return child, nil
 				}
 				next = append(next, child)
 			}
 		}
 		queue = next
 	}
-	return 0, 0, fmt.Errorf("no pod-run helper below lxc-attach (pid %d)", attach)
+	return 0, fmt.Errorf("no %s helper below lxc-attach (pid %d)", verb, attach)
 }
 
 // nsPid is pid's pid in its own (innermost) pid namespace.
@@ -542,6 +582,19 @@ func (b *Backend) refreshPodContainer(c *state.Container) {
 // descendants).
 func (b *Backend) killPodContainer(c *state.Container, sig syscall.Signal, all bool) error {
 	pid, ok := podProcAlive(c)
+	if all {
+		// Every process of its cgroups as well (orphans the CT's init
+		// adopted): as runc, also once the main process has exited,
+		// which is when containerd asks.
+		dirs, _ := podCgroupDirs(c)
+		members := cgroups.Procs(dirs)
+		for _, p := range members {
+			_ = syscall.Kill(p, sig)
+		}
+		if !ok && len(members) > 0 {
+			return nil
+		}
+	}
 	if !ok {
 		return errs.New(errs.KindState, "container %s: container not running", c.ID)
 	}
@@ -588,19 +641,197 @@ func (b *Backend) deletePodContainer(c *state.Container, force bool) error {
 		}
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	b.cleanupPodContainer(c)
+	if err := b.cleanupPodContainer(c); err != nil {
+		return err
+	}
 	c.Status, c.Pid = state.Stopped, 0
 	return nil
 }
 
-func (b *Backend) cleanupPodContainer(c *state.Container) {
+func (b *Backend) cleanupPodContainer(c *state.Container) error {
 	dir := c.Data[DataPodDir]
-	if dir == "" || filepath.Dir(dir) != b.helperBase() || !strings.HasPrefix(filepath.Base(dir), "pod-") {
-		return
+	if dir != "" && filepath.Dir(dir) == b.helperBase() && strings.HasPrefix(filepath.Base(dir), "pod-") {
+		if err := os.RemoveAll(dir); err != nil {
+			b.log.Warn("cannot remove the pod container's directory", "id", c.ID, "dir", dir, "err", err)
+		}
 	}
-	if err := os.RemoveAll(dir); err != nil {
-		b.log.Warn("cannot remove the pod container's directory", "id", c.ID, "dir", dir, "err", err)
+	return removePodCgroups(c, podCgroupTimeout)
+}
+
+// podCgroupTimeout bounds the wait for a pod container's cgroups to
+// empty once its processes are killed.
+const podCgroupTimeout = 10 * time.Second
+
+// podCgroupName is the name of an app container's cgroup below the CT's
+// (a cgroup name has at most 255 bytes; an id at most 250).
+func podCgroupName(id string) string {
+	if len(id) > 200 {
+		sum := sha256.Sum256([]byte(id))
+		return "nexcage-" + hex.EncodeToString(sum[:16])
 	}
+	return "nexcage-" + id
+}
+
+// podLimits plans the container's own cgroups (internal/cgroups): a
+// child of the CT's cgroup, found from the CT init's /proc/<pid>/cgroup
+// on the host, with the bundle's linux.resources. What cannot be applied
+// is refused here, before anything is made.
+func (b *Backend) podLimits(id string, p *podInfo, vmid, initPid int, spec *specs.Spec) (*cgroups.Plan, error) {
+	var r *specs.LinuxResources
+	if spec.Linux != nil {
+		r = spec.Linux.Resources
+	}
+	return b.podPlan(id, p, vmid, initPid, r)
+}
+
+func (b *Backend) podPlan(id string, p *podInfo, vmid, initPid int, r *specs.LinuxResources) (*cgroups.Plan, error) {
+	layout, err := cgroups.Find(initPid)
+	if err != nil {
+		return nil, errs.Wrap(errs.KindBackend, err, "container %s: cannot find the cgroups of the pod's CT %d", id, vmid)
+	}
+	plan, err := cgroups.NewPlan(layout, podCgroupName(id), r)
+	var u *cgroups.Unsupported
+	switch {
+	case errors.As(err, &u):
+		return nil, p.refuse(id, "its resources cannot be applied inside the pod's CT %d: %s", vmid, u.Error())
+	case err != nil:
+		return nil, errs.Wrap(errs.KindBackend, err, "container %s: cannot apply its resource limits in the pod's CT %d", id, vmid)
+	}
+	for _, w := range plan.Skipped {
+		if b.log != nil {
+			b.log.Warn("the pod's CT has no hugetlb controller; hugepage limit not applied", "id", id, "ct", vmid, "file", w.File, "value", w.Value)
+		}
+	}
+	return plan, nil
+}
+
+// maxResources bounds the resources JSON update reads.
+const maxResources = 1 << 20
+
+// podUpdate is runc's `update --resources <file|-> <id>` (what
+// containerd's CRI runs for UpdateContainerResources) for a pod's app
+// container: the new values go into the cgroups create made. A limit of
+// a controller the container got no cgroup for at create is refused:
+// its processes would have to be moved while they run.
+func (b *Backend) podUpdate(ctx context.Context, c *state.Container, args []string, stdio runtime.Stdio) error {
+	file := ""
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; {
+		case a == "--resources" || a == "-r":
+			if i+1 >= len(args) {
+				return errs.New(errs.KindUsage, "update: flag %s needs a value", a)
+			}
+			file = args[i+1]
+			i++
+		case strings.HasPrefix(a, "--resources="):
+			file = strings.TrimPrefix(a, "--resources=")
+		case a == c.ID || a == "--":
+		default:
+			return errs.New(errs.KindUnsupported, "update: %s is not supported for a pod's container on the %s backend", a, b.Name()).
+				WithHint("give the new linux.resources as JSON: nexcage update --resources <file|-> %s", c.ID)
+		}
+	}
+	if file == "" {
+		return errs.New(errs.KindUsage, "update: container %s: no --resources", c.ID).
+			WithHint("give the new linux.resources as JSON: nexcage update --resources <file|-> %s", c.ID)
+	}
+	var in io.Reader = stdio.Stdin
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return errs.Wrap(errs.KindNotFound, err, "update: container %s: cannot read %s", c.ID, file)
+		}
+		defer f.Close()
+		in = f
+	}
+	if in == nil {
+		return errs.New(errs.KindUsage, "update: container %s: no resources on standard input", c.ID)
+	}
+	data, err := io.ReadAll(io.LimitReader(in, maxResources+1))
+	if err != nil || len(data) > maxResources {
+		return errs.New(errs.KindUsage, "update: container %s: cannot read the resources (at most %d bytes): %v", c.ID, maxResources, err)
+	}
+	var r specs.LinuxResources
+	if err := json.Unmarshal(data, &r); err != nil {
+		return errs.Wrap(errs.KindUsage, err, "update: container %s: the resources are not linux.resources JSON", c.ID)
+	}
+	b.refreshPodContainer(c)
+	if c.Status != state.Running && c.Status != state.Created {
+		return errs.New(errs.KindState, "container %s: container not running", c.ID)
+	}
+	vmid, _ := strconv.Atoi(c.Data[DataPodCT])
+	initPid, err := b.initPid(ctx, vmid)
+	if err != nil {
+		return addContainer(c.ID, err)
+	}
+	p := &podInfo{namespace: "?", pod: "?", container: c.ID}
+	if c.Annotations != nil {
+		if q := podOf(&specs.Spec{Annotations: c.Annotations}); q != nil {
+			p = q
+		}
+	}
+	plan, err := b.podPlan(c.ID, p, vmid, initPid, &r)
+	if err != nil {
+		return err
+	}
+	have, err := podCgroupDirs(c)
+	if err != nil {
+		return err
+	}
+	for _, d := range plan.Dirs {
+		if !slices.Contains(have, d) {
+			return p.refuse(c.ID, "update: the container got no cgroup %s at create (its bundle set no limit of that controller); new kinds of limits need a new container", d)
+		}
+	}
+	if err := plan.Set(); err != nil {
+		return errs.Wrap(errs.KindBackend, err, "update: container %s: cannot set its resource limits", c.ID)
+	}
+	return nil
+}
+
+// podCgroupDirs are the container's recorded cgroups that exist (a
+// cgroup whose parent, the CT's, is gone went with it). Only
+// directories on a cgroup file system named for this container are
+// given, whatever the state file says.
+func podCgroupDirs(c *state.Container) ([]string, error) {
+	raw := c.Data[DataPodCgroups]
+	if raw == "" {
+		return nil, nil
+	}
+	var dirs []string
+	if err := json.Unmarshal([]byte(raw), &dirs); err != nil {
+		return nil, errs.Wrap(errs.KindState, err, "container %s: its recorded cgroups (%s) are unreadable", c.ID, DataPodCgroups)
+	}
+	var ok []string
+	for _, d := range dirs {
+		if !filepath.IsAbs(d) || filepath.Clean(d) != d || filepath.Base(d) != podCgroupName(c.ID) {
+			return nil, errs.New(errs.KindState, "container %s: its recorded cgroup %q is not one nexcage makes", c.ID, d)
+		}
+		if _, err := os.Lstat(filepath.Dir(d)); errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if !cgroups.IsCgroupDir(filepath.Dir(d)) {
+			return nil, errs.New(errs.KindState, "container %s: its recorded cgroup %q is not on a cgroup file system", c.ID, d)
+		}
+		ok = append(ok, d)
+	}
+	return ok, nil
+}
+
+// removePodCgroups removes the container's cgroups, killing what is
+// left in them (orphans the CT's init adopted included); see
+// podCgroupDirs for which directories it touches.
+func removePodCgroups(c *state.Container, timeout time.Duration) error {
+	ok, err := podCgroupDirs(c)
+	if err != nil {
+		return err
+	}
+	if err := cgroups.Remove(ok, timeout); err != nil {
+		return errs.Wrap(errs.KindBackend, err, "container %s: cannot remove its cgroups", c.ID).
+			WithHint("run `nexcage delete --force %s` again once its processes have exited", c.ID)
+	}
+	delete(c.Data, DataPodCgroups)
+	return nil
 }
 
 // podExec runs a process in a pod's app container: lxc-attach into the
@@ -615,7 +846,43 @@ func (b *Backend) podExec(c *state.Container, f *execFlags, stdio runtime.Stdio)
 		return 0, err
 	}
 	p.MountNSPid, _ = strconv.Atoi(c.Data[DataPodNSPid])
-	return b.attachExec(c, c.Data[DataPodCT], f, p, stdio)
+	dirs, err := podCgroupDirs(c)
+	if err != nil {
+		return 0, err
+	}
+	var join func(int) error
+	if len(dirs) > 0 {
+		// As with runc, an exec'd process is in the container's cgroups
+		// (under its limits), not only in the CT's.
+		join = func(helper int) error { return cgroups.Join(dirs, helper) }
+	}
+	return b.attachExec(c, c.Data[DataPodCT], f, p, stdio, join)
+}
+
+// joinExecHelper finds the exec helper below lxc-attach (cmd) and gives
+// its pid to join. lxc-attach exiting first (it failed) is no error
+// here: its status says why.
+func joinExecHelper(cmd *exec.Cmd, timeout time.Duration, join func(int) error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		hp, err := helperBelow(cmd.Process.Pid, inithelper.ExecVerb)
+		if err == nil {
+			if err := join(hp); err != nil {
+				// It must not run the process outside the container's
+				// cgroups.
+				_ = syscall.Kill(hp, syscall.SIGKILL)
+				return err
+			}
+			return nil
+		}
+		if _, alive := procfs.StartTime(cmd.Process.Pid); !alive {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no exec helper below lxc-attach (pid %d) after %s", cmd.Process.Pid, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // stopPodContainer sends SIGTERM, then SIGKILL after timeoutSec.

@@ -1,13 +1,18 @@
 package proxmox
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nexcage/nexcage/internal/errs"
+	"github.com/nexcage/nexcage/internal/state"
 )
 
 // TestPodMounts: an app container gets the CT's /proc, /sys and device
@@ -22,7 +27,7 @@ func TestPodMounts(t *testing.T) {
 		{Destination: "/dev/pts", Type: "devpts", Source: "devpts"},
 		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue"},
 		{Destination: "/sys", Type: "sysfs", Source: "sysfs"},
-		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup"},
+		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "ro"}},
 		{Destination: "/etc/hosts", Type: "bind", Source: "/x/hosts", Options: []string{"rbind", "rprivate", "rw"}},
 		{Destination: "/dev/shm", Type: "bind", Source: "/x/shm", Options: []string{"rbind"}},
 		{Destination: "/scratch", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "size=1m", "mode=1777"}},
@@ -41,6 +46,14 @@ func TestPodMounts(t *testing.T) {
 	}
 	if len(binds) != 1 || binds[0].Source != "/x/hosts" || ms[len(ms)-1].Data != "size=1m,mode=1777" {
 		t.Errorf("binds %+v, last %+v", binds, ms[len(ms)-1])
+	}
+	// The spec's read-only cgroup mount makes the CT's /sys read-only in
+	// the container (its cgroup file system with it); /proc stays.
+	if !ms[1].ReadOnly || ms[0].ReadOnly {
+		t.Errorf("read-only: /proc %v, /sys %v; want false, true", ms[0].ReadOnly, ms[1].ReadOnly)
+	}
+	if ms, _, _ := podMounts("c1", p, &specs.Spec{Mounts: []specs.Mount{{Destination: "/sys", Type: "sysfs", Source: "sysfs"}}}); ms[1].ReadOnly {
+		t.Error("a read-write sysfs in the spec made read-only")
 	}
 	for _, bad := range []specs.Mount{
 		{Destination: "/dev/fuse", Type: "bind", Source: "/dev/fuse"},
@@ -96,5 +109,83 @@ func TestShiftRootfs(t *testing.T) {
 	}
 	if err := shiftRootfs(d, []idMap{{0, 100000, 10}}, m); err == nil || !strings.Contains(err.Error(), "which the pod's CT does not map") {
 		t.Errorf("unmapped owner: %v", err)
+	}
+}
+
+// TestPodLimitsRefused: a resource the container's cgroup cannot get is
+// refused by name at create, as unsupported, before anything is made.
+func TestPodLimitsRefused(t *testing.T) {
+	b := &Backend{}
+	p := &podInfo{namespace: "lab", pod: "web", container: "app"}
+	w := uint16(300)
+	spec := &specs.Spec{Linux: &specs.Linux{Resources: &specs.LinuxResources{BlockIO: &specs.LinuxBlockIO{Weight: &w}}}}
+	_, err := b.podLimits("c1", p, 100, os.Getpid(), spec)
+	if errs.KindOf(err) != errs.KindUnsupported || !strings.Contains(err.Error(), "container app of Kubernetes pod lab/web") || !strings.Contains(err.Error(), "linux.resources.blockIO") {
+		t.Fatalf("blockIO weight: %v", err)
+	}
+	// Nothing set: nothing to make.
+	plan, err := b.podLimits("c1", p, 100, os.Getpid(), &specs.Spec{Linux: &specs.Linux{}})
+	if err != nil || len(plan.Dirs) != 0 {
+		t.Fatalf("no resources: %v, %v", plan, err)
+	}
+}
+
+func TestPodCgroupName(t *testing.T) {
+	if got := podCgroupName("abc"); got != "nexcage-abc" {
+		t.Errorf("podCgroupName(abc) = %q", got)
+	}
+	long := strings.Repeat("a", 250)
+	got := podCgroupName(long)
+	if len(got) > 255 || got == podCgroupName(long[:249]+"b") || !strings.HasPrefix(got, "nexcage-") {
+		t.Errorf("podCgroupName of a 250-byte id: %q", got)
+	}
+}
+
+// TestRemovePodCgroupsOnlyOurs is the cleanup path's guard: delete
+// removes only directories named for the container on a cgroup file
+// system, whatever the state file says; a cgroup whose parent (the CT's)
+// is gone is done with.
+func TestRemovePodCgroupsOnlyOurs(t *testing.T) {
+	dir := t.TempDir()
+	record := func(c *state.Container, dirs ...string) {
+		data, _ := json.Marshal(dirs)
+		c.Data = map[string]string{DataPodCgroups: string(data)}
+	}
+	c := &state.Container{ID: "c1"}
+	// Named for another container.
+	other := filepath.Join(dir, "nexcage-c2")
+	if err := os.Mkdir(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	record(c, other)
+	if err := removePodCgroups(c, time.Second); errs.KindOf(err) != errs.KindState {
+		t.Errorf("another container's cgroup: %v", err)
+	}
+	// Named for this one, but not on a cgroup file system.
+	mine := filepath.Join(dir, "nexcage-c1")
+	if err := os.Mkdir(mine, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	record(c, mine)
+	if err := removePodCgroups(c, time.Second); errs.KindOf(err) != errs.KindState || !strings.Contains(err.Error(), "not on a cgroup file system") {
+		t.Errorf("a directory off cgroupfs: %v", err)
+	}
+	record(c, dir+"/x/../nexcage-c1")
+	if err := removePodCgroups(c, time.Second); errs.KindOf(err) != errs.KindState {
+		t.Errorf("an unclean path: %v", err)
+	}
+	for _, d := range []string{other, mine} {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("%s was removed: %v", d, err)
+		}
+	}
+	// The CT's cgroup is gone (the CT stopped): nothing to do.
+	record(c, filepath.Join(dir, "gone", "nexcage-c1"))
+	if err := removePodCgroups(c, time.Second); err != nil || c.Data[DataPodCgroups] != "" {
+		t.Errorf("a cgroup whose parent is gone: %v, %v", err, c.Data)
+	}
+	c.Data = map[string]string{DataPodCgroups: "{"}
+	if err := removePodCgroups(c, time.Second); err == nil {
+		t.Error("an unreadable record accepted")
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,6 +23,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nexcage/nexcage/internal/atomicfile"
+	"github.com/nexcage/nexcage/internal/cgroups"
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/inithelper"
 	"github.com/nexcage/nexcage/internal/netsetup"
@@ -533,13 +535,18 @@ func (b *Backend) waitLxcStopped(ctx context.Context, vmid int) {
 var _ runtime.Passthrougher = (*Backend)(nil)
 
 // Passthrough implements the runc verbs exec and ps for Proxmox
-// containers (others are not supported).
+// containers, and update for a pod's app containers (others are not
+// supported).
 func (b *Backend) Passthrough(ctx context.Context, c *state.Container, verb string, args []string, stdio runtime.Stdio) (int, error) {
 	switch verb {
 	case "exec":
 		return b.exec(ctx, c, args, stdio)
 	case "ps":
 		return b.ps(ctx, c, args, stdio)
+	case "update":
+		if isPodContainer(c) {
+			return 0, b.podUpdate(ctx, c, args, stdio)
+		}
 	}
 	return 0, errs.New(errs.KindUnsupported, "%s is not supported for container %s on the %s backend", verb, c.ID, b.Name())
 }
@@ -651,12 +658,15 @@ func (b *Backend) exec(ctx context.Context, c *state.Container, args []string, s
 		return 0, err
 	}
 	p.ContainerBounding = c.Data[DataCapBnd]
-	return b.attachExec(c, strconv.Itoa(vmid), f, p, stdio)
+	return b.attachExec(c, strconv.Itoa(vmid), f, p, stdio, nil)
 }
 
 // attachExec runs the exec helper with p in the CT vmid through
-// lxc-attach.
-func (b *Backend) attachExec(c *state.Container, vmid string, f *execFlags, p *inithelper.Process, stdio runtime.Stdio) (int, error) {
+// lxc-attach. join, when not nil, is given the exec helper's host pid
+// before the helper has its process (it reads it from a pipe until end
+// of file), so that what join does (a pod container's cgroups) holds
+// for the process and all its children.
+func (b *Backend) attachExec(c *state.Container, vmid string, f *execFlags, p *inithelper.Process, stdio runtime.Stdio, join func(helper int) error) (int, error) {
 	pj, _ := json.Marshal(p)
 	// The process (its environment may hold secrets) goes to the exec
 	// helper through a pipe on descriptor inithelper.ExecFD, never on
@@ -692,6 +702,13 @@ func (b *Backend) attachExec(c *state.Container, vmid string, f *execFlags, p *i
 	_ = rd.Close()
 	if err != nil {
 		return 0, errs.Wrap(errs.KindBackend, err, "exec in container %s: cannot run lxc-attach", c.ID)
+	}
+	if join != nil {
+		if err := joinExecHelper(cmd, b.PidTimeout, join); err != nil {
+			_ = cmd.Process.Kill()
+			_, _ = cmd.Process.Wait()
+			return 0, errs.Wrap(errs.KindBackend, err, "exec in container %s", c.ID)
+		}
 	}
 	// A write error means lxc-attach or the helper failed before reading:
 	// their own message and status say why.
@@ -851,9 +868,17 @@ func (b *Backend) ps(ctx context.Context, c *state.Container, args []string, std
 	var err error
 	if isPodContainer(c) {
 		// Its process and what it started (the CT's pid namespace is the
-		// pod's).
+		// pod's), and the members of its cgroups (exec'd processes,
+		// orphans the CT's init adopted).
 		if pid, ok := podProcAlive(c); ok {
 			pids = append([]int{pid}, descendants(pid)...)
+		}
+		if dirs, derr := podCgroupDirs(c); derr == nil {
+			for _, p := range cgroups.Procs(dirs) {
+				if !slices.Contains(pids, p) {
+					pids = append(pids, p)
+				}
+			}
 		}
 	} else {
 		pids, err = pidsInNamespace(c.Pid)
