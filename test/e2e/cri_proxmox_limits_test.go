@@ -35,11 +35,6 @@ func TestContainerdProxmoxCRIPodLimits(t *testing.T) {
 	if err := os.Symlink(NexcageBin(t), link); err != nil {
 		t.Fatal(err)
 	}
-	// Registered before the CRI node's: cleanups run last first, so a
-	// failed test's pod is removed through containerd before the node is
-	// checked (the other way round, pct destroys the CT under containerd
-	// and its stopp hangs).
-	t.Cleanup(e.checkClean)
 	n := newCRINode(t, append([]string{"NEXCAGE_CONFIG=" + e.config}, e.env...), criHandler{Name: "proxmox", Binary: link})
 	pod, podCfg := n.runPod(criPod{Name: "limits", Namespace: "lab", Handler: "proxmox"})
 

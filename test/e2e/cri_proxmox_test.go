@@ -29,7 +29,6 @@ func TestContainerdProxmoxCRIPodSandbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := newCRINode(t, append([]string{"NEXCAGE_CONFIG=" + e.config}, e.env...), criHandler{Name: "proxmox", Binary: link})
-	t.Cleanup(e.checkClean)
 	linksBefore := n.inNetns(time.Minute, "ip", "-o", "link", "show").Stdout
 
 	pod, podCfg := n.runPod(criPod{Name: "web", Namespace: "lab", Handler: "proxmox"})
@@ -161,7 +160,6 @@ func TestContainerdProxmoxCRIPod(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := newCRINode(t, append([]string{"NEXCAGE_CONFIG=" + e.config}, e.env...), criHandler{Name: "proxmox", Binary: link})
-	t.Cleanup(e.checkClean)
 	const second = "localhost/nexcage-second:latest"
 	rootfs := t.TempDir()
 	testutil.BusyboxRootfs(t, rootfs)

@@ -83,8 +83,10 @@ func newPveEnvWith(t *testing.T, withTemplates bool, extraProxmox string, extraE
 }`)
 	e.n = NewNexcage(t, e.config)
 	e.n.Env = e.env
-	// Registered first, so it runs last: after every container cleanup,
-	// nothing may be left on the simulated node.
+	// Registered first, so it runs last: after every container cleanup
+	// (a CRI node's too: were the node checked first, pct would destroy a
+	// failed test's CT under containerd and its stopp would hang), nothing
+	// may be left on the simulated node. Tests must not register it again.
 	t.Cleanup(e.checkClean)
 	return e
 }
