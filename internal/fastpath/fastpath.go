@@ -362,6 +362,12 @@ func (p *plan) exec() error {
 // create left). Taking the lock also waits for a create of the id that is
 // still running.
 func (p *plan) forget() bool {
+	if p.rec == nil && !p.store.HasLockFile(p.c.id) {
+		// Nothing to remove and no create of the id running (it would
+		// hold the lock file); one starting now finds the runtime's
+		// state directory and refuses the id.
+		return true
+	}
 	l, err := p.store.Lock(context.Background(), p.c.id)
 	if err != nil {
 		return false

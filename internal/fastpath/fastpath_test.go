@@ -151,6 +151,26 @@ func TestDeleteForgetsTheRecordFirst(t *testing.T) {
 	}
 }
 
+// TestDeleteRemovesACrashedCreatesLock: a create that crashed leaves the
+// id's lock file (no record); delete takes the lock, so the file goes.
+func TestDeleteRemovesACrashedCreatesLock(t *testing.T) {
+	w := newWorld(t)
+	w.runcContainer("c1", false, false)
+	lock := filepath.Join(w.root, "@locks", "c1.lock")
+	if err := os.MkdirAll(filepath.Dir(lock), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lock, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, argv := w.try("delete", "c1"); argv == nil {
+		t.Fatal("delete not exec'd")
+	}
+	if _, err := os.Stat(lock); !os.IsNotExist(err) {
+		t.Fatalf("lock file left: %v", err)
+	}
+}
+
 func TestRecordDecidesTheRuntime(t *testing.T) {
 	w := newWorld(t)
 	s, err := state.NewStore(w.root)

@@ -178,6 +178,14 @@ func (s *Store) lockPath(id string) string {
 	return filepath.Join(s.lockDir(), id+".lock")
 }
 
+// HasLockFile tells whether id has a lock file: one exists while a
+// process holds or waits for the id's lock, and after one that held it
+// crashed, until the next Unlock.
+func (s *Store) HasLockFile(id string) bool {
+	_, err := os.Lstat(s.lockPath(id))
+	return err == nil
+}
+
 func (s *Store) statePath(id string) string {
 	return filepath.Join(s.root, id, StateFile)
 }
