@@ -11,8 +11,8 @@
 //   - start, kill, delete and the passthrough verbs (exec, ps, pause,
 //     resume, events, update) become the runtime (execve) with the
 //     translated argv: its exit status, output, signals and pid file are
-//     the caller's, with no copy and no wait. delete first takes the id's
-//     lock and removes a record, if there is one (forget before the
+//     the caller's, with no copy and no wait. delete first removes a record
+//     and a lock file, if there are any, under the id's lock (forget before the
 //     runtime acts; a runtime that then refuses leaves a container without
 //     a record, which every verb still finds by its state directory);
 //   - create reads of the bundle only what routing needs and, under the
