@@ -15,8 +15,8 @@
 //     and a lock file, if there are any, under the id's lock (forget before the
 //     runtime acts; a runtime that then refuses leaves a container without
 //     a record, which every verb still finds by its state directory);
-//   - create reads of the bundle only what routing needs and, under the
-//     id's lock, runs the runtime's create as its only child and waits, so
+//   - create validates the bundle as the full CLI does (bundle.Load) and,
+//     under the id's lock, runs the runtime's create as its only child and waits, so
 //     that an interrupt is undone and reported as before. It writes
 //     nothing: what nexcage knows of the container afterwards is derived
 //     from the runtime's state directory, so a crash at any point leaves
@@ -35,8 +35,8 @@ package fastpath
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -47,6 +47,7 @@ import (
 	"syscall"
 
 	"github.com/nexcage/nexcage/internal/backend/ocirun"
+	"github.com/nexcage/nexcage/internal/bundle"
 	"github.com/nexcage/nexcage/internal/config"
 	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/logging"
@@ -222,44 +223,27 @@ func (p *plan) check() bool {
 	return true // state and the passthrough verbs
 }
 
-// bundleSpec is what create reads of the bundle.
+// bundleSpec is what create keeps of the bundle.
 type bundleSpec struct {
-	OCIVersion  string            `json:"ociVersion"`
-	Annotations map[string]string `json:"annotations"`
-	Root        *struct {
-		Path string `json:"path"`
-	} `json:"root"`
+	OCIVersion  string
+	Annotations map[string]string
 }
 
-// readBundle reads what routing needs of the bundle's config.json (its
-// annotations: a Kubernetes pod's identity, a pod container's sandbox)
-// and whether crun will take it (ociVersion). The runtime validates the
-// rest itself, in its own words; only the mistakes the full CLI explains
-// with a hint and its own exit code (no config.json, not JSON, no rootfs)
-// are handed to it. The bundle is the caller's: runc and crun read it from
-// the same path.
+// readBundle loads and validates the bundle as the full CLI does
+// (bundle.Load: every field nexcage checks, before any side effect, so
+// that a bad bundle gets nexcage's words and exit code, not the
+// runtime's: runc itself takes a hostname with a newline, a NUL in an
+// argument or a garbage ociVersion; test/reliability's corpus). A bundle
+// that fails, or that the full CLI would warn about, goes to the full
+// CLI, which reports it.
 func (p *plan) readBundle() bool {
-	f, err := os.Open(filepath.Join(p.c.bundle, "config.json"))
-	if err != nil {
+	b, err := bundle.Load(p.c.bundle)
+	if err != nil || len(b.Warnings) > 0 || b.Spec == nil {
 		return false
 	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxBundleConfig+1))
-	if err != nil || len(data) > maxBundleConfig || json.Unmarshal(data, &p.spec) != nil ||
-		p.spec.Root == nil || p.spec.Root.Path == "" {
-		return false
-	}
-	rootfs := p.spec.Root.Path
-	if !filepath.IsAbs(rootfs) {
-		rootfs = filepath.Join(p.c.bundle, rootfs)
-	}
-	fi, err := os.Stat(rootfs)
-	return err == nil && fi.IsDir()
+	p.c.bundle, p.spec = b.Dir, bundleSpec{OCIVersion: b.Spec.Version, Annotations: b.Spec.Annotations}
+	return true
 }
-
-// maxBundleConfig bounds config.json as internal/bundle does
-// (bundle.MaxConfigSize; a larger one goes to the full CLI, which says so).
-const maxBundleConfig = 16 << 20
 
 // checkBundle tells whether crun will take the bundle: crun 1.8 refuses
 // a spec above 1.0.x, and the full CLI says what to do.
@@ -397,8 +381,8 @@ func (p *plan) workaround() bool {
 // stdio and preserved fds, and waits: an interrupt (SIGINT/SIGTERM)
 // kills it and deletes whatever it made, and is reported as the full CLI
 // reports it (128+n); a failure deletes what the runtime may have left
-// and exits with the runtime's status (its words are on stderr or in
-// --log). nexcage writes nothing of its own for a runc/crun container:
+// and is reported as the full CLI reports it, with the runtime's last
+// error from --log or a private log (exit code by kind). nexcage writes nothing of its own for a runc/crun container:
 // every later verb finds it in the runtime's state directory
 // (state.Store.RuntimeOwner), and state, list and the rest read bundle,
 // annotations and creation time from there (ocirun.ReadState), so a
@@ -424,7 +408,23 @@ func (p *plan) create() (int, bool) {
 	if err := os.MkdirAll(p.rtRoot, 0o700); err != nil {
 		return p.report(errs.Wrap(errs.KindInternal, err, "cannot create the %s state root", p.name))
 	}
-	argv := p.argv(p.c.g.log, p.c.g.logFormat)
+	logPath, logFormat := p.c.g.log, p.c.g.logFormat
+	var offset int64
+	if logPath == "" {
+		// A private log beside the id's lock (root's only; removed
+		// below, or with the lock by the next delete after a crash)
+		// tells why the runtime failed.
+		logPath, logFormat = p.store.CreateLogPath(p.c.id), "json"
+		f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
+		if err != nil {
+			return p.report(errs.Wrap(errs.KindInternal, err, "cannot create a log file for %s", p.name))
+		}
+		_ = f.Close()
+		defer os.Remove(logPath)
+	} else if fi, err := os.Stat(logPath); err == nil {
+		offset = fi.Size()
+	}
+	argv := p.argv(logPath, logFormat)
 	cmd := exec.Command(p.bin, argv[1:]...)
 	cmd.Args[0] = argv[0]
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
@@ -453,10 +453,19 @@ func (p *plan) create() (int, bool) {
 			return 0, true
 		}
 		p.undo()
-		if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() > 0 {
-			return ee.ExitCode(), true
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			return p.report(errs.Wrap(errs.KindBackend, err, "%s create %s", p.name, p.c.id))
 		}
-		return p.report(errs.Wrap(errs.KindBackend, err, "%s create %s", p.name, p.c.id))
+		msg := ocirun.LastLogError(logPath, offset)
+		if msg == "" {
+			msg = fmt.Sprintf("exit status %d", ee.ExitCode())
+		}
+		e := errs.Wrap(errs.KindBackend, errors.New(msg), "%s create %s", p.name, p.c.id)
+		if strings.Contains(msg, "hybrid mode not supported") {
+			e = e.WithHint("set runtimes.crun.cgroup_workaround to \"auto\" or \"always\" in the config")
+		}
+		return p.report(e)
 	case s := <-sigs:
 		signal.Stop(sigs) // a second signal ends nexcage at once
 		_ = cmd.Process.Kill()

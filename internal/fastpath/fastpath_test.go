@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/nexcage/nexcage/internal/errs"
 	"github.com/nexcage/nexcage/internal/state"
 )
 
@@ -227,8 +228,8 @@ func bundleDir(t *testing.T, cfg string) string {
 
 // TestCreateRunsTheRuntime: create runs the runtime's create with
 // create's flags as its only child and writes nothing of nexcage's
-// (issue 16); what the full CLI must explain is handed to it; a failing
-// runtime's exit status is create's.
+// (issue 16); a bundle the full CLI refuses or explains is handed to it;
+// a failing runtime's exit status is create's.
 func TestCreateRunsTheRuntime(t *testing.T) {
 	good := `{"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"args": ["true"]}}`
 	for _, tc := range []struct {
@@ -241,26 +242,35 @@ func TestCreateRunsTheRuntime(t *testing.T) {
 		{"not JSON", `{"ociVersion": `, 0, false},
 		{"no root", `{"ociVersion": "1.0.2"}`, 0, false},
 		{"missing rootfs", `{"ociVersion": "1.0.2", "root": {"path": "nope"}}`, 0, false},
+		// runc would take these; nexcage refuses them by name.
+		{"a hostname with a newline", `{"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "hostname": "a\nb", "process": {"args": ["true"]}}`, 0, false},
+		{"a garbage ociVersion", `{"ociVersion": "x", "root": {"path": "rootfs"}, "process": {"args": ["true"]}}`, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)
 			calls := w.recordingRuntime(tc.exit)
 			b := bundleDir(t, tc.cfg)
-			pid := filepath.Join(t.TempDir(), "pid")
-			code, handled := Try([]string{"--root", w.root, "--config", w.config, "create", "--bundle", b, "--pid-file", pid, "c9"})
-			if handled != tc.handled || code != tc.exit {
-				t.Fatalf("handled %v code %d, want %v %d", handled, code, tc.handled, tc.exit)
+			pid, log := filepath.Join(t.TempDir(), "pid"), filepath.Join(t.TempDir(), "log.json")
+			code, handled := Try([]string{"--root", w.root, "--config", w.config, "--log", log, "--log-format", "json",
+				"create", "--bundle", b, "--pid-file", pid, "c9"})
+			want := 0
+			if tc.exit != 0 {
+				want = errs.ExitCode(errs.New(errs.KindBackend, "runtime failed")) // reported as the full CLI does
+			}
+			if handled != tc.handled || code != want {
+				t.Fatalf("handled %v code %d, want %v %d", handled, code, tc.handled, want)
 			}
 			data, _ := os.ReadFile(calls)
-			want := "--root " + filepath.Join(w.root, "@runc") + " create --bundle " + b + " --pid-file " + pid + " c9\n"
+			globals := "--root " + filepath.Join(w.root, "@runc") + " --log " + log + " --log-format json "
+			wantCalls := globals + "create --bundle " + b + " --pid-file " + pid + " c9\n"
 			if tc.exit != 0 {
-				want += "--root " + filepath.Join(w.root, "@runc") + " delete --force c9\n" // the undo
+				wantCalls += globals + "delete --force c9\n" // the undo
 			}
 			if !tc.handled {
-				want = ""
+				wantCalls = ""
 			}
-			if string(data) != want {
-				t.Fatalf("runtime calls %q, want %q", data, want)
+			if string(data) != wantCalls {
+				t.Fatalf("runtime calls %q, want %q", data, wantCalls)
 			}
 			entries, err := os.ReadDir(w.root)
 			if err != nil && tc.handled {
@@ -273,6 +283,20 @@ func TestCreateRunsTheRuntime(t *testing.T) {
 			}
 		})
 	}
+	t.Run("the runtime fails, no --log", func(t *testing.T) {
+		w := newWorld(t)
+		w.recordingRuntime(3)
+		code, handled := Try([]string{"--root", w.root, "--config", w.config, "create", "--bundle", bundleDir(t, good), "c9"})
+		if !handled || code != errs.ExitCode(errs.New(errs.KindBackend, "runtime failed")) {
+			t.Fatalf("handled %v code %d", handled, code)
+		}
+		entries, _ := os.ReadDir(w.root)
+		for _, e := range entries {
+			if e.Name() != "@runc" && e.Name() != "@locks" {
+				t.Errorf("create left %s in the state root (its private log?)", e.Name())
+			}
+		}
+	})
 	t.Run("an id another runtime has", func(t *testing.T) {
 		w := newWorld(t)
 		calls := w.recordingRuntime(0)

@@ -186,6 +186,14 @@ func (s *Store) HasLockFile(id string) bool {
 	return err == nil
 }
 
+// CreateLogPath is the private log file a create of id may give the
+// runtime (<root>/@locks/<id>.log) while it holds the id's lock. Unlock
+// removes it with the lock file, so one a crashed create left goes with
+// the next delete of the id.
+func (s *Store) CreateLogPath(id string) string {
+	return filepath.Join(s.lockDir(), id+".log")
+}
+
 func (s *Store) statePath(id string) string {
 	return filepath.Join(s.root, id, StateFile)
 }
@@ -225,12 +233,18 @@ func (s *Store) Lock(ctx context.Context, id string) (*Lock, error) {
 }
 
 // Unlock releases the lock. When the container has no directory (it was
-// removed, or never created) the lock file is deleted first, so no lock
-// files pile up for containers that do not exist. Unlock is idempotent.
+// removed, or never created) the lock file and a create's private log
+// (CreateLogPath) are deleted first, so none pile up for containers that
+// do not exist. Unlock is idempotent.
 func (l *Lock) Unlock() error {
 	var err error
 	if _, statErr := os.Lstat(filepath.Join(l.store.root, l.id)); errors.Is(statErr, fs.ErrNotExist) {
-		err = l.l.UnlockRemove()
+		if rerr := os.Remove(l.store.CreateLogPath(l.id)); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			err = rerr
+		}
+		if uerr := l.l.UnlockRemove(); err == nil {
+			err = uerr
+		}
 	} else {
 		err = l.l.Unlock()
 	}

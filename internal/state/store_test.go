@@ -533,6 +533,30 @@ func TestNoLockFileAfterRemove(t *testing.T) {
 	}
 }
 
+// TestUnlockRemovesACreatesLog: the private log a create left beside the
+// lock (a crash) goes with the lock file once the id has no record; with a
+// record it stays until then.
+func TestUnlockRemovesACreatesLog(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	l, err := s.Lock(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.CreateLogPath("c1"), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(s.CreateLogPath("c1")); !os.IsNotExist(err) {
+		t.Fatalf("create log left after unlock: %v", err)
+	}
+	if got := lockFiles(t, s); len(got) != 0 {
+		t.Errorf("lock files = %v, want none", got)
+	}
+}
+
 // TestLockSurvivesUnlink: waiters blocked on a lock file that its holder
 // deletes must not end up holding the lock at the same time as a newcomer.
 func TestLockSurvivesUnlink(t *testing.T) {

@@ -11,8 +11,13 @@ import (
 // TestDeleteForceDamagedState: a container whose state.json is corrupt is
 // listed as unknown, refused by a plain delete (exit 10, hint --force) and
 // removed by delete --force, which warns where backend leftovers may be.
+//
+// nexcage keeps a record of a runc container only when the full command
+// line created it (the passthrough writes none, issue 16): with
+// runtime.log_path set every verb goes there.
 func TestDeleteForceDamagedState(t *testing.T) {
-	n := NewNexcage(t, WriteConfig(t, routingConfig))
+	logPath := filepath.Join(t.TempDir(), "nexcage.log")
+	n := NewNexcage(t, WriteConfig(t, `{"runtime": {"log_path": "`+logPath+`", "routing": [{"pattern": ".*", "runtime": "runc"}]}}`))
 	id := "runc-damaged"
 	bundle := outBundleNoOut(t)
 	runcRoot := filepath.Join(n.Root(), "@runc")
@@ -39,8 +44,10 @@ func TestDeleteForceDamagedState(t *testing.T) {
 	if r.Stdout != "" {
 		t.Fatalf("delete wrote to stdout: %q", r.Stdout)
 	}
-	if !strings.Contains(r.Stderr, "backend resources may remain") || !strings.Contains(r.Stderr, runcRoot) {
-		t.Fatalf("delete --force did not warn where leftovers may be: %s", r)
+	// Warnings go to the log file (runtime.log_path) instead of stderr.
+	logged, err := os.ReadFile(logPath)
+	if err != nil || !strings.Contains(string(logged), "backend resources may remain") || !strings.Contains(string(logged), runcRoot) {
+		t.Fatalf("delete --force did not warn where leftovers may be (%v): %s\nlog: %s", err, r, logged)
 	}
 	n.Fails(3, "does not exist", "state", id)
 	if exists(filepath.Join(n.Root(), id)) {
