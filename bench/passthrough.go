@@ -259,8 +259,8 @@ func (b *Bench) passthrough(sec *Section) error {
 		Goal: "what any Go front costs (no number set)", Info: true, Got: fmt.Sprintf("%.2f (%s vs %s, +%s per cycle)", fq, ms(med[floor]), ms(med[vs[0]]), ms(med[floor]-med[vs[0]]))})
 	sec.Notes = append(sec.Notes,
 		"How nexcage runs each verb here (issue 16, docs/ARCHITECTURE.md): `nexcage` is a small front binary; for a runc/crun-routed id it reads the config and "+
-			"the runtime's state directory, and then start and delete become the runtime (execve), while create reads what routing needs of the bundle's config.json "+
-			"and runs the runtime as its only child under the id's lock, waiting to undo an interrupt; nexcage writes no file of its own for such a container. "+
+			"the runtime's state directory, and then start and delete become the runtime (execve), while create validates the bundle as for every backend "+
+			"and runs the runtime as its only child under the id's lock, waiting to undo and report a failure or an interrupt; nexcage writes no record of such a container. "+
 			"For crun on this host create first moves its thread into a private mount namespace without the cgroup2 mount, in process (no helper). "+
 			"The rest of the difference is nexcage's own start-up per verb (section 2 measures it) and, for create, the lock and the wait.",
 		fmt.Sprintf("The floor: \"%s\" runs runc through bench/cmd/execfront, a static Go program that does nothing but execve its arguments: "+

@@ -570,8 +570,16 @@ func TestRunDeletesOnlyItsOwnContainer(t *testing.T) {
 			w.must("delete", "--force", id)
 			w.must("create", "--bundle", b, id)
 			w.cleanup(id)
-			second := readRecord(t, w, id)
-			if second.Nonce == "" || second.Nonce == first.Nonce {
+			// A runc container created through the passthrough has no
+			// record (issue 16): the run then finds none and leaves the
+			// id alone; a Proxmox one has a record with a new nonce.
+			passthrough := strings.HasPrefix(id, "runc-")
+			var second recordState
+			if passthrough {
+				if _, err := os.Stat(filepath.Join(w.root, id, "state.json")); !os.IsNotExist(err) {
+					t.Fatalf("a record of the passthrough's runc container: %v", err)
+				}
+			} else if second = readRecord(t, w, id); second.Nonce == "" || second.Nonce == first.Nonce {
 				t.Fatalf("nonces: first %q, second %q", first.Nonce, second.Nonce)
 			}
 			if err := syscall.Kill(run.Process.Pid, syscall.SIGCONT); err != nil {
@@ -583,9 +591,10 @@ func TestRunDeletesOnlyItsOwnContainer(t *testing.T) {
 				t.Fatal("the run did not end after its container was deleted")
 			}
 			// The run's wait path is over: the new container is untouched.
-			after := readRecord(t, w, id)
-			if after.Nonce != second.Nonce {
-				t.Errorf("record after the run ended: nonce %q, want the new container's %q", after.Nonce, second.Nonce)
+			if !passthrough {
+				if after := readRecord(t, w, id); after.Nonce != second.Nonce {
+					t.Errorf("record after the run ended: nonce %q, want the new container's %q", after.Nonce, second.Nonce)
+				}
 			}
 			r := w.must("state", id)
 			if !strings.Contains(r.Stdout, `"status": "created"`) {
@@ -600,8 +609,8 @@ func TestRunDeletesOnlyItsOwnContainer(t *testing.T) {
 				}
 			}
 			// ... because the run saw the other nonce (not because it
-			// found no record).
-			if data, _ := os.ReadFile(out); !strings.Contains(string(data), "now names another container") {
+			// found no record), where there is one.
+			if data, _ := os.ReadFile(out); !passthrough && !strings.Contains(string(data), "now names another container") {
 				t.Errorf("the first run did not see the new container: %s", data)
 			}
 		})
