@@ -457,15 +457,7 @@ func (p *plan) create() (int, bool) {
 		if !errors.As(err, &ee) {
 			return p.report(errs.Wrap(errs.KindBackend, err, "%s create %s", p.name, p.c.id))
 		}
-		msg := ocirun.LastLogError(logPath, offset)
-		if msg == "" {
-			msg = fmt.Sprintf("exit status %d", ee.ExitCode())
-		}
-		e := errs.Wrap(errs.KindBackend, errors.New(msg), "%s create %s", p.name, p.c.id)
-		if strings.Contains(msg, "hybrid mode not supported") {
-			e = e.WithHint("set runtimes.crun.cgroup_workaround to \"auto\" or \"always\" in the config")
-		}
-		return p.report(e)
+		return p.report(ocirun.CreateFailure(p.name, "create", p.c.id, ocirun.LastLogError(logPath, offset), ee.ExitCode(), p.c.bundle, p.spec.OCIVersion))
 	case s := <-sigs:
 		signal.Stop(sigs) // a second signal ends nexcage at once
 		_ = cmd.Process.Kill()

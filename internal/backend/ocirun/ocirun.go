@@ -291,14 +291,26 @@ func (b *Backend) Run(ctx context.Context, c *state.Container, opts runtime.Crea
 
 // failure builds the error for a failed create/run from the runtime's log.
 func (b *Backend) failure(verb string, c *state.Container, res result, opts runtime.CreateOptions) error {
-	msg := res.logErr
-	if msg == "" {
-		msg = fmt.Sprintf("exit status %d", res.code)
+	version := ""
+	if opts.Spec != nil {
+		version = opts.Spec.Version
 	}
-	e := errs.Wrap(errs.KindBackend, errors.New(msg), "%s %s %s", b.o.Name, verb, c.ID)
-	if strings.Contains(msg, "unknown version specified") && opts.Spec != nil {
+	return CreateFailure(b.o.Name, verb, c.ID, res.logErr, res.code, opts.Bundle, version)
+}
+
+// CreateFailure is the error of a failed `create` or `run` (verb) of id by
+// runtime name: the runtime's last logged error (logErr; its exit status
+// when there is none), with a hint for the refusals that have a known
+// fix. bundle and ociVersion name the bundle's spec ("" when unknown).
+func CreateFailure(name, verb, id, logErr string, code int, bundle, ociVersion string) error {
+	msg := logErr
+	if msg == "" {
+		msg = fmt.Sprintf("exit status %d", code)
+	}
+	e := errs.Wrap(errs.KindBackend, errors.New(msg), "%s %s %s", name, verb, id)
+	if strings.Contains(msg, "unknown version specified") && ociVersion != "" {
 		return e.WithHint("%s on this host only accepts runtime-spec 1.0.x bundles and %s/config.json declares ociVersion %q: set it to \"1.0.2\" or route the container to runc",
-			b.o.Name, opts.Bundle, opts.Spec.Version)
+			name, bundle, ociVersion)
 	}
 	if strings.Contains(msg, "hybrid mode not supported") {
 		return e.WithHint("set runtimes.crun.cgroup_workaround to \"auto\" or \"always\" in the config")
