@@ -218,3 +218,16 @@ func ContainerTempDir(t testing.TB) string {
 	}
 	return dir
 }
+
+// WritableDir makes the directory p writable by anyone (0777 whatever
+// the umask): an unprivileged container's root is an unmapped user on
+// the host, and writes into a bind of p.
+func WritableDir(t testing.TB, p string) {
+	t.Helper()
+	if err := os.Mkdir(p, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, 0o777); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -33,14 +33,8 @@ func TestProxmoxHooksDevicesOOMScoreAdj(t *testing.T) {
 			dir := testutil.ContainerTempDir(t)
 			out := filepath.Join(dir, "out")
 			hooksOut := filepath.Join(t.TempDir(), "hooks")
-			for _, d := range []string{out, hooksOut} {
-				if err := os.Mkdir(d, 0o777); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Chmod(d, 0o777); err != nil {
-					t.Fatal(err)
-				}
-			}
+			testutil.WritableDir(t, out)
+			testutil.WritableDir(t, hooksOut)
 			log := filepath.Join(hooksOut, "log")
 			// A hook saves its stdin and logs its name, and whether the
 			// process had run (its report) when the hook ran.
@@ -164,12 +158,7 @@ func TestProxmoxStartContainerHookFails(t *testing.T) {
 	n := e.n
 	dir := testutil.ContainerTempDir(t)
 	out := filepath.Join(dir, "out")
-	if err := os.Mkdir(out, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(out, 0o777); err != nil {
-		t.Fatal(err)
-	}
+	testutil.WritableDir(t, out)
 	bundle := testutil.BusyboxBundle(t, filepath.Join(dir, "bundle"), []string{"sh", "-c", "touch /out/ran; exec sleep 1000"}, func(s *specs.Spec) {
 		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/out", Type: "bind", Source: out, Options: []string{"rbind", "rw"}})
 		s.Hooks = &specs.Hooks{StartContainer: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "echo no ldconfig >&2; exit 3"}}}}
@@ -199,12 +188,7 @@ func TestProxmoxPrestartHookFails(t *testing.T) {
 	n := e.n
 	dir := testutil.ContainerTempDir(t)
 	out := filepath.Join(dir, "out")
-	if err := os.Mkdir(out, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(out, 0o777); err != nil {
-		t.Fatal(err)
-	}
+	testutil.WritableDir(t, out)
 	poststop := filepath.Join(t.TempDir(), "poststop")
 	bundle := testutil.BusyboxBundle(t, filepath.Join(dir, "bundle"), []string{"sh", "-c", "touch /out/ran; exec sleep 1000"}, func(s *specs.Spec) {
 		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/out", Type: "bind", Source: out, Options: []string{"rbind", "rw"}})

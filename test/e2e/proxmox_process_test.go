@@ -37,12 +37,7 @@ func processBundle(t *testing.T, args []string) (bundle, out string) {
 	t.Helper()
 	dir := testutil.ContainerTempDir(t)
 	out = filepath.Join(dir, "out")
-	if err := os.Mkdir(out, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(out, 0o777); err != nil {
-		t.Fatal(err)
-	}
+	testutil.WritableDir(t, out)
 	umask := uint32(0o027)
 	bundle = testutil.BusyboxBundle(t, filepath.Join(dir, "bundle"), args, func(s *specs.Spec) {
 		s.Process.User = specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{1001, 1002}, Umask: &umask}
