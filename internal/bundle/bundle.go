@@ -88,10 +88,95 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
+// Summary is what Verify tells of a valid bundle.
+type Summary struct {
+	// Dir is the bundle's absolute path.
+	Dir string
+	// OCIVersion is config.json's ociVersion.
+	OCIVersion string
+	// Annotations are config.json's annotations.
+	Annotations map[string]string
+	// Warnings are Load's warnings for the bundle.
+	Warnings []string
+}
+
+// checked is the part of config.json the checks read, with the JSON names
+// and Go types of runtime-spec's: decoding only these costs a fraction of
+// decoding a whole specs.Spec, whose first decode in a process builds
+// encoding/json's field tables for the spec's entire type tree (issue 16).
+type checked struct {
+	Version     string            `json:"ociVersion"`
+	Process     *checkedProcess   `json:"process,omitempty"`
+	Root        *checkedRoot      `json:"root,omitempty"`
+	Hostname    string            `json:"hostname,omitempty"`
+	Mounts      []checkedMount    `json:"mounts,omitempty"`
+	Hooks       *checkedHooks     `json:"hooks,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+type checkedProcess struct {
+	Args []string `json:"args,omitempty"`
+	Env  []string `json:"env,omitempty"`
+	Cwd  string   `json:"cwd"`
+}
+
+type checkedRoot struct {
+	Path string `json:"path"`
+}
+
+type checkedMount struct {
+	Destination string   `json:"destination"`
+	Type        string   `json:"type,omitempty"`
+	Source      string   `json:"source,omitempty"`
+	Options     []string `json:"options,omitempty"`
+}
+
+type checkedHook struct {
+	Path string `json:"path"`
+}
+
+type checkedHooks struct {
+	Prestart        []checkedHook `json:"prestart,omitempty"`
+	CreateRuntime   []checkedHook `json:"createRuntime,omitempty"`
+	CreateContainer []checkedHook `json:"createContainer,omitempty"`
+	StartContainer  []checkedHook `json:"startContainer,omitempty"`
+	Poststart       []checkedHook `json:"poststart,omitempty"`
+	Poststop        []checkedHook `json:"poststop,omitempty"`
+}
+
+// checkedOf is the part of spec the checks read.
+func checkedOf(spec *specs.Spec) *checked {
+	c := &checked{Version: spec.Version, Hostname: spec.Hostname, Annotations: spec.Annotations}
+	if p := spec.Process; p != nil {
+		c.Process = &checkedProcess{Args: p.Args, Env: p.Env, Cwd: p.Cwd}
+	}
+	if spec.Root != nil {
+		c.Root = &checkedRoot{Path: spec.Root.Path}
+	}
+	for _, m := range spec.Mounts {
+		c.Mounts = append(c.Mounts, checkedMount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options})
+	}
+	if h := spec.Hooks; h != nil {
+		hooks := func(list []specs.Hook) []checkedHook {
+			out := make([]checkedHook, len(list))
+			for i, hk := range list {
+				out[i].Path = hk.Path
+			}
+			return out
+		}
+		c.Hooks = &checkedHooks{
+			Prestart:      hooks(h.Prestart), //lint:ignore SA1019 deprecated but still part of the spec; validate it too
+			CreateRuntime: hooks(h.CreateRuntime), CreateContainer: hooks(h.CreateContainer),
+			StartContainer: hooks(h.StartContainer), Poststart: hooks(h.Poststart), Poststop: hooks(h.Poststop),
+		}
+	}
+	return c
+}
+
 // loader carries the bundle being validated so errors can name it.
 type loader struct {
 	dir  string
-	spec *specs.Spec
+	spec *checked
 	warn []string
 }
 
@@ -113,37 +198,79 @@ func (l *loader) fail(c Check, field, hint, format string, args ...any) error {
 // KindInvalidBundle wrapping an *Error that names the file, the field and
 // the Check that failed.
 func Load(dir string) (*Bundle, error) {
+	l, data, err := open(dir)
+	if err != nil {
+		return nil, err
+	}
+	return l.load(data)
+}
+
+// Verify runs Load's checks on the bundle in dir, with the same errors
+// and warnings, but decodes from config.json only the fields they read,
+// so a type error elsewhere in the file goes unnoticed: for a caller that
+// hands the whole file to runc or crun, which decode it themselves
+// (nexcage's passthrough, internal/fastpath).
+func Verify(dir string) (*Summary, error) {
+	l, data, err := open(dir)
+	if err != nil {
+		return nil, err
+	}
+	return l.verify(data)
+}
+
+func (l *loader) load(data []byte) (*Bundle, error) {
+	var spec specs.Spec
+	if err := l.decode(data, &spec); err != nil {
+		return nil, err
+	}
+	l.spec = checkedOf(&spec)
+	rootfs, err := l.validate()
+	if err != nil {
+		return nil, err
+	}
+	for i := range spec.Mounts {
+		spec.Mounts[i].Destination, _ = absDestination(spec.Mounts[i].Destination)
+	}
+	return &Bundle{Dir: l.dir, Spec: &spec, Rootfs: rootfs, Warnings: l.warn}, nil
+}
+
+func (l *loader) verify(data []byte) (*Summary, error) {
+	var c checked
+	if err := l.decode(data, &c); err != nil {
+		return nil, err
+	}
+	l.spec = &c
+	if _, err := l.validate(); err != nil {
+		return nil, err
+	}
+	return &Summary{Dir: l.dir, OCIVersion: c.Version, Annotations: c.Annotations, Warnings: l.warn}, nil
+}
+
+// open finds the bundle directory and reads its config.json.
+func open(dir string) (*loader, []byte, error) {
 	if dir == "" {
 		dir = "."
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return nil, errs.Wrap(errs.KindInvalidBundle, err, "bundle %s", dir)
+		return nil, nil, errs.Wrap(errs.KindInvalidBundle, err, "bundle %s", dir)
 	}
 	l := &loader{dir: abs}
 
 	fi, err := os.Stat(abs)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return nil, l.fail(CheckBundleDir, "", "pass an existing bundle directory with --bundle", "no such directory")
+		return nil, nil, l.fail(CheckBundleDir, "", "pass an existing bundle directory with --bundle", "no such directory")
 	case err != nil:
-		return nil, l.fail(CheckBundleDir, "", "", "%v", unwrapPath(err))
+		return nil, nil, l.fail(CheckBundleDir, "", "", "%v", unwrapPath(err))
 	case !fi.IsDir():
-		return nil, l.fail(CheckBundleDir, "", "pass the directory holding config.json, not a file", "not a directory")
+		return nil, nil, l.fail(CheckBundleDir, "", "pass the directory holding config.json, not a file", "not a directory")
 	}
-
 	data, err := l.readConfig()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := l.parse(data); err != nil {
-		return nil, err
-	}
-	rootfs, err := l.validate()
-	if err != nil {
-		return nil, err
-	}
-	return &Bundle{Dir: abs, Spec: l.spec, Rootfs: rootfs, Warnings: l.warn}, nil
+	return l, data, nil
 }
 
 // unwrapPath drops the *fs.PathError wrapper whose path we print already.
@@ -184,12 +311,11 @@ func (l *loader) readConfig() ([]byte, error) {
 	return data, nil
 }
 
-func (l *loader) parse(data []byte) error {
-	var spec specs.Spec
-	if err := json.Unmarshal(data, &spec); err != nil {
+// decode decodes config.json into v.
+func (l *loader) decode(data []byte, v any) error {
+	if err := json.Unmarshal(data, v); err != nil {
 		return l.fail(CheckJSON, "", "", "%s", jsonerr.Describe(data, err))
 	}
-	l.spec = &spec
 	return nil
 }
 
@@ -363,15 +489,21 @@ func (l *loader) checkMounts() error {
 				return l.fail(CheckMountSource, fmt.Sprintf("%s.options[%d]", field, j), "", "%q contains a newline or NUL", o)
 			}
 		}
-		if !path.IsAbs(m.Destination) {
-			// Deprecated by the runtime-spec but allowed: relative to "/".
-			abs := path.Clean("/" + m.Destination)
+		if abs, rel := absDestination(m.Destination); rel {
 			l.warn = append(l.warn, fmt.Sprintf("bundle %s: %s: %s.destination %q is relative; using %q (relative destinations are deprecated by the runtime-spec)",
 				l.dir, ConfigFile, field, m.Destination, abs))
-			m.Destination = abs
 		}
 	}
 	return nil
+}
+
+// absDestination is a mount destination as an absolute path: a relative
+// one (deprecated by the runtime-spec but allowed) is taken from "/".
+func absDestination(d string) (abs string, relative bool) {
+	if path.IsAbs(d) {
+		return d, false
+	}
+	return path.Clean("/" + d), true
 }
 
 func (l *loader) checkHooks() error {
@@ -381,9 +513,9 @@ func (l *loader) checkHooks() error {
 	}
 	lists := []struct {
 		name  string
-		hooks []specs.Hook
+		hooks []checkedHook
 	}{
-		{"prestart", h.Prestart}, //lint:ignore SA1019 deprecated but still part of the spec; validate it too
+		{"prestart", h.Prestart},
 		{"createRuntime", h.CreateRuntime}, {"createContainer", h.CreateContainer},
 		{"startContainer", h.StartContainer}, {"poststart", h.Poststart}, {"poststop", h.Poststop},
 	}

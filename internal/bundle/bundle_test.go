@@ -240,7 +240,45 @@ func TestInvalid(t *testing.T) {
 			dir := makeBundle(t, tc.mutate)
 			_, err := bundle.Load(dir)
 			wantCheck(t, err, tc.check, tc.field, append(tc.parts, "bundle "+dir)...)
+			_, err = bundle.Verify(dir)
+			wantCheck(t, err, tc.check, tc.field, append(tc.parts, "bundle "+dir)...)
 		})
+	}
+}
+
+// TestVerify: Verify tells what Load tells of a valid bundle (version,
+// annotations, warnings), refuses a type error in a field the checks read
+// as Load does, and does not see one in a field they do not read (the
+// runtime it is for decodes the file itself).
+func TestVerify(t *testing.T) {
+	dir := makeBundle(t, func(s *specs.Spec) {
+		s.Annotations = map[string]string{"io.kubernetes.cri.container-type": "sandbox"}
+		s.Mounts[0].Destination = "proc"
+	})
+	b, err := bundle.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := bundle.Verify(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Dir != dir || v.OCIVersion != b.Spec.Version || v.Annotations["io.kubernetes.cri.container-type"] != "sandbox" ||
+		len(v.Warnings) != 1 || v.Warnings[0] != b.Warnings[0] {
+		t.Errorf("Verify = %+v, Load = %+v", v, b)
+	}
+
+	writeRaw(t, dir, `{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":"sh"}}`)
+	_, err = bundle.Load(dir)
+	wantCheck(t, err, bundle.CheckJSON, "")
+	_, err = bundle.Verify(dir)
+	wantCheck(t, err, bundle.CheckJSON, "")
+
+	writeRaw(t, dir, `{"ociVersion":"1.0.2","root":{"path":"rootfs","readonly":"yes"},"linux":{"namespaces":7}}`)
+	_, err = bundle.Load(dir)
+	wantCheck(t, err, bundle.CheckJSON, "")
+	if _, err := bundle.Verify(dir); err != nil {
+		t.Errorf("Verify refuses a type error in a field no check reads: %v", err)
 	}
 }
 

@@ -38,6 +38,10 @@ func FuzzLoad(f *testing.F) {
 		`{"ociVersion":"1.0.2","root":{"path":"rootfs"},"hooks":{"prestart":[{"path":"rel"}]}}`,
 		`{"ociVersion":"1.0.2","root":{"path":"/"},"process":{"args":["a\u0000"]}}`,
 		`{"ociVersion":1}`, `{"ociVersion":"1.0.2",`,
+		`{"ociVersion":"1.0.2","root":{"path":"rootfs","readonly":"x"},"linux":{"namespaces":7}}`,
+		`{"ociVersion":"1.0.2","root":{"path":"rootfs"},"hooks":{"poststop":[{"path":"/x","args":"y"}],"other":1}}`,
+		`{"ociVersion":"1.0.2","root":{"path":"rootfs"},"annotations":{"a":1}}`,
+		`{"OCIVERSION":"1.0.2","Root":{"PATH":"rootfs"},"process":{"ARGS":["sh"]}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -50,10 +54,20 @@ func FuzzLoad(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		l := &loader{dir: dir}
-		err := l.parse(data)
-		var rootfs string
-		if err == nil {
-			rootfs, err = l.validate()
+		b, err := l.load(data)
+		// Verify must reach the same verdict, except that it does not see
+		// a type error outside the fields the checks read: where Load
+		// reports one, Verify may accept or stop at another check.
+		v, verr := (&loader{dir: dir}).verify(data)
+		switch {
+		case err == nil && verr != nil:
+			t.Fatalf("Load accepts, Verify refuses: %v", verr)
+		case err != nil && checkOf(err) != CheckJSON && (verr == nil || err.Error() != verr.Error()):
+			t.Fatalf("Load and Verify differ:\n%v\n%v", err, verr)
+		case verr != nil && errs.KindOf(verr) != errs.KindInvalidBundle:
+			t.Fatalf("Verify's error kind %v, want invalid-bundle: %v", errs.KindOf(verr), verr)
+		case err == nil && (v.OCIVersion != b.Spec.Version || strings.Join(v.Warnings, "|") != strings.Join(b.Warnings, "|")):
+			t.Fatalf("Verify tells %q %q, Load %q %q", v.OCIVersion, v.Warnings, b.Spec.Version, b.Warnings)
 		}
 		if err != nil {
 			if k := errs.KindOf(err); k != errs.KindInvalidBundle {
@@ -68,13 +82,13 @@ func FuzzLoad(f *testing.F) {
 			}
 			return
 		}
-		if !filepath.IsAbs(rootfs) {
-			t.Fatalf("rootfs %q is not absolute", rootfs)
+		if !filepath.IsAbs(b.Rootfs) {
+			t.Fatalf("rootfs %q is not absolute", b.Rootfs)
 		}
-		if fi, err := os.Stat(rootfs); err != nil || !fi.IsDir() {
-			t.Fatalf("rootfs %q is not a directory: %v", rootfs, err)
+		if fi, err := os.Stat(b.Rootfs); err != nil || !fi.IsDir() {
+			t.Fatalf("rootfs %q is not a directory: %v", b.Rootfs, err)
 		}
-		s := l.spec
+		s := b.Spec
 		if s.Process != nil && (len(s.Process.Args) == 0 || s.Process.Args[0] == "") {
 			t.Fatalf("accepted a process without a program: %q", s.Process.Args)
 		}
@@ -87,4 +101,13 @@ func FuzzLoad(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkOf is the Check of a bundle error, "" for another error.
+func checkOf(err error) Check {
+	var be *Error
+	if errors.As(err, &be) {
+		return be.Check
+	}
+	return ""
 }

@@ -229,19 +229,21 @@ type bundleSpec struct {
 	Annotations map[string]string
 }
 
-// readBundle loads and validates the bundle as the full CLI does
-// (bundle.Load: every field nexcage checks, before any side effect, so
-// that a bad bundle gets nexcage's words and exit code, not the
-// runtime's: runc itself takes a hostname with a newline, a NUL in an
-// argument or a garbage ociVersion; test/reliability's corpus). A bundle
-// that fails, or that the full CLI would warn about, goes to the full
-// CLI, which reports it.
+// readBundle runs every check the full CLI runs on the bundle
+// (bundle.Verify), before any side effect, so that a bad bundle gets
+// nexcage's words and exit code, not the runtime's: runc itself takes a
+// hostname with a newline, a NUL in an argument or a garbage ociVersion
+// (test/reliability's corpus). A bundle that fails, or that the full CLI
+// would warn about, goes to the full CLI, which reports it. Verify reads
+// only the fields the checks need; a type error elsewhere in config.json
+// is the runtime's to find, and create then reports it as the full CLI
+// would (see create).
 func (p *plan) readBundle() bool {
-	b, err := bundle.Load(p.c.bundle)
-	if err != nil || len(b.Warnings) > 0 || b.Spec == nil {
+	b, err := bundle.Verify(p.c.bundle)
+	if err != nil || len(b.Warnings) > 0 {
 		return false
 	}
-	p.c.bundle, p.spec = b.Dir, bundleSpec{OCIVersion: b.Spec.Version, Annotations: b.Spec.Annotations}
+	p.c.bundle, p.spec = b.Dir, bundleSpec{OCIVersion: b.OCIVersion, Annotations: b.Annotations}
 	return true
 }
 
@@ -453,6 +455,11 @@ func (p *plan) create() (int, bool) {
 			return 0, true
 		}
 		p.undo()
+		if _, berr := bundle.Load(p.c.bundle); berr != nil {
+			// A type error readBundle did not look for: the full CLI
+			// would have refused the bundle before running anything.
+			return p.report(berr)
+		}
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) {
 			return p.report(errs.Wrap(errs.KindBackend, err, "%s create %s", p.name, p.c.id))
