@@ -35,10 +35,8 @@ package fastpath
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	goruntime "runtime"
@@ -426,13 +424,6 @@ func (p *plan) create() (int, bool) {
 	} else if fi, err := os.Stat(logPath); err == nil {
 		offset = fi.Size()
 	}
-	argv := p.argv(logPath, logFormat)
-	cmd := exec.Command(p.bin, argv[1:]...)
-	cmd.Args[0] = argv[0]
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	for i := 0; i < p.c.preserveFDs; i++ {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, os.NewFile(uintptr(3+i), "preserved-fd-"+strconv.Itoa(3+i)))
-	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -444,14 +435,15 @@ func (p *plan) create() (int, bool) {
 			return p.report(errs.Wrap(errs.KindBackend, err, "crun cgroup workaround for %s", p.c.id))
 		}
 	}
-	if err := cmd.Start(); err != nil {
+	pid, err := p.spawn(p.argv(logPath, logFormat))
+	if err != nil {
 		return p.report(errs.Wrap(errs.KindBackend, err, "cannot run %s", p.bin))
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	done := make(chan syscall.WaitStatus, 1)
+	go func() { done <- wait(pid) }()
 	select {
-	case err := <-done:
-		if err == nil {
+	case ws := <-done:
+		if ws.Exited() && ws.ExitStatus() == 0 {
 			return 0, true
 		}
 		p.undo()
@@ -460,25 +452,57 @@ func (p *plan) create() (int, bool) {
 			// would have refused the bundle before running anything.
 			return p.report(berr)
 		}
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			return p.report(errs.Wrap(errs.KindBackend, err, "%s create %s", p.name, p.c.id))
+		code := -1 // killed by a signal
+		if ws.Exited() {
+			code = ws.ExitStatus()
 		}
-		return p.report(ocirun.CreateFailure(p.name, "create", p.c.id, ocirun.LastLogError(logPath, offset), ee.ExitCode(), p.c.bundle, p.spec.OCIVersion))
+		return p.report(ocirun.CreateFailure(p.name, "create", p.c.id, ocirun.LastLogError(logPath, offset), code, p.c.bundle, p.spec.OCIVersion))
 	case s := <-sigs:
 		signal.Stop(sigs) // a second signal ends nexcage at once
-		_ = cmd.Process.Kill()
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 		<-done
 		p.undo()
 		return p.report(&runtime.Interrupted{Signal: s.(syscall.Signal)})
 	}
 }
 
+// spawn starts the runtime with argv, the caller's stdio and the fds
+// create preserves, as this process's child. It forks with syscall
+// rather than os.StartProcess, whose first use in a process checks
+// pidfd support by starting a throw-away child (os.checkClonePidfd): a
+// fork more per create (issue 16).
+func (p *plan) spawn(argv []string) (int, error) {
+	files := []uintptr{0, 1, 2}
+	for i := 0; i < p.c.preserveFDs; i++ {
+		files = append(files, uintptr(3+i))
+	}
+	return syscall.ForkExec(p.bin, argv, &syscall.ProcAttr{Env: os.Environ(), Files: files})
+}
+
+// wait reaps child pid and returns how it ended.
+func wait(pid int) syscall.WaitStatus {
+	var ws syscall.WaitStatus
+	for {
+		_, err := syscall.Wait4(pid, &ws, 0, nil)
+		if err != syscall.EINTR {
+			return ws
+		}
+	}
+}
+
 // undo deletes what the runtime may have made of a failed or interrupted
 // create.
 func (p *plan) undo() {
-	del := append(p.globals(p.c.g.log, p.c.g.logFormat)[1:], "delete", "--force", p.c.id)
-	_ = exec.Command(p.bin, del...).Run()
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return
+	}
+	defer null.Close()
+	fd := null.Fd()
+	argv := append(p.globals(p.c.g.log, p.c.g.logFormat), "delete", "--force", p.c.id)
+	if pid, err := syscall.ForkExec(p.bin, argv, &syscall.ProcAttr{Env: os.Environ(), Files: []uintptr{fd, fd, fd}}); err == nil {
+		wait(pid)
+	}
 }
 
 // report prints err as the full CLI does ("nexcage: <message>" on

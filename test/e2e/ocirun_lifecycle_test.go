@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"encoding/json"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -288,6 +290,46 @@ func TestOCIRunContainerdArgv(t *testing.T) {
 			var last struct{ Level, Msg, Time string }
 			if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil || last.Level != "error" || !strings.Contains(last.Msg, "does not exist") || last.Time == "" {
 				t.Fatalf("last log line %q: %v", lines[len(lines)-1], err)
+			}
+		})
+	}
+}
+
+// TestOCIRunPreserveFDs: create --preserve-fds 1 hands the caller's fd 3
+// through nexcage to runc/crun and on to the container's process, which
+// writes into it once started; the container sees nothing else of
+// nexcage's (its fd 4 is not open).
+func TestOCIRunPreserveFDs(t *testing.T) {
+	for _, rt := range []string{"runc", "crun"} {
+		t.Run(rt, func(t *testing.T) {
+			n := NewNexcage(t, WriteConfig(t, routingConfig))
+			id := rt + "-fds"
+			bundle := testutil.BusyboxBundle(t, "", []string{"sh", "-c", "if [ -e /proc/self/fd/4 ]; then echo fd4-open >&3; else echo via-fd3 >&3; fi"}, nil)
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			n.CleanupContainer(id)
+			cmd := exec.Command(n.Bin, append(append([]string{}, n.Globals...), "create", "--preserve-fds", "1", "--bundle", bundle, id)...)
+			cmd.ExtraFiles = []*os.File{w}
+			// A file, not a pipe: the container's process keeps create's
+			// stdio, so a pipe would not end before the container does.
+			out := tempFile(t, "create-out")
+			cmd.Stdout, cmd.Stderr = out, out
+			if err := cmd.Run(); err != nil {
+				w.Close()
+				data, _ := os.ReadFile(out.Name())
+				t.Fatalf("create --preserve-fds 1: %v: %s", err, data)
+			}
+			w.Close() // the container's copy is the only writer left
+			n.Must("start", id)
+			got, err := io.ReadAll(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.TrimSpace(string(got)) != "via-fd3" {
+				t.Errorf("the container wrote %q through fd 3, want via-fd3", got)
 			}
 		})
 	}
