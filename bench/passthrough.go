@@ -259,7 +259,7 @@ func (b *Bench) passthrough(sec *Section) error {
 		Goal: "what any Go front costs (no number set)", Info: true, Got: fmt.Sprintf("%.2f (%s vs %s, +%s per cycle)", fq, ms(med[floor]), ms(med[vs[0]]), ms(med[floor]-med[vs[0]]))})
 	sec.Notes = append(sec.Notes,
 		"How nexcage runs each verb here (issue 16, docs/ARCHITECTURE.md): `nexcage` is a small front binary; for a runc/crun-routed id it reads the config and "+
-			"the runtime's state directory, and then start and delete become the runtime (execve), while create validates the bundle as for every backend "+
+			"the runtime's state directory, and then start and delete become the runtime (execve), while create runs the bundle checks it runs for every backend (on the fields they read, bundle.Verify) "+
 			"and runs the runtime as its only child under the id's lock, waiting to undo and report a failure or an interrupt; nexcage writes no record of such a container. "+
 			"For crun on this host create first moves its thread into a private mount namespace without the cgroup2 mount, in process (no helper). "+
 			"The rest of the difference is nexcage's own start-up per verb (section 2 measures it) and, for create, the lock and the wait.",
@@ -396,7 +396,13 @@ func (b *Bench) startup(sec *Section) error {
 			"the start-up of a %s static Go binary (%d package inits, %s of init clock from GODEBUG=inittrace=1, the rest is the runtime's start and the kernel's exec and page faults) "+
 			"plus reading the config (with its owner and mode checks), the record, and the runtime's path checks. "+
 			"The exec-only Go front's part (its row minus `true`) is %s: nexcage's own work above what any Go front costs is %s per verb.",
-			ms(own), fileSize(b.o.Nexcage), inits, ms(initClock), ms(floorOwn), ms(own-floorOwn)))
+			ms(own), fileSize(b.o.Nexcage), inits, ms(initClock), ms(floorOwn), ms(own-floorOwn)),
+		"Where it goes (`perf record` of 300 runs each, runtime replaced by `true`, 2026-12-03; docs/ARCHITECTURE.md has the details): "+
+			"in every Go process here, the floor's and runc's too, about a third of the runtime's own start-up is internal/cpu's cpuid (which traps to the hypervisor) "+
+			"and Go's cgroup CPU limit lookup (it parses /proc/self/mountinfo in every process); of nexcage's own part, config.Load is about 0.15 ms, "+
+			"the runtime-state read (runc's state.json, the init's /proc stat) about 0.2 ms, the path checks and argv the rest, plus about 90 page faults more than the floor. "+
+			"create adds bundle.Verify (about 0.05 ms; decoding a whole specs.Spec instead cost 0.75 ms, encoding/json building its tables for the spec's whole type tree) "+
+			"and the fork and wait of the runtime (syscall.ForkExec; os/exec's first start in a process forks a throw-away child to check pidfd support).")
 	q := ratio(summarize(walls[1]).Median, base)
 	b.rep.Targets = append(b.rep.Targets, Target{Section: 2, What: "`nexcage state` (runc-routed) / `runc state`",
 		Goal: "<= 1.25", Got: fmt.Sprintf("%.2f", q), Met: q <= 1.25})

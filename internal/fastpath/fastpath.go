@@ -15,7 +15,7 @@
 //     and a lock file, if there are any, under the id's lock (forget before the
 //     runtime acts; a runtime that then refuses leaves a container without
 //     a record, which every verb still finds by its state directory);
-//   - create validates the bundle as the full CLI does (bundle.Load) and,
+//   - create runs the full CLI's bundle checks (bundle.Verify) and,
 //     under the id's lock, runs the runtime's create as its only child and waits, so
 //     that an interrupt is undone and reported as before. It writes
 //     nothing: what nexcage knows of the container afterwards is derived
