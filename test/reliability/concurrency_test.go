@@ -6,9 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nexcage/nexcage/internal/testutil"
 )
@@ -109,6 +111,82 @@ func TestParallelCreatesSameID(t *testing.T) {
 	}
 	w.must("delete", "--force", "same")
 	w.assertClean("after delete")
+}
+
+// TestParallelCreatesSameIDRunc: 8 creates of one runc-routed id at
+// once, through the passthrough: exactly one succeeds, the others fail
+// with "already exists", and exactly one container init exists (runc
+// 1.1.5 alone is not safe here: one of its failing creates removed the
+// state directory of the one that succeeded and left its init running);
+// after delete --force nothing is left, no process either.
+func TestParallelCreatesSameIDRunc(t *testing.T) {
+	bin := testutil.NexcageBin(t)
+	root := filepath.Join(t.TempDir(), "root")
+	cfg := filepath.Join(t.TempDir(), "nexcage.json")
+	writeFile(t, cfg, `{"container_config": {"default_container_type": "runc"}}`)
+	args := func(a ...string) []string { return append([]string{"--root", root, "--config", cfg}, a...) }
+	b := testutil.BusyboxBundle(t, "", []string{"sleep", "1000"}, nil)
+	id := fmt.Sprintf("same-runc-%d", os.Getpid())
+	t.Cleanup(func() { testutil.Run(t, bin, nil, args("delete", "--force", id)...) })
+	const n = 8
+	res := make([]testutil.Result, n)
+	parallel(n, func(i int) { res[i] = testutil.Run(t, bin, nil, args("create", "--bundle", b, id)...) })
+	ok := 0
+	for _, r := range res {
+		switch {
+		case r.Code == 0:
+			ok++
+		case r.Code == 4 && contains(r.Stderr, "already exists"):
+		default:
+			t.Errorf("create %s: want exit 0 or 4 \"already exists\": %s", id, r)
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d creates of the same id succeeded, want exactly 1", ok)
+	}
+	if inits := cgroupMembers(t, id); len(inits) != 1 {
+		t.Errorf("processes in the container's cgroup: %v, want its one init", inits)
+	}
+	if r := testutil.Run(t, bin, nil, args("state", id)...); r.Code != 0 || !contains(r.Stdout, `"created"`) {
+		t.Errorf("state: %s", r)
+	}
+	if r := testutil.Run(t, bin, nil, args("delete", "--force", id)...); r.Code != 0 {
+		t.Fatalf("delete --force: %s", r)
+	}
+	for _, pid := range cgroupMembers(t, id) {
+		testutil.WaitGone(t, pid, 30*time.Second)
+	}
+	if left := stateFiles(t, root); len(left) > 0 {
+		t.Errorf("left under --root: %q", left)
+	}
+}
+
+// cgroupMembers lists the processes whose cgroup (in any hierarchy) is
+// the one runc gives a container without cgroupsPath: /<id>.
+func cgroupMembers(t *testing.T, id string) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.HasSuffix(line, ":/"+id) {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
 }
 
 // TestTwoNodesShareCluster: two nodes of one simulated cluster (one
