@@ -439,11 +439,11 @@ func (p *plan) create() (int, bool) {
 	if err != nil {
 		return p.report(errs.Wrap(errs.KindBackend, err, "cannot run %s", p.bin))
 	}
-	done := make(chan syscall.WaitStatus, 1)
+	done := make(chan int, 1)
 	go func() { done <- wait(pid) }()
 	select {
-	case ws := <-done:
-		if ws.Exited() && ws.ExitStatus() == 0 {
+	case code := <-done:
+		if code == 0 {
 			return 0, true
 		}
 		p.undo()
@@ -451,10 +451,6 @@ func (p *plan) create() (int, bool) {
 			// A type error readBundle did not look for: the full CLI
 			// would have refused the bundle before running anything.
 			return p.report(berr)
-		}
-		code := -1 // killed by a signal
-		if ws.Exited() {
-			code = ws.ExitStatus()
 		}
 		return p.report(ocirun.CreateFailure(p.name, "create", p.c.id, ocirun.LastLogError(logPath, offset), code, p.c.bundle, p.spec.OCIVersion))
 	case s := <-sigs:
@@ -479,14 +475,19 @@ func (p *plan) spawn(argv []string) (int, error) {
 	return syscall.ForkExec(p.bin, argv, &syscall.ProcAttr{Env: os.Environ(), Files: files})
 }
 
-// wait reaps child pid and returns how it ended.
-func wait(pid int) syscall.WaitStatus {
+// wait reaps child pid and returns its exit code (-1: killed by a
+// signal, or not reaped).
+func wait(pid int) int {
 	var ws syscall.WaitStatus
 	for {
 		_, err := syscall.Wait4(pid, &ws, 0, nil)
-		if err != syscall.EINTR {
-			return ws
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil || !ws.Exited():
+			return -1
 		}
+		return ws.ExitStatus()
 	}
 }
 
