@@ -278,15 +278,24 @@ func TestPctParallelCreatesTwoNodes(t *testing.T) {
 		go func(i int) {
 			defer wg.Done()
 			node := nodes[i%2]
-			// Allocate like nexcage does: lowest free id, retry on "already
-			// exists" and on a lock timeout.
-			for attempt := 0; attempt < 50; attempt++ {
+			// Allocate like nexcage does: the lowest free id not tried yet,
+			// another on "already exists" and on a lock timeout. Each
+			// failure is then an id another worker took, so no worker
+			// needs more attempts than there are workers; retrying the
+			// same id could lose any number of times while its winner's
+			// create is still running.
+			tried := map[int]bool{}
+			for attempt := 0; attempt < workers; attempt++ {
 				list, err := pvecfg.ReadVMList(node.VMListPath())
 				if err != nil {
 					errs[i] = err.Error()
 					return
 				}
 				id := list.NextID(100, 1000000)
+				for tried[id] {
+					id = list.NextID(id+1, 1000000)
+				}
+				tried[id] = true
 				_, stderr, code := pct(t, node, "create", fmt.Sprint(id), debianTmpl, "--rootfs", "local:1")
 				if code == 0 {
 					got[i] = id
