@@ -411,16 +411,15 @@ func (p *plan) create() (int, bool) {
 	logPath, logFormat := p.c.g.log, p.c.g.logFormat
 	var offset int64
 	if logPath == "" {
-		// A private log beside the id's lock (root's only; removed
-		// below, or with the lock by the next delete after a crash)
-		// tells why the runtime failed.
+		// A private log beside the id's lock (root's only) tells why the
+		// runtime failed; the lock's Unlock removes it (after a crash, the
+		// next delete's does).
 		logPath, logFormat = p.store.CreateLogPath(p.c.id), "json"
 		f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
 		if err != nil {
 			return p.report(errs.Wrap(errs.KindInternal, err, "cannot create a log file for %s", p.name))
 		}
 		_ = f.Close()
-		defer os.Remove(logPath)
 	} else if fi, err := os.Stat(logPath); err == nil {
 		offset = fi.Size()
 	}
@@ -435,7 +434,11 @@ func (p *plan) create() (int, bool) {
 			return p.report(errs.Wrap(errs.KindBackend, err, "crun cgroup workaround for %s", p.c.id))
 		}
 	}
-	pid, err := p.spawn(p.argv(logPath, logFormat))
+	files := []uintptr{0, 1, 2} // the caller's stdio and preserved fds
+	for i := 0; i < p.c.preserveFDs; i++ {
+		files = append(files, uintptr(3+i))
+	}
+	pid, err := p.spawn(p.argv(logPath, logFormat), files)
 	if err != nil {
 		return p.report(errs.Wrap(errs.KindBackend, err, "cannot run %s", p.bin))
 	}
@@ -462,16 +465,12 @@ func (p *plan) create() (int, bool) {
 	}
 }
 
-// spawn starts the runtime with argv, the caller's stdio and the fds
-// create preserves, as this process's child. It forks with syscall
-// rather than os.StartProcess, whose first use in a process checks
-// pidfd support by starting a throw-away child (os.checkClonePidfd): a
-// fork more per create (issue 16).
-func (p *plan) spawn(argv []string) (int, error) {
-	files := []uintptr{0, 1, 2}
-	for i := 0; i < p.c.preserveFDs; i++ {
-		files = append(files, uintptr(3+i))
-	}
+// spawn starts the runtime with argv and files as its fds 0, 1, 2, ...,
+// as this process's child. It forks with syscall rather than
+// os.StartProcess, whose first use in a process checks pidfd support by
+// starting a throw-away child (os.checkClonePidfd): a fork more per
+// create (issue 16).
+func (p *plan) spawn(argv []string, files []uintptr) (int, error) {
 	return syscall.ForkExec(p.bin, argv, &syscall.ProcAttr{Env: os.Environ(), Files: files})
 }
 
@@ -500,8 +499,7 @@ func (p *plan) undo() {
 	}
 	defer null.Close()
 	fd := null.Fd()
-	argv := append(p.globals(p.c.g.log, p.c.g.logFormat), "delete", "--force", p.c.id)
-	if pid, err := syscall.ForkExec(p.bin, argv, &syscall.ProcAttr{Env: os.Environ(), Files: []uintptr{fd, fd, fd}}); err == nil {
+	if pid, err := p.spawn(append(p.globals(p.c.g.log, p.c.g.logFormat), "delete", "--force", p.c.id), []uintptr{fd, fd, fd}); err == nil {
 		wait(pid)
 	}
 }

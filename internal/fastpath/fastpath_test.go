@@ -293,8 +293,12 @@ func TestCreateRunsTheRuntime(t *testing.T) {
 		entries, _ := os.ReadDir(w.root)
 		for _, e := range entries {
 			if e.Name() != "@runc" && e.Name() != "@locks" {
-				t.Errorf("create left %s in the state root (its private log?)", e.Name())
+				t.Errorf("create left %s in the state root", e.Name())
 			}
+		}
+		// The private log lives beside the id's lock and goes with it.
+		if locks, _ := os.ReadDir(filepath.Join(w.root, "@locks")); len(locks) > 0 {
+			t.Errorf("create left %s in @locks (its private log?)", locks[0].Name())
 		}
 	})
 	t.Run("an id another runtime has", func(t *testing.T) {
