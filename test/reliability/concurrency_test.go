@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nexcage/nexcage/internal/procfs"
 	"github.com/nexcage/nexcage/internal/testutil"
 )
 
@@ -90,19 +91,7 @@ func TestParallelCreatesSameID(t *testing.T) {
 	const n = 8
 	res := make([]testutil.Result, n)
 	parallel(n, func(i int) { res[i] = testutil.Run(t, w.nexcage, w.env, w.args("create", "--bundle", b, "same")...) })
-	ok := 0
-	for _, r := range res {
-		switch {
-		case r.Code == 0:
-			ok++
-		case r.Code == 4 && contains(r.Stderr, "already exists"):
-		default:
-			t.Errorf("create same: want exit 0 or 4 \"already exists\": %s", r)
-		}
-	}
-	if ok != 1 {
-		t.Errorf("%d creates of the same id succeeded, want exactly 1", ok)
-	}
+	oneCreateWon(t, "same", res)
 	if ids := w.node.vmids(t); len(ids) != 1 {
 		t.Errorf(".vmlist has %v, want one VMID", ids)
 	}
@@ -131,19 +120,7 @@ func TestParallelCreatesSameIDRunc(t *testing.T) {
 	const n = 8
 	res := make([]testutil.Result, n)
 	parallel(n, func(i int) { res[i] = testutil.Run(t, bin, nil, args("create", "--bundle", b, id)...) })
-	ok := 0
-	for _, r := range res {
-		switch {
-		case r.Code == 0:
-			ok++
-		case r.Code == 4 && contains(r.Stderr, "already exists"):
-		default:
-			t.Errorf("create %s: want exit 0 or 4 \"already exists\": %s", id, r)
-		}
-	}
-	if ok != 1 {
-		t.Errorf("%d creates of the same id succeeded, want exactly 1", ok)
-	}
+	oneCreateWon(t, id, res)
 	if inits := cgroupMembers(t, id); len(inits) != 1 {
 		t.Errorf("processes in the container's cgroup: %v, want its one init", inits)
 	}
@@ -161,21 +138,36 @@ func TestParallelCreatesSameIDRunc(t *testing.T) {
 	}
 }
 
+// oneCreateWon checks the results of simultaneous creates of id: exactly
+// one succeeded, every other failed with exit 4 "already exists".
+func oneCreateWon(t *testing.T, id string, res []testutil.Result) {
+	t.Helper()
+	ok := 0
+	for _, r := range res {
+		switch {
+		case r.Code == 0:
+			ok++
+		case r.Code == 4 && contains(r.Stderr, "already exists"):
+		default:
+			t.Errorf("create %s: want exit 0 or 4 \"already exists\": %s", id, r)
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d creates of the same id succeeded, want exactly 1", ok)
+	}
+}
+
 // cgroupMembers lists the processes whose cgroup (in any hierarchy) is
 // the one runc gives a container without cgroupsPath: /<id>.
 func cgroupMembers(t *testing.T, id string) []int {
 	t.Helper()
-	entries, err := os.ReadDir("/proc")
+	all, err := procfs.Pids()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
+	for _, pid := range all {
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
 		if err != nil {
 			continue
 		}
